@@ -1,0 +1,159 @@
+"""REST core benchmark: read and create through the server vs the raw driver (the floor).
+
+Starts the embedded database and `fhir-server serve` as separate processes (like production:
+the server is its own process, so the load generator does not steal its event loop), then
+drives them with N concurrent HTTP clients on loopback.
+
+    .venv/bin/python bench/rest.py [--clients 16] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from pymongo import AsyncMongoClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fhir_server.embedded_db import EmbeddedDatabase
+
+TASK = {
+    "resourceType": "Task", "status": "requested", "intent": "order", "priority": "routine",
+    "description": "Call the patient about the cardiology referral",
+    "for": {"reference": "Patient/p1"}, "owner": {"reference": "Practitioner/dr1"},
+    "authoredOn": "2026-11-01T10:00:00Z",
+    "identifier": [{"system": "urn:bench", "value": "t"}],
+    "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
+}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def report(name: str, latencies: list[float], seconds: float) -> dict[str, float]:
+    rate = len(latencies) / seconds
+    p50 = statistics.median(latencies) * 1000
+    p99 = percentile(latencies, 0.99) * 1000
+    print(f"{name:<34} {rate:>9.0f} req/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   n={len(latencies)}")
+    return {"rate": rate, "p50": p50, "p99": p99}
+
+
+async def run_clients(clients: int, seconds: float, op) -> tuple[list[float], float]:  # type: ignore[no-untyped-def]
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(n: int) -> None:
+        i = 0
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await op(n, i)
+            latencies.append(time.perf_counter() - t0)
+            i += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(clients)))
+    return latencies, time.perf_counter() - started
+
+
+async def bench_driver(uri: str, clients: int, seconds: float, ids: list[str]) -> dict[str, dict[str, float]]:
+    client: AsyncMongoClient[dict] = AsyncMongoClient(uri, maxPoolSize=clients)
+    db = client["bench_raw"]
+    doc = {"res": b"x" * 600, "v": 1, "del": False}
+    await db.t.insert_many([{**doc, "_id": i} for i in ids])
+
+    async def find(n: int, i: int) -> None:
+        await db.t.find_one({"_id": ids[(n * 7919 + i) % len(ids)]})
+
+    async def insert(n: int, i: int) -> None:
+        key = uuid.uuid4().hex
+        async with client.start_session() as s, await s.start_transaction():
+            await db.c.insert_one({**doc, "_id": key}, session=s)
+            await db.ch.insert_one({**doc, "_id": f"{key}/1"}, session=s)
+
+    out = {}
+    out["read"] = report("driver find-by-id", *await run_clients(clients, seconds, find))
+    out["create"] = report("driver insert (current+history txn)", *await run_clients(clients, seconds, insert))
+    await client.drop_database("bench_raw")
+    await client.close()
+    return out
+
+
+async def bench_server(base: str, clients: int, seconds: float) -> dict[str, dict[str, float]]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
+        ids = []
+        for _ in range(200):
+            r = await http.post("/Task", json=TASK)
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+
+        async def read(n: int, i: int) -> None:
+            r = await http.get(f"/Task/{ids[(n * 7919 + i) % len(ids)]}")
+            assert r.status_code == 200
+
+        async def create(n: int, i: int) -> None:
+            r = await http.post("/Task", json=TASK, headers={"Prefer": "return=minimal"})
+            assert r.status_code == 201, r.text
+
+        out = {}
+        out["read"] = report("server GET /Task/{id}", *await run_clients(clients, seconds, read))
+        out["create"] = report("server POST /Task (validated)", *await run_clients(clients, seconds, create))
+        return out
+
+
+def start_server(uri: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": "bench", "FHIR_AUTH_DISABLED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_up(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds per measurement: {args.seconds}")
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp)) as db:
+        port = 18080
+        base = f"http://127.0.0.1:{port}/fhir"
+        server = start_server(db.uri, port)
+        try:
+            wait_up(base)
+            ids = [uuid.uuid4().hex for _ in range(200)]
+            raw = asyncio.run(bench_driver(db.uri, args.clients, args.seconds, ids))
+            api = asyncio.run(bench_server(base, args.clients, args.seconds))
+        finally:
+            server.terminate()
+            server.wait(30)
+    for kind in ("read", "create"):
+        ratio = raw[kind]["rate"] / api[kind]["rate"]
+        print(f"{kind}: server time per request = {ratio:.2f}x the raw driver's "
+              f"(p50 {api[kind]['p50'] / raw[kind]['p50']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

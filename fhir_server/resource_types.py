@@ -1,0 +1,19 @@
+"""The resource types this server stores, grouped as the product describes them."""
+
+from __future__ import annotations
+
+import re
+
+COORDINATION = ("CarePlan", "CareTeam", "Communication", "Appointment", "Task", "DocumentReference")
+MACHINERY = ("Subscription", "Consent", "AuditEvent", "Provenance", "Binary")
+DIRECTORY = ("Patient", "Practitioner", "PractitionerRole", "RelatedPerson", "Organization", "Endpoint")
+
+STORED_TYPES: tuple[str, ...] = tuple(sorted(COORDINATION + MACHINERY + DIRECTORY))
+STORED: frozenset[str] = frozenset(STORED_TYPES)
+
+# FHIR R4 id: [A-Za-z0-9\-\.]{1,64}
+ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def is_valid_id(value: str) -> bool:
+    return ID_RE.fullmatch(value) is not None

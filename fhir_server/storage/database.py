@@ -1,0 +1,75 @@
+"""MongoDB layout: collection names, indexes, and the transaction helper.
+
+Per resource type: `<Type>` holds the current version of each resource (deleted ones stay, as
+tombstones, so the version counter and 410 Gone survive), `<Type>_history` holds every
+version. Indexes are declared here and created at start-up (idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from fhir_server.resource_types import STORED_TYPES
+
+Doc = dict[str, Any]
+T = TypeVar("T")
+
+# Documents that serialize conditional creates with the same criteria (see repository).
+CONDITIONAL_LOCKS = "conditional_locks"
+
+
+class Database:
+    def __init__(self, client: AsyncMongoClient[Doc], name: str) -> None:
+        self.client = client
+        self.db: AsyncDatabase[Doc] = client[name]
+        # Extra index declarations contributed by other layers (search, compartments, auth).
+        self._extra_indexes: dict[str, list[IndexModel]] = {}
+
+    def current(self, resource_type: str) -> AsyncCollection[Doc]:
+        return self.db[resource_type]
+
+    def history(self, resource_type: str) -> AsyncCollection[Doc]:
+        return self.db[f"{resource_type}_history"]
+
+    def declare_indexes(self, collection: str, models: Iterable[IndexModel]) -> None:
+        self._extra_indexes.setdefault(collection, []).extend(models)
+
+    def declared_indexes(self) -> dict[str, list[IndexModel]]:
+        indexes: dict[str, list[IndexModel]] = {}
+        for rtype in STORED_TYPES:
+            indexes[rtype] = [IndexModel([("ts", DESCENDING), ("_id", DESCENDING)], name="ts_id")]
+            indexes[f"{rtype}_history"] = [
+                IndexModel([("id", ASCENDING), ("v", DESCENDING)], name="id_v", unique=True),
+                IndexModel([("ts", DESCENDING), ("_id", DESCENDING)], name="ts_id"),
+            ]
+        for collection, models in self._extra_indexes.items():
+            indexes.setdefault(collection, []).extend(models)
+        return indexes
+
+    async def ensure_indexes(self) -> None:
+        existing = set(await self.db.list_collection_names())
+        for collection, models in self.declared_indexes().items():
+            if collection not in existing:
+                # Collections cannot be created inside a transaction on older servers.
+                await self.db.create_collection(collection, check_exists=False)
+            await self.db[collection].create_indexes(models)
+        if CONDITIONAL_LOCKS not in existing:
+            await self.db.create_collection(CONDITIONAL_LOCKS, check_exists=False)
+
+    async def in_transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+        """Runs `work(session)` in one transaction, retried on transient errors by the driver."""
+        async with self.client.start_session() as session:
+            result: T = await session.with_transaction(
+                work,
+                read_concern=ReadConcern("snapshot"),
+                write_concern=WriteConcern("majority"),
+            )
+            return result

@@ -1,0 +1,503 @@
+"""The repository: the one write pipeline and the one read pipeline of the server.
+
+Write: hooks(before) -> precondition (versionId) -> assign id/meta -> extract index values ->
+{current, history, IN_TRANSACTION hooks} in one MongoDB transaction -> hooks(after commit).
+Read: every query ANDs the access filter gathered from FILTER_QUERY hooks, and every resource
+that leaves passes CAN_SEE and WILL_SEE (see `release`). No caller can skip either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
+
+from fhir_server.config import Settings
+from fhir_server.context import RequestContext
+from fhir_server.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+)
+from fhir_server.jsonpatch import apply_patch
+from fhir_server.search import SearchEngine, SearchQuery
+from fhir_server.storage import paging
+from fhir_server.storage.database import CONDITIONAL_LOCKS, Database
+from fhir_server.storage.documents import StoredResource, now, stamp_meta
+from interceptors.hooks import AccessQuery, Change, HookRegistry, Pointcut
+
+Doc = dict[str, Any]
+# Fields of a stored document a client never sees.
+INDEX_PROJECTION = {"sp": 0, "compartments": 0}
+MAX_WRITE_ATTEMPTS = 8
+
+
+class StaleVersion(Exception):
+    """The current version moved under us between the read and the write (optimistic lock)."""
+
+
+@dataclass
+class WriteOutcome:
+    stored: StoredResource
+    created: bool  # 201 rather than 200
+    changed: bool = True  # False: nothing written (conditional create match, no-op update)
+    warnings: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class SearchPage:
+    entries: list[StoredResource]
+    total: int | None
+    next_cursor: str | None
+
+
+def _and(*filters: Doc | None) -> Doc:
+    present = [f for f in filters if f]
+    if not present:
+        return {}
+    return present[0] if len(present) == 1 else {"$and": present}
+
+
+def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    out = dict(resource)
+    meta = out.get("meta")
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        if meta:
+            out["meta"] = meta
+        else:
+            out.pop("meta")
+    return out
+
+
+class Repository:
+    def __init__(
+        self, database: Database, hooks: HookRegistry, settings: Settings, search: SearchEngine
+    ) -> None:
+        self.database = database
+        self.hooks = hooks
+        self.settings = settings
+        self.search_engine = search
+
+    # ------------------------------------------------------------------ read pipeline
+
+    async def access_filter(self, context: RequestContext, resource_type: str) -> Doc | None:
+        if not self.hooks.has(Pointcut.FILTER_QUERY):
+            return None
+        query = AccessQuery()
+        await self.hooks.call(
+            Pointcut.FILTER_QUERY, context=context, resource_type=resource_type, query=query
+        )
+        return _and(*query.filters) or None
+
+    async def release(self, context: RequestContext, stored: StoredResource) -> StoredResource | None:
+        """The last gate for every resource leaving the server: CAN_SEE, then WILL_SEE."""
+        if stored.raw is None:
+            return stored
+        if self.hooks.has(Pointcut.CAN_SEE) and not await self.hooks.call(
+            Pointcut.CAN_SEE, context=context, resource=stored.resource
+        ):
+            return None
+        if self.hooks.has(Pointcut.WILL_SEE):
+            replacement = await self.hooks.call(
+                Pointcut.WILL_SEE, context=context, resource=stored.resource
+            )
+            if replacement is not None:
+                stored.replace(replacement)
+        return stored
+
+    async def _find_current(
+        self, context: RequestContext, resource_type: str, resource_id: str
+    ) -> StoredResource:
+        access = await self.access_filter(context, resource_type)
+        doc = await self.database.current(resource_type).find_one(
+            _and({"_id": resource_id}, access), INDEX_PROJECTION
+        )
+        if doc is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        return StoredResource.from_current(resource_type, doc)
+
+    async def read(
+        self, context: RequestContext, resource_type: str, resource_id: str
+    ) -> StoredResource:
+        stored = await self._find_current(context, resource_type, resource_id)
+        if stored.deleted:
+            raise Gone(f"{resource_type}/{resource_id} was deleted", headers={"ETag": stored.etag})
+        return await self._released_or_forbidden(context, stored)
+
+    async def vread(
+        self, context: RequestContext, resource_type: str, resource_id: str, version_id: int
+    ) -> StoredResource:
+        access = await self.access_filter(context, resource_type)
+        doc = await self.database.history(resource_type).find_one(
+            _and({"id": resource_id, "v": version_id}, access), INDEX_PROJECTION
+        )
+        if doc is None:
+            raise NotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
+        stored = StoredResource.from_history(resource_type, doc)
+        if stored.deleted:
+            raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
+        return await self._released_or_forbidden(context, stored)
+
+    async def _released_or_forbidden(
+        self, context: RequestContext, stored: StoredResource
+    ) -> StoredResource:
+        released = await self.release(context, stored)
+        if released is None:
+            raise Forbidden(f"access to {stored.resource_type}/{stored.id} is not permitted")
+        return released
+
+    async def search(
+        self, context: RequestContext, query: SearchQuery, *, with_total: bool = True
+    ) -> SearchPage:
+        """Runs a parsed search through the read pipeline; keyset-paged on sort key + _id."""
+        collection = self.database.current(query.resource_type)
+        access = await self.access_filter(context, query.resource_type)
+        base = _and(query.filter, {"del": False}, access)
+        keys = [*query.sort, ("_id", query.sort[-1][1] if query.sort else -1)]
+        page_filter = base
+        if query.cursor:
+            page_filter = _and(base, paging.after(keys, paging.decode(query.cursor)))
+        # Sort values on extracted fields are needed to build the next page's cursor.
+        needs_sp = any(key.startswith("sp.") for key, _ in query.sort)
+        projection = {"compartments": 0} if needs_sp else INDEX_PROJECTION
+        entries: list[StoredResource] = []
+        next_cursor = None
+        if query.count > 0:
+            docs = await collection.find(page_filter, projection).sort(keys).limit(
+                query.count + 1
+            ).to_list()
+            if len(docs) > query.count:
+                docs = docs[: query.count]
+                next_cursor = paging.encode([_dig(docs[-1], k) for k, _ in keys])
+            for doc in docs:
+                released = await self.release(context, StoredResource.from_current(query.resource_type, doc))
+                if released is not None:
+                    entries.append(released)
+        total = None
+        if with_total and query.total != "none":
+            total = await collection.count_documents(base)
+        return SearchPage(entries, total, next_cursor)
+
+    async def find_matches(
+        self, context: RequestContext, resource_type: str, params: list[tuple[str, str]],
+        *, session: AsyncClientSession | None = None, limit: int = 2,
+    ) -> list[Doc]:
+        """Resources matching conditional criteria (at most `limit`), through the access filter."""
+        if not params:
+            raise BadRequest("conditional operations need search criteria")
+        query = self.search_engine.parse(resource_type, params, strict=True)
+        access = await self.access_filter(context, resource_type)
+        cursor = self.database.current(resource_type).find(
+            _and(query.filter, {"del": False}, access), {"_id": 1, "v": 1}, session=session
+        )
+        return await cursor.limit(limit).to_list()
+
+    # ------------------------------------------------------------------ write pipeline
+
+    def _index(self, resource_type: str, resource: dict[str, Any]) -> Doc:
+        return {"sp": self.search_engine.index_fields(resource_type, resource)}
+
+    async def _write_version(
+        self,
+        session: AsyncClientSession,
+        context: RequestContext,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        previous: Doc | None,
+        interaction: str,
+    ) -> tuple[StoredResource, Change]:
+        """Writes one new version (current + history + IN_TRANSACTION hooks) in `session`."""
+        version = previous["v"] + 1 if previous else 1
+        at = now()
+        if resource is not None:
+            stamp_meta(resource, resource_id, version, at)
+            raw: bytes | None = orjson.dumps(resource)
+            index = self._index(resource_type, resource)
+        else:
+            raw = None
+            # A tombstone keeps its compartments so that access rules still apply to it.
+            index = {"compartments": previous.get("compartments")} if previous else {}
+        deleted = resource is None
+        current_doc = {"_id": resource_id, "v": version, "ts": at, "del": deleted, "res": raw, **index}
+        method = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}[interaction]
+        history_doc = {
+            "_id": f"{resource_id}/{version}", "id": resource_id, "v": version, "ts": at,
+            "del": deleted, "res": raw, "m": method, **index,
+        }
+        current = self.database.current(resource_type)
+        if previous is None:
+            await current.insert_one(current_doc, session=session)
+        else:
+            result = await current.replace_one(
+                {"_id": resource_id, "v": previous["v"]}, current_doc, session=session
+            )
+            if result.matched_count != 1:
+                raise StaleVersion()
+        await self.database.history(resource_type).insert_one(history_doc, session=session)
+        prev_resource = orjson.loads(previous["res"]) if previous and previous.get("res") else None
+        change = Change(resource_type, resource_id, version, interaction, at, resource, prev_resource)
+        await self.hooks.call(
+            Pointcut.IN_TRANSACTION, context=context, change=change, session=session,
+            db=self.database.db,
+        )
+        stored = StoredResource(resource_type, resource_id, version, at, deleted, raw, method)
+        return stored, change
+
+    async def _commit(
+        self,
+        context: RequestContext,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        previous: Doc | None,
+        interaction: str,
+    ) -> StoredResource:
+        async def work(session: AsyncClientSession) -> tuple[StoredResource, Change]:
+            return await self._write_version(
+                session, context, resource_type, resource_id, resource, previous, interaction
+            )
+
+        stored, change = await self.database.in_transaction(work)
+        await self.hooks.call(Pointcut.AFTER_COMMIT, context=context, change=change)
+        return stored
+
+    async def create(
+        self,
+        context: RequestContext,
+        resource: dict[str, Any],
+        *,
+        if_none_exist: list[tuple[str, str]] | None = None,
+    ) -> WriteOutcome:
+        resource_type: str = resource["resourceType"]
+        await self.hooks.call(Pointcut.BEFORE_CREATE, context=context, resource=resource)
+        if if_none_exist is not None:
+            return await self._conditional_create(context, resource_type, resource, if_none_exist)
+        resource_id = str(uuid.uuid4())
+        stored = await self._commit(context, resource_type, resource_id, resource, None, "create")
+        return WriteOutcome(stored, created=True)
+
+    async def _conditional_create(
+        self, context: RequestContext, resource_type: str, resource: dict[str, Any],
+        criteria: list[tuple[str, str]],
+    ) -> WriteOutcome:
+        # Two clients creating with the same criteria at once: both upsert this lock document
+        # inside their transactions, so one conflicts, retries, and then sees the other's resource.
+        canonical = f"{resource_type}?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
+        lock_id = hashlib.sha256(canonical.encode()).hexdigest()
+
+        async def work(session: AsyncClientSession) -> tuple[StoredResource, Change | None]:
+            await self.database.db[CONDITIONAL_LOCKS].update_one(
+                {"_id": lock_id}, {"$inc": {"n": 1}}, upsert=True, session=session
+            )
+            matches = await self.find_matches(context, resource_type, criteria, session=session)
+            if len(matches) > 1:
+                raise PreconditionFailed(
+                    f"If-None-Exist criteria match more than one {resource_type}", code="duplicate"
+                )
+            if matches:
+                doc = await self.database.current(resource_type).find_one(
+                    {"_id": matches[0]["_id"]}, INDEX_PROJECTION, session=session
+                )
+                assert doc is not None
+                return StoredResource.from_current(resource_type, doc), None
+            return await self._write_version(
+                session, context, resource_type, str(uuid.uuid4()), resource, None, "create"
+            )
+
+        stored, change = await self.database.in_transaction(work)
+        if change is None:
+            released = await self._released_or_forbidden(context, stored)
+            return WriteOutcome(released, created=False, changed=False)
+        await self.hooks.call(Pointcut.AFTER_COMMIT, context=context, change=change)
+        return WriteOutcome(stored, created=True)
+
+    async def update(
+        self,
+        context: RequestContext,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteOutcome:
+        """PUT: update, or update-as-create when the id is new (or was deleted)."""
+        checked = False
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            previous = await self._current_doc(context, resource_type, resource_id)
+            live = previous is not None and not previous.get("del")
+            self._check_if_match(resource_type, resource_id, previous, if_match)
+            if not checked:
+                await self._before_write(context, resource, previous if live else None)
+                checked = True
+            if live and previous is not None and previous.get("res"):
+                prior = orjson.loads(previous["res"])
+                if _without_server_meta(prior) == _without_server_meta(resource):
+                    # No-op update: no new version, no event (as HAPI does).
+                    stored = StoredResource.from_current(resource_type, previous)
+                    return WriteOutcome(stored, created=False, changed=False)
+            try:
+                stored = await self._commit(
+                    context, resource_type, resource_id, resource, previous, "update"
+                )
+                return WriteOutcome(stored, created=not live)
+            except (StaleVersion, DuplicateKeyError):
+                if if_match is not None:
+                    raise PreconditionFailed(
+                        f"{resource_type}/{resource_id} changed concurrently; If-Match failed"
+                    ) from None
+        raise Conflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+    async def patch(
+        self,
+        context: RequestContext,
+        resource_type: str,
+        resource_id: str,
+        operations: Any,
+        *,
+        if_match: int | None = None,
+    ) -> WriteOutcome:
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            previous = await self._current_doc(context, resource_type, resource_id)
+            if previous is None:
+                raise NotFound(f"{resource_type}/{resource_id} is not known")
+            if previous.get("del"):
+                raise Gone(f"{resource_type}/{resource_id} was deleted")
+            self._check_if_match(resource_type, resource_id, previous, if_match)
+            prior = orjson.loads(previous["res"])
+            patched = apply_patch(prior, operations)
+            if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
+                raise BadRequest("a patch may not change resourceType or id", code="invariant")
+            await self._before_write(context, patched, previous)
+            try:
+                stored = await self._commit(
+                    context, resource_type, resource_id, patched, previous, "patch"
+                )
+                return WriteOutcome(stored, created=False)
+            except StaleVersion:
+                if if_match is not None:
+                    raise PreconditionFailed(
+                        f"{resource_type}/{resource_id} changed concurrently; If-Match failed"
+                    ) from None
+        raise Conflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+    async def delete(
+        self,
+        context: RequestContext,
+        resource_type: str,
+        resource_id: str,
+        *,
+        if_match: int | None = None,
+    ) -> StoredResource | None:
+        """Deletes; returns the tombstone, or None when it was already deleted (idempotent)."""
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            previous = await self._current_doc(context, resource_type, resource_id)
+            if previous is None:
+                raise NotFound(f"{resource_type}/{resource_id} is not known")
+            self._check_if_match(resource_type, resource_id, previous, if_match)
+            if previous.get("del"):
+                return None
+            await self.hooks.call(
+                Pointcut.BEFORE_DELETE, context=context, previous=orjson.loads(previous["res"])
+            )
+            try:
+                return await self._commit(context, resource_type, resource_id, None, previous, "delete")
+            except StaleVersion:
+                if if_match is not None:
+                    raise PreconditionFailed(
+                        f"{resource_type}/{resource_id} changed concurrently; If-Match failed"
+                    ) from None
+        raise Conflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+    async def conditional_update(
+        self,
+        context: RequestContext,
+        resource_type: str,
+        criteria: list[tuple[str, str]],
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteOutcome:
+        """PUT Type?criteria: no match creates, one match updates it, several are 412."""
+        matches = await self.find_matches(context, resource_type, criteria)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"The criteria match more than one {resource_type}", code="multiple-matches"
+            )
+        body_id = resource.get("id")
+        if matches:
+            match_id = str(matches[0]["_id"])
+            if body_id is not None and body_id != match_id:
+                raise BadRequest(
+                    f"The resource id '{body_id}' differs from the matching {resource_type}/{match_id}"
+                )
+            return await self.update(context, resource_type, match_id, resource, if_match=if_match)
+        if isinstance(body_id, str):
+            return await self.update(context, resource_type, body_id, resource, if_match=if_match)
+        return await self.create(context, resource)
+
+    async def conditional_delete(
+        self, context: RequestContext, resource_type: str, criteria: list[tuple[str, str]]
+    ) -> StoredResource | None:
+        """DELETE Type?criteria: one match is deleted; none deletes nothing; several are 412."""
+        matches = await self.find_matches(context, resource_type, criteria)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"The criteria match more than one {resource_type}", code="multiple-matches"
+            )
+        if not matches:
+            return None
+        return await self.delete(context, resource_type, str(matches[0]["_id"]))
+
+    async def _current_doc(
+        self, context: RequestContext, resource_type: str, resource_id: str
+    ) -> Doc | None:
+        # Writes see only what the client may see: a resource hidden by the access filter
+        # is "not known" to it, so its existence is not disclosed by a 412 or 409.
+        access = await self.access_filter(context, resource_type)
+        return await self.database.current(resource_type).find_one(
+            _and({"_id": resource_id}, access)
+        )
+
+    @staticmethod
+    def _check_if_match(
+        resource_type: str, resource_id: str, previous: Doc | None, if_match: int | None
+    ) -> None:
+        if if_match is None:
+            return
+        if previous is None or previous.get("del"):
+            raise PreconditionFailed(f"If-Match given but {resource_type}/{resource_id} does not exist")
+        if previous["v"] != if_match:
+            raise PreconditionFailed(
+                f"If-Match version {if_match} is not the current version {previous['v']} "
+                f"of {resource_type}/{resource_id}"
+            )
+
+    async def _before_write(
+        self, context: RequestContext, resource: dict[str, Any], previous: Doc | None
+    ) -> None:
+        if previous is None:
+            await self.hooks.call(Pointcut.BEFORE_CREATE, context=context, resource=resource)
+        else:
+            await self.hooks.call(
+                Pointcut.BEFORE_UPDATE, context=context, resource=resource,
+                previous=orjson.loads(previous["res"]) if previous.get("res") else None,
+            )
+
+
+def _dig(doc: Doc, dotted: str) -> Any:
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node

@@ -1,0 +1,1 @@
+"""FHIR Subscriptions: outbox dispatcher, topic matching, channels (see README.md)."""
