@@ -29,6 +29,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     # Guards against pathological JSON that would exhaust the stack of any recursive walker.
     max_json_depth: int = 64
+    max_bundle_entries: int = 1000
     default_page_size: int = 50
     max_page_size: int = 1000
     extra: dict[str, str] = field(default_factory=dict)
@@ -56,6 +57,7 @@ class Settings:
             data_dir=Path(os.environ.get("FHIR_DATA_DIR", str(cls.data_dir))),
             profiles_dir=Path(os.environ.get("FHIR_PROFILES_DIR", str(DEFAULT_PROFILES_DIR))),
             max_body_bytes=_env_int("FHIR_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_bundle_entries=_env_int("FHIR_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
             default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", cls.max_page_size),
         )

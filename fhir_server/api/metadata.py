@@ -21,8 +21,9 @@ def capability_statement(base_url: str, search_params: dict[str, list[dict[str, 
 
     type_interactions = sorted({r.interaction for r in ROUTES if r.level in ("type", "instance")
                                 and r.interaction != "operation"})
-    system_interactions = sorted({r.interaction for r in ROUTES if r.level == "system"
-                                  and r.interaction not in ("capabilities", "operation")})
+    system_interactions = sorted({code for r in ROUTES if r.level == "system"
+                                  for code in (r.interaction, *r.also)
+                                  if code not in ("capabilities", "operation")})
     conditional = {r.interaction for r in ROUTES if r.conditional}
     resources = []
     for rtype in STORED_TYPES:

@@ -190,7 +190,7 @@ async def delete(request: Request) -> Response:
         context, resource_type, resource_id, if_match=parse_if_match(request)
     )
     message = (f"Deleted {resource_type}/{resource_id}" if stored
-               else f"{resource_type}/{resource_id} was already deleted")
+               else f"{resource_type}/{resource_id} does not exist (or no longer); nothing was deleted")
     return _deleted(fmt, context, stored, message)
 
 

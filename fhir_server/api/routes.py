@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import history, metadata, resources, search, validate
+from fhir_server.api import history, metadata, resources, search, system, validate
 from fhir_server.config import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -27,11 +27,15 @@ class Route:
     interaction: str  # FHIR interaction code (CapabilityStatement), or "operation"
     level: str  # system | type | instance
     conditional: bool = False
+    also: tuple[str, ...] = ()  # further interaction codes the same route serves
 
 
 ROUTES: tuple[Route, ...] = (
     Route(("GET", "HEAD"), "/metadata", metadata.capabilities, "capabilities", "system"),
     Route(("GET", "HEAD"), "/_history", history.system_history, "history-system", "system"),
+    Route(("POST",), "", system.batch_or_transaction, "transaction", "system", also=("batch",)),
+    Route(("GET", "HEAD"), "", search.search_system, "search-system", "system"),
+    Route(("POST",), "/_search", search.search_system, "search-system", "system"),
     Route(("GET", "HEAD"), "/{type}/_history", history.type_history, "history-type", "type"),
     Route(("POST",), "/{type}/_search", search.search_type_post, "search-type", "type"),
     Route(("POST",), "/{type}/$validate", validate.validate, "operation", "type"),
@@ -43,6 +47,9 @@ ROUTES: tuple[Route, ...] = (
     Route(("GET", "HEAD"), "/{type}/{id}/_history", history.instance_history, "history-instance",
           "instance"),
     Route(("GET", "HEAD"), "/{type}/{id}/_history/{vid}", resources.vread, "vread", "instance"),
+    # Patient compartment search; after /{type}/{id}/_history so that stays a history read.
+    Route(("GET", "HEAD"), "/Patient/{id}/{type}", search.search_compartment, "search-type",
+          "instance"),
     Route(("GET", "HEAD"), "/{type}/{id}", resources.read, "read", "instance"),
     Route(("PUT",), "/{type}/{id}", resources.update, "update", "instance"),
     Route(("PATCH",), "/{type}/{id}", resources.patch, "patch", "instance"),
@@ -57,4 +64,7 @@ def build_router(settings: Settings) -> APIRouter:
             route.path, route.handler, methods=list(route.methods),
             include_in_schema=True, name=f"{route.interaction}:{route.path}",
         )
+        if route.path == "":
+            # [base] and [base]/ are the same endpoint: answer both rather than redirect a POST.
+            router.add_api_route("/", route.handler, methods=list(route.methods), include_in_schema=False)
     return router

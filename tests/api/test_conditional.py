@@ -6,6 +6,8 @@ import concurrent.futures
 
 import httpx
 
+from tests.helpers import count
+
 PATIENT = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "123"}]}
 
 
@@ -15,7 +17,7 @@ def test_conditional_create_no_match_then_match(client: httpx.Client) -> None:
     second = client.post("/Patient", json=PATIENT, headers={"If-None-Exist": "identifier=urn:mrn|123"})
     assert second.status_code == 200
     assert second.json()["id"] == first.json()["id"]
-    assert client.get("/Patient", params={"identifier": "urn:mrn|123"}).json()["total"] == 1
+    assert count(client, "Patient", identifier="urn:mrn|123") == 1
 
 
 def test_conditional_create_many_matches_is_412(client: httpx.Client) -> None:
@@ -23,7 +25,7 @@ def test_conditional_create_many_matches_is_412(client: httpx.Client) -> None:
     client.post("/Patient", json=PATIENT)
     r = client.post("/Patient", json=PATIENT, headers={"If-None-Exist": "identifier=urn:mrn|123"})
     assert r.status_code == 412
-    assert client.get("/Patient", params={"identifier": "urn:mrn|123"}).json()["total"] == 2
+    assert count(client, "Patient", identifier="urn:mrn|123") == 2
 
 
 def test_conditional_create_with_full_url_form_and_id(client: httpx.Client) -> None:
@@ -44,13 +46,13 @@ def test_concurrent_conditional_creates_make_one(client: httpx.Client) -> None:
         results = list(pool.map(create, range(6)))
     assert sorted(code for code, _ in results) == [200] * 5 + [201]
     assert len({rid for _, rid in results}) == 1
-    assert client.get("/Patient", params={"identifier": "urn:mrn|123"}).json()["total"] == 1
+    assert count(client, "Patient", identifier="urn:mrn|123") == 1
 
 
 def test_conditional_create_needs_criteria_it_understands(client: httpx.Client) -> None:
     r = client.post("/Patient", json=PATIENT, headers={"If-None-Exist": "nonsense-param=1"})
     assert r.status_code == 400
-    assert client.get("/Patient").json()["total"] == 0
+    assert count(client, "Patient") == 0
 
 
 def test_conditional_update(client: httpx.Client) -> None:

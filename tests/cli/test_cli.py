@@ -19,16 +19,19 @@ CLI = [sys.executable, "-m", "fhir_server"]
 
 def _serve(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "FHIR_BASE_URL")}
-    return subprocess.Popen(
+    log = open(data_dir / "serve.log", "ab")  # noqa: SIM115 - closed with the process in _stop
+    process = subprocess.Popen(
         [*CLI, "serve", "--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, stdout=subprocess.DEVNULL, stderr=log,
     )
+    process.log = log  # type: ignore[attr-defined]
+    return process
 
 
 def _wait_up(base: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert process.poll() is None, Path(process.log.name).read_text()  # type: ignore[attr-defined]
         try:
             if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
                 return
@@ -40,7 +43,9 @@ def _wait_up(base: str, process: subprocess.Popen[bytes]) -> None:
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    code = process.wait(timeout=60)
+    process.log.close()  # type: ignore[attr-defined]
+    assert code == 0, Path(process.log.name).read_text()  # type: ignore[attr-defined]
 
 
 def test_serve_embedded_database_survives_restart(tmp_path: Path) -> None:
@@ -79,6 +84,7 @@ def test_load_examples_is_idempotent(mongodb_uri: str) -> None:
         before = db["Task_history"].count_documents({})
         second = subprocess.run([*CLI, "load", *files], env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 0, second.stderr
-        assert "0 created" in second.stderr
+        # Resources with ids are unchanged; the bundle's id-less POST entries are created anew.
+        assert "0 updated" in second.stderr and "5 unchanged" in second.stderr
         assert db["Task_history"].count_documents({}) == before
         client.drop_database("load_test")

@@ -1,0 +1,1 @@
+"""Batch and transaction Bundles (FHIR R4 http.html#transaction)."""

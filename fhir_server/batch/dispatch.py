@@ -1,0 +1,101 @@
+"""Runs one Bundle entry as an HTTP request against this same app, in process.
+
+Batch entries, and the reads of a transaction, go through the very routes a direct request
+would (same parsing, same access decision, same errors), with the caller's credentials and
+purpose of use. The reply becomes the entry's `response` (and `resource`).
+"""
+
+from __future__ import annotations
+
+import base64
+import http
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.types import ASGIApp
+
+from fhir_server.batch.entries import Entry
+from fhir_server.errors import BadRequest
+from fhir_server.datetimes import DateFormatError, parse_range
+from fhir_server.storage.documents import format_instant, http_date
+
+PASSED_THROUGH = ("authorization", "x-purpose-of-use", "prefer")
+
+
+def status_line(code: int) -> str:
+    try:
+        return f"{code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
+def entry_response(code: int, headers: httpx.Headers | dict[str, str], body: bytes | None) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": status_line(code)}
+    get = headers.get
+    if get("location"):
+        response["location"] = get("location")
+    if get("etag"):
+        response["etag"] = get("etag")
+    last_modified = get("last-modified")
+    if last_modified:
+        response["lastModified"] = format_instant(parsedate_to_datetime(last_modified))
+    out: dict[str, Any] = {}
+    resource = None
+    if body and (get("content-type") or "").startswith(("application/fhir+json", "application/json")):
+        resource = orjson.loads(body)
+    if resource is not None and code >= 400:
+        response["outcome"] = resource
+    elif resource is not None:
+        out["resource"] = resource
+    out["response"] = response
+    return out
+
+
+def _patch_body(entry: Entry) -> bytes:
+    """A PATCH entry carries its JSON Patch as a Binary resource (FHIR R4 http.html#patch)."""
+    resource = entry.resource or {}
+    if resource.get("resourceType") == "Binary" and isinstance(resource.get("data"), str):
+        return base64.b64decode(resource["data"])
+    raise BadRequest(f"{entry.where}: a PATCH entry needs a Binary resource holding a JSON Patch")
+
+
+def _http_date(instant: str | None) -> str | None:
+    """Bundle.entry.request.ifModifiedSince is a FHIR instant; the header wants an HTTP date."""
+    if not instant:
+        return None
+    try:
+        return http_date(parse_range(instant)[0])
+    except DateFormatError:
+        return instant
+
+
+class Dispatcher:
+    def __init__(self, app: ASGIApp, request: Request, base_url: str) -> None:
+        self.base_url = base_url
+        self.headers = {k: v for k, v in request.headers.items() if k in PASSED_THROUGH}
+        self.headers["accept"] = "application/fhir+json"
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def run(self, entry: Entry) -> dict[str, Any]:
+        headers = dict(self.headers)
+        for header, value in (("if-match", entry.if_match), ("if-none-match", entry.if_none_match),
+                              ("if-modified-since", _http_date(entry.if_modified_since)),
+                              ("if-none-exist", entry.if_none_exist)):
+            if value:
+                headers[header] = value
+        content: bytes | None = None
+        if entry.method == "PATCH":
+            content = _patch_body(entry)
+            headers["content-type"] = "application/json-patch+json"
+        elif entry.resource is not None:
+            content = orjson.dumps(entry.resource)
+            headers["content-type"] = "application/fhir+json"
+        url = entry.url if not entry.url.startswith(self.base_url) else entry.url[len(self.base_url):]
+        reply = await self.client.request(entry.method, "/" + url.lstrip("/"), content=content, headers=headers)
+        return entry_response(reply.status_code, reply.headers, reply.content)

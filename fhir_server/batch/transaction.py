@@ -1,0 +1,226 @@
+"""A transaction Bundle: all entries succeed together in one MongoDB transaction, or none do.
+
+Steps: ids are assigned to creates and fullUrls mapped to them; inside the transaction,
+conditional creates/updates/deletes and conditional references are resolved, overlapping
+entries refused, references rewritten, and the writes run in FHIR's order (DELETE, POST,
+PUT/PATCH) through the repository's version writer, the same one a single write uses. After
+the commit, AFTER_COMMIT hooks run, then the reads (GET/HEAD) through the normal routes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from fhir_server.batch.dispatch import Dispatcher, _patch_body, entry_response, status_line
+from fhir_server.batch.entries import ORDER, Entry, parse_url
+from fhir_server.batch.references import conditional_references, rewrite
+from fhir_server.context import RequestContext
+from fhir_server.errors import BadRequest, FhirError, NotFound, PreconditionFailed
+from fhir_server.jsonpatch import apply_patch
+from fhir_server.storage.database import CONDITIONAL_LOCKS
+from fhir_server.storage.documents import StoredResource, format_instant, http_date
+from fhir_server.storage.repository import Repository, without_server_meta
+from interceptors.hooks import Change, Pointcut
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass
+class Written:
+    entry: Entry
+    stored: StoredResource | None
+    status: int
+
+
+def _criteria(entry: Entry) -> list[tuple[str, str]]:
+    if entry.if_none_exist is not None:
+        return parse_qsl(entry.if_none_exist.split("?", 1)[-1], keep_blank_values=True)
+    return entry.params
+
+
+class Transaction:
+    def __init__(self, repository: Repository, context: RequestContext, entries: list[Entry]) -> None:
+        self.repository = repository
+        self.context = context
+        self.entries = entries
+        self.base_mapping: dict[str, str] = {}
+        for entry in entries:
+            if entry.method == "POST":
+                entry.target_id = str(uuid.uuid4())
+            elif entry.method in WRITES:
+                entry.target_id = entry.resource_id
+            if entry.method in ("POST", "PUT") and entry.full_url and entry.target_id:
+                self.base_mapping[entry.full_url] = f"{entry.resource_type}/{entry.target_id}"
+
+    @staticmethod
+    def _fail(entry: Entry, error: FhirError) -> FhirError:
+        """Names the entry that failed the transaction in the error's OperationOutcome."""
+        error.diagnostics = f"{entry.where} ({entry.method} {entry.url[:120]}): {error.diagnostics}"
+        error.issues = [replace(i, diagnostics=f"{entry.where}: {i.diagnostics}") for i in error.issues]
+        return error
+
+    async def _resolve(self, session: AsyncClientSession, entry: Entry, mapping: dict[str, str]) -> None:
+        repo, context = self.repository, self.context
+        assert entry.resource_type is not None
+        if entry.method == "POST" and entry.if_none_exist is not None:
+            criteria = _criteria(entry)
+            canonical = f"{entry.resource_type}?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
+            await repo.database.db[CONDITIONAL_LOCKS].update_one(
+                {"_id": hashlib.sha256(canonical.encode()).hexdigest()}, {"$inc": {"n": 1}},
+                upsert=True, session=session,
+            )
+            matches = await repo.find_matches(context, entry.resource_type, criteria, session=session)
+            if len(matches) > 1:
+                raise PreconditionFailed("ifNoneExist matches more than one resource", code="multiple-matches")
+            if matches:
+                entry.skip_write = True
+                entry.target_id = str(matches[0]["_id"])
+                if entry.full_url:
+                    mapping[entry.full_url] = f"{entry.resource_type}/{entry.target_id}"
+        elif entry.method in ("PUT", "PATCH", "DELETE") and entry.resource_id is None:
+            matches = await repo.find_matches(context, entry.resource_type, entry.params, session=session)
+            if len(matches) > 1:
+                raise PreconditionFailed("the conditional URL matches more than one resource", code="multiple-matches")
+            if matches:
+                entry.target_id = str(matches[0]["_id"])
+            elif entry.method == "PUT":
+                body_id = (entry.resource or {}).get("id")
+                entry.target_id = body_id if isinstance(body_id, str) else str(uuid.uuid4())
+            elif entry.method == "PATCH":
+                raise NotFound("the conditional URL matches no resource")
+            else:
+                entry.skip_write = True  # conditional delete of nothing
+            if entry.method == "PUT" and entry.full_url:
+                mapping[entry.full_url] = f"{entry.resource_type}/{entry.target_id}"
+
+    async def _references(self, session: AsyncClientSession, entry: Entry, mapping: dict[str, str]) -> None:
+        for reference in conditional_references(entry.resource, []):
+            if reference in mapping:
+                continue
+            rtype, _, _, params = parse_url(reference, self.context.base_url, entry.where)
+            if rtype is None or not params:
+                raise BadRequest(f"conditional reference '{reference[:120]}' is not a search")
+            matches = await self.repository.find_matches(self.context, rtype, params, session=session)
+            if len(matches) != 1:
+                found = "no" if not matches else "more than one"
+                raise PreconditionFailed(f"conditional reference '{reference[:120]}' matches {found} resource")
+            mapping[reference] = f"{rtype}/{matches[0]['_id']}"
+
+    async def _write(self, session: AsyncClientSession, entry: Entry,
+                     resource: dict[str, Any] | None) -> tuple[Written, Change | None]:
+        repo, context = self.repository, self.context
+        rtype, rid = entry.resource_type, entry.target_id
+        assert rtype is not None
+        if entry.skip_write:
+            if entry.method == "DELETE":
+                return Written(entry, None, 204), None
+            doc = await repo.current_doc(context, rtype, rid or "", session=session)
+            stored = StoredResource.from_current(rtype, doc) if doc else None
+            return Written(entry, stored, 200), None
+        assert rid is not None
+        previous = await repo.current_doc(context, rtype, rid, session=session)
+        live = previous is not None and not previous.get("del")
+        if entry.if_match is not None:
+            value = entry.if_match.removeprefix("W/").strip('"')
+            repo.check_if_match(rtype, rid, previous, int(value) if value.isdigit() else -1)
+        if entry.method == "DELETE":
+            if not live or previous is None:
+                return Written(entry, None, 204), None  # nothing to delete: a no-op, as in REST
+            await repo.hooks.call(Pointcut.BEFORE_DELETE, context=context, previous=orjson.loads(previous["res"]))
+            stored, change = await repo.write_version(session, context, rtype, rid, None, previous, "delete")
+            return Written(entry, stored, 204), change
+        if entry.method == "PATCH":
+            if not live or previous is None:
+                raise NotFound(f"{rtype}/{rid} is not known")
+            resource = apply_patch(orjson.loads(previous["res"]), orjson.loads(_patch_body(entry)))
+            if resource.get("id") != rid or resource.get("resourceType") != rtype:
+                raise BadRequest("a patch may not change resourceType or id")
+        assert resource is not None
+        if entry.method == "PUT":
+            body_id = resource.get("id")
+            if body_id is not None and body_id != rid:
+                raise BadRequest(f"the resource id '{str(body_id)[:64]}' differs from the URL's '{rid}'")
+            if live and previous is not None and without_server_meta(orjson.loads(previous["res"])) == \
+                    without_server_meta(resource):
+                return Written(entry, StoredResource.from_current(rtype, previous), 200), None
+        if entry.method == "POST":
+            await repo.before_write(context, resource, None)
+            stored, change = await repo.write_version(session, context, rtype, rid, resource, None, "create")
+            return Written(entry, stored, 201), change
+        await repo.before_write(context, resource, previous if live else None)
+        interaction = "patch" if entry.method == "PATCH" else "update"
+        stored, change = await repo.write_version(session, context, rtype, rid, resource, previous, interaction)
+        return Written(entry, stored, 200 if live else 201), change
+
+    async def _work(self, session: AsyncClientSession) -> tuple[list[Written], list[Change]]:
+        mapping = dict(self.base_mapping)
+        writes = [e for e in self.entries if e.method in WRITES]
+        for entry in writes:
+            entry.skip_write = False
+            try:
+                await self._resolve(session, entry, mapping)
+            except FhirError as error:
+                raise self._fail(entry, error) from None
+        seen: dict[tuple[str | None, str | None], Entry] = {}
+        for entry in writes:
+            if entry.skip_write and entry.method == "DELETE":
+                continue
+            key = (entry.resource_type, entry.target_id)
+            if key in seen:
+                raise BadRequest(f"{entry.where} and {seen[key].where} both change "
+                                 f"{entry.resource_type}/{entry.target_id}", code="duplicate")
+            seen[key] = entry
+        resources: dict[int, dict[str, Any] | None] = {}
+        for entry in writes:
+            try:
+                await self._references(session, entry, mapping)
+            except FhirError as error:
+                raise self._fail(entry, error) from None
+        for entry in writes:
+            resources[entry.index] = rewrite(copy.deepcopy(entry.resource), mapping) if entry.resource else None
+        written: list[Written] = []
+        changes: list[Change] = []
+        for entry in sorted(writes, key=lambda e: (ORDER[e.method], e.index)):
+            try:
+                result, change = await self._write(session, entry, resources[entry.index])
+            except FhirError as error:
+                raise self._fail(entry, error) from None
+            written.append(result)
+            if change is not None:
+                changes.append(change)
+        return written, changes
+
+    async def run(self, dispatcher: Dispatcher) -> list[dict[str, Any]]:
+        written, changes = await self.repository.database.in_transaction(self._work)
+        for change in changes:
+            await self.repository.hooks.call(Pointcut.AFTER_COMMIT, context=self.context, change=change)
+        by_index = {w.entry.index: w for w in written}
+        responses: list[dict[str, Any]] = []
+        for entry in self.entries:
+            if entry.index in by_index:
+                responses.append(self._response(by_index[entry.index]))
+            else:
+                responses.append(await dispatcher.run(entry))
+        return responses
+
+    def _response(self, written: Written) -> dict[str, Any]:
+        stored = written.stored
+        if stored is None:
+            return {"response": {"status": status_line(written.status)}}
+        headers = {"etag": stored.etag, "last-modified": http_date(stored.last_updated)}
+        if written.status in (200, 201) and stored.raw is not None:
+            headers["location"] = stored.location
+        body = stored.raw if self.context.prefer_return == "representation" else None
+        out = entry_response(written.status, headers, None)
+        out["response"]["lastModified"] = format_instant(stored.last_updated)
+        if body is not None:
+            out["resource"] = orjson.loads(body)
+        return out
