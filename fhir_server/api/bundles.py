@@ -14,7 +14,7 @@ import orjson
 from starlette.requests import Request
 
 from fhir_server.api.responses import shaped
-from fhir_server.elements import StructureInfo
+from fhir_server.elements import StructureInfo, apply_elements, apply_summary
 from fhir_server.errors import Issue, operation_outcome
 from fhir_server.storage.documents import StoredResource, format_instant, now
 
@@ -53,31 +53,44 @@ def bundle(bundle_type: str, entries: list[Any], links: list[dict[str, str]], to
 
 
 def searchset(
-    request: Request,
     info: StructureInfo,
     base_url: str,
-    self_url: str,
-    next_url: str | None,
+    links: dict[str, str],
     matches: list[StoredResource],
     total: int | None,
     warnings: list[Issue],
-    includes: list[StoredResource] = (),  # type: ignore[assignment]
+    includes: list[StoredResource] | None = None,
+    *,
+    summary: str | None = None,
+    elements: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    summary_count = request.query_params.get("_summary") == "count"
+    """A searchset Bundle: matches, then included resources (search.mode=include), then an
+    OperationOutcome (search.mode=outcome) with the warnings, e.g. ignored parameters."""
     entries: list[Any] = []
-    if not summary_count:
-        for stored, mode in [*((m, "match") for m in matches), *((i, "include") for i in includes)]:
+    if summary != "count":
+        for stored, mode in [*((m, "match") for m in matches),
+                             *((i, "include") for i in includes or ())]:
             entries.append({
                 "fullUrl": f"{base_url}/{stored.resource_type}/{stored.id}",
-                "resource": _content(request, stored, info),
+                "resource": _searched(stored, info, summary, elements),
                 "search": {"mode": mode},
             })
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
-    links = [{"relation": "self", "url": self_url}]
-    if next_url and not summary_count:
-        links.append({"relation": "next", "url": next_url})
-    return bundle("searchset", entries, links, total)
+    relations = ("self", "first", "next") if summary != "count" else ("self",)
+    out_links = [{"relation": r, "url": links[r]} for r in relations if r in links]
+    return bundle("searchset", entries, out_links, total)
+
+
+def _searched(
+    stored: StoredResource, info: StructureInfo, summary: str | None, elements: tuple[str, ...]
+) -> Any:
+    if summary not in (None, "false"):
+        return apply_summary(stored.resource, summary, info)
+    if elements:
+        return apply_elements(stored.resource, list(elements), info)
+    assert stored.raw is not None
+    return orjson.Fragment(stored.raw)
 
 
 def history(

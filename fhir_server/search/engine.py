@@ -2,118 +2,128 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from fhir_server.config import Settings
-from fhir_server.errors import BadRequest, Issue
 from fhir_server.resource_types import STORED_TYPES
+from fhir_server.search import registry as registry_module
+from fhir_server.search.clauses import ClauseBuilder
+from fhir_server.search.extract import Extractor
+from fhir_server.search.parser import SPECIAL, Parser
+from fhir_server.search.query import SearchQuery
+from fhir_server.search.registry import SearchParam
 
 Doc = dict[str, Any]
+Key = list[tuple[str, int]]
 
-# Parameters that shape the result rather than select resources.
-RESULT_PARAMETERS = frozenset(
-    {"_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
-     "_format", "_pretty", "_contained", "_containedType"}
-)
+# Indexes for the worklists coordinators and apps run all day, besides identifier and the
+# patient compartment, which every type gets. Compound keys put the reference first (the
+# most selective field) and the sort key last. Not every parameter is indexed: each index
+# costs every write, and the rest are searched by scanning the (smaller) candidate set.
+WORKLIST_INDEXES: dict[str, list[Key]] = {
+    "Task": [[("sp.owner", ASCENDING), ("sp.status", ASCENDING), ("ts", DESCENDING)],
+             [("sp.patient", ASCENDING)], [("sp.focus", ASCENDING)],
+             [("sp.requester", ASCENDING)], [("sp.based-on", ASCENDING)]],
+    "Appointment": [[("sp.actor", ASCENDING), ("sp.date.s", ASCENDING)],
+                    [("sp.patient", ASCENDING)]],
+    "CarePlan": [[("sp.patient", ASCENDING), ("sp.status", ASCENDING)],
+                 [("sp.care-team", ASCENDING)]],
+    "CareTeam": [[("sp.patient", ASCENDING)], [("sp.participant", ASCENDING)]],
+    "Communication": [[("sp.recipient", ASCENDING), ("sp.sent.s", DESCENDING),
+                       ("_id", DESCENDING)],
+                      [("sp.patient", ASCENDING)], [("sp.sender", ASCENDING)]],
+    "DocumentReference": [[("sp.patient", ASCENDING)]],
+    "Patient": [[("sp.family", ASCENDING)], [("sp.name", ASCENDING)],
+                [("sp.birthdate.s", ASCENDING)]],
+    "Practitioner": [[("sp.name", ASCENDING)], [("sp.family", ASCENDING)]],
+    "PractitionerRole": [[("sp.practitioner", ASCENDING)]],
+    "Consent": [[("sp.patient", ASCENDING)]],
+    "Provenance": [[("sp.target", ASCENDING)]],
+    "AuditEvent": [[("sp.patient", ASCENDING)]],
+}
 
 
-@dataclass
-class SearchQuery:
-    resource_type: str
-    filter: Doc = field(default_factory=dict)
-    # MongoDB sort keys; the repository appends _id as the tie-breaker for stable paging.
-    sort: list[tuple[str, int]] = field(default_factory=lambda: [("ts", -1)])
-    count: int = 50
-    cursor: str | None = None
-    total: str = "accurate"  # none | estimate | accurate
-    summary: str | None = None
-    elements: tuple[str, ...] = ()
-    warnings: list[Issue] = field(default_factory=list)
-    # The parameters that took part, normalized, for the Bundle's self link.
-    used: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _split_token(value: str) -> tuple[str | None, str]:
-    if "|" in value:
-        system, code = value.split("|", 1)
-        return system, code
-    return None, value
+def _index_name(keys: Key) -> str:
+    return "s_" + "_".join(f"{k.replace('.', '_')}{'' if d > 0 else '_d'}" for k, d in keys)
 
 
 class SearchEngine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.registry = registry_module.load(settings.profiles_dir)
+        self.extractor = Extractor(settings.base_url)
+        self.clauses = ClauseBuilder(self.registry, self.extractor)
+        self.parser = Parser(settings, self.registry, self.clauses)
+        self._params = {t: list(self.registry.for_type(t).values()) for t in STORED_TYPES}
+
+    # ------------------------------------------------------------------ registry
+
+    def param(self, resource_type: str, code: str) -> SearchParam | None:
+        return self.parser.param(resource_type, code)
+
+    def reference_params(self, resource_type: str) -> list[SearchParam]:
+        return [p for p in self._params.get(resource_type, []) if p.type == "reference"]
 
     def capability_params(self) -> dict[str, list[dict[str, Any]]]:
         """Per type, the CapabilityStatement.rest.resource.searchParam entries."""
-        common = [
-            {"name": "_id", "type": "token",
-             "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
-            {"name": "identifier", "type": "token"},
-        ]
-        return {rtype: common for rtype in STORED_TYPES}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for rtype in STORED_TYPES:
+            params = [*SPECIAL.values(), *sorted(self._params[rtype], key=lambda p: p.code)]
+            out[rtype] = [
+                {"name": p.code, "definition": p.url, "type": p.type,
+                 **({"documentation": p.documentation} if p.documentation else {})}
+                for p in params
+                if p.code not in ("_text", "_content") and p.type != "special"
+            ]
+        return out
+
+    # ------------------------------------------------------------------ write time
 
     def index_models(self) -> dict[str, list[IndexModel]]:
-        return {
-            rtype: [IndexModel([("sp.identifier.s", ASCENDING), ("sp.identifier.c", ASCENDING)],
-                               name="sp_identifier")]
-            for rtype in STORED_TYPES
-        }
+        models: dict[str, list[IndexModel]] = {}
+        for rtype in STORED_TYPES:
+            keys: list[Key] = [[("compartments.Patient", ASCENDING)]]
+            if self.registry.get(rtype, "identifier") is not None:
+                keys += [[("sp.identifier", ASCENDING)], [("sp.identifier|", ASCENDING)]]
+            keys += WORKLIST_INDEXES.get(rtype, [])
+            models[rtype] = [IndexModel(k, name=_index_name(k)) for k in keys]
+        return models
 
     def index_fields(self, resource_type: str, resource: dict[str, Any]) -> Doc:
-        identifiers = resource.get("identifier")
-        if isinstance(identifiers, dict):
-            identifiers = [identifiers]
-        tokens = [
-            {"s": i.get("system"), "c": i.get("value")}
-            for i in identifiers or []
-            if isinstance(i, dict) and i.get("value")
-        ]
-        return {"identifier": tokens} if tokens else {}
+        """The normalized search values of a resource, stored under `sp`."""
+        return self.extractor.extract(self._params.get(resource_type, ()), resource)
+
+    def compartments(self, resource_type: str, resource: dict[str, Any], sp: Doc) -> Doc:
+        """{"Patient": [ids]}: the patient compartments `resource` belongs to (from `sp`)."""
+        ids: list[str] = []
+        if resource_type == "Patient" and isinstance(resource.get("id"), str):
+            ids.append(resource["id"])
+        for code in self.registry.compartments.get("Patient", {}).get(resource_type, []):
+            values = sp.get(code)
+            for ref in values if isinstance(values, list) else [values]:
+                if isinstance(ref, str) and ref.startswith("Patient/"):
+                    ids.append(ref[len("Patient/"):])
+        unique = list(dict.fromkeys(ids))
+        return {"Patient": unique} if unique else {}
+
+    # ------------------------------------------------------------------ read time
 
     def parse(
         self, resource_type: str, params: list[tuple[str, str]], *, strict: bool = False
     ) -> SearchQuery:
-        query = SearchQuery(resource_type, count=self.settings.default_page_size)
-        clauses: list[Doc] = []
-        for name, value in params:
-            if name == "_cursor":
-                query.cursor = value
-                continue
-            if name == "_count":
-                query.count = self._count(value)
-            elif name == "_id":
-                clauses.append({"_id": {"$in": [str(v) for v in value.split(",")]}})
-            elif name == "identifier":
-                alternatives: list[Doc] = []
-                for one in value.split(","):
-                    system, code = _split_token(one)
-                    match: Doc = {"c": str(code)}
-                    if system is not None:
-                        match["s"] = str(system) if system else None
-                    alternatives.append({"sp.identifier": {"$elemMatch": match}})
-                clauses.append({"$or": alternatives} if len(alternatives) > 1 else alternatives[0])
-            elif name in RESULT_PARAMETERS:
-                continue
-            else:
-                issue = Issue("warning", "not-supported", f"Unknown search parameter '{name}' ignored")
-                if strict:
-                    raise BadRequest(f"Unknown search parameter '{name}'", code="not-supported")
-                query.warnings.append(issue)
-                continue
-            query.used.append((name, value))
-        if clauses:
-            query.filter = {"$and": clauses} if len(clauses) > 1 else clauses[0]
-        return query
+        return self.parser.parse(resource_type, params, strict=strict)
 
-    def _count(self, value: str) -> int:
-        try:
-            count = int(value)
-        except ValueError:
-            raise BadRequest(f"_count must be a whole number, not '{value[:50]}'") from None
-        if count < 0:
-            raise BadRequest("_count must not be negative")
-        return min(count, self.settings.max_page_size)
+    def compartment_param(self, compartment: str, resource_type: str) -> list[str]:
+        """The parameters that put `resource_type` in a `compartment` (empty: not a member)."""
+        return list(self.registry.compartments.get(compartment, {}).get(resource_type, []))
+
+    def filter_for(self, resource_type: str, params: list[tuple[str, str]]) -> Doc:
+        """A MongoDB filter for simple criteria (no chains): for granular SMART scopes."""
+        query = self.parse(resource_type, params, strict=True)
+        if query.joins:
+            from fhir_server.errors import BadRequest
+
+            raise BadRequest("chained criteria cannot be used here", code="not-supported")
+        return query.filter

@@ -28,7 +28,9 @@ from fhir_server.errors import (
     PreconditionFailed,
 )
 from fhir_server.jsonpatch import apply_patch
-from fhir_server.search import SearchEngine, SearchQuery
+from fhir_server.resource_types import STORED
+from fhir_server.search import Join, SearchEngine, SearchQuery, keyset
+from fhir_server.search.query import Clause, build_filter
 from fhir_server.storage import paging
 from fhir_server.storage.database import CONDITIONAL_LOCKS, Database
 from fhir_server.storage.documents import StoredResource, now, stamp_meta
@@ -38,6 +40,11 @@ Doc = dict[str, Any]
 # Fields of a stored document a client never sees.
 INDEX_PROJECTION = {"sp": 0, "compartments": 0}
 MAX_WRITE_ATTEMPTS = 8
+# Search bounds: ids a chain / _has may resolve to, resources _include/_revinclude may add to
+# a page, and rounds of :iterate.
+MAX_JOIN_MATCHES = 10_000
+MAX_INCLUDED = 1_000
+MAX_INCLUDE_ROUNDS = 3
 
 
 class StaleVersion(Exception):
@@ -57,6 +64,7 @@ class SearchPage:
     entries: list[StoredResource]
     total: int | None
     next_cursor: str | None
+    includes: list[StoredResource] = field(default_factory=list)
 
 
 def _and(*filters: Doc | None) -> Doc:
@@ -66,7 +74,7 @@ def _and(*filters: Doc | None) -> Doc:
     return present[0] if len(present) == 1 else {"$and": present}
 
 
-def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
+def without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
     out = dict(resource)
     meta = out.get("meta")
     if isinstance(meta, dict):
@@ -158,33 +166,71 @@ class Repository:
     async def search(
         self, context: RequestContext, query: SearchQuery, *, with_total: bool = True
     ) -> SearchPage:
-        """Runs a parsed search through the read pipeline; keyset-paged on sort key + _id."""
-        collection = self.database.current(query.resource_type)
-        access = await self.access_filter(context, query.resource_type)
-        base = _and(query.filter, {"del": False}, access)
-        keys = [*query.sort, ("_id", query.sort[-1][1] if query.sort else -1)]
-        page_filter = base
-        if query.cursor:
-            page_filter = _and(base, paging.after(keys, paging.decode(query.cursor)))
-        # Sort values on extracted fields are needed to build the next page's cursor.
-        needs_sp = any(key.startswith("sp.") for key, _ in query.sort)
-        projection = {"compartments": 0} if needs_sp else INDEX_PROJECTION
-        entries: list[StoredResource] = []
-        next_cursor = None
+        """Runs a parsed search through the read pipeline; keyset-paged on sort key + _id.
+
+        Chains and `_has` run first as their own access-filtered searches; then one page of
+        matches; then `_include`/`_revinclude` (each fetch access-filtered too). Every
+        resource returned passes `release`.
+        """
+        rtype = query.resource_type
+        base = await self._search_filter(context, query)
+        keys = keyset.sort_keys(query.sort)
+        cursor = paging.decode(query.cursor) if query.cursor else None
+        if cursor is not None and len(cursor) != len(keys):
+            raise BadRequest("the paging cursor does not belong to this search")
+        wants_sp = bool(query.includes or query.revincludes) or any(
+            f.startswith("sp.") for f, _ in keys)
+        projection = {"compartments": 0} if wants_sp else INDEX_PROJECTION
+        docs: list[Doc] = []
         if query.count > 0:
-            docs = await collection.find(page_filter, projection).sort(keys).limit(
-                query.count + 1
-            ).to_list()
-            if len(docs) > query.count:
-                docs = docs[: query.count]
-                next_cursor = paging.encode([_dig(docs[-1], k) for k, _ in keys])
-            for doc in docs:
-                released = await self.release(context, StoredResource.from_current(query.resource_type, doc))
-                if released is not None:
-                    entries.append(released)
+            docs = await self._keyset_page(
+                self.database.current(rtype), base, keys, cursor, query.count, projection)
+        next_cursor = None
+        if len(docs) > query.count:
+            docs = docs[: query.count]
+            next_cursor = paging.encode(keyset.cursor_of(docs[-1], keys))
+        entries: list[StoredResource] = []
+        kept: list[tuple[str, Doc]] = []
+        for doc in docs:
+            released = await self.release(context, StoredResource.from_current(rtype, doc))
+            if released is not None:
+                entries.append(released)
+                kept.append((rtype, doc))
         total = None
-        if with_total and query.total != "none":
-            total = await collection.count_documents(base)
+        if query.total in ("accurate", "estimate") and with_total:
+            total = await self.database.current(rtype).count_documents(base)
+        elif query.total is None and cursor is None and next_cursor is None and query.count > 0:
+            total = len(entries)  # the whole result is on this page: the total costs nothing
+        includes = await self._included(context, query, kept) if kept else []
+        return SearchPage(entries, total, next_cursor, includes)
+
+    async def search_types(
+        self, context: RequestContext, queries: list[SearchQuery]
+    ) -> SearchPage:
+        """System-level search over several types, newest first (keyset on ts + _id)."""
+        keys = [("ts", -1), ("_id", -1)]
+        first = queries[0]
+        cursor = paging.decode(first.cursor) if first.cursor else None
+        if cursor is not None and len(cursor) != len(keys):
+            raise BadRequest("the paging cursor does not belong to this search")
+        merged: list[tuple[str, Doc]] = []
+        for query in queries:
+            base = await self._search_filter(context, query)
+            docs = await self._keyset_page(
+                self.database.current(query.resource_type), base, keys, cursor, first.count,
+                INDEX_PROJECTION)
+            merged.extend((query.resource_type, d) for d in docs)
+        merged.sort(key=lambda item: (item[1]["ts"], item[1]["_id"]), reverse=True)
+        next_cursor = None
+        if len(merged) > first.count:
+            merged = merged[: first.count]
+            next_cursor = paging.encode(keyset.cursor_of(merged[-1][1], keys))
+        entries = []
+        for rtype, doc in merged:
+            released = await self.release(context, StoredResource.from_current(rtype, doc))
+            if released is not None:
+                entries.append(released)
+        total = len(entries) if cursor is None and next_cursor is None else None
         return SearchPage(entries, total, next_cursor)
 
     async def find_matches(
@@ -195,18 +241,166 @@ class Repository:
         if not params:
             raise BadRequest("conditional operations need search criteria")
         query = self.search_engine.parse(resource_type, params, strict=True)
-        access = await self.access_filter(context, resource_type)
+        base = await self._search_filter(context, query, session=session)
         cursor = self.database.current(resource_type).find(
-            _and(query.filter, {"del": False}, access), {"_id": 1, "v": 1}, session=session
+            base, {"_id": 1, "v": 1}, session=session
         )
         return await cursor.limit(limit).to_list()
+
+    async def _search_filter(
+        self, context: RequestContext, query: SearchQuery,
+        *, session: AsyncClientSession | None = None,
+    ) -> Doc:
+        """The query's filter with its chains / _has resolved and the access filter ANDed."""
+        clauses = list(query.clauses)
+        for join in query.joins:
+            clauses.append(await self._resolve_join(context, join, query.resource_type, session))
+        access = await self.access_filter(context, query.resource_type)
+        return keyset.merge(build_filter(clauses), access or {})
+
+    async def _resolve_join(
+        self, context: RequestContext, join: Join, resource_type: str,
+        session: AsyncClientSession | None,
+    ) -> Clause:
+        if join.kind == "chain":
+            refs: list[str] = []
+            for sub in join.queries:
+                ids = await self._matching_ids(context, sub, "_id", session)
+                refs.extend(f"{sub.resource_type}/{i}" for i in ids)
+            return Clause({join.field: {"$in": refs}}, 1)
+        sub = join.queries[0]
+        referenced = await self._matching_ids(context, sub, join.field, session)
+        # The other type's references, restricted to this type: "Type/id" -> id.
+        prefix = f"{resource_type}/"
+        ids = sorted({r[len(prefix):] for r in referenced if r.startswith(prefix)})
+        return Clause({"_id": {"$in": ids}}, 0, positive=False)
+
+    async def _matching_ids(
+        self, context: RequestContext, sub: SearchQuery, field: str,
+        session: AsyncClientSession | None,
+    ) -> list[str]:
+        """Values of `field` (an id, or references) over every match of a sub-search.
+
+        When CAN_SEE/WILL_SEE hooks exist, the matches are released one by one, so a chain
+        never reveals anything about resources the client could not read itself.
+        """
+        base = await self._search_filter(context, sub, session=session)
+        gated = self.hooks.has(Pointcut.CAN_SEE) or self.hooks.has(Pointcut.WILL_SEE)
+        projection: Doc | None = None if gated else {field: 1, "_id": 1}
+        docs = await self.database.current(sub.resource_type).find(
+            base, projection, session=session
+        ).limit(MAX_JOIN_MATCHES + 1).to_list()
+        if len(docs) > MAX_JOIN_MATCHES:
+            raise BadRequest(
+                f"a chained or _has criterion on {sub.resource_type} matches more than "
+                f"{MAX_JOIN_MATCHES} resources; narrow it", code="too-costly")
+        out: list[str] = []
+        for doc in docs:
+            if gated:
+                stored = StoredResource.from_current(sub.resource_type, doc)
+                if await self.release(context, stored) is None:
+                    continue
+            value = doc.get("_id") if field == "_id" else _dig(doc, field)
+            out.extend(v for v in (value if isinstance(value, list) else [value])
+                       if isinstance(v, str))
+        return out
+
+    async def _keyset_page(
+        self, collection: Any, base: Doc, keys: list[tuple[str, int]], cursor: list[Any] | None,
+        count: int, projection: Doc,
+    ) -> list[Doc]:
+        """Up to count + 1 documents after `cursor` in `keys` order (see search.keyset)."""
+        out: list[Doc] = []
+        for phase in keyset.phases(keys, cursor):
+            wanted = count + 1 - len(out)
+            limit = wanted
+            while True:
+                docs = await collection.find(keyset.merge(base, phase), projection).sort(
+                    keys).limit(limit).to_list()
+                fresh = [d for d in docs if cursor is None or keyset.is_after(d, keys, cursor)]
+                if len(fresh) >= wanted or len(docs) < limit:
+                    break
+                limit *= 4
+            out.extend(fresh[:wanted])
+            if len(out) > count:
+                break
+        return out
+
+    async def _included(
+        self, context: RequestContext, query: SearchQuery, matches: list[tuple[str, Doc]]
+    ) -> list[StoredResource]:
+        """`_include` and `_revinclude` targets of the matches (`:iterate` up to 3 rounds)."""
+        seen = {(t, d["_id"]) for t, d in matches}
+        frontier = matches
+        out: list[StoredResource] = []
+        for round_ in range(MAX_INCLUDE_ROUNDS):
+            includes = [i for i in query.includes if round_ == 0 or i.iterate]
+            revincludes = [i for i in query.revincludes if round_ == 0 or i.iterate]
+            if not (includes or revincludes) or not frontier:
+                break
+            found: list[tuple[str, Doc]] = []
+            wanted: dict[str, set[str]] = {}
+            for rtype, doc in frontier:
+                for include in includes:
+                    if include.source_type not in ("*", rtype):
+                        continue
+                    for ref in self._references(rtype, doc, include.param):
+                        target, _, rid = ref.partition("/")
+                        if "/" in rid or target not in STORED:
+                            continue
+                        if include.target in (None, target) and (target, rid) not in seen:
+                            wanted.setdefault(target, set()).add(rid)
+            for target, ids in wanted.items():
+                found += await self._fetch_included(
+                    context, target, Clause({"_id": {"$in": sorted(ids)}}, 0, positive=False))
+            for include in revincludes:
+                refs = [f"{t}/{d['_id']}" for t, d in frontier]
+                params = ([include.param] if include.param else
+                          [p.code for p in self.search_engine.reference_params(
+                              include.source_type)])
+                for code in params:
+                    found += await self._fetch_included(
+                        context, include.source_type, Clause({f"sp.{code}": {"$in": refs}}, 1))
+            frontier = []
+            for rtype, doc in found:
+                if (rtype, doc["_id"]) in seen or len(out) >= MAX_INCLUDED:
+                    continue
+                seen.add((rtype, doc["_id"]))
+                released = await self.release(context, StoredResource.from_current(rtype, doc))
+                if released is not None:
+                    out.append(released)
+                    frontier.append((rtype, doc))
+        return out
+
+    def _references(self, rtype: str, doc: Doc, code: str | None) -> list[str]:
+        sp = doc.get("sp") or {}
+        codes = [code] if code else [p.code for p in self.search_engine.reference_params(rtype)]
+        refs: list[str] = []
+        for c in codes:
+            value = sp.get(c)
+            refs.extend(v for v in (value if isinstance(value, list) else [value])
+                        if isinstance(v, str))
+        return refs
+
+    async def _fetch_included(
+        self, context: RequestContext, rtype: str, clause: Clause
+    ) -> list[tuple[str, Doc]]:
+        access = await self.access_filter(context, rtype)
+        base = keyset.merge(build_filter([clause]), access or {})
+        if "del" not in base:
+            base["del"] = False
+        docs = await self.database.current(rtype).find(base, {"compartments": 0}).limit(
+            MAX_INCLUDED).to_list()
+        return [(rtype, d) for d in docs]
 
     # ------------------------------------------------------------------ write pipeline
 
     def _index(self, resource_type: str, resource: dict[str, Any]) -> Doc:
-        return {"sp": self.search_engine.index_fields(resource_type, resource)}
+        sp = self.search_engine.index_fields(resource_type, resource)
+        compartments = self.search_engine.compartments(resource_type, resource, sp)
+        return {"sp": sp, "compartments": compartments} if compartments else {"sp": sp}
 
-    async def _write_version(
+    async def write_version(
         self,
         session: AsyncClientSession,
         context: RequestContext,
@@ -263,7 +457,7 @@ class Repository:
         interaction: str,
     ) -> StoredResource:
         async def work(session: AsyncClientSession) -> tuple[StoredResource, Change]:
-            return await self._write_version(
+            return await self.write_version(
                 session, context, resource_type, resource_id, resource, previous, interaction
             )
 
@@ -310,7 +504,7 @@ class Repository:
                 )
                 assert doc is not None
                 return StoredResource.from_current(resource_type, doc), None
-            return await self._write_version(
+            return await self.write_version(
                 session, context, resource_type, str(uuid.uuid4()), resource, None, "create"
             )
 
@@ -333,15 +527,15 @@ class Repository:
         """PUT: update, or update-as-create when the id is new (or was deleted)."""
         checked = False
         for _ in range(MAX_WRITE_ATTEMPTS):
-            previous = await self._current_doc(context, resource_type, resource_id)
+            previous = await self.current_doc(context, resource_type, resource_id)
             live = previous is not None and not previous.get("del")
-            self._check_if_match(resource_type, resource_id, previous, if_match)
+            self.check_if_match(resource_type, resource_id, previous, if_match)
             if not checked:
-                await self._before_write(context, resource, previous if live else None)
+                await self.before_write(context, resource, previous if live else None)
                 checked = True
             if live and previous is not None and previous.get("res"):
                 prior = orjson.loads(previous["res"])
-                if _without_server_meta(prior) == _without_server_meta(resource):
+                if without_server_meta(prior) == without_server_meta(resource):
                     # No-op update: no new version, no event (as HAPI does).
                     stored = StoredResource.from_current(resource_type, previous)
                     return WriteOutcome(stored, created=False, changed=False)
@@ -367,17 +561,17 @@ class Repository:
         if_match: int | None = None,
     ) -> WriteOutcome:
         for _ in range(MAX_WRITE_ATTEMPTS):
-            previous = await self._current_doc(context, resource_type, resource_id)
+            previous = await self.current_doc(context, resource_type, resource_id)
             if previous is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known")
             if previous.get("del"):
                 raise Gone(f"{resource_type}/{resource_id} was deleted")
-            self._check_if_match(resource_type, resource_id, previous, if_match)
+            self.check_if_match(resource_type, resource_id, previous, if_match)
             prior = orjson.loads(previous["res"])
             patched = apply_patch(prior, operations)
             if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
                 raise BadRequest("a patch may not change resourceType or id", code="invariant")
-            await self._before_write(context, patched, previous)
+            await self.before_write(context, patched, previous)
             try:
                 stored = await self._commit(
                     context, resource_type, resource_id, patched, previous, "patch"
@@ -398,13 +592,15 @@ class Repository:
         *,
         if_match: int | None = None,
     ) -> StoredResource | None:
-        """Deletes; returns the tombstone, or None when it was already deleted (idempotent)."""
+        """Deletes; returns the tombstone, or None when there was nothing to delete.
+
+        Deleting what does not exist, or no longer exists, changes nothing and is not an error
+        (FHIR R4 http.html#delete: 200/204 "if the resource does not exist at all").
+        """
         for _ in range(MAX_WRITE_ATTEMPTS):
-            previous = await self._current_doc(context, resource_type, resource_id)
-            if previous is None:
-                raise NotFound(f"{resource_type}/{resource_id} is not known")
-            self._check_if_match(resource_type, resource_id, previous, if_match)
-            if previous.get("del"):
+            previous = await self.current_doc(context, resource_type, resource_id)
+            self.check_if_match(resource_type, resource_id, previous, if_match)
+            if previous is None or previous.get("del"):
                 return None
             await self.hooks.call(
                 Pointcut.BEFORE_DELETE, context=context, previous=orjson.loads(previous["res"])
@@ -458,18 +654,19 @@ class Repository:
             return None
         return await self.delete(context, resource_type, str(matches[0]["_id"]))
 
-    async def _current_doc(
-        self, context: RequestContext, resource_type: str, resource_id: str
+    async def current_doc(
+        self, context: RequestContext, resource_type: str, resource_id: str,
+        *, session: AsyncClientSession | None = None,
     ) -> Doc | None:
         # Writes see only what the client may see: a resource hidden by the access filter
         # is "not known" to it, so its existence is not disclosed by a 412 or 409.
         access = await self.access_filter(context, resource_type)
         return await self.database.current(resource_type).find_one(
-            _and({"_id": resource_id}, access)
+            _and({"_id": resource_id}, access), session=session
         )
 
     @staticmethod
-    def _check_if_match(
+    def check_if_match(
         resource_type: str, resource_id: str, previous: Doc | None, if_match: int | None
     ) -> None:
         if if_match is None:
@@ -482,7 +679,7 @@ class Repository:
                 f"of {resource_type}/{resource_id}"
             )
 
-    async def _before_write(
+    async def before_write(
         self, context: RequestContext, resource: dict[str, Any], previous: Doc | None
     ) -> None:
         if previous is None:

@@ -1,0 +1,1 @@
+"""One module per OAuth / SMART endpoint; each exposes `router(settings) -> APIRouter`."""

@@ -1,0 +1,254 @@
+"""Access tokens: minting ours (JWT via joserfc) and validating any bearer token we accept.
+
+Accepted: JWTs signed by our own keys or by a trusted external issuer's JWKS, with `aud` =
+our FHIR base URL, `iss` trusted and `exp` in the future; or tokens an external issuer vouches
+for through RFC 7662 introspection. Our own tokens can be revoked (RFC 7009): their jti is
+then listed in `auth_revoked` until they expire.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from joserfc import jwt
+from pymongo.asynchronous.database import AsyncDatabase
+
+from fhir_server.auth.jose import (
+    ASYMMETRIC_ALGS,
+    JoseFailure,
+    check_claims,
+    looks_like_jwt,
+    unverified_claims,
+    unverified_header,
+    verify,
+)
+from fhir_server.auth.jwks_cache import JwksCache
+from fhir_server.auth.keys import KeyStore
+from fhir_server.auth.scopes import split_scope_string
+from fhir_server.auth.settings import AuthSettings, IntrospectionEndpoint
+from fhir_server.context import Principal
+
+REVOKED = "auth_revoked"
+
+
+class InvalidToken(Exception):
+    """The bearer token is not acceptable; `str(exc)` says why (safe to show the client)."""
+
+
+async def sign(keys: KeyStore, alg: str, claims: dict[str, Any], typ: str = "JWT") -> str:
+    key = await keys.signing_key(alg)
+    header = {"alg": alg, "kid": key.kid, "typ": typ}
+    return jwt.encode(header, claims, key, algorithms=[alg])
+
+
+async def mint_access_token(
+    keys: KeyStore,
+    settings: AuthSettings,
+    *,
+    client_id: str,
+    scopes: list[str],
+    subject: str | None = None,
+    patient: str | None = None,
+    encounter: str | None = None,
+    fhir_user: str | None = None,
+    ttl: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Signs an access token for our FHIR server; returns (token, claims)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": settings.issuer,
+        "aud": settings.audience,
+        "sub": subject or client_id,
+        "client_id": client_id,
+        "scope": " ".join(scopes),
+        "iat": now,
+        "nbf": now,
+        "exp": now + (ttl if ttl is not None else settings.access_token_ttl),
+        "jti": uuid.uuid4().hex,
+    }
+    if patient:
+        claims["patient"] = patient
+    if encounter:
+        claims["encounter"] = encounter
+    if fhir_user:
+        claims["fhirUser"] = fhir_user
+    return await sign(keys, settings.signing_alg, claims, typ="at+jwt"), claims
+
+
+async def mint_id_token(
+    keys: KeyStore,
+    settings: AuthSettings,
+    *,
+    client_id: str,
+    subject: str,
+    fhir_user: str | None,
+    nonce: str | None = None,
+) -> str:
+    """An OpenID Connect id_token (RS256) carrying fhirUser."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": settings.issuer,
+        "aud": client_id,
+        "sub": subject,
+        "iat": now,
+        "exp": now + settings.access_token_ttl,
+    }
+    if fhir_user:
+        claims["fhirUser"] = fhir_user if "://" in fhir_user else (
+            f"{settings.audience}/{fhir_user}"
+        )
+    if nonce:
+        claims["nonce"] = nonce
+    return await sign(keys, "RS256", claims)
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        scopes = split_scope_string(scope)
+    else:
+        scp = claims.get("scp")
+        scopes = [s for s in scp if isinstance(s, str)] if isinstance(scp, list) else []
+    fhir_user = claims.get("fhirUser")
+    client_id = claims.get("client_id") or claims.get("azp") or claims.get("sub")
+    return Principal(
+        client_id=str(client_id) if client_id else None,
+        fhir_user=str(fhir_user) if fhir_user else None,
+        patient=str(claims["patient"]) if claims.get("patient") else None,
+        encounter=str(claims["encounter"]) if claims.get("encounter") else None,
+        scopes=frozenset(scopes),
+        token_id=str(claims["jti"]) if claims.get("jti") else None,
+        issuer=str(claims["iss"]) if claims.get("iss") else None,
+    )
+
+
+class TokenValidator:
+    """Turns a bearer token into a Principal, or raises InvalidToken."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        db: AsyncDatabase[dict[str, Any]],
+        keys: KeyStore | None = None,
+        jwks: JwksCache | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.keys = keys or KeyStore(db)
+        self.jwks = jwks or JwksCache(settings.jwks_cache_seconds)
+
+    async def validate(self, token: str) -> Principal:
+        claims = await self.validate_claims(token)
+        return principal_from_claims(claims)
+
+    async def validate_claims(self, token: str) -> dict[str, Any]:
+        token = token.strip()
+        if not token:
+            raise InvalidToken("empty token")
+        if not looks_like_jwt(token):
+            return await self._introspect_any(token)
+        try:
+            issuer = unverified_claims(token).get("iss")
+        except JoseFailure as exc:
+            raise InvalidToken(str(exc)) from exc
+        if not isinstance(issuer, str):
+            raise InvalidToken("token has no issuer")
+        if issuer == self.settings.issuer:
+            claims = await self._verify_own(token)
+        elif issuer in self.settings.trusted_issuers:
+            claims = await self._verify_external(token, issuer)
+        elif issuer in self.settings.introspection:
+            return await self._introspect(token, self.settings.introspection[issuer], issuer)
+        else:
+            raise InvalidToken("untrusted issuer")
+        try:
+            check_claims(claims, issuer=issuer, audience=self.settings.audience,
+                         leeway=self.settings.clock_skew_seconds, now=int(time.time()))
+        except JoseFailure as exc:
+            raise InvalidToken(str(exc)) from exc
+        return claims
+
+    async def _verify_own(self, token: str) -> dict[str, Any]:
+        try:
+            try:
+                claims = verify(token, await self.keys.key_set(), ASYMMETRIC_ALGS)
+            except JoseFailure:
+                # Another process may have rotated keys since our cache was filled.
+                claims = verify(token, await self.keys.key_set(refresh=True), ASYMMETRIC_ALGS)
+        except JoseFailure as exc:
+            raise InvalidToken(str(exc)) from exc
+        jti = claims.get("jti")
+        if jti and await self.db[REVOKED].find_one({"_id": jti}) is not None:
+            raise InvalidToken("token revoked")
+        return claims
+
+    async def _verify_external(self, token: str, issuer: str) -> dict[str, Any]:
+        url = self.settings.trusted_issuers[issuer]
+        try:
+            kid = unverified_header(token).get("kid")
+            kid = kid if isinstance(kid, str) else None
+            key_set = await self.jwks.get(url, kid)
+            return verify(token, key_set, ASYMMETRIC_ALGS)
+        except JoseFailure as exc:
+            raise InvalidToken(str(exc)) from exc
+        except (httpx.HTTPError, ValueError) as exc:
+            raise InvalidToken("issuer keys unavailable") from exc
+
+    async def _introspect_any(self, token: str) -> dict[str, Any]:
+        for issuer, endpoint in self.settings.introspection.items():
+            try:
+                return await self._introspect(token, endpoint, issuer)
+            except InvalidToken:
+                continue
+        raise InvalidToken("unknown token")
+
+    async def _introspect(
+        self, token: str, endpoint: IntrospectionEndpoint, issuer: str
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if endpoint.client_id and endpoint.client_secret:
+            # RFC 6749 §2.3.1: form-urlencode both parts before base64.
+            pair = f"{quote(endpoint.client_id, safe='')}:{quote(endpoint.client_secret, safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as http:
+                response = await http.post(
+                    endpoint.url, data={"token": token, "token_type_hint": "access_token"},
+                    headers=headers,
+                )
+            response.raise_for_status()
+            claims: dict[str, Any] = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise InvalidToken("introspection failed") from exc
+        if claims.get("active") is not True:
+            raise InvalidToken("token not active")
+        now = int(time.time())
+        exp = claims.get("exp")
+        if isinstance(exp, int | float) and exp + self.settings.clock_skew_seconds < now:
+            raise InvalidToken("token expired")
+        if "aud" in claims:
+            auds = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+            if self.settings.audience not in auds:
+                raise InvalidToken("wrong audience")
+        claims.setdefault("iss", issuer)
+        if claims["iss"] != issuer:
+            raise InvalidToken("wrong issuer")
+        return claims
+
+    async def revoke(self, claims: dict[str, Any]) -> None:
+        """Lists one of our tokens as revoked until it would have expired anyway."""
+        jti, exp = claims.get("jti"), claims.get("exp")
+        if not jti or not isinstance(exp, int | float):
+            return
+        await self.db[REVOKED].update_one(
+            {"_id": jti},
+            {"$set": {"expires_at": datetime.fromtimestamp(exp, UTC)}},
+            upsert=True,
+        )
+

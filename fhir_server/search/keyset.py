@@ -1,0 +1,101 @@
+"""Keyset paging on any sort: which documents come after a page's last sort key.
+
+The exact "after (k1, k2, ..., _id)" filter is an `$or` of prefixes, which SecantusDB's
+planner cannot serve from an index (any top-level operator means a collection scan). So the
+database gets a range on the first sort key only (`$gte`/`$lte` the cursor's value, or the
+null group), and the few documents that tie on it and were already served are dropped here.
+Missing values sort first ascending and last descending, as MongoDB sorts them; a field with
+several values sorts by its smallest (ascending) or largest (descending) one, as MongoDB does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fhir_server.search.query import Doc
+
+UNIQUE = ("_id",)
+NEVER_NULL = frozenset({"_id", "ts"})
+
+
+def sort_keys(sort: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    keys = [k for k in sort if k[0] != "_id"]
+    tie = next((d for f, d in sort if f == "_id"), keys[-1][1] if keys else -1)
+    return [*keys, ("_id", tie)]
+
+
+def value_of(doc: Doc, field: str, direction: int) -> Any:
+    node: Any = doc
+    parts = field.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, list):
+            rest = ".".join(parts[i:])
+            values = [v for item in node if (v := value_of(item, rest, direction)) is not None]
+            return (min(values) if direction > 0 else max(values)) if values else None
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    if isinstance(node, list):
+        values = [v for v in node if v is not None and not isinstance(v, dict | list)]
+        return (min(values) if direction > 0 else max(values)) if values else None
+    return node
+
+
+def cursor_of(doc: Doc, keys: list[tuple[str, int]]) -> list[Any]:
+    return [value_of(doc, f, d) for f, d in keys]
+
+
+def _compare(a: Any, b: Any) -> int:
+    if a is None or b is None:
+        return (a is not None) - (b is not None)
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        a, b = a.timestamp(), b.timestamp()
+    try:
+        return (a > b) - (a < b)
+    except TypeError:
+        return (str(a) > str(b)) - (str(a) < str(b))
+
+
+def is_after(doc: Doc, keys: list[tuple[str, int]], cursor: list[Any]) -> bool:
+    for (field, direction), last in zip(keys, cursor, strict=True):
+        order = _compare(value_of(doc, field, direction), last) * direction
+        if order:
+            return order > 0
+    return False
+
+
+def phases(keys: list[tuple[str, int]], cursor: list[Any] | None) -> list[Doc]:
+    """Filters on the first sort key, in order, that together cover every later document."""
+    if cursor is None:
+        return [{}]
+    field, direction = keys[0]
+    first = cursor[0]
+    if field in NEVER_NULL:
+        return [{field: {"$gte" if direction > 0 else "$lte": first}}]
+    if first is None:
+        return [{field: None}, {field: {"$ne": None}}] if direction > 0 else [{field: None}]
+    if direction > 0:
+        return [{field: {"$gte": first}}]
+    return [{field: {"$lte": first}}, {field: None}]
+
+
+def merge(a: Doc, b: Doc) -> Doc:
+    """a AND b, keeping the result flat where the fields allow (see search.query)."""
+    if not b:
+        return a
+    if not a:
+        return b
+    out = dict(a)
+    for key, value in b.items():
+        if key == "$and":
+            out["$and"] = [*out.get("$and", []), *value]
+        elif key not in out:
+            out[key] = value
+        elif (isinstance(out[key], dict) and isinstance(value, dict) and not key.startswith("$")
+              and all(k.startswith("$") for k in (*out[key], *value))
+              and not set(out[key]) & set(value)):
+            out[key] = {**out[key], **value}
+        else:
+            out["$and"] = [*out.get("$and", []), {key: value}]
+    return out

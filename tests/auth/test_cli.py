@@ -1,0 +1,57 @@
+"""CLI pieces: `client add` and `token` against the database."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from fhir_server.auth import cli
+from fhir_server.auth.clients import ClientRegistry
+from fhir_server.auth.tokens import TokenValidator
+from tests.auth.conftest import DATABASE, AuthServer
+
+
+@pytest.fixture
+def env(auth: AuthServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    monkeypatch.setenv("FHIR_AUTH_ISSUER", auth.settings.issuer)
+    return ["--mongodb-uri", auth.mongodb_uri, "--database", DATABASE,
+            "--base-url", auth.fhir_base]
+
+
+def test_client_add(env: list[str], auth: AuthServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.client_add_main([*env, "--name", "Dashboard", "--redirect-uri",
+                                "https://dash.example.org/cb", "--scope", "user/*.rs openid"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["client_secret"]
+    stored = auth.run(lambda db: ClientRegistry(db).get(out["client_id"]))
+    assert stored is not None and stored.client_name == "Dashboard"
+    assert stored.auth_method == "client_secret_basic"
+    bad = cli.client_add_main([*env, "--name", "No redirect"])
+    assert bad == 2
+
+
+def test_token_prints_a_valid_token(env: list[str], auth: AuthServer,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.token_main([*env, "--scope", "patient/*.rs launch/patient",
+                           "--patient", "p-1", "--fhir-user", "Practitioner/d1"]) == 0
+    token = capsys.readouterr().out.strip()
+
+    async def validate(db: Any) -> Any:
+        return await TokenValidator(auth.settings, db).validate(token)
+
+    principal = auth.run(validate)
+    assert principal.patient == "p-1"
+    assert principal.fhir_user == "Practitioner/d1"
+    assert principal.scopes == frozenset({"patient/*.rs", "launch/patient"})
+
+
+def test_user_add_with_totp(env: list[str], auth: AuthServer,
+                            monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FHIR_USER_PASSWORD", "a long password")
+    assert cli.user_add_main([*env, "--username", "coord", "--fhir-user",
+                              "Practitioner/c1", "--totp"]) == 0
+    assert "otpauth://" in capsys.readouterr().out

@@ -1,0 +1,195 @@
+"""interceptors/smart.py through the hook registry: 401 with WWW-Authenticate, 403 on writes,
+query filters and the per-resource check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from fhir_server.auth.keys import KeyStore
+from fhir_server.auth.tokens import TokenValidator, mint_access_token
+from fhir_server.context import Principal, RequestContext
+from fhir_server.errors import FhirError, Forbidden, Unauthorized
+from interceptors.hooks import AccessQuery, HookRegistry, Pointcut
+from interceptors.smart import SmartInterceptor, build_smart_interceptor
+from tests.auth.conftest import AuthServer
+
+Db = AsyncDatabase[dict[str, Any]]
+
+
+def _context(interaction: str, resource_type: str = "Observation",
+             scopes: tuple[str, ...] = (), patient: str | None = None) -> RequestContext:
+    context = RequestContext(base_url="http://x/fhir", interaction=interaction,
+                             resource_type=resource_type)
+    context.principal = Principal(client_id="c", scopes=frozenset(scopes), patient=patient)
+    return context
+
+
+def _obs(patient: str, category: str = "laboratory") -> dict[str, Any]:
+    return {"resourceType": "Observation", "subject": {"reference": f"Patient/{patient}"},
+            "category": [{"coding": [{"code": category}]}]}
+
+
+def _registry(auth: AuthServer, db: Db, **options: Any) -> HookRegistry:
+    hooks = HookRegistry()
+    hooks.register(SmartInterceptor(TokenValidator(auth.settings, db), **options))
+    return hooks
+
+
+def test_registered_at_order_200(auth: AuthServer) -> None:
+    async def work(db: Db) -> None:
+        hooks = _registry(auth, db)
+        for pointcut in (Pointcut.INCOMING_REQUEST, Pointcut.BEFORE_CREATE,
+                         Pointcut.BEFORE_UPDATE, Pointcut.BEFORE_DELETE,
+                         Pointcut.FILTER_QUERY, Pointcut.CAN_SEE):
+            assert [order for order, _ in hooks.names(pointcut)] == [200]
+
+    auth.run(work)
+
+
+def test_not_registered_in_dev_mode(auth: AuthServer) -> None:
+    async def work(db: Db) -> None:
+        assert build_smart_interceptor(auth.settings.with_(enabled=False), db) is None
+        assert build_smart_interceptor(auth.settings, db) is not None
+
+    auth.run(work)
+
+
+@pytest.mark.parametrize(("header", "error"), [
+    (None, None),
+    ("Basic dXNlcjpwdw==", "invalid_request"),
+    ("Bearer not-a-token", "invalid_token"),
+])
+def test_missing_or_bad_token_is_401_with_challenge(auth: AuthServer, header: str | None,
+                                                    error: str | None) -> None:
+    async def work(db: Db) -> FhirError:
+        context = RequestContext(base_url="http://x/fhir", interaction="read")
+        if header:
+            context.attributes["authorization"] = header
+        with pytest.raises(Unauthorized) as info:
+            await _registry(auth, db).call(Pointcut.INCOMING_REQUEST, context=context)
+        return info.value
+
+    exc = auth.run(work)
+    assert exc.status == 401
+    challenge = exc.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    if error:
+        assert f'error="{error}"' in challenge
+    assert exc.to_outcome()["resourceType"] == "OperationOutcome"
+
+
+def test_valid_token_sets_principal_and_discovery_is_public(auth: AuthServer) -> None:
+    async def work(db: Db) -> Principal | None:
+        token, _ = await mint_access_token(KeyStore(db), auth.settings, client_id="c",
+                                           scopes=["patient/*.rs"], patient="p1")
+        hooks = _registry(auth, db)
+        public = RequestContext(base_url="http://x/fhir", interaction="capabilities")
+        await hooks.call(Pointcut.INCOMING_REQUEST, context=public)
+        assert public.principal is None
+        context = RequestContext(base_url="http://x/fhir", interaction="read")
+        context.attributes["authorization"] = f"Bearer {token}"
+        await hooks.call(Pointcut.INCOMING_REQUEST, context=context)
+        return context.principal
+
+    principal = auth.run(work)
+    assert principal is not None and principal.patient == "p1"
+
+
+def test_writes_need_write_scopes_and_the_patients_compartment(auth: AuthServer) -> None:
+    async def work(db: Db) -> None:
+        hooks = _registry(auth, db)
+        reader = _context("create", scopes=("patient/Observation.rs",), patient="p1")
+        with pytest.raises(Forbidden):
+            await hooks.call(Pointcut.BEFORE_CREATE, context=reader, resource=_obs("p1"))
+        writer = _context("create", scopes=("patient/Observation.c",), patient="p1")
+        await hooks.call(Pointcut.BEFORE_CREATE, context=writer, resource=_obs("p1"))
+        with pytest.raises(Forbidden):
+            await hooks.call(Pointcut.BEFORE_CREATE, context=writer, resource=_obs("p2"))
+        updater = _context("update", scopes=("patient/Observation.u",), patient="p1")
+        await hooks.call(Pointcut.BEFORE_UPDATE, context=updater, resource=_obs("p1"),
+                         previous=_obs("p1"))
+        with pytest.raises(Forbidden):  # moving a resource out of reach is also a write there
+            await hooks.call(Pointcut.BEFORE_UPDATE, context=updater, resource=_obs("p1"),
+                             previous=_obs("p2"))
+        with pytest.raises(Forbidden):  # update-as-create needs c
+            await hooks.call(Pointcut.BEFORE_UPDATE, context=updater, resource=_obs("p1"),
+                             previous=None)
+        deleter = _context("delete", scopes=("user/Observation.d",))
+        await hooks.call(Pointcut.BEFORE_DELETE, context=deleter, previous=_obs("p2"))
+        with pytest.raises(Forbidden):
+            await hooks.call(Pointcut.BEFORE_DELETE,
+                             context=_context("delete", scopes=("user/Observation.cu",)),
+                             previous=_obs("p2"))
+        # The server's own work (no principal) is not checked.
+        system = RequestContext.system("http://x/fhir")
+        await hooks.call(Pointcut.BEFORE_CREATE, context=system, resource=_obs("p2"))
+
+    auth.run(work)
+
+
+async def _filters(hooks: HookRegistry, context: RequestContext,
+                   resource_type: str) -> list[dict[str, Any]]:
+    query = AccessQuery()
+    await hooks.call(Pointcut.FILTER_QUERY, context=context, resource_type=resource_type,
+                     query=query)
+    return query.filters
+
+
+def test_filter_query(auth: AuthServer) -> None:
+    async def work(db: Db) -> None:
+        hooks = _registry(auth, db)
+        search = _context("search-type", scopes=("patient/Observation.rs",), patient="p1")
+        assert await _filters(hooks, search, "Observation") == [
+            {"compartments.Patient": "p1"}]
+        # A type the token cannot read at all matches nothing (e.g. an _include target).
+        assert await _filters(hooks, search, "Condition") == [{"_id": {"$in": []}}]
+        user = _context("search-type", scopes=("user/*.rs",))
+        assert await _filters(hooks, user, "Condition") == []
+        # Write-only scopes do not let a read through.
+        writer = _context("read", scopes=("user/Observation.cud",))
+        assert await _filters(hooks, writer, "Observation") == [{"_id": {"$in": []}}]
+
+    auth.run(work)
+
+
+def test_filter_query_uses_the_search_layers_builder_for_granular_scopes(
+    auth: AuthServer
+) -> None:
+    def builder(resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+        return {"search." + p: v for p, v in params}
+
+    async def work(db: Db) -> None:
+        hooks = _registry(auth, db, filter_builder=builder)
+        context = _context("search-type", patient="p1", scopes=(
+            "patient/Observation.rs?category=laboratory",
+            "patient/Observation.rs?category=vital-signs"))
+        assert await _filters(hooks, context, "Observation") == [{"$or": [
+            {"$and": [{"compartments.Patient": "p1"}, {"search.category": "laboratory"}]},
+            {"$and": [{"compartments.Patient": "p1"}, {"search.category": "vital-signs"}]},
+        ]}]
+
+    auth.run(work)
+
+
+def test_can_see(auth: AuthServer) -> None:
+    async def work(db: Db) -> None:
+        hooks = _registry(auth, db)
+
+        async def sees(context: RequestContext, resource: dict[str, Any]) -> bool:
+            return bool(await hooks.call(Pointcut.CAN_SEE, context=context, resource=resource))
+
+        granular = _context("search-type", patient="p1",
+                            scopes=("patient/Observation.rs?category=laboratory",))
+        assert await sees(granular, _obs("p1"))
+        assert not await sees(granular, _obs("p1", "vital-signs"))
+        assert not await sees(granular, _obs("p2"))
+        assert not await sees(granular, {"resourceType": "Condition",
+                                         "subject": {"reference": "Patient/p1"}})
+        no_patient = _context("read", scopes=("patient/Observation.rs",))
+        assert not await sees(no_patient, _obs("p1"))
+        assert await sees(RequestContext.system("http://x/fhir"), _obs("p2"))
+
+    auth.run(work)
