@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from interceptors.registry import default_interceptors
 from pymongo import AsyncMongoClient
 
 from fhir_server.api import errors as api_errors
 from fhir_server.api.routes import build_router
+from fhir_server.auth.routes import build_auth_router, build_well_known_router
+from fhir_server.auth.settings import AuthSettings
+from fhir_server.auth.startup import start_auth
 from fhir_server.config import Settings
 from fhir_server.elements import StructureInfo
 from fhir_server.search import SearchEngine
@@ -21,6 +23,8 @@ from fhir_server.storage.database import Database
 from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator, structure
 from interceptors.hooks import HookRegistry
+from interceptors.registry import default_interceptors
+from interceptors.smart import build_smart_interceptor
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,7 @@ class Services:
     """Everything a request handler needs, built once at start-up."""
 
     settings: Settings
+    auth: AuthSettings
     client: AsyncMongoClient[dict[str, Any]]
     database: Database
     hooks: HookRegistry
@@ -48,8 +53,15 @@ def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard")
 
 
+def auth_settings(settings: Settings) -> AuthSettings:
+    if settings.auth_enabled is None:
+        return AuthSettings.from_env(settings)
+    return AuthSettings.from_env(settings, enabled=settings.auth_enabled)
+
+
 async def build_services(settings: Settings) -> Services:
     """Connects, creates indexes and registers interceptors: the server without HTTP."""
+    auth = auth_settings(settings)
     client = connect(settings)
     database = Database(client, settings.database)
     search = SearchEngine(settings)
@@ -57,11 +69,16 @@ async def build_services(settings: Settings) -> Services:
         database.declare_indexes(collection, models)
     await database.ensure_indexes()
     validator = Validator(settings.profiles_dir)
+    await start_auth(auth, database.db)
     hooks = HookRegistry()
     for interceptor in default_interceptors(settings, validator):
         hooks.register(interceptor)
+    smart = build_smart_interceptor(auth, database.db, filter_builder=search.filter_for)
+    if smart is not None:
+        hooks.register(smart)
     return Services(
         settings=settings,
+        auth=auth,
         client=client,
         database=database,
         hooks=hooks,
@@ -93,5 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=f"{settings.path_prefix}/openapi.json",
     )
     api_errors.install(app)
+    auth = auth_settings(settings)
+    app.include_router(build_well_known_router(auth), prefix=settings.path_prefix)
     app.include_router(build_router(settings), prefix=settings.path_prefix)
+    app.include_router(build_auth_router(auth), prefix="/auth")
     return app

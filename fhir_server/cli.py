@@ -41,7 +41,12 @@ class _Database:
     def __enter__(self) -> Settings:
         if self.settings.mongodb_uri:
             return self.settings
-        from fhir_server.embedded_db import EmbeddedDatabase
+        from fhir_server.embedded_db import EmbeddedDatabase, running_uri
+
+        running = running_uri(self.settings.data_dir)
+        if running:
+            log.info("using the embedded database of the running server: %s", running)
+            return self.settings.with_(mongodb_uri=running)
 
         self.embedded = EmbeddedDatabase(self.settings.data_dir)
         uri = self.embedded.start()
@@ -127,11 +132,46 @@ def parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init-db", help="create collections and indexes")
     _database_flags(init)
     init.set_defaults(func=cmd_init_db)
+    for name, text in (("token", "mint a development access token (fhir-server token --help)"),
+                       ("client", "register an OAuth client: client add --help"),
+                       ("user", "add a user who can sign in: user add --help"),
+                       ("keys", "rotate the signing keys: keys rotate")):
+        sub.add_parser(name, help=text, add_help=False)
     return root
+
+
+def _auth_command(argv: list[str]) -> int:
+    """client add | user add | token | keys rotate: the SMART commands (fhir_server.auth.cli),
+    run against MONGODB_URI, else the running server's embedded database, else a fresh one."""
+    from fhir_server.auth import cli as auth_cli
+
+    commands = {
+        ("client", "add"): auth_cli.client_add_main,
+        ("user", "add"): auth_cli.user_add_main,
+        ("keys", "rotate"): auth_cli.keys_rotate_main,
+    }
+    if argv[0] == "token":
+        command, rest = auth_cli.token_main, argv[1:]
+    elif tuple(argv[:2]) in commands:
+        command, rest = commands[(argv[0], argv[1])], argv[2:]
+    else:
+        raise SystemExit(f"usage: fhir-server {argv[0]} {'add' if argv[0] != 'keys' else 'rotate'} ...")
+    settings = Settings.from_env()
+    if "--mongodb-uri" in rest or settings.mongodb_uri:
+        return command(rest)
+    with _Database(settings) as with_db:
+        os.environ["MONGODB_URI"] = with_db.mongodb_uri or ""
+        return command(rest)
+
+
+AUTH_COMMANDS = ("client", "user", "token", "keys")
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in AUTH_COMMANDS:
+        return _auth_command(argv)
     args = parser().parse_args(argv)
     code: int = args.func(args)
     return code

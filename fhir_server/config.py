@@ -29,6 +29,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     # Guards against pathological JSON that would exhaust the stack of any recursive walker.
     max_json_depth: int = 64
+    # None: FHIR_AUTH_DISABLED decides (auth is on unless it says otherwise).
+    auth_enabled: bool | None = None
     max_bundle_entries: int = 1000
     default_page_size: int = 50
     max_page_size: int = 1000

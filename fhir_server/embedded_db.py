@@ -59,6 +59,28 @@ def _find_executable() -> str:
     return found
 
 
+URI_FILE = "embedded.uri"
+
+
+def running_uri(data_dir: Path) -> str | None:
+    """The URI of an embedded database a running `serve` holds open on data_dir, if any.
+
+    WiredTiger lets one process open a data directory, so other commands (token, load,
+    client add) must talk to that process rather than start their own.
+    """
+    path = data_dir / URI_FILE
+    if not path.exists():
+        return None
+    uri = path.read_text().strip()
+    try:
+        client: MongoClient[dict[str, object]]
+        with MongoClient(uri, serverSelectionTimeoutMS=1000) as client:
+            client.admin.command("ping")
+    except PyMongoError:
+        return None
+    return uri
+
+
 class EmbeddedDatabase:
     """Starts, health-checks and stops one SecantusDB process holding its data in data_dir."""
 
@@ -98,6 +120,8 @@ class EmbeddedDatabase:
                 preexec_fn=_die_with_parent, start_new_session=True,
             )
         self._wait_ready(timeout)
+        if self.data_dir is not None:
+            (self.data_dir / URI_FILE).write_text(self.uri)
         return self.uri
 
     def _wait_ready(self, timeout: float) -> None:
@@ -118,6 +142,8 @@ class EmbeddedDatabase:
         raise EmbeddedDatabaseError(f"embedded database did not answer within {timeout}s")
 
     def stop(self, timeout: float = 15.0) -> None:
+        if self.data_dir is not None:
+            (self.data_dir / URI_FILE).unlink(missing_ok=True)
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return

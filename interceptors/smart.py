@@ -33,6 +33,9 @@ PUBLIC_INTERACTIONS = frozenset({"capabilities", "smart-configuration"})
 # Read-type interactions keep their own permission letter only for the resource they name;
 # any other type they touch (_include, _revinclude) is searched.
 _DIRECT = frozenset({"read", "vread", "history", "history-instance"})
+# A write looks up what it changes with its own permission letter (c/u/d), not with read:
+# write scopes do not imply read, and read scopes do not let a client change anything.
+_WRITES = frozenset({"create", "update", "patch", "delete"})
 
 # (resource type, [(param, value)]) -> MongoDB filter; supplied by the search layer.
 FilterBuilder = Callable[[str, list[tuple[str, str]]], dict[str, Any]]
@@ -133,7 +136,11 @@ class SmartInterceptor:
         self._check_write(context, "delete", previous)
 
     def _read_interaction(self, context: RequestContext, resource_type: str) -> str:
+        if context.interaction in _WRITES and resource_type == context.resource_type:
+            return context.interaction
         if context.interaction in _DIRECT and resource_type == context.resource_type:
+            if context.interaction == "history" and context.resource_id is None:
+                return "history-type"  # a type's or the system's history is a search
             return context.interaction
         return "search"
 
@@ -143,9 +150,14 @@ class SmartInterceptor:
         principal = context.principal
         if principal is None:
             return
-        access = self._access(principal, resource_type,
-                              self._read_interaction(context, resource_type))
+        interaction = self._read_interaction(context, resource_type)
+        access = self._access(principal, resource_type, interaction)
         if not access.allowed:
+            if interaction not in ("search", "history-type"):
+                # A direct read or write of a type the token may not touch that way at all:
+                # say so. (A resource merely outside the compartment stays a silent 404.)
+                raise Forbidden(f"The access token does not allow {interaction} on "
+                                f"{resource_type}")
             query.add({"_id": {"$in": []}})
             return
         if access.unrestricted:

@@ -67,12 +67,14 @@ def mongodb_uri() -> Iterator[str]:
 
 def make_settings(mongodb_uri: str, database: str = "fhir_test", **overrides: Any) -> Settings:
     port = free_port()
+    # Auth is off for the tests of other features; tests/security runs the server with it on.
     return Settings(
         host="127.0.0.1",
         port=port,
         base_url=f"http://127.0.0.1:{port}/fhir",
         mongodb_uri=mongodb_uri,
         database=database,
+        auth_enabled=False,
     ).with_(**overrides)
 
 

@@ -12,11 +12,14 @@ from fhir_server import FHIR_VERSION, __version__
 from fhir_server.api.context import services
 from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
+from fhir_server.auth.capability import capability_security
 from fhir_server.resource_types import STORED_TYPES
 from fhir_server.storage.documents import format_instant, now
 
 
-def capability_statement(base_url: str, search_params: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def capability_statement(
+    base_url: str, search_params: dict[str, list[dict[str, Any]]], security: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from fhir_server.api.routes import ROUTES  # the table imports this module's handler
 
     type_interactions = sorted({r.interaction for r in ROUTES if r.level in ("type", "instance")
@@ -57,6 +60,7 @@ def capability_statement(base_url: str, search_params: dict[str, list[dict[str, 
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            **({"security": security} if security else {}),
             "resource": resources,
             "interaction": [{"code": code} for code in system_interactions],
         }],
@@ -67,5 +71,6 @@ async def capabilities(request: Request) -> Response:
     fmt = response_format(request)
     require_fhir(fmt)
     svc = services(request)
-    body = capability_statement(svc.settings.base_url, svc.search.capability_params())
+    security = capability_security(svc.auth) if svc.auth.enabled else None
+    body = capability_statement(svc.settings.base_url, svc.search.capability_params(), security)
     return json_response(body, fmt)

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp
 
 from fhir_server.batch.entries import Entry
-from fhir_server.errors import BadRequest
 from fhir_server.datetimes import DateFormatError, parse_range
+from fhir_server.errors import BadRequest
 from fhir_server.storage.documents import format_instant, http_date
 
 PASSED_THROUGH = ("authorization", "x-purpose-of-use", "prefer")

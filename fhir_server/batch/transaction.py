@@ -31,6 +31,7 @@ from fhir_server.storage.repository import Repository, without_server_meta
 from interceptors.hooks import Change, Pointcut
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
+INTERACTION = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 @dataclass
@@ -60,6 +61,12 @@ class Transaction:
             if entry.method in ("POST", "PUT") and entry.full_url and entry.target_id:
                 self.base_mapping[entry.full_url] = f"{entry.resource_type}/{entry.target_id}"
 
+    def _entry_context(self, entry: Entry) -> RequestContext:
+        """The context an entry's hooks see: the entry's own interaction, type and id, so that
+        scopes are checked per entry exactly as for the same request made alone."""
+        return replace(self.context, interaction=INTERACTION[entry.method],
+                       resource_type=entry.resource_type, resource_id=entry.target_id)
+
     @staticmethod
     def _fail(entry: Entry, error: FhirError) -> FhirError:
         """Names the entry that failed the transaction in the error's OperationOutcome."""
@@ -68,7 +75,7 @@ class Transaction:
         return error
 
     async def _resolve(self, session: AsyncClientSession, entry: Entry, mapping: dict[str, str]) -> None:
-        repo, context = self.repository, self.context
+        repo, context = self.repository, self._entry_context(entry)
         assert entry.resource_type is not None
         if entry.method == "POST" and entry.if_none_exist is not None:
             criteria = _criteria(entry)
@@ -116,7 +123,7 @@ class Transaction:
 
     async def _write(self, session: AsyncClientSession, entry: Entry,
                      resource: dict[str, Any] | None) -> tuple[Written, Change | None]:
-        repo, context = self.repository, self.context
+        repo, context = self.repository, self._entry_context(entry)
         rtype, rid = entry.resource_type, entry.target_id
         assert rtype is not None
         if entry.skip_write:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from fhir_server.errors import BadRequest
@@ -60,7 +61,7 @@ class Extractor:
                 self._one(out, param, resource)
             except BadRequest:
                 continue
-            except Exception:  # noqa: BLE001 - a FHIRPath quirk must never fail a write
+            except Exception:
                 continue
         return out
 
@@ -169,7 +170,8 @@ def ref_type(ref: str) -> str | None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # fhirpathpy hands decimals back as Decimal
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
 def _tokens(value: Any) -> list[tuple[str | None, str | None, str | None]]:

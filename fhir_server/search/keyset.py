@@ -52,7 +52,7 @@ def _compare(a: Any, b: Any) -> int:
     if isinstance(a, datetime) and isinstance(b, datetime):
         a, b = a.timestamp(), b.timestamp()
     try:
-        return (a > b) - (a < b)
+        return int(a > b) - int(a < b)
     except TypeError:
         return (str(a) > str(b)) - (str(a) < str(b))
 

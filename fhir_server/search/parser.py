@@ -9,7 +9,6 @@ from fhir_server.resource_types import STORED
 from fhir_server.search.clauses import ClauseBuilder
 from fhir_server.search.query import Include, Join, SearchQuery
 from fhir_server.search.registry import Registry, SearchParam
-from fhir_server.search.values import split_unescaped
 
 # Parameters that shape the result (or the response) rather than select resources.
 IGNORED = frozenset({"_format", "_pretty", "_type"})
@@ -187,9 +186,8 @@ class Parser:
                              code="value")
         source, code = parts[0], parts[1]
         target = parts[2] if len(parts) == 3 else None
-        if target is not None and target not in STORED:
-            raise BadRequest(f"'{target[:40]}' is not a resource type this server stores",
-                             code="not-supported")
+        if target is not None and not (target.isalpha() and target[:1].isupper()):
+            raise BadRequest(f"'{target[:40]}' is not a resource type", code="value")
         if code != "*":
             param = self.registry.get(source, code)
             if param is None or param.type != "reference":

@@ -63,7 +63,7 @@ def _fhirpath(expression: str) -> Evaluator:
     compiled = fhirpathpy.compile(expression, models["r4"])
 
     def evaluate(resource: Any) -> list[Any]:
-        result = compiled(resource)
+        result = compiled(resource, None)
         return list(result) if isinstance(result, list) else [result]
 
     return evaluate
@@ -138,7 +138,8 @@ def _param(rtype: str, code: str, entry: dict[str, Any]) -> SearchParam:
     )
 
 
-def _custom_definitions(profiles_dir: Path) -> Iterator[dict[str, Any]]:
+def _resources(profiles_dir: Path) -> Iterator[dict[str, Any]]:
+    """Every resource in the JSON files under `profiles_dir` (Bundles opened)."""
     if not profiles_dir.is_dir():
         return
     for path in sorted(profiles_dir.rglob("*.json")):
@@ -148,13 +149,17 @@ def _custom_definitions(profiles_dir: Path) -> Iterator[dict[str, Any]]:
             continue
         if not isinstance(data, dict):
             continue
-        if data.get("resourceType") == "SearchParameter":
-            yield data
-        elif data.get("resourceType") == "Bundle":
+        if data.get("resourceType") == "Bundle":
             for entry in data.get("entry", []):
                 resource = entry.get("resource") if isinstance(entry, dict) else None
-                if isinstance(resource, dict) and resource.get("resourceType") == "SearchParameter":
+                if isinstance(resource, dict):
                     yield resource
+        else:
+            yield data
+
+
+def _custom_definitions(profiles_dir: Path) -> Iterator[dict[str, Any]]:
+    return (r for r in _resources(profiles_dir) if r.get("resourceType") == "SearchParameter")
 
 
 def _split_union(expression: str) -> list[str]:
@@ -200,4 +205,35 @@ def load(profiles_dir: Path | None = None) -> Registry:
                 registry.params[rtype][definition["code"]] = _param(rtype, definition["code"], entry)
     valuesets = json.loads((DATA / "search_parameters_valuesets.json").read_text())
     registry.valuesets = {url: frozenset(codes) for url, codes in valuesets.items()}
+    if profiles_dir:
+        registry.valuesets.update(_profile_valuesets(profiles_dir))
     return registry
+
+
+def _profile_valuesets(profiles_dir: Path) -> dict[str, frozenset[str]]:
+    """Our own ValueSets (enumerated concepts, or whole CodeSystems we publish) for :in."""
+    resources = [r for r in _resources(profiles_dir)
+                 if r.get("resourceType") in ("ValueSet", "CodeSystem")]
+    systems = {r.get("url"): r for r in resources if r["resourceType"] == "CodeSystem"}
+
+    def codes(concepts: list[Any]) -> list[str]:
+        out: list[str] = []
+        for c in concepts:
+            if isinstance(c, dict) and isinstance(c.get("code"), str):
+                out += [c["code"], *codes(c.get("concept", []))]
+        return out
+
+    out: dict[str, frozenset[str]] = {}
+    for vs in resources:
+        if vs["resourceType"] != "ValueSet" or not isinstance(vs.get("url"), str):
+            continue
+        members: set[str] = set()
+        for include in (vs.get("compose") or {}).get("include", []):
+            system = include.get("system")
+            if not isinstance(system, str) or include.get("filter"):
+                continue
+            concepts = include.get("concept") or (systems.get(system) or {}).get("concept", [])
+            members.update(f"{system}|{code}" for code in codes(concepts))
+        if members:
+            out[vs["url"]] = frozenset(members)
+    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 from fhir_server.errors import BadRequest
@@ -83,9 +83,7 @@ def date_range(text: str, param: str | None = None) -> tuple[datetime, datetime]
         if g["tz"] and g["tz"] != "Z":
             sign = 1 if g["tz"][0] == "+" else -1
             hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
-            from datetime import timezone
-
-            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))  # type: ignore[assignment]
+            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
         second = int(g["S"] or 0)
         fraction = g["f"] or ""
         micro = int((fraction + "000000")[:6]) if fraction else 0

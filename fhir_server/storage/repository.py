@@ -525,14 +525,13 @@ class Repository:
         if_match: int | None = None,
     ) -> WriteOutcome:
         """PUT: update, or update-as-create when the id is new (or was deleted)."""
-        checked = False
         for _ in range(MAX_WRITE_ATTEMPTS):
             previous = await self.current_doc(context, resource_type, resource_id)
             live = previous is not None and not previous.get("del")
             self.check_if_match(resource_type, resource_id, previous, if_match)
-            if not checked:
-                await self.before_write(context, resource, previous if live else None)
-                checked = True
+            # Every attempt: a retry may turn an update-as-create into an update, which needs
+            # the update permission, not the create one.
+            await self.before_write(context, resource, previous if live else None)
             if live and previous is not None and previous.get("res"):
                 prior = orjson.loads(previous["res"])
                 if without_server_meta(prior) == without_server_meta(resource):
@@ -544,12 +543,24 @@ class Repository:
                     context, resource_type, resource_id, resource, previous, "update"
                 )
                 return WriteOutcome(stored, created=not live)
-            except (StaleVersion, DuplicateKeyError):
+            except (StaleVersion, DuplicateKeyError) as exc:
                 if if_match is not None:
                     raise PreconditionFailed(
                         f"{resource_type}/{resource_id} changed concurrently; If-Match failed"
                     ) from None
+                if isinstance(exc, DuplicateKeyError) and await self._hidden(
+                    context, resource_type, resource_id
+                ):
+                    # It exists, but not for this client: not a race to retry.
+                    raise Forbidden(
+                        f"changing {resource_type}/{resource_id} is not permitted"
+                    ) from None
         raise Conflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+    async def _hidden(self, context: RequestContext, resource_type: str, resource_id: str) -> bool:
+        """True when the resource exists but the access filter keeps it from this client."""
+        exists = await self.database.current(resource_type).find_one({"_id": resource_id}, {"_id": 1})
+        return exists is not None and await self.current_doc(context, resource_type, resource_id) is None
 
     async def patch(
         self,

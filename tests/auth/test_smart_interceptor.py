@@ -148,9 +148,15 @@ def test_filter_query(auth: AuthServer) -> None:
         assert await _filters(hooks, search, "Condition") == [{"_id": {"$in": []}}]
         user = _context("search-type", scopes=("user/*.rs",))
         assert await _filters(hooks, user, "Condition") == []
-        # Write-only scopes do not let a read through.
+        # Write-only scopes do not let a read through: a direct read is 403, a search empty.
         writer = _context("read", scopes=("user/Observation.cud",))
+        with pytest.raises(Forbidden):
+            await _filters(hooks, writer, "Observation")
+        writer.interaction = "search-type"
         assert await _filters(hooks, writer, "Observation") == [{"_id": {"$in": []}}]
+        # A direct read outside the compartment is filtered (the repository answers 404).
+        other = _context("read", scopes=("patient/Observation.rs",), patient="p1")
+        assert await _filters(hooks, other, "Observation") == [{"compartments.Patient": "p1"}]
 
     auth.run(work)
 
@@ -191,5 +197,19 @@ def test_can_see(auth: AuthServer) -> None:
         no_patient = _context("read", scopes=("patient/Observation.rs",))
         assert not await sees(no_patient, _obs("p1"))
         assert await sees(RequestContext.system("http://x/fhir"), _obs("p2"))
+
+    auth.run(work)
+
+
+def test_history_of_one_resource_is_read_and_of_a_type_is_search(auth: AuthServer) -> None:
+    async def work(db: Db) -> None:
+        hooks = _registry(auth, db)
+        read_only = _context("history", scopes=("user/Observation.r",))
+        read_only.resource_id = "o1"
+        assert await _filters(hooks, read_only, "Observation") == []
+        read_only.resource_id = None
+        assert await _filters(hooks, read_only, "Observation") == [{"_id": {"$in": []}}]
+        search_only = _context("history", scopes=("user/Observation.s",))
+        assert await _filters(hooks, search_only, "Observation") == []
 
     auth.run(work)

@@ -48,22 +48,37 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     assert code == 0, Path(process.log.name).read_text()  # type: ignore[attr-defined]
 
 
+def _token(port: int, data_dir: Path, scope: str) -> str:
+    """`fhir-server token`, as the README tells a newcomer, against the running server."""
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    env["FHIR_DATA_DIR"] = str(data_dir)
+    done = subprocess.run([*CLI, "token", "--scope", scope, "--base-url", f"http://127.0.0.1:{port}/fhir"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
 def test_serve_embedded_database_survives_restart(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}/fhir"
     server = _serve(port, tmp_path)
     try:
         _wait_up(base, server)
-        created = httpx.post(f"{base}/Patient", json={"resourceType": "Patient", "active": True})
-        assert created.status_code == 201
+        # Auth is on by default: no token, no data.
+        assert httpx.post(f"{base}/Patient", json={"resourceType": "Patient"}).status_code == 401
+        auth = {"Authorization": f"Bearer {_token(port, tmp_path, 'system/*.cruds')}"}
+        created = httpx.post(f"{base}/Patient", json={"resourceType": "Patient", "active": True}, headers=auth)
+        assert created.status_code == 201, created.text
         pid = created.json()["id"]
     finally:
         _stop(server)
     assert (tmp_path / "db").is_dir()
+    assert not (tmp_path / "embedded.uri").exists()
     server = _serve(port, tmp_path)
     try:
         _wait_up(base, server)
-        again = httpx.get(f"{base}/Patient/{pid}")
+        # The signing keys live in the database, so a token minted before the restart still works.
+        again = httpx.get(f"{base}/Patient/{pid}", headers=auth)
         assert again.status_code == 200
         assert again.json()["active"] is True
     finally:

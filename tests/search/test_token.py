@@ -117,3 +117,13 @@ def test_deleted_never_match(tasks: Searcher) -> None:
 
 def test_bad_modifier_is_400(tasks: Searcher) -> None:
     assert "status" in tasks.error("/Task?status:contains=x")
+
+
+def test_in_our_own_valueset(s: Searcher) -> None:
+    system = "http://fhir.care-coord.example/CodeSystem/coordination-task-code"
+    vs = "http://fhir.care-coord.example/ValueSet/coordination-task-code"
+    s.put(task("ours", "requested", code={"coding": [{"system": system, "code": "referral"}]}))
+    s.put(task("theirs", "requested",
+               code={"coding": [{"system": "http://other", "code": "referral"}]}))
+    assert s.idset(f"/Task?code:in={vs}") == {"ours"}
+    assert s.idset(f"/Task?code:not-in={vs}") == {"theirs"}

@@ -1,0 +1,280 @@
+"""Search benchmark: the coordination worklists at 16 concurrent clients, at growing sizes.
+
+Loads coordination resources (Tasks, Appointments, CarePlans, CareTeams, Communications over
+5,000 Patients and 200 Practitioners) straight into the database with `insert_many`, each
+document built by the server's own write-path code (`stamp_meta`, `SearchEngine.index_fields`,
+`compartments`), because loading 100,000+ resources through HTTP would take hours. Only the
+current collections are filled (search never reads history). Then starts `fhir-server serve`
+as its own process and measures each worklist query (median, p99, throughput), beside
+GET-by-id and the raw driver running the worklist's filter, in the same run; prints the
+planner's choice (explain) for each worklist filter and what deep pages cost.
+
+    .venv/bin/python bench/search.py [--sizes 100000,300000] [--clients 16] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+from pymongo import AsyncMongoClient, MongoClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.rest import report, run_clients, start_server, wait_up  # noqa: E402
+from fhir_server.config import Settings  # noqa: E402
+from fhir_server.embedded_db import EmbeddedDatabase  # noqa: E402
+from fhir_server.search import SearchEngine  # noqa: E402
+from fhir_server.storage.documents import stamp_meta  # noqa: E402
+
+PATIENTS = 5_000
+PRACTITIONERS = 200
+MIX = (("Task", 0.40), ("Appointment", 0.25), ("Communication", 0.20), ("CarePlan", 0.10),
+       ("CareTeam", 0.05))
+EPOCH = datetime(2025, 7, 1, tzinfo=UTC)
+Op = Callable[[int, int], Awaitable[None]]
+
+
+def ref(kind: str, n: int) -> dict[str, str]:
+    return {"reference": f"{kind}/{'p' if kind == 'Patient' else 'pr'}{n}"}
+
+
+def make(rtype: str, n: int, rng: random.Random) -> dict[str, Any]:
+    patient = rng.randrange(PATIENTS)
+    practitioner = rng.randrange(PRACTITIONERS)
+    when = EPOCH + timedelta(minutes=rng.randrange(365 * 24 * 60))
+    stamp = when.strftime("%Y-%m-%dT%H:%M:00Z")
+    if rtype == "Task":
+        return {"resourceType": "Task", "status": rng.choice(
+                    ["requested", "in-progress", "completed", "cancelled", "on-hold"]),
+                "intent": "order", "priority": "routine", "for": ref("Patient", patient),
+                "owner": ref("Practitioner", practitioner), "authoredOn": stamp,
+                "identifier": [{"system": "urn:bench:task", "value": f"t{n}"}],
+                "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code",
+                                     "code": "fulfill"}]},
+                "description": "Call the patient about the cardiology referral"}
+    if rtype == "Appointment":
+        return {"resourceType": "Appointment", "status": "booked", "start": stamp,
+                "end": (when + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:00Z"),
+                "participant": [{"actor": ref("Patient", patient), "status": "accepted"},
+                                {"actor": ref("Practitioner", practitioner),
+                                 "status": "accepted"}]}
+    if rtype == "Communication":
+        return {"resourceType": "Communication", "status": "completed", "sent": stamp,
+                "subject": ref("Patient", patient),
+                "recipient": [ref("Practitioner", practitioner)],
+                "sender": ref("Patient", patient),
+                "payload": [{"contentString": "Please call me back about my results"}]}
+    if rtype == "CarePlan":
+        return {"resourceType": "CarePlan", "status": rng.choice(["active", "completed"]),
+                "intent": "plan", "subject": ref("Patient", patient),
+                "careTeam": [{"reference": f"CareTeam/team{patient}"}],
+                "period": {"start": stamp}}
+    return {"resourceType": "CareTeam", "status": "active", "subject": ref("Patient", patient),
+            "participant": [{"member": ref("Practitioner", practitioner)}]}
+
+
+def document(engine: SearchEngine, resource: dict[str, Any], rid: str, ts: datetime) -> dict[
+        str, Any]:
+    stamp_meta(resource, rid, 1, ts)
+    sp = engine.index_fields(resource["resourceType"], resource)
+    doc = {"_id": rid, "v": 1, "ts": ts, "del": False, "res": orjson.dumps(resource), "sp": sp}
+    compartments = engine.compartments(resource["resourceType"], resource, sp)
+    if compartments:
+        doc["compartments"] = compartments
+    return doc
+
+
+def load(uri: str, engine: SearchEngine, start: int, stop: int, rng: random.Random) -> float:
+    """Inserts resources number start..stop-1 (by the MIX), returns seconds taken."""
+    db = MongoClient(uri, tz_aware=True)["bench"]
+    began = time.perf_counter()
+    batches: dict[str, list[dict[str, Any]]] = {}
+    if start == 0:
+        batches["Patient"] = [document(engine, {
+            "resourceType": "Patient", "name": [{"family": f"Family{i}", "given": ["Pat"]}],
+            "identifier": [{"system": "http://mrn", "value": f"M{i}"}]}, f"p{i}",
+            EPOCH) for i in range(PATIENTS)]
+        batches["Practitioner"] = [document(engine, {
+            "resourceType": "Practitioner", "name": [{"family": f"Doc{i}"}],
+            "identifier": [{"system": "http://npi", "value": f"N{i}"}]}, f"pr{i}", EPOCH)
+            for i in range(PRACTITIONERS)]
+        batches["CareTeam"] = [document(engine, {
+            "resourceType": "CareTeam", "status": "active", "subject": ref("Patient", i),
+            "participant": [{"member": ref("Practitioner", i % PRACTITIONERS)}]},
+            f"team{i}", EPOCH) for i in range(PATIENTS)]
+    weights = [w for _, w in MIX]
+    for n in range(start, stop):
+        rtype = rng.choices([t for t, _ in MIX], weights)[0]
+        ts = EPOCH + timedelta(seconds=n * 3)
+        batches.setdefault(rtype, []).append(document(engine, make(rtype, n, rng), f"r{n}", ts))
+        if len(batches[rtype]) >= 2000:
+            db[rtype].insert_many(batches.pop(rtype), ordered=False)
+    for rtype, docs in batches.items():
+        db[rtype].insert_many(docs, ordered=False)
+    db.client.close()
+    return time.perf_counter() - began
+
+
+def worklists(rng: random.Random) -> dict[str, Callable[[], str]]:
+    def pr() -> str:
+        return f"Practitioner/pr{rng.randrange(PRACTITIONERS)}"
+
+    return {
+        "Task owner+status, -_lastUpdated": lambda: (
+            f"/Task?owner={pr()}&status=requested,in-progress&_sort=-_lastUpdated"),
+        "Appointment actor, January": lambda: (
+            f"/Appointment?actor={pr()}&date=ge2026-01-01&date=lt2026-02-01"),
+        "CarePlan patient+active+_include": lambda: (
+            f"/CarePlan?patient=Patient/p{rng.randrange(PATIENTS)}&status=active"
+            "&_include=CarePlan:care-team"),
+        "Communication recipient, -sent": lambda: (
+            f"/Communication?recipient={pr()}&_sort=-sent&_count=20"),
+        "Task patient.identifier (chain)": lambda: (
+            "/Task?patient.identifier=" + quote(f"http://mrn|M{rng.randrange(PATIENTS)}")),
+    }
+
+
+async def bench_http(base: str, clients: int, seconds: float, ids: list[str],
+                     rng: random.Random) -> dict[str, dict[str, float]]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    out: dict[str, dict[str, float]] = {}
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
+        async def read(n: int, i: int) -> None:
+            r = await http.get(f"/Task/{ids[(n * 7919 + i) % len(ids)]}")
+            assert r.status_code == 200
+
+        out["GET /Task/{id} (baseline)"] = report(
+            "GET /Task/{id} (baseline)", *await run_clients(clients, seconds, read))
+        for name, url in worklists(rng).items():
+            async def search(n: int, i: int, url: Callable[[], str] = url) -> None:
+                r = await http.get(url())
+                assert r.status_code == 200, r.text
+
+            out[name] = report(name, *await run_clients(clients, seconds, search))
+    return out
+
+
+async def bench_driver(uri: str, clients: int, seconds: float, engine: SearchEngine,
+                       rng: random.Random) -> dict[str, float]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, maxPoolSize=clients)
+    tasks = client["bench"]["Task"]
+
+    async def find(n: int, i: int) -> None:
+        query = engine.parse("Task", [("owner", f"Practitioner/pr{rng.randrange(PRACTITIONERS)}"),
+                                      ("status", "requested,in-progress")])
+        await tasks.find(query.filter, {"sp": 0}).sort([("ts", -1), ("_id", -1)]).limit(
+            51).to_list()
+
+    result = report("driver: Task owner+status filter", *await run_clients(clients, seconds, find))
+    await client.close()
+    return result
+
+
+def explain(uri: str, engine: SearchEngine) -> None:
+    db = MongoClient(uri, tz_aware=True)["bench"]
+    cases = [
+        ("Task", [("owner", "Practitioner/pr1"), ("status", "requested,in-progress")]),
+        ("Appointment", [("actor", "Practitioner/pr1"), ("date", "ge2026-01-01"),
+                         ("date", "lt2026-02-01")]),
+        ("CarePlan", [("patient", "Patient/p1"), ("status", "active")]),
+        ("Communication", [("recipient", "Practitioner/pr1")]),
+        ("Patient", [("identifier", "http://mrn|M1")]),
+        ("Task", [("patient", "Patient/p1,Patient/p2")]),
+    ]
+    for rtype, params in cases:
+        flt = engine.parse(rtype, params).filter
+        plan = db[rtype].find(flt).explain()["queryPlanner"]["winningPlan"]
+        stages = []
+        while plan:
+            stages.append(plan.get("stage", "?") + (f"({plan['indexName']})"
+                                                    if "indexName" in plan else ""))
+            plan = plan.get("inputStage")
+        t0 = time.perf_counter()
+        n = len(list(db[rtype].find(flt, {"_id": 1})))
+        ms = (time.perf_counter() - t0) * 1000
+        # The same filter forced onto a collection scan: what "no index" would cost.
+        t0 = time.perf_counter()
+        list(db[rtype].find(flt, {"_id": 1}).hint([("$natural", 1)]))
+        scan = (time.perf_counter() - t0) * 1000
+        print(f"  explain {rtype}?{'&'.join(f'{k}={v}' for k, v in params):<62} "
+              f"{' <- '.join(stages):<40} {n:>5} docs {ms:7.1f} ms (forced scan {scan:6.0f} ms)")
+    db.client.close()
+
+
+def deep_pages(base: str) -> None:
+    """Latency of page k (keyset cursor) for one practitioner's Task worklist, _count=1."""
+    with httpx.Client(base_url=base, timeout=60) as http:
+        url: str | None = "/Task?owner=Practitioner/pr7&_sort=-_lastUpdated&_count=1"
+        timings: dict[int, float] = {}
+        page = 0
+        while url:
+            page += 1
+            samples = []
+            for _ in range(3 if page in (1, 10, 50, 100, 150) else 1):
+                t0 = time.perf_counter()
+                r = http.get(url)
+                samples.append(time.perf_counter() - t0)
+            timings[page] = min(samples)
+            url = next((link["url"] for link in r.json().get("link", [])
+                        if link["relation"] == "next"), None)
+            if url:
+                url = url.split("/fhir", 1)[1]
+        shown = [p for p in (1, 10, 50, 100, 150, page) if p in timings]
+        print("  page cost (ms): " + "  ".join(f"p{p}={timings[p] * 1000:.1f}" for p in shown)
+              + f"  ({page} pages of 1)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="100000")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--data-dir", default=None, help="keep the database here (default: tmp)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds per measurement: "
+          f"{args.seconds}")
+    port = 18090
+    base = f"http://127.0.0.1:{port}/fhir"
+    engine = SearchEngine(Settings(base_url=base))
+    rng = random.Random(42)
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(
+            Path(args.data_dir or tmp)) as db:
+        server = start_server(db.uri, port)
+        try:
+            wait_up(base)  # the server has created the collections and indexes
+            loaded = 0
+            for size in sizes:
+                seconds = load(db.uri, engine, loaded, size, rng)
+                print(f"\n== {size:,} coordination resources (+{PATIENTS:,} patients, "
+                      f"{PRACTITIONERS} practitioners, {PATIENTS:,} care teams); loaded "
+                      f"{size - loaded:,} in {seconds:.0f} s ==")
+                loaded = size
+                explain(db.uri, engine)
+                deep_pages(base)
+                ids = [f"p{i}" for i in range(100)]
+                with MongoClient(db.uri)["bench"]["Task"].find({}, {"_id": 1}).limit(
+                        200) as cursor:
+                    ids = [d["_id"] for d in cursor]
+                asyncio.run(bench_driver(db.uri, args.clients, args.seconds, engine, rng))
+                asyncio.run(bench_http(base, args.clients, args.seconds, ids, rng))
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
