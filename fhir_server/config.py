@@ -15,6 +15,53 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class SubscriptionSettings:
+    """Subscriptions: delivery retries, SSRF allow-list, leases (see docs/subscriptions.md)."""
+
+    # Hosts, IPs or CIDR blocks that rest-hook endpoints may use although they are loopback,
+    # private or link-local (refused otherwise), and that may be plain http.
+    allowed_hosts: tuple[str, ...] = ()
+    # A failing endpoint is retried (exponential back-off with jitter) for this long, then
+    # the Subscription goes to `error`.
+    retry_window: float = 24 * 3600.0
+    retry_initial: float = 1.0
+    retry_max: float = 300.0
+    # How long a rest-hook POST may take.
+    delivery_timeout: float = 10.0
+    # A dispatcher lease lasts this long unless renewed; another process takes over after it.
+    lease_ttl: float = 10.0
+    # How often leases are renewed and Subscriptions rescanned; the outbox polling fallback.
+    scan_interval: float = 2.0
+    poll_interval: float = 1.0
+    # Notifications are kept this long for $events replay.
+    retention_days: float = 30.0
+    ws_token_ttl: float = 3600.0
+    # False: this process serves the API only and runs no dispatcher.
+    dispatcher: bool = True
+
+    @classmethod
+    def from_env(cls) -> SubscriptionSettings:
+        hosts = os.environ.get("FHIR_SUBSCRIPTION_ALLOWED_HOSTS", "")
+        return cls(
+            allowed_hosts=tuple(h.strip() for h in hosts.split(",") if h.strip()),
+            retry_window=_env_float("FHIR_SUBSCRIPTION_RETRY_WINDOW", cls.retry_window),
+            retry_initial=_env_float("FHIR_SUBSCRIPTION_RETRY_INITIAL", cls.retry_initial),
+            retry_max=_env_float("FHIR_SUBSCRIPTION_RETRY_MAX", cls.retry_max),
+            delivery_timeout=_env_float("FHIR_SUBSCRIPTION_TIMEOUT", cls.delivery_timeout),
+            lease_ttl=_env_float("FHIR_SUBSCRIPTION_LEASE_TTL", cls.lease_ttl),
+            scan_interval=_env_float("FHIR_SUBSCRIPTION_SCAN_INTERVAL", cls.scan_interval),
+            poll_interval=_env_float("FHIR_SUBSCRIPTION_POLL_INTERVAL", cls.poll_interval),
+            retention_days=_env_float("FHIR_SUBSCRIPTION_RETENTION_DAYS", cls.retention_days),
+            dispatcher=os.environ.get("FHIR_SUBSCRIPTION_DISPATCHER", "1") not in ("0", "false"),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -34,6 +81,7 @@ class Settings:
     max_bundle_entries: int = 1000
     default_page_size: int = 50
     max_page_size: int = 1000
+    subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -62,6 +110,7 @@ class Settings:
             max_bundle_entries=_env_int("FHIR_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
             default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", cls.max_page_size),
+            subscriptions=SubscriptionSettings.from_env(),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]

@@ -1,12 +1,16 @@
-"""`fhir-server load`: resources and Bundles from files or folders into the repository.
+"""`fhir-server load`: resources, Bundles and NDJSON from files or folders into the repository.
 
 Goes through the same write pipeline as the API (validation and all interceptors), as the
-server itself (no SMART principal). Resources with an id are updated-or-created, so loading
-the same files twice changes nothing; resources without one are created.
+server itself (no SMART principal). Transaction Bundles run as transactions (all or nothing,
+references resolved); the resources of batch, collection and other Bundles, of NDJSON files
+and single-resource files are written in batches of many resources per MongoDB transaction.
+Resources with an id are updated-or-created, so loading the same files twice changes
+nothing; resources without one are created.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -18,12 +22,21 @@ from typing import Any
 
 import orjson
 
+from fhir_server.batch.entries import parse_entries
+from fhir_server.batch.transaction import Transaction
 from fhir_server.config import Settings
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.resource_types import STORED
+from fhir_server.storage.bulk import BulkItem, write_batch
 
 log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+# Batches written at once: one is prepared (validated, indexed) while the database writes
+# the other. A resource in two batches in flight is still safe: the later batch finds its
+# version moved and falls back to one-by-one writes.
+IN_FLIGHT = 2
 
 
 @dataclass
@@ -62,73 +75,110 @@ def _files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _resources(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, resource) pairs: a file's resource, a Bundle's entries, an NDJSON's lines."""
+def _items(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, value) pairs: NDJSON lines, or the file's one JSON value."""
     data = path.read_bytes()
     if path.suffix == ".ndjson":
         for n, line in enumerate(data.splitlines(), 1):
             if line.strip():
                 yield f"{path}:{n}", orjson.loads(line)
         return
-    value = orjson.loads(data)
-    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        for n, entry in enumerate(value.get("entry", [])):
-            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
-                yield f"{path}#entry[{n}]", entry["resource"]
-        return
-    yield str(path), value
+    yield str(path), orjson.loads(data)
 
 
-def _progress(done: int, total: int) -> None:
+def _progress(done: int, total: int, loaded: int) -> None:
     if not sys.stderr.isatty():
         return
     width = 30
     filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} files")
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} files, {loaded} resources")
     sys.stderr.flush()
+
+
+class Loader:
+    def __init__(self, services: Any, summary: LoadSummary) -> None:
+        self.services = services
+        self.summary = summary
+        self.context = RequestContext.system(services.settings.base_url, "load")
+        self.pending: list[BulkItem] = []
+        self.in_flight: list[asyncio.Task[None]] = []
+
+    async def add(self, where: str, value: Any) -> None:
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+            if value.get("type") == "transaction":
+                await self.finish()
+                await self._transaction(where, value)
+                return
+            for n, entry in enumerate(value.get("entry", [])):
+                if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+                    await self.add(f"{where}#entry[{n}]", entry["resource"])
+            return
+        if not isinstance(value, dict) or value.get("resourceType") not in STORED:
+            kind = value.get("resourceType") if isinstance(value, dict) else type(value).__name__
+            self.summary.counts["skipped"] += 1
+            log.info("skipped %s: type %s is not stored by this server", where, kind)
+            return
+        self.pending.append(BulkItem(where, value))
+        if len(self.pending) >= BATCH_SIZE:
+            await self.flush()
+
+    async def flush(self) -> None:
+        items, self.pending = self.pending, []
+        if items:
+            while len(self.in_flight) >= IN_FLIGHT:
+                await self.in_flight.pop(0)
+            self.in_flight.append(asyncio.create_task(self._write(items)))
+
+    async def finish(self) -> None:
+        await self.flush()
+        while self.in_flight:
+            await self.in_flight.pop(0)
+
+    async def _write(self, items: list[BulkItem]) -> None:
+        for result in await write_batch(self.services.repository, self.context, items):
+            if result.outcome == "failed":
+                self.summary.failures.append((result.item.where, result.reason))
+            else:
+                self.summary.counts[result.outcome] += 1
+
+    async def _transaction(self, where: str, bundle: dict[str, Any]) -> None:
+        settings = self.services.settings
+        try:
+            entries = parse_entries(bundle, settings.base_url, settings.max_bundle_entries)
+            writes = [e for e in entries if e.method in ("POST", "PUT", "PATCH", "DELETE")]
+            skipped = len(entries) - len(writes)
+            if skipped:
+                log.info("%s: %d read entries of the transaction are not run by load", where, skipped)
+            written = await Transaction(self.services.repository, self.context, writes).run(None)
+        except FhirError as error:
+            reason = "; ".join(i.diagnostics for i in error.all_issues())[:300]
+            self.summary.failures.append((where, f"transaction failed, nothing written: {error.status}: {reason}"))
+            return
+        for response in written:
+            status = response["response"]["status"][:3]
+            self.summary.counts["created" if status == "201" else "updated" if status == "200" else "deleted"] += 1
 
 
 async def load_paths(settings: Settings, paths: list[Path]) -> LoadSummary:
     from fhir_server.app import build_services
 
     services = await build_services(settings)
-    context = RequestContext.system(settings.base_url, "load")
     summary = LoadSummary()
+    loader = Loader(services, summary)
     files = _files(paths)
     started = time.perf_counter()
     try:
         for done, path in enumerate(files, 1):
             try:
-                items = list(_resources(path))
+                for where, value in _items(path):
+                    await loader.add(where, value)
             except (OSError, orjson.JSONDecodeError) as exc:
                 summary.failures.append((str(path), f"unreadable: {exc}"))
-                continue
-            for where, resource in items:
-                await _load_one(services.repository, context, where, resource, summary)
-            _progress(done, len(files))
+            _progress(done, len(files), sum(summary.counts.values()))
+        await loader.finish()
     finally:
         await services.close()
     if files and sys.stderr.isatty():
         sys.stderr.write("\n")
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-async def _load_one(repository: Any, context: RequestContext, where: str, resource: Any,
-                    summary: LoadSummary) -> None:
-    if not isinstance(resource, dict) or resource.get("resourceType") not in STORED:
-        kind = resource.get("resourceType") if isinstance(resource, dict) else type(resource).__name__
-        summary.counts["skipped"] += 1
-        log.info("skipped %s: type %s is not stored by this server", where, kind)
-        return
-    try:
-        rid = resource.get("id")
-        if isinstance(rid, str):
-            outcome = await repository.update(context, resource["resourceType"], rid, resource)
-        else:
-            outcome = await repository.create(context, resource)
-    except FhirError as exc:
-        reason = "; ".join(i.diagnostics for i in exc.all_issues())[:300]
-        summary.failures.append((where, f"{exc.status}: {reason}"))
-        return
-    summary.counts["created" if outcome.created else "updated" if outcome.changed else "unchanged"] += 1

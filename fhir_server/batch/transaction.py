@@ -25,12 +25,15 @@ from fhir_server.batch.references import conditional_references, rewrite
 from fhir_server.context import RequestContext
 from fhir_server.errors import BadRequest, FhirError, NotFound, PreconditionFailed
 from fhir_server.jsonpatch import apply_patch
+from fhir_server.storage.bulk import write_versions
 from fhir_server.storage.database import CONDITIONAL_LOCKS
 from fhir_server.storage.documents import StoredResource, format_instant, http_date
-from fhir_server.storage.repository import Repository, without_server_meta
+from fhir_server.storage.repository import NewVersion, Repository, unchanged
 from interceptors.hooks import Change, Pointcut
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
+# (type, previous current document or None, the prepared version)
+Planned = tuple[str, dict[str, Any] | None, NewVersion]
 INTERACTION = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
@@ -121,8 +124,9 @@ class Transaction:
                 raise PreconditionFailed(f"conditional reference '{reference[:120]}' matches {found} resource")
             mapping[reference] = f"{rtype}/{matches[0]['_id']}"
 
-    async def _write(self, session: AsyncClientSession, entry: Entry,
-                     resource: dict[str, Any] | None) -> tuple[Written, Change | None]:
+    async def _plan(self, session: AsyncClientSession, entry: Entry,
+                    resource: dict[str, Any] | None) -> tuple[Written, Planned | None]:
+        """Checks one write entry and prepares its new version; nothing is written yet."""
         repo, context = self.repository, self._entry_context(entry)
         rtype, rid = entry.resource_type, entry.target_id
         assert rtype is not None
@@ -133,6 +137,12 @@ class Transaction:
             stored = StoredResource.from_current(rtype, doc) if doc else None
             return Written(entry, stored, 200), None
         assert rid is not None
+        if entry.method == "POST":
+            # A fresh server-assigned id: there is no previous version to look up.
+            assert resource is not None
+            await repo.before_write(context, resource, None)
+            version = repo.new_version(rtype, rid, resource, None, "create")
+            return Written(entry, version.stored, 201), (rtype, None, version)
         previous = await repo.current_doc(context, rtype, rid, session=session)
         live = previous is not None and not previous.get("del")
         if entry.if_match is not None:
@@ -142,8 +152,8 @@ class Transaction:
             if not live or previous is None:
                 return Written(entry, None, 204), None  # nothing to delete: a no-op, as in REST
             await repo.hooks.call(Pointcut.BEFORE_DELETE, context=context, previous=orjson.loads(previous["res"]))
-            stored, change = await repo.write_version(session, context, rtype, rid, None, previous, "delete")
-            return Written(entry, stored, 204), change
+            version = repo.new_version(rtype, rid, None, previous, "delete")
+            return Written(entry, version.stored, 204), (rtype, previous, version)
         if entry.method == "PATCH":
             if not live or previous is None:
                 raise NotFound(f"{rtype}/{rid} is not known")
@@ -155,17 +165,12 @@ class Transaction:
             body_id = resource.get("id")
             if body_id is not None and body_id != rid:
                 raise BadRequest(f"the resource id '{str(body_id)[:64]}' differs from the URL's '{rid}'")
-            if live and previous is not None and without_server_meta(orjson.loads(previous["res"])) == \
-                    without_server_meta(resource):
+            if previous is not None and unchanged(previous, resource):
                 return Written(entry, StoredResource.from_current(rtype, previous), 200), None
-        if entry.method == "POST":
-            await repo.before_write(context, resource, None)
-            stored, change = await repo.write_version(session, context, rtype, rid, resource, None, "create")
-            return Written(entry, stored, 201), change
         await repo.before_write(context, resource, previous if live else None)
         interaction = "patch" if entry.method == "PATCH" else "update"
-        stored, change = await repo.write_version(session, context, rtype, rid, resource, previous, interaction)
-        return Written(entry, stored, 200 if live else 201), change
+        version = repo.new_version(rtype, rid, resource, previous, interaction)
+        return Written(entry, version.stored, 200 if live else 201), (rtype, previous, version)
 
     async def _work(self, session: AsyncClientSession) -> tuple[list[Written], list[Change]]:
         mapping = dict(self.base_mapping)
@@ -194,18 +199,23 @@ class Transaction:
         for entry in writes:
             resources[entry.index] = rewrite(copy.deepcopy(entry.resource), mapping) if entry.resource else None
         written: list[Written] = []
-        changes: list[Change] = []
+        planned: list[Planned] = []
         for entry in sorted(writes, key=lambda e: (ORDER[e.method], e.index)):
             try:
-                result, change = await self._write(session, entry, resources[entry.index])
+                result, version = await self._plan(session, entry, resources[entry.index])
             except FhirError as error:
                 raise self._fail(entry, error) from None
             written.append(result)
-            if change is not None:
-                changes.append(change)
+            if version is not None:
+                planned.append(version)
+        # Every entry touches a different resource, so the versions can be written together
+        # (one bulk write per type) in FHIR's order without one seeing another.
+        changes = await write_versions(self.repository, session, self.context, planned)
         return written, changes
 
-    async def run(self, dispatcher: Dispatcher) -> list[dict[str, Any]]:
+    async def run(self, dispatcher: Dispatcher | None) -> list[dict[str, Any]]:
+        """Commits the writes, then answers every entry in request order. Reads (GET/HEAD)
+        go through `dispatcher`; without one (the loader) there must be none."""
         written, changes = await self.repository.database.in_transaction(self._work)
         for change in changes:
             await self.repository.hooks.call(Pointcut.AFTER_COMMIT, context=self.context, change=change)
@@ -215,6 +225,7 @@ class Transaction:
             if entry.index in by_index:
                 responses.append(self._response(by_index[entry.index]))
             else:
+                assert dispatcher is not None, "a transaction with reads needs a dispatcher"
                 responses.append(await dispatcher.run(entry))
         return responses
 

@@ -60,6 +60,16 @@ class WriteOutcome:
 
 
 @dataclass
+class NewVersion:
+    """A version about to be written: its two documents and what it means."""
+
+    current: Doc
+    history: Doc
+    change: Change
+    stored: StoredResource
+
+
+@dataclass
 class SearchPage:
     entries: list[StoredResource]
     total: int | None
@@ -72,6 +82,14 @@ def _and(*filters: Doc | None) -> Doc:
     if not present:
         return {}
     return present[0] if len(present) == 1 else {"$and": present}
+
+
+def unchanged(previous: Doc | None, resource: dict[str, Any]) -> bool:
+    """True when `resource` says nothing new over the live `previous` version: an update that
+    writes no new version and fires no event (as HAPI does)."""
+    if previous is None or previous.get("del") or not previous.get("res"):
+        return False
+    return without_server_meta(orjson.loads(previous["res"])) == without_server_meta(resource)
 
 
 def without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
@@ -411,6 +429,32 @@ class Repository:
         interaction: str,
     ) -> tuple[StoredResource, Change]:
         """Writes one new version (current + history + IN_TRANSACTION hooks) in `session`."""
+        version = self.new_version(resource_type, resource_id, resource, previous, interaction)
+        current = self.database.current(resource_type)
+        if previous is None:
+            await current.insert_one(version.current, session=session)
+        else:
+            result = await current.replace_one(
+                {"_id": resource_id, "v": previous["v"]}, version.current, session=session
+            )
+            if result.matched_count != 1:
+                raise StaleVersion()
+        await self.database.history(resource_type).insert_one(version.history, session=session)
+        await self.hooks.call(
+            Pointcut.IN_TRANSACTION, context=context, change=version.change, session=session,
+            db=self.database.db,
+        )
+        return version.stored, version.change
+
+    def new_version(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        previous: Doc | None,
+        interaction: str,
+    ) -> NewVersion:
+        """The documents of a new version (no I/O): what every write path stores."""
         version = previous["v"] + 1 if previous else 1
         at = now()
         if resource is not None:
@@ -428,24 +472,10 @@ class Repository:
             "_id": f"{resource_id}/{version}", "id": resource_id, "v": version, "ts": at,
             "del": deleted, "res": raw, "m": method, **index,
         }
-        current = self.database.current(resource_type)
-        if previous is None:
-            await current.insert_one(current_doc, session=session)
-        else:
-            result = await current.replace_one(
-                {"_id": resource_id, "v": previous["v"]}, current_doc, session=session
-            )
-            if result.matched_count != 1:
-                raise StaleVersion()
-        await self.database.history(resource_type).insert_one(history_doc, session=session)
         prev_resource = orjson.loads(previous["res"]) if previous and previous.get("res") else None
         change = Change(resource_type, resource_id, version, interaction, at, resource, prev_resource)
-        await self.hooks.call(
-            Pointcut.IN_TRANSACTION, context=context, change=change, session=session,
-            db=self.database.db,
-        )
         stored = StoredResource(resource_type, resource_id, version, at, deleted, raw, method)
-        return stored, change
+        return NewVersion(current_doc, history_doc, change, stored)
 
     async def _commit(
         self,
@@ -532,12 +562,9 @@ class Repository:
             # Every attempt: a retry may turn an update-as-create into an update, which needs
             # the update permission, not the create one.
             await self.before_write(context, resource, previous if live else None)
-            if live and previous is not None and previous.get("res"):
-                prior = orjson.loads(previous["res"])
-                if without_server_meta(prior) == without_server_meta(resource):
-                    # No-op update: no new version, no event (as HAPI does).
-                    stored = StoredResource.from_current(resource_type, previous)
-                    return WriteOutcome(stored, created=False, changed=False)
+            if previous is not None and unchanged(previous, resource):
+                stored = StoredResource.from_current(resource_type, previous)
+                return WriteOutcome(stored, created=False, changed=False)
             try:
                 stored = await self._commit(
                     context, resource_type, resource_id, resource, previous, "update"

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from pymongo import MongoClient
+from pymongo.database import Database
 
 from tests.conftest import EXAMPLES_DIR, free_port
 
@@ -85,21 +90,65 @@ def test_serve_embedded_database_survives_restart(tmp_path: Path) -> None:
         _stop(server)
 
 
-def test_load_examples_is_idempotent(mongodb_uri: str) -> None:
-    env = {**os.environ, "MONGODB_URI": mongodb_uri, "FHIR_DATABASE": "load_test"}
-    files = [str(EXAMPLES_DIR / n) for n in ("patient-example.json", "task-example1.json",
-                                             "bundle-transaction.json", "careteam-example.json")]
-    first = subprocess.run([*CLI, "load", *files], env=env, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr
-    assert "0 failed" in first.stderr
+def _write_inputs(folder: Path) -> None:
+    folder.mkdir()
+    tasks = [{"resourceType": "Task", "id": f"t{n}", "status": "requested", "intent": "order"} for n in range(3)]
+    (folder / "tasks.ndjson").write_text("\n".join(json.dumps(t) for t in tasks) + "\n")
+    referral = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000aa",
+         "resource": {"resourceType": "Patient", "id": "ref-p"},
+         "request": {"method": "PUT", "url": "Patient/ref-p"}},
+        {"resource": {"resourceType": "CarePlan", "id": "ref-cp", "status": "active", "intent": "plan",
+                      "subject": {"reference": "urn:uuid:00000000-0000-4000-8000-0000000000aa"}},
+         "request": {"method": "PUT", "url": "CarePlan/ref-cp"}},
+    ]}
+    (folder / "referral.json").write_text(json.dumps(referral))
+    collection = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": json.loads((EXAMPLES_DIR / "practitioner-example.json").read_text())},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}},
+    ]}
+    (folder / "collection.json").write_text(json.dumps(collection))
+
+
+@pytest.fixture
+def load_db(mongodb_uri: str) -> Iterator[Database[dict[str, Any]]]:
     with MongoClient(mongodb_uri) as client:
-        db = client["load_test"]
-        assert db["Patient"].count_documents({"del": False}) >= 1
-        assert db["Task"].count_documents({"del": False}) == 1
-        before = db["Task_history"].count_documents({})
-        second = subprocess.run([*CLI, "load", *files], env=env, capture_output=True, text=True, timeout=120)
-        assert second.returncode == 0, second.stderr
-        # Resources with ids are unchanged; the bundle's id-less POST entries are created anew.
-        assert "0 updated" in second.stderr and "5 unchanged" in second.stderr
-        assert db["Task_history"].count_documents({}) == before
         client.drop_database("load_test")
+        yield client["load_test"]
+        client.drop_database("load_test")
+
+
+def _load(mongodb_uri: str, *paths: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MONGODB_URI": mongodb_uri, "FHIR_DATABASE": "load_test"}
+    return subprocess.run([*CLI, "load", *map(str, paths)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_load_files_bundles_ndjson_idempotently(
+    mongodb_uri: str, load_db: Database[dict[str, Any]], tmp_path: Path
+) -> None:
+    _write_inputs(tmp_path / "in")
+    first = _load(mongodb_uri, tmp_path / "in")
+    assert first.returncode == 0, first.stderr
+    # 3 NDJSON tasks + 2 transaction entries + 1 practitioner; the Observation is not stored.
+    assert "6 created" in first.stderr and "1 skipped" in first.stderr and "0 failed" in first.stderr
+    assert load_db["Task"].count_documents({"del": False}) == 3
+    care_plan = json.loads(load_db["CarePlan"].find_one({"_id": "ref-cp"})["res"])
+    assert care_plan["subject"]["reference"] == "Patient/ref-p"  # urn:uuid rewritten
+    histories = {name: load_db[name].count_documents({}) for name in load_db.list_collection_names()
+                 if name.endswith("_history")}
+    second = _load(mongodb_uri, tmp_path / "in")
+    assert second.returncode == 0, second.stderr
+    assert "0 failed" in second.stderr and "4 unchanged" in second.stderr
+    # Loading again wrote no new version of anything.
+    assert {name: load_db[name].count_documents({}) for name in histories} == histories
+
+
+def test_load_reports_failures(mongodb_uri: str, load_db: Database[dict[str, Any]], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"resourceType": "Task", "status": "nope", "intent": "order"}\n{not json\n')
+    done = _load(mongodb_uri, bad, EXAMPLES_DIR / "bundle-transaction.json")
+    assert done.returncode == 1
+    assert "bad.ndjson" in done.stderr and "unreadable" in done.stderr
+    assert "bundle-transaction.json: transaction failed, nothing written" in done.stderr
+    assert load_db["Patient"].count_documents({}) == 0
+    assert load_db["Task"].count_documents({}) == 0
