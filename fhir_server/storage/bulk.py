@@ -97,8 +97,8 @@ async def write_batch(repo: Repository, context: RequestContext, items: list[Bul
         return await _one_by_one(repo, context, items)
     previous: dict[tuple[str, str], Doc] = {}
     by_type: dict[str, list[str]] = defaultdict(list)
-    for rtype, rid in ided:
-        by_type[rtype].append(rid)  # type: ignore[arg-type]
+    for id_type, id_value in ided:
+        by_type[id_type].append(str(id_value))
     for rtype, ids in by_type.items():
         async for doc in repo.database.current(rtype).find({"_id": {"$in": ids}}):
             previous[(rtype, doc["_id"])] = doc
