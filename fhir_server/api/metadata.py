@@ -17,6 +17,27 @@ from fhir_server.resource_types import STORED_TYPES
 from fhir_server.storage.documents import format_instant, now
 
 
+# The official definitions of the operations the route table serves.
+OPERATION_DEFINITIONS = {
+    "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+}
+
+
+def _operations(routes: Any, resource_type: str) -> list[dict[str, str]]:
+    """CapabilityStatement.rest.resource.operation for one type, read off the route table:
+    a route like /{type}/$validate serves every type, /Patient/{id}/$everything only Patient."""
+    names: list[str] = []
+    for route in routes:
+        if route.interaction != "operation":
+            continue
+        first, *_ = route.path.strip("/").split("/")
+        name = next((seg[1:] for seg in route.path.split("/") if seg.startswith("$")), None)
+        if name and name not in names and first in ("{type}", resource_type):
+            names.append(name)
+    return [{"name": n, "definition": OPERATION_DEFINITIONS[n]} for n in names]
+
+
 def capability_statement(
     base_url: str, search_params: dict[str, list[dict[str, Any]]], security: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -42,10 +63,7 @@ def capability_statement(
             "conditionalUpdate": "update" in conditional,
             "conditionalDelete": "single" if "delete" in conditional else "not-supported",
             "searchParam": search_params.get(rtype, []),
-            "operation": [{
-                "name": "validate",
-                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-            }],
+            "operation": _operations(ROUTES, rtype),
         })
     return {
         "resourceType": "CapabilityStatement",

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from fhir_server.api import history, metadata, resources, search, system, validate
 from fhir_server.config import Settings
+from fhir_server.operations import everything
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -48,6 +49,7 @@ ROUTES: tuple[Route, ...] = (
           "instance"),
     Route(("GET", "HEAD"), "/{type}/{id}/_history/{vid}", resources.vread, "vread", "instance"),
     # Patient compartment search; after /{type}/{id}/_history so that stays a history read.
+    Route(("GET", "HEAD"), "/Patient/{id}/$everything", everything.everything, "operation", "instance"),
     Route(("GET", "HEAD"), "/Patient/{id}/{type}", search.search_compartment, "search-type",
           "instance"),
     Route(("GET", "HEAD"), "/{type}/{id}", resources.read, "read", "instance"),

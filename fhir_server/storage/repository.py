@@ -411,6 +411,20 @@ class Repository:
             MAX_INCLUDED).to_list()
         return [(rtype, d) for d in docs]
 
+    async def read_many(
+        self, context: RequestContext, resource_type: str, ids: list[str]
+    ) -> list[StoredResource]:
+        """Live resources by id (missing and hidden ones are left out), through the pipeline."""
+        if not ids:
+            return []
+        found = await self._fetch_included(context, resource_type, Clause({"_id": {"$in": ids}}))
+        out = []
+        for rtype, doc in found:
+            released = await self.release(context, StoredResource.from_current(rtype, doc))
+            if released is not None:
+                out.append(released)
+        return out
+
     # ------------------------------------------------------------------ write pipeline
 
     def _index(self, resource_type: str, resource: dict[str, Any]) -> Doc:
