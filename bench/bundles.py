@@ -30,8 +30,8 @@ import orjson
 from pymongo import AsyncMongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.rest import start_server, wait_up  # noqa: E402
-from fhir_server.embedded_db import EmbeddedDatabase  # noqa: E402
+from bench.rest import start_server, wait_up
+from fhir_server.embedded_db import EmbeddedDatabase
 
 
 def referral(n_entries: int = 100) -> dict[str, Any]:
