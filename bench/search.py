@@ -33,11 +33,11 @@ import orjson
 from pymongo import AsyncMongoClient, MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.rest import report, run_clients, start_server, wait_up  # noqa: E402
-from fhir_server.config import Settings  # noqa: E402
-from fhir_server.embedded_db import EmbeddedDatabase  # noqa: E402
-from fhir_server.search import SearchEngine  # noqa: E402
-from fhir_server.storage.documents import stamp_meta  # noqa: E402
+from bench.rest import report, run_clients, wait_up
+from fhir_server.config import Settings
+from fhir_server.embedded_db import EmbeddedDatabase
+from fhir_server.search import SearchEngine
+from fhir_server.storage.documents import stamp_meta
 
 PATIENTS = 5_000
 PRACTITIONERS = 200
@@ -220,10 +220,10 @@ def deep_pages(base: str) -> None:
         url: str | None = "/Task?owner=Practitioner/pr7&_sort=-_lastUpdated&_count=1"
         timings: dict[int, float] = {}
         page = 0
-        while url:
+        while url and page < 500:
             page += 1
             samples = []
-            for _ in range(3 if page in (1, 10, 50, 100, 150) else 1):
+            for _ in range(3 if page in (1, 10, 50, 100, 250, 500) else 1):
                 t0 = time.perf_counter()
                 r = http.get(url)
                 samples.append(time.perf_counter() - t0)
@@ -232,9 +232,17 @@ def deep_pages(base: str) -> None:
                         if link["relation"] == "next"), None)
             if url:
                 url = url.split("/fhir", 1)[1]
-        shown = [p for p in (1, 10, 50, 100, 150, page) if p in timings]
+        shown = [p for p in (1, 10, 50, 100, 250, page) if p in timings]
         print("  page cost (ms): " + "  ".join(f"p{p}={timings[p] * 1000:.1f}" for p in shown)
               + f"  ({page} pages of 1)")
+
+
+def start_server(uri: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": "bench", "FHIR_AUTH_DISABLED": "1"}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
+             "--log-level", "warning"], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def main() -> None:
@@ -243,6 +251,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--data-dir", default=None, help="keep the database here (default: tmp)")
+    parser.add_argument("--loaded", type=int, default=0,
+                        help="resources already in --data-dir from an earlier run (not reloaded)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds per measurement: "
@@ -253,16 +263,18 @@ def main() -> None:
     rng = random.Random(42)
     with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(
             Path(args.data_dir or tmp)) as db:
-        server = start_server(db.uri, port)
+        server = start_server(db.uri, port, Path(args.data_dir or tmp) / "server.log")
         try:
             wait_up(base)  # the server has created the collections and indexes
-            loaded = 0
+            loaded = args.loaded
             for size in sizes:
-                seconds = load(db.uri, engine, loaded, size, rng)
+                seconds = load(db.uri, engine, loaded, size, rng) if size > loaded else 0.0
                 print(f"\n== {size:,} coordination resources (+{PATIENTS:,} patients, "
                       f"{PRACTITIONERS} practitioners, {PATIENTS:,} care teams); loaded "
                       f"{size - loaded:,} in {seconds:.0f} s ==")
                 loaded = size
+                print("  load average before measuring (other work on the machine): "
+                      + " ".join(f"{x:.1f}" for x in os.getloadavg()))
                 explain(db.uri, engine)
                 deep_pages(base)
                 ids = [f"p{i}" for i in range(100)]
@@ -271,6 +283,7 @@ def main() -> None:
                     ids = [d["_id"] for d in cursor]
                 asyncio.run(bench_driver(db.uri, args.clients, args.seconds, engine, rng))
                 asyncio.run(bench_http(base, args.clients, args.seconds, ids, rng))
+                print("  load average after: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
         finally:
             server.terminate()
             server.wait(30)

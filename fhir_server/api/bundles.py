@@ -77,7 +77,7 @@ def searchset(
             })
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
-    relations = ("self", "first", "next") if summary != "count" else ("self",)
+    relations = ("self", "first", "previous", "next") if summary != "count" else ("self",)
     out_links = [{"relation": r, "url": links[r]} for r in relations if r in links]
     return bundle("searchset", entries, out_links, total)
 

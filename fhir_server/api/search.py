@@ -48,6 +48,8 @@ def _respond(
     links = {"self": bundles.page_url(base, params), "first": bundles.page_url(base, shown)}
     if page.next_cursor:
         links["next"] = bundles.page_url(base, shown, page.next_cursor)
+    if page.prev_cursor:
+        links["previous"] = bundles.page_url(base, shown, page.prev_cursor)
     body = bundles.searchset(
         svc.structure, svc.settings.base_url, links, page.entries, page.total, query.warnings,
         page.includes, summary=query.summary, elements=query.elements,

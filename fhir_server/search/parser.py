@@ -69,6 +69,8 @@ class Parser:
             else:
                 query.clauses.append(self.clauses.build(param, modifier or None, value))
             query.used.append((name, value))
+        if query.summary == "count":
+            query.count = 0
         return query
 
     def _unknown(self, query: SearchQuery, name: str, strict: bool) -> None:

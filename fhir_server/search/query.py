@@ -81,11 +81,23 @@ def build_filter(clauses: list[Clause]) -> Doc:
                 flat[key] = {**flat[key], **value}
             else:
                 rest.append({key: value})
-    if not any(c.positive for c in clauses):
+    if not any(c.positive and _on_sp(c.filter) for c in clauses):
         flat["del"] = False
     if rest:
         flat["$and"] = rest
     return flat
+
+
+def _on_sp(filter: Doc) -> bool:
+    """True when every field the clause tests is an extracted value, absent on tombstones
+    (ts and compartments are kept on tombstones, so they never exclude them)."""
+    for key, value in filter.items():
+        if key == "$or" and isinstance(value, list):
+            if not all(isinstance(v, dict) and _on_sp(v) for v in value):
+                return False
+        elif not key.startswith("sp."):
+            return False
+    return True
 
 
 def _mergeable(a: Any, b: Any) -> bool:

@@ -57,7 +57,13 @@ def fold(text: str) -> str:
 
 def prefix_upper(prefix: str) -> str:
     """The smallest string greater than every string starting with `prefix`."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return "\U0010ffff" * (len(prefix) + 1)
+    following = ord(stripped[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be encoded: skip past them
+        following = 0xE000
+    return stripped[:-1] + chr(following)
 
 
 def date_range(text: str, param: str | None = None) -> tuple[datetime, datetime]:

@@ -172,6 +172,8 @@ def test_system_search(care: Searcher) -> None:
     assert sorted(pages) == ["old", "p", "plan", "task"]
     b = care.bundle("/?_type=CarePlan&status=active")
     assert modes(b)["match"] == {"CarePlan/plan"}
+    assert care.bundle("/?_type=CarePlan,Task&_summary=count")["total"] == 3
+    assert care.bundle("/?_type=CarePlan,Task&_count=1&_total=accurate")["total"] == 3
     care.error("/?_type=CarePlan,Task&status=active")
     care.error("/?_type=Nothing")
     r = care.client.post("/_search", data={"_type": "Task"})
@@ -188,3 +190,33 @@ def test_compartment_search(care: Searcher) -> None:
     care.error("/Patient/p/Practitioner")
     # the instance history route still wins over the compartment route
     assert care.client.get("/Patient/p/_history").json()["type"] == "history"
+
+
+def _link(bundle: dict[str, Any], relation: str) -> str | None:
+    return next((str(link["url"]) for link in bundle.get("link", [])
+                 if link["relation"] == relation), None)
+
+
+def test_previous_links_walk_back(s: Searcher) -> None:
+    for i in range(7):
+        s.put({"resourceType": "Patient", "id": f"p{i}", "name": [{"family": "abc"[i % 3]}]})
+    url = "/Patient?_sort=-family&_count=2"
+    pages = []
+    b = s.bundle(url)
+    assert _link(b, "previous") is None
+    while True:
+        pages.append([e["resource"]["id"] for e in b["entry"]])
+        nxt = _link(b, "next")
+        if not nxt:
+            break
+        b = s.bundle(nxt)
+    assert len(pages) == 4
+    back = []
+    while True:
+        prev = _link(b, "previous")
+        if not prev:
+            break
+        b = s.bundle(prev)
+        back.append([e["resource"]["id"] for e in b["entry"]])
+    assert back == pages[-2::-1]
+    assert s.client.get("/Patient?_cursor=" + "x" * 20).status_code == 400

@@ -58,3 +58,9 @@ def test_uri(people: Searcher) -> None:
     assert people.idset(f"/Patient?_profile:above={profile}/extra/part") == {"p1"}
     assert people.idset("/Patient?_profile=http://example.org/fhir") == set()
     assert people.idset("/Patient?_source=http://sys.example.org/feed%231") == {"p1"}
+
+
+def test_edge_code_points_are_values(people: Searcher) -> None:
+    assert people.idset("/Patient?family=%F4%8F%BF%BF") == set()  # U+10FFFF
+    assert people.idset("/Patient?family=%ED%9F%BF") == set()  # U+D7FF
+    assert people.idset("/Patient?name:contains=%00") == set()

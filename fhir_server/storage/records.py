@@ -1,0 +1,82 @@
+"""What the repository's pipelines pass around: outcomes, prepared versions, pages, and the
+small pure helpers they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fhir_server.storage.documents import StoredResource
+from interceptors.hooks import Change
+
+Doc = dict[str, Any]
+# Fields of a stored document a client never sees.
+INDEX_PROJECTION = {"sp": 0, "compartments": 0}
+MAX_WRITE_ATTEMPTS = 8
+# Search bounds: ids a chain / _has may resolve to, resources _include/_revinclude may add to
+# a page, and rounds of :iterate.
+MAX_JOIN_MATCHES = 10_000
+MAX_INCLUDED = 1_000
+MAX_INCLUDE_ROUNDS = 3
+
+
+
+class StaleVersion(Exception):
+    """The current version moved under us between the read and the write (optimistic lock)."""
+
+
+@dataclass
+class WriteOutcome:
+    stored: StoredResource
+    created: bool  # 201 rather than 200
+    changed: bool = True  # False: nothing written (conditional create match, no-op update)
+    warnings: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class NewVersion:
+    """A version about to be written: its two documents and what it means."""
+
+    current: Doc
+    history: Doc
+    change: Change
+    stored: StoredResource
+
+
+@dataclass
+class SearchPage:
+    entries: list[StoredResource]
+    total: int | None
+    next_cursor: str | None
+    includes: list[StoredResource] = field(default_factory=list)
+    prev_cursor: str | None = None
+
+
+def _and(*filters: Doc | None) -> Doc:
+    present = [f for f in filters if f]
+    if not present:
+        return {}
+    return present[0] if len(present) == 1 else {"$and": present}
+
+
+def unchanged(previous: Doc | None, resource: dict[str, Any]) -> bool:
+    """True when `resource` says nothing new over the live `previous` version: an update that
+    writes no new version and fires no event (as HAPI does)."""
+    if previous is None or previous.get("del") or not previous.get("res"):
+        return False
+    return without_server_meta(orjson.loads(previous["res"])) == without_server_meta(resource)
+
+
+def without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    out = dict(resource)
+    meta = out.get("meta")
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        if meta:
+            out["meta"] = meta
+        else:
+            out.pop("meta")
+    return out
+

@@ -1,0 +1,285 @@
+"""Search execution on top of the read pipeline: the main page (keyset-paged), chains and
+`_has` as their own access-filtered searches, `_include`/`_revinclude`, system search, and
+the matching of conditional criteria."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from fhir_server.context import RequestContext
+from fhir_server.errors import (
+    BadRequest,
+)
+from fhir_server.resource_types import STORED
+from fhir_server.search import Join, SearchQuery, keyset
+from fhir_server.search.query import Clause, build_filter
+from fhir_server.storage import paging
+from fhir_server.storage.documents import StoredResource
+from fhir_server.storage.reads import ReadPipeline
+from fhir_server.storage.records import (
+    INDEX_PROJECTION,
+    MAX_INCLUDE_ROUNDS,
+    MAX_INCLUDED,
+    MAX_JOIN_MATCHES,
+    Doc,
+    SearchPage,
+)
+from interceptors.hooks import Pointcut
+
+
+class SearchPipeline(ReadPipeline):
+    async def search(
+        self, context: RequestContext, query: SearchQuery, *, with_total: bool = True
+    ) -> SearchPage:
+        """Runs a parsed search through the read pipeline; keyset-paged on sort key + _id.
+
+        Chains and `_has` run first as their own access-filtered searches; then one page of
+        matches; then `_include`/`_revinclude` (each fetch access-filtered too). Every
+        resource returned passes `release`.
+        """
+        rtype = query.resource_type
+        base = await self._search_filter(context, query)
+        keys = keyset.sort_keys(query.sort)
+        backward, cursor = _page_cursor(query.cursor, len(keys))
+        # A "previous" page is the page after the cursor in the reversed order, turned round.
+        walk = [(f, -d) for f, d in keys] if backward else keys
+        wants_sp = bool(query.includes or query.revincludes) or any(
+            f.startswith("sp.") for f, _ in keys)
+        projection = {"compartments": 0} if wants_sp else INDEX_PROJECTION
+        docs: list[Doc] = []
+        if query.count > 0:
+            docs = await self._keyset_page(
+                self.database.current(rtype), base, walk, cursor, query.count, projection)
+        more = len(docs) > query.count
+        docs = docs[: query.count]
+        if backward:
+            docs.reverse()
+        next_cursor = prev_cursor = None
+        if docs and (more if not backward else True):
+            next_cursor = paging.encode([">", *keyset.cursor_of(docs[-1], keys)])
+        if docs and (cursor is not None if not backward else more):
+            prev_cursor = paging.encode(["<", *keyset.cursor_of(docs[0], keys)])
+        entries: list[StoredResource] = []
+        kept: list[tuple[str, Doc]] = []
+        for doc in docs:
+            released = await self.release(context, StoredResource.from_current(rtype, doc))
+            if released is not None:
+                entries.append(released)
+                kept.append((rtype, doc))
+        total = None
+        if query.total in ("accurate", "estimate") and with_total:
+            total = await self.database.current(rtype).count_documents(base)
+        elif query.total is None and cursor is None and next_cursor is None and query.count > 0:
+            total = len(entries)  # the whole result is on this page: the total costs nothing
+        includes = await self._included(context, query, kept) if kept else []
+        return SearchPage(entries, total, next_cursor, includes, prev_cursor)
+
+    async def search_types(
+        self, context: RequestContext, queries: list[SearchQuery]
+    ) -> SearchPage:
+        """System-level search over several types, newest first (keyset on ts + _id)."""
+        keys = [("ts", -1), ("_id", -1)]
+        first = queries[0]
+        backward, cursor = _page_cursor(first.cursor, len(keys))
+        if backward:
+            raise BadRequest("this search pages forward only")
+        merged: list[tuple[str, Doc]] = []
+        counted = 0
+        for query in queries:
+            base = await self._search_filter(context, query)
+            collection = self.database.current(query.resource_type)
+            if first.total in ("accurate", "estimate"):
+                counted += await collection.count_documents(base)
+            if first.count == 0:
+                continue
+            docs = await self._keyset_page(
+                collection, base, keys, cursor, first.count, INDEX_PROJECTION)
+            merged.extend((query.resource_type, d) for d in docs)
+        merged.sort(key=lambda item: (item[1]["ts"], item[1]["_id"]), reverse=True)
+        next_cursor = None
+        if len(merged) > first.count:
+            merged = merged[: first.count]
+            next_cursor = paging.encode([">", *keyset.cursor_of(merged[-1][1], keys)])
+        entries = []
+        for rtype, doc in merged:
+            released = await self.release(context, StoredResource.from_current(rtype, doc))
+            if released is not None:
+                entries.append(released)
+        total: int | None = None
+        if first.total in ("accurate", "estimate"):
+            total = counted
+        elif first.total is None and cursor is None and next_cursor is None and first.count:
+            total = len(entries)
+        return SearchPage(entries, total, next_cursor)
+
+    async def find_matches(
+        self, context: RequestContext, resource_type: str, params: list[tuple[str, str]],
+        *, session: AsyncClientSession | None = None, limit: int = 2,
+    ) -> list[Doc]:
+        """Resources matching conditional criteria (at most `limit`), through the access filter."""
+        if not params:
+            raise BadRequest("conditional operations need search criteria")
+        query = self.search_engine.parse(resource_type, params, strict=True)
+        base = await self._search_filter(context, query, session=session)
+        cursor = self.database.current(resource_type).find(
+            base, {"_id": 1, "v": 1}, session=session
+        )
+        return await cursor.limit(limit).to_list()
+
+    async def _search_filter(
+        self, context: RequestContext, query: SearchQuery,
+        *, session: AsyncClientSession | None = None,
+    ) -> Doc:
+        """The query's filter with its chains / _has resolved and the access filter ANDed."""
+        clauses = list(query.clauses)
+        for join in query.joins:
+            clauses.append(await self._resolve_join(context, join, query.resource_type, session))
+        access = await self.access_filter(context, query.resource_type)
+        return keyset.merge(build_filter(clauses), access or {})
+
+    async def _resolve_join(
+        self, context: RequestContext, join: Join, resource_type: str,
+        session: AsyncClientSession | None,
+    ) -> Clause:
+        if join.kind == "chain":
+            refs: list[str] = []
+            for sub in join.queries:
+                ids = await self._matching_ids(context, sub, "_id", session)
+                refs.extend(f"{sub.resource_type}/{i}" for i in ids)
+            return Clause({join.field: {"$in": refs}}, 1)
+        sub = join.queries[0]
+        referenced = await self._matching_ids(context, sub, join.field, session)
+        # The other type's references, restricted to this type: "Type/id" -> id.
+        prefix = f"{resource_type}/"
+        ids = sorted({r[len(prefix):] for r in referenced if r.startswith(prefix)})
+        return Clause({"_id": {"$in": ids}}, 0, positive=False)
+
+    async def _matching_ids(
+        self, context: RequestContext, sub: SearchQuery, field: str,
+        session: AsyncClientSession | None,
+    ) -> list[str]:
+        """Values of `field` (an id, or references) over every match of a sub-search.
+
+        When CAN_SEE/WILL_SEE hooks exist, the matches are released one by one, so a chain
+        never reveals anything about resources the client could not read itself.
+        """
+        base = await self._search_filter(context, sub, session=session)
+        gated = self.hooks.has(Pointcut.CAN_SEE) or self.hooks.has(Pointcut.WILL_SEE)
+        projection: Doc | None = None if gated else {field: 1, "_id": 1}
+        docs = await self.database.current(sub.resource_type).find(
+            base, projection, session=session
+        ).limit(MAX_JOIN_MATCHES + 1).to_list()
+        if len(docs) > MAX_JOIN_MATCHES:
+            raise BadRequest(
+                f"a chained or _has criterion on {sub.resource_type} matches more than "
+                f"{MAX_JOIN_MATCHES} resources; narrow it", code="too-costly")
+        out: list[str] = []
+        for doc in docs:
+            if gated:
+                stored = StoredResource.from_current(sub.resource_type, doc)
+                if await self.release(context, stored) is None:
+                    continue
+            value = doc.get("_id") if field == "_id" else _dig(doc, field)
+            out.extend(v for v in (value if isinstance(value, list) else [value])
+                       if isinstance(v, str))
+        return out
+
+    async def _keyset_page(
+        self, collection: Any, base: Doc, keys: list[tuple[str, int]], cursor: list[Any] | None,
+        count: int, projection: Doc,
+    ) -> list[Doc]:
+        """Up to count + 1 documents after `cursor` in `keys` order (see search.keyset)."""
+        out: list[Doc] = []
+        for phase in keyset.phases(keys, cursor):
+            wanted = count + 1 - len(out)
+            limit = wanted
+            while True:
+                docs = await collection.find(keyset.merge(base, phase), projection).sort(
+                    keys).limit(limit).to_list()
+                fresh = [d for d in docs if cursor is None or keyset.is_after(d, keys, cursor)]
+                if len(fresh) >= wanted or len(docs) < limit:
+                    break
+                limit *= 4
+            out.extend(fresh[:wanted])
+            if len(out) > count:
+                break
+        return out
+
+    async def _included(
+        self, context: RequestContext, query: SearchQuery, matches: list[tuple[str, Doc]]
+    ) -> list[StoredResource]:
+        """`_include` and `_revinclude` targets of the matches (`:iterate` up to 3 rounds)."""
+        seen = {(t, d["_id"]) for t, d in matches}
+        frontier = matches
+        out: list[StoredResource] = []
+        for round_ in range(MAX_INCLUDE_ROUNDS):
+            includes = [i for i in query.includes if round_ == 0 or i.iterate]
+            revincludes = [i for i in query.revincludes if round_ == 0 or i.iterate]
+            if not (includes or revincludes) or not frontier:
+                break
+            found: list[tuple[str, Doc]] = []
+            wanted: dict[str, set[str]] = {}
+            for rtype, doc in frontier:
+                for include in includes:
+                    if include.source_type not in ("*", rtype):
+                        continue
+                    for ref in self._references(rtype, doc, include.param):
+                        target, _, rid = ref.partition("/")
+                        if "/" in rid or target not in STORED:
+                            continue
+                        if include.target in (None, target) and (target, rid) not in seen:
+                            wanted.setdefault(target, set()).add(rid)
+            for target, ids in wanted.items():
+                found += await self._fetch_included(
+                    context, target, Clause({"_id": {"$in": sorted(ids)}}, 0, positive=False))
+            for include in revincludes:
+                refs = [f"{t}/{d['_id']}" for t, d in frontier]
+                params = ([include.param] if include.param else
+                          [p.code for p in self.search_engine.reference_params(
+                              include.source_type)])
+                for code in params:
+                    found += await self._fetch_included(
+                        context, include.source_type, Clause({f"sp.{code}": {"$in": refs}}, 1))
+            frontier = []
+            for rtype, doc in found:
+                if (rtype, doc["_id"]) in seen or len(out) >= MAX_INCLUDED:
+                    continue
+                seen.add((rtype, doc["_id"]))
+                released = await self.release(context, StoredResource.from_current(rtype, doc))
+                if released is not None:
+                    out.append(released)
+                    frontier.append((rtype, doc))
+        return out
+
+    def _references(self, rtype: str, doc: Doc, code: str | None) -> list[str]:
+        sp = doc.get("sp") or {}
+        codes = [code] if code else [p.code for p in self.search_engine.reference_params(rtype)]
+        refs: list[str] = []
+        for c in codes:
+            value = sp.get(c)
+            refs.extend(v for v in (value if isinstance(value, list) else [value])
+                        if isinstance(v, str))
+        return refs
+
+
+def _page_cursor(token: str | None, width: int) -> tuple[bool, list[Any] | None]:
+    """(backward, sort key) of a search paging cursor: [">" or "<", *sort values, id]."""
+    if not token:
+        return False, None
+    values = paging.decode(token)
+    if len(values) != width + 1 or values[0] not in (">", "<"):
+        raise BadRequest("the paging cursor does not belong to this search")
+    return values[0] == "<", values[1:]
+
+
+
+def _dig(doc: Doc, dotted: str) -> Any:
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
