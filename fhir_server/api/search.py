@@ -15,6 +15,7 @@ from fhir_server.api.context import request_context, services
 from fhir_server.api.negotiation import FORM, body_media_type, require_fhir, response_format
 from fhir_server.api.resources import check_type
 from fhir_server.api.responses import json_response
+from fhir_server.context import RequestContext
 from fhir_server.errors import BadRequest, UnsupportedMediaType
 from fhir_server.resource_types import STORED, STORED_TYPES, is_valid_id
 from fhir_server.search import SearchQuery
@@ -88,8 +89,35 @@ async def search_compartment(request: Request) -> Response:
     owner = request.path_params["id"]
     if not is_valid_id(owner):
         raise BadRequest(f"'{owner[:64]}' is not a valid id")
+    if request.path_params["type"] == "*":
+        # GET [base]/Patient/id/*: every type in the compartment, as one search.
+        require_fhir(response_format(request))
+        svc = services(request)
+        context = await request_context(request, "search-system")
+        types = [t for t in STORED_TYPES if t == "Patient" or svc.search.compartment_param("Patient", t)]
+        base = f"{svc.settings.base_url}/Patient/{owner}/*"
+        return await _search_types(request, context, await _params(request), types, base,
+                                   Clause({"compartments.Patient": owner}, 0, positive=False))
     resource_type = check_type(request.path_params["type"])
     return await _search(request, resource_type, await _params(request), ("Patient", owner))
+
+
+async def _search_types(
+    request: Request, context: RequestContext, params: list[tuple[str, str]], types: list[str], base: str,
+    extra: Clause | None = None,
+) -> Response:
+    """One search over several types: only the parameters every type shares may be used."""
+    svc = services(request)
+    for key, _ in params:
+        if key.split(":")[0] not in SYSTEM_PARAMS:
+            raise BadRequest(f"'{key[:60]}' cannot be used in a search across several types "
+                             "(only the common parameters can)", code="not-supported")
+    queries = [svc.search.parse(t, params, strict=context.prefer_handling == "strict") for t in types]
+    if extra is not None:
+        for query in queries:
+            query.clauses.append(extra)
+    page = await svc.repository.search_types(context, queries)
+    return _respond(request, base, params, queries[0], page)
 
 
 async def search_system(request: Request) -> Response:
@@ -108,10 +136,4 @@ async def search_system(request: Request) -> Response:
         query = svc.search.parse(types[0], params, strict=strict)
         page = await svc.repository.search(context, query)
         return _respond(request, svc.settings.base_url, params, query, page)
-    for key, _ in params:
-        if key.split(":")[0] not in SYSTEM_PARAMS:
-            raise BadRequest(f"'{key[:60]}' cannot be used in a search across several types "
-                             "(only the common parameters can)", code="not-supported")
-    queries = [svc.search.parse(t, params, strict=strict) for t in types]
-    page = await svc.repository.search_types(context, queries)
-    return _respond(request, svc.settings.base_url, params, queries[0], page)
+    return await _search_types(request, context, params, types, svc.settings.base_url)

@@ -108,3 +108,16 @@ def test_everything_respects_patient_scopes(secure: Callable[..., httpx.Client],
         assert _modes(r.json())["match"] == P1_COMPARTMENT
     else:
         assert r.status_code in (403, 404)
+
+
+def test_compartment_reads(client: httpx.Client) -> None:
+    _seed(client)
+    everything = client.get("/Patient/p1/*")
+    assert everything.status_code == 200, everything.text
+    assert _modes(everything.json())["match"] == P1_COMPARTMENT
+    tasks = client.get("/Patient/p1/Task").json()
+    assert _modes(tasks)["match"] == {"Task/t1"}
+    narrowed = client.get("/Patient/p1/*", params={"_id": "t1,cp1,t2"}).json()
+    assert _modes(narrowed)["match"] == {"Task/t1", "CarePlan/cp1"}
+    assert client.get("/Patient/p1/*", params={"status": "active"}).status_code == 400
+    assert client.get("/Patient/p1/Practitioner").status_code == 400  # not a compartment type
