@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
@@ -77,9 +78,15 @@ async def bench_driver(uri: str, clients: int, seconds: float, ids: list[str]) -
 
     async def insert(n: int, i: int) -> None:
         key = uuid.uuid4().hex
-        async with client.start_session() as s, await s.start_transaction():
+
+        async def work(s: Any) -> None:
             await db.c.insert_one({**doc, "_id": key}, session=s)
             await db.ch.insert_one({**doc, "_id": f"{key}/1"}, session=s)
+
+        # As the server does: with_transaction retries on transient errors (SecantusDB reports
+        # write conflicts between concurrent transactions inserting into the same collection).
+        async with client.start_session() as s:
+            await s.with_transaction(work)
 
     out = {}
     out["read"] = report("driver find-by-id", *await run_clients(clients, seconds, find))

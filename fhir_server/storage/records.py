@@ -55,10 +55,28 @@ class SearchPage:
 
 
 def _and(*filters: Doc | None) -> Doc:
+    """ANDs MongoDB filters, as one flat document where their fields do not collide.
+
+    Flat matters for the planner: SecantusDB scans the whole collection for a filter holding
+    `$and` even when it pins `_id`, while `{"_id": x, "compartments.Patient": p}` is an index
+    lookup. Operators (`$or`, ...) and repeated fields go under one `$and`.
+    """
     present = [f for f in filters if f]
     if not present:
         return {}
-    return present[0] if len(present) == 1 else {"$and": present}
+    if len(present) == 1:
+        return present[0]
+    flat: Doc = {}
+    rest: list[Doc] = []
+    for item in present:
+        for key, value in item.items():
+            if key.startswith("$") or key in flat:
+                rest.append({key: value})
+            else:
+                flat[key] = value
+    if rest:
+        flat["$and"] = rest
+    return flat
 
 
 def unchanged(previous: Doc | None, resource: dict[str, Any]) -> bool:
