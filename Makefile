@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench bench-rest clean
+.PHONY: run test test-deps lint typecheck unit bench bench-rest bench-bundles clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +21,40 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) test-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
 
-bench: bench-rest
+# tests/clients drives real SMART clients, among them the JS client in Debian's Chromium: the
+# browser (apt-get, as root, only when missing) and the npm packages (again only when
+# package.json or the lock changed). Python test packages come with the `dev` extra.
+JS_DIR := tests/clients/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 
-bench-rest: $(STAMP)
+test-deps: $(CHROMIUM) $(JS_STAMP)
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm install --omit=optional --ignore-scripts --no-audit --no-fund
+	touch $@
+
+# Benchmarks print numbers (docs/performance.md records them); HTTP load comes from wrk.
+WRK := /usr/bin/wrk
+
+$(WRK):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+
+bench: bench-rest bench-bundles
+
+bench-rest: $(STAMP) $(WRK)
 	$(BIN)/python bench/rest.py
+
+bench-bundles: $(STAMP)
+	$(BIN)/python bench/bundles.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
