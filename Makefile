@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-deps lint typecheck unit bench bench-rest bench-bundles clean
+.PHONY: run test test-deps lint typecheck unit bench bench-rest bench-bundles bench-search bench-auth \
+	bench-consent bench-subscriptions bench-validation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +49,16 @@ WRK := /usr/bin/wrk
 $(WRK):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 
-bench: bench-rest bench-bundles
+bench: bench-rest bench-bundles bench-search bench-auth bench-consent bench-subscriptions bench-validation
 
 bench-rest: $(STAMP) $(WRK)
 	$(BIN)/python bench/rest.py
 
 bench-bundles: $(STAMP)
 	$(BIN)/python bench/bundles.py
+
+bench-search bench-auth bench-consent bench-subscriptions bench-validation: bench-%: $(STAMP) $(WRK)
+	$(BIN)/python bench/$*.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,6 +13,9 @@ from pymongo import AsyncMongoClient
 
 from fhir_server.api import errors as api_errors
 from fhir_server.api.routes import build_router
+from fhir_server.audit.completion import InteractionCompletion
+from fhir_server.audit.writer import AuditWriter
+from fhir_server.auth.cors import install_cors
 from fhir_server.auth.routes import build_auth_router, build_well_known_router
 from fhir_server.auth.settings import AuthSettings
 from fhir_server.auth.startup import start_auth
@@ -23,8 +26,15 @@ from fhir_server.storage.database import Database
 from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator, structure
 from interceptors.hooks import HookRegistry
-from interceptors.registry import default_interceptors
+from interceptors.registry import (
+    audit_writer,
+    change_interceptors,
+    default_interceptors,
+    privacy_indexes,
+    privacy_interceptors,
+)
 from interceptors.smart import build_smart_interceptor
+from subscriptions.service import SubscriptionService, subscription_indexes
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +52,13 @@ class Services:
     search: SearchEngine
     validator: Validator
     structure: StructureInfo
+    subscriptions: SubscriptionService
+    audit: AuditWriter | None = None  # started and stopped with the app
 
     async def close(self) -> None:
+        await self.subscriptions.stop()
+        if self.audit is not None:
+            await self.audit.stop()
         await self.client.close()
 
 
@@ -67,25 +82,37 @@ async def build_services(settings: Settings) -> Services:
     search = SearchEngine(settings)
     for collection, models in search.index_models().items():
         database.declare_indexes(collection, models)
+    for collection, models in subscription_indexes().items():
+        database.declare_indexes(collection, models)
+    for collection, models in privacy_indexes().items():
+        database.declare_indexes(collection, models)
     await database.ensure_indexes()
     validator = Validator(settings.profiles_dir)
     await start_auth(auth, database.db)
     hooks = HookRegistry()
-    for interceptor in default_interceptors(settings, validator):
+    for interceptor in [*default_interceptors(settings, validator), *change_interceptors()]:
         hooks.register(interceptor)
     smart = build_smart_interceptor(auth, database.db, filter_builder=search.filter_for)
     if smart is not None:
         hooks.register(smart)
+    repository = Repository(database, hooks, settings, search)
+    subscriptions = SubscriptionService(settings, database, repository, search)
+    hooks.register(subscriptions.guard)
+    audit = audit_writer(settings, auth.enabled, repository)
+    for interceptor in privacy_interceptors(settings, auth.enabled, repository, audit):
+        hooks.register(interceptor)
     return Services(
         settings=settings,
         auth=auth,
         client=client,
         database=database,
         hooks=hooks,
-        repository=Repository(database, hooks, settings, search),
+        repository=repository,
         search=search,
         validator=validator,
         structure=structure,
+        subscriptions=subscriptions,
+        audit=audit,
     )
 
 
@@ -97,6 +124,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
+        await services.subscriptions.start()
+        if services.audit is not None:
+            await services.audit.start()
         try:
             yield
         finally:
@@ -110,6 +140,9 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=f"{settings.path_prefix}/openapi.json",
     )
     api_errors.install(app)
+    install_cors(app)
+    # Runs INTERACTION_COMPLETE when a response starts (audit records before data leaves).
+    app.add_middleware(InteractionCompletion, token_path="/auth/token")
     auth = auth_settings(settings)
     app.include_router(build_well_known_router(auth), prefix=settings.path_prefix)
     app.include_router(build_router(settings), prefix=settings.path_prefix)

@@ -45,6 +45,11 @@ class SubscriptionSettings:
     # False: this process serves the API only and runs no dispatcher.
     dispatcher: bool = True
 
+    @property
+    def idle_poll(self) -> float:
+        """How often an idle deliverer looks for work it was not woken up for (a lost signal)."""
+        return max(1.0, 10 * self.poll_interval)
+
     @classmethod
     def from_env(cls) -> SubscriptionSettings:
         hosts = os.environ.get("FHIR_SUBSCRIPTION_ALLOWED_HOSTS", "")

@@ -22,6 +22,9 @@ class Principal:
     scopes: frozenset[str] = frozenset()
     token_id: str | None = None  # jti, for audit
     issuer: str | None = None
+    # Purpose of use the token asserts (v3-ActReason codes, e.g. TREAT, BTG; "system|code"
+    # when qualified): a `purpose_of_use` claim. Consent reads it beside the request header's.
+    purpose_of_use: tuple[str, ...] = ()
 
 
 @dataclass

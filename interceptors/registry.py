@@ -3,8 +3,19 @@
 
 from __future__ import annotations
 
+from pymongo import IndexModel
+
+from fhir_server.audit.patients import PatientFinder
+from fhir_server.audit.settings import AuditSettings
+from fhir_server.audit.writer import AuditWriter
 from fhir_server.config import Settings
+from fhir_server.consent import ConsentEngine, ConsentSettings, consent_indexes
+from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator
+from interceptors.audit import AuditInterceptor, audit_indexes
+from interceptors.consent import ConsentInterceptor
+from interceptors.outbox import OutboxInterceptor
+from interceptors.provenance import ProvenanceInterceptor
 from interceptors.validation import ValidationInterceptor
 
 
@@ -13,3 +24,36 @@ def default_interceptors(settings: Settings, validator: Validator | None = None)
     if validator is None:
         validator = Validator(settings.profiles_dir)
     return [ValidationInterceptor(validator)]
+
+
+def change_interceptors() -> list[object]:
+    """Interceptors every write path runs inside its transaction: the outbox of change events
+    (one per committed change; read by the subscription dispatcher)."""
+    return [OutboxInterceptor()]
+
+
+def privacy_indexes() -> dict[str, list[IndexModel]]:
+    """Indexes the Consent and audit interceptors query by (declared before start-up)."""
+    return {**consent_indexes(), **audit_indexes()}
+
+
+def audit_writer(settings: Settings, auth_enabled: bool, repository: Repository) -> AuditWriter | None:
+    """The background AuditEvent writer the app starts and stops; None when audit is off."""
+    audit = AuditSettings.from_settings(settings, auth_enabled)
+    return AuditWriter(repository, audit) if audit.enabled else None
+
+
+def privacy_interceptors(settings: Settings, auth_enabled: bool, repository: Repository,
+                         writer: AuditWriter | None) -> list[object]:
+    """Consent (300), provenance (400) and audit (900), each on unless configured off (all
+    three are off by default in dev mode, where no one is authenticated)."""
+    out: list[object] = []
+    consent = ConsentSettings.from_settings(settings, auth_enabled)
+    if consent.enabled:
+        engine = ConsentEngine(repository.database, repository.search_engine, consent, settings.base_url)
+        out.append(ConsentInterceptor(engine))
+    if AuditSettings.from_settings(settings, auth_enabled).provenance:
+        out.append(ProvenanceInterceptor(repository))
+    if writer is not None:
+        out.append(AuditInterceptor(writer, PatientFinder(repository.search_engine), settings.base_url))
+    return out

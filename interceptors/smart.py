@@ -14,7 +14,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.auth.granular import matches_params, patient_compartments
-from fhir_server.auth.scopes import Access, Grant, decide, parse_scopes
+from fhir_server.auth.scopes import Access, Grant, decide, parse_scope_set
 from fhir_server.auth.settings import AuthSettings
 from fhir_server.auth.startup import DEV_MODE_BANNER
 from fhir_server.auth.tokens import InvalidToken, TokenValidator
@@ -91,7 +91,7 @@ class SmartInterceptor:
     # -- decisions ------------------------------------------------------------------------
 
     def _access(self, principal: Principal, resource_type: str, interaction: str) -> Access:
-        return decide(parse_scopes(principal.scopes), resource_type, interaction,
+        return decide(parse_scope_set(principal.scopes), resource_type, interaction,
                       principal.patient)
 
     def _grant_holds(self, grant: Grant, resource: dict[str, Any]) -> bool:

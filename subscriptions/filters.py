@@ -70,10 +70,7 @@ def _is_operator_doc(cond: Any) -> bool:
 def _field_matches(values: list[Any], cond: Any) -> bool:
     if not _is_operator_doc(cond):
         return _equals_any(values, cond)
-    for op, arg in cond.items():
-        if not _operator(op, arg, values):
-            return False
-    return True
+    return all(_operator(op, arg, values) for op, arg in cond.items())
 
 
 def _operator(op: str, arg: Any, values: list[Any]) -> bool:

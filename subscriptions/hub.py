@@ -18,14 +18,48 @@ from pymongo.errors import PyMongoError
 from subscriptions.store import NOTIFICATIONS
 
 log = logging.getLogger(__name__)
+RECENT_PER_SUBSCRIPTION = 200
 
 
 class Hub:
     def __init__(self) -> None:
         self._events: dict[str, set[asyncio.Event]] = {}
         self._any: set[asyncio.Event] = set()
+        # The highest event number known stored per Subscription (saves idle queries).
+        self.latest: dict[str, int] = {}
+        # Notifications just stored by this process's matcher, handed to its workers without
+        # a query (a few per Subscription; anything else is read from the database).
+        self._recent: dict[str, dict[int, dict[str, Any]]] = {}
+        self.local: dict[str, int] = {}  # Subscriptions with workers in this process (count)
+        # True while this process runs the matcher: every notification is signalled here
+        # directly, and the database feed is not needed.
+        self.matcher_here = False
 
-    def notify(self, sub: str) -> None:
+    def offer(self, sub: str, notes: list[dict[str, Any]]) -> None:
+        if sub not in self.local:
+            self._recent.pop(sub, None)
+            return
+        recent = self._recent.setdefault(sub, {})
+        for note in notes:
+            recent[int(note["n"])] = note
+        while len(recent) > RECENT_PER_SUBSCRIPTION:
+            del recent[min(recent)]
+
+    def take(self, sub: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """Notifications after `after`, in order, if this process has them all at hand."""
+        recent = self._recent.get(sub)
+        if not recent:
+            return []
+        for n in [n for n in recent if n <= after]:
+            del recent[n]
+        out: list[dict[str, Any]] = []
+        while len(out) < limit and (after + len(out) + 1) in recent:
+            out.append(recent[after + len(out) + 1])
+        return out
+
+    def notify(self, sub: str, number: int | None = None) -> None:
+        if number is not None and number > self.latest.get(sub, 0):
+            self.latest[sub] = number
         for event in self._events.get(sub, ()):
             event.set()
 
@@ -34,7 +68,10 @@ class Hub:
         for event in self._any:
             event.set()
 
-    async def wait(self, sub: str, timeout: float) -> None:
+    async def wait(self, sub: str, timeout: float, *, after: int | None = None) -> None:
+        """Until `sub` gets a notification (at once if one numbered above `after` is known)."""
+        if after is not None and self.latest.get(sub, 0) > after:
+            return
         event = asyncio.Event()
         self._events.setdefault(sub, set()).add(event)
         try:
@@ -58,15 +95,19 @@ class Hub:
 
     async def follow(self, db: AsyncDatabase[dict[str, Any]], retry: float) -> None:
         """Relays notifications stored by any process to this process's waiters (runs forever)."""
-        pipeline = [{"$match": {"operationType": "insert"}},
-                    {"$project": {"fullDocument.s": 1}}]
+        pipeline: list[dict[str, Any]] = [{"$match": {"operationType": "insert"}},
+                                          {"$project": {"fullDocument.s": 1, "fullDocument.n": 1}}]
         while True:
+            if self.matcher_here:
+                await asyncio.sleep(retry)
+                continue
             try:
                 async with await db[NOTIFICATIONS].watch(pipeline, max_await_time_ms=1000) as stream:
-                    while True:
+                    while not self.matcher_here:
                         change = await stream.try_next()
                         if change is not None:
-                            self.notify(str(change["fullDocument"]["s"]))
+                            note = change["fullDocument"]
+                            self.notify(str(note["s"]), int(note.get("n", 0)))
             except PyMongoError as exc:
                 log.debug("notification feed interrupted (%s); waiters fall back to polling", exc)
                 await asyncio.sleep(retry)

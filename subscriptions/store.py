@@ -18,7 +18,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 Doc = dict[str, Any]
@@ -79,11 +79,12 @@ class Store:
         doc = await self.db[DELIVERY].find_one({"_id": sub})
         return doc or {"_id": sub, "acked": 0, "attempts": 0}
 
-    async def ack(self, sub: str, n: int, at: datetime) -> None:
-        await self.db[DELIVERY].update_one(
-            {"_id": sub},
-            {"$max": {"acked": n}, "$set": {"attempts": 0, "failing_since": None, "last_sent": at}},
-            upsert=True)
+    async def ack_many(self, acked: dict[str, int], at: datetime) -> None:
+        await self.db[DELIVERY].bulk_write([
+            UpdateOne({"_id": sub}, {"$max": {"acked": n},
+                                     "$set": {"attempts": 0, "failing_since": None, "last_sent": at}},
+                      upsert=True)
+            for sub, n in acked.items()], ordered=False)
 
     async def touch(self, sub: str, at: datetime) -> None:
         """A successful send that carried no event (handshake, heartbeat)."""
@@ -95,6 +96,7 @@ class Store:
         doc = await self.db[DELIVERY].find_one_and_update(
             {"_id": sub}, {"$inc": {"attempts": 1}, "$set": {"last_error": error, "last_error_at": at}},
             upsert=True, return_document=ReturnDocument.AFTER)
+        assert doc is not None  # upserted
         if doc.get("failing_since") is None:
             doc["failing_since"] = at
             await self.db[DELIVERY].update_one({"_id": sub}, {"$set": {"failing_since": at}})

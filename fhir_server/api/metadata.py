@@ -15,12 +15,13 @@ from fhir_server.api.responses import json_response
 from fhir_server.auth.capability import capability_security
 from fhir_server.resource_types import STORED_TYPES
 from fhir_server.storage.documents import format_instant, now
-
+from subscriptions.capability import SUBSCRIPTION_OPERATIONS, add_subscriptions
 
 # The official definitions of the operations the route table serves.
 OPERATION_DEFINITIONS = {
     "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    **SUBSCRIPTION_OPERATIONS,
 }
 
 
@@ -91,4 +92,5 @@ async def capabilities(request: Request) -> Response:
     svc = services(request)
     security = capability_security(svc.auth) if svc.auth.enabled else None
     body = capability_statement(svc.settings.base_url, svc.search.capability_params(), security)
+    add_subscriptions(body, svc.subscriptions.websocket_url, list(svc.subscriptions.topics))
     return json_response(body, fmt)

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import history, metadata, resources, search, system, validate
+from fhir_server.api import history, metadata, resources, search, subscriptions, system, validate
 from fhir_server.config import Settings
 from fhir_server.operations import everything
 
@@ -41,6 +41,13 @@ ROUTES: tuple[Route, ...] = (
     Route(("POST",), "/{type}/_search", search.search_type_post, "search-type", "type"),
     Route(("POST",), "/{type}/$validate", validate.validate, "operation", "type"),
     Route(("POST",), "/{type}/{id}/$validate", validate.validate, "operation", "instance"),
+    Route(("GET", "POST"), "/Subscription/$status", subscriptions.status, "operation", "type"),
+    Route(("GET", "POST"), "/Subscription/$get-ws-binding-token", subscriptions.ws_binding_token,
+          "operation", "type"),
+    Route(("GET", "POST"), "/Subscription/{id}/$status", subscriptions.status, "operation", "instance"),
+    Route(("GET", "POST"), "/Subscription/{id}/$events", subscriptions.events, "operation", "instance"),
+    Route(("GET", "POST"), "/Subscription/{id}/$get-ws-binding-token", subscriptions.ws_binding_token,
+          "operation", "instance"),
     Route(("GET", "HEAD"), "/{type}", search.search_type, "search-type", "type"),
     Route(("POST",), "/{type}", resources.create, "create", "type"),
     Route(("PUT",), "/{type}", resources.conditional_update, "update", "type", conditional=True),
@@ -69,4 +76,6 @@ def build_router(settings: Settings) -> APIRouter:
         if route.path == "":
             # [base] and [base]/ are the same endpoint: answer both rather than redirect a POST.
             router.add_api_route("/", route.handler, methods=list(route.methods), include_in_schema=False)
+    # The subscription websocket channel (its URL is in the CapabilityStatement).
+    router.add_api_websocket_route("/$subscription-ws", subscriptions.websocket)
     return router

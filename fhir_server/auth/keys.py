@@ -6,6 +6,7 @@ every token it signed has expired (`retire_at`), so resource servers can still v
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -58,22 +59,41 @@ class KeyStore:
         self._collection = db[COLLECTION]
         self._cache: list[StoredKey] = []
         self._loaded_at = 0.0
+        # Importing a private key costs milliseconds (RSA consistency checks) and a kid's key
+        # never changes, so each is imported once; a reload only re-reads which are current.
+        self._imported: dict[str, Key] = {}
+        self._lock = asyncio.Lock()
+
+    def _key(self, doc: dict[str, Any]) -> Key:
+        key = self._imported.get(doc["_id"])
+        if key is None:
+            key = self._imported[doc["_id"]] = _import(doc["jwk"])
+        return key
 
     async def _load(self) -> list[StoredKey]:
+        started = time.monotonic()
         now = datetime.now(UTC)
         cursor = self._collection.find(
             {"$or": [{"active": True}, {"retire_at": {"$gt": now}}]}
         ).sort("created", -1)
         keys = [
-            StoredKey(d["_id"], d["alg"], _import(d["jwk"]), bool(d["active"]), d["created"])
+            StoredKey(d["_id"], d["alg"], self._key(d), bool(d["active"]), d["created"])
             async for d in cursor
         ]
-        self._cache, self._loaded_at = keys, time.monotonic()
+        current = {k.kid for k in keys}
+        self._imported = {kid: key for kid, key in self._imported.items() if kid in current}
+        self._cache, self._loaded_at = keys, started
         return keys
 
     async def keys(self, refresh: bool = False) -> list[StoredKey]:
         if refresh or not self._cache or time.monotonic() - self._loaded_at > CACHE_SECONDS:
-            return await self._load()
+            asked = time.monotonic()
+            # One reload at a time: requests arriving together wait for it, not repeat it (a
+            # reload that began after we asked has seen everything we could want).
+            async with self._lock:
+                if self._cache and self._loaded_at >= asked:
+                    return self._cache
+                return await self._load()
         return self._cache
 
     async def _insert(self, alg: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import parse_qsl
 
@@ -95,6 +96,12 @@ def parse_scope(text: str) -> Scope | None:
 
 def parse_scopes(scopes: Iterable[str]) -> list[Scope]:
     return [s for s in (parse_scope(t) for t in scopes) if s is not None]
+
+
+@lru_cache(maxsize=4096)
+def parse_scope_set(scopes: frozenset[str]) -> tuple[Scope, ...]:
+    """parse_scopes, remembered: a token's scopes are decided on several times per request."""
+    return tuple(parse_scopes(scopes))
 
 
 def split_scope_string(scope: str | None) -> list[str]:

@@ -70,6 +70,9 @@ class AuthSettings:
     key_rotation_seconds: int = 90 * 86400
     signing_alg: str = "RS256"
     jwks_cache_seconds: int = 300
+    # How stale this process's copy of the revoked-token list may be (another process may have
+    # revoked); 0 reads the database on every request.
+    revocation_refresh_seconds: float = 2.0
     clock_skew_seconds: int = 30
     smart_style_url: str | None = None
 
@@ -138,6 +141,9 @@ class AuthSettings:
             key_rotation_seconds=_env_int("FHIR_AUTH_KEY_ROTATION_SECONDS",
                                           cls.key_rotation_seconds),
             smart_style_url=os.environ.get("FHIR_AUTH_SMART_STYLE_URL") or None,
+            revocation_refresh_seconds=float(
+                os.environ.get("FHIR_AUTH_REVOCATION_REFRESH_SECONDS")
+                or cls.revocation_refresh_seconds),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]

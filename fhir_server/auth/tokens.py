@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -30,11 +30,16 @@ from fhir_server.auth.jose import (
 )
 from fhir_server.auth.jwks_cache import JwksCache
 from fhir_server.auth.keys import KeyStore
+from fhir_server.auth.revocation import RevocationList, revocation_list
 from fhir_server.auth.scopes import split_scope_string
 from fhir_server.auth.settings import AuthSettings, IntrospectionEndpoint
 from fhir_server.context import Principal
 
-REVOKED = "auth_revoked"
+# A verified JWT is remembered (by its full text: header, claims and signature) for at most
+# this long and never past its exp, so a key deleted from the key set stops being trusted
+# within a minute, as it would through KeyStore's own cache.
+VERIFIED_CACHE_SECONDS = 60.0
+VERIFIED_CACHE_SIZE = 4096
 
 
 class InvalidToken(Exception):
@@ -128,8 +133,19 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     )
 
 
+@dataclass(frozen=True)
+class _Verified:
+    claims: dict[str, Any]
+    principal: Principal
+    until: float  # epoch seconds
+
+
 class TokenValidator:
-    """Turns a bearer token into a Principal, or raises InvalidToken."""
+    """Turns a bearer token into a Principal, or raises InvalidToken.
+
+    Signature and claims checks of a JWT are remembered (see VERIFIED_CACHE_SECONDS); whether
+    one of our tokens was revoked is asked on every call (RevocationList, in memory).
+    """
 
     def __init__(
         self,
@@ -137,22 +153,57 @@ class TokenValidator:
         db: AsyncDatabase[dict[str, Any]],
         keys: KeyStore | None = None,
         jwks: JwksCache | None = None,
+        revocations: RevocationList | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.keys = keys or KeyStore(db)
         self.jwks = jwks or JwksCache(settings.jwks_cache_seconds)
+        self.revocations = revocations or revocation_list(
+            db, settings.revocation_refresh_seconds)
+        self._verified: dict[str, _Verified] = {}
 
     async def validate(self, token: str) -> Principal:
-        claims = await self.validate_claims(token)
-        return principal_from_claims(claims)
+        verified = await self._validate(token)
+        # A copy: the caller's request may not change what the next request sees.
+        return replace(verified.principal)
 
     async def validate_claims(self, token: str) -> dict[str, Any]:
+        return dict((await self._validate(token)).claims)
+
+    async def _validate(self, token: str) -> _Verified:
         token = token.strip()
+        now = time.time()
+        verified = self._verified.get(token)
+        if verified is None or verified.until <= now:
+            self._verified.pop(token, None)
+            claims, signed = await self._check(token)
+            verified = _Verified(claims, principal_from_claims(claims), self._until(claims, now))
+            if signed:  # introspection answers are asked for again each time
+                if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                    self._verified.pop(next(iter(self._verified)))
+                self._verified[token] = verified
+        claims = verified.claims
+        jti = claims.get("jti")
+        if (claims.get("iss") == self.settings.issuer and isinstance(jti, str)
+                and await self.revocations.is_revoked(jti)):
+            raise InvalidToken("token revoked")
+        return verified
+
+    def _until(self, claims: dict[str, Any], now: float) -> float:
+        exp = claims.get("exp")
+        limit = now + VERIFIED_CACHE_SECONDS
+        if isinstance(exp, int | float) and not isinstance(exp, bool):
+            return min(limit, exp + self.settings.clock_skew_seconds)
+        return now
+
+    async def _check(self, token: str) -> tuple[dict[str, Any], bool]:
+        """(claims, whether we checked a signature); signature, issuer, audience and times,
+        not revocation."""
         if not token:
             raise InvalidToken("empty token")
         if not looks_like_jwt(token):
-            return await self._introspect_any(token)
+            return await self._introspect_any(token), False
         try:
             issuer = unverified_claims(token).get("iss")
         except JoseFailure as exc:
@@ -164,7 +215,8 @@ class TokenValidator:
         elif issuer in self.settings.trusted_issuers:
             claims = await self._verify_external(token, issuer)
         elif issuer in self.settings.introspection:
-            return await self._introspect(token, self.settings.introspection[issuer], issuer)
+            endpoint = self.settings.introspection[issuer]
+            return await self._introspect(token, endpoint, issuer), False
         else:
             raise InvalidToken("untrusted issuer")
         try:
@@ -172,7 +224,7 @@ class TokenValidator:
                          leeway=self.settings.clock_skew_seconds, now=int(time.time()))
         except JoseFailure as exc:
             raise InvalidToken(str(exc)) from exc
-        return claims
+        return claims, True
 
     async def _verify_own(self, token: str) -> dict[str, Any]:
         try:
@@ -183,9 +235,6 @@ class TokenValidator:
                 claims = verify(token, await self.keys.key_set(refresh=True), ASYMMETRIC_ALGS)
         except JoseFailure as exc:
             raise InvalidToken(str(exc)) from exc
-        jti = claims.get("jti")
-        if jti and await self.db[REVOKED].find_one({"_id": jti}) is not None:
-            raise InvalidToken("token revoked")
         return claims
 
     async def _verify_external(self, token: str, issuer: str) -> dict[str, Any]:
@@ -244,11 +293,7 @@ class TokenValidator:
     async def revoke(self, claims: dict[str, Any]) -> None:
         """Lists one of our tokens as revoked until it would have expired anyway."""
         jti, exp = claims.get("jti"), claims.get("exp")
-        if not jti or not isinstance(exp, int | float):
+        if not isinstance(jti, str) or not jti or not isinstance(exp, int | float):
             return
-        await self.db[REVOKED].update_one(
-            {"_id": jti},
-            {"$set": {"expires_at": datetime.fromtimestamp(exp, UTC)}},
-            upsert=True,
-        )
+        await self.revocations.revoke(jti, float(exp))
 

@@ -78,14 +78,18 @@ class Consent:
     def applies_at(self, at: datetime) -> bool:
         return self.window is None or self.window.covers(at)
 
-    def actor_references(self) -> set[str]:
-        out: set[str] = set()
+    def provisions(self) -> list[Provision]:
+        """Every provision, nested ones included."""
+        out: list[Provision] = []
         stack = list(self.rules)
         while stack:
             node = stack.pop()
-            out.update(node.actors)
+            out.append(node)
             stack.extend(node.children)
         return out
+
+    def actor_references(self) -> set[str]:
+        return {ref for node in self.provisions() for ref in node.actors}
 
 
 def relative_reference(ref: str, base_url: str) -> str:

@@ -57,7 +57,57 @@ def none_of(part: Region) -> Region:
         return ALL
     if part == ALL:
         return NONE
+    if len(part) == 1:
+        # One field: its own negation keeps the region flat (and index-friendly).
+        [(key, condition)] = part.items()
+        if not key.startswith("$"):
+            if not isinstance(condition, dict):
+                return {key: {"$ne": condition}}
+            if list(condition) == ["$in"]:
+                return {key: {"$nin": condition["$in"]}}
+            if list(condition) == ["$nin"]:
+                return {key: {"$in": condition["$nin"]}}
     return {"$nor": [part]}
+
+
+def _merged(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any] | None:
+    out = dict(left)
+    for key, value in right.items():
+        if key not in out:
+            out[key] = value
+        elif (isinstance(out[key], dict) and isinstance(value, dict)
+              and not set(out[key]) & set(value)):
+            out[key] = {**out[key], **value}
+        else:
+            return None
+    return out
+
+
+def disjuncts(region: Region, limit: int = 16) -> list[dict[str, Any]] | None:
+    """Flat filters (field conditions only) whose union is `region`; None if there is no
+    such form of at most `limit` filters (a $nor, or conditions that collide)."""
+    if region is None:
+        return []
+    out: list[dict[str, Any]] = [{k: v for k, v in region.items() if not k.startswith("$")}]
+    for key, value in region.items():
+        if not key.startswith("$"):
+            continue
+        if key not in ("$and", "$or"):
+            return None
+        groups: list[list[dict[str, Any]]] = []
+        for part in value:
+            found = disjuncts(part, limit)
+            if found is None:
+                return None
+            groups.append(found)
+        if key == "$or":
+            groups = [[d for group in groups for d in group]]
+        for group in groups:
+            crossed = [_merged(a, b) for a in out for b in group]
+            if any(c is None for c in crossed) or len(crossed) > limit:
+                return None
+            out = [c for c in crossed if c is not None]
+    return out
 
 
 def _ids(ids: list[str]) -> Region:
@@ -196,3 +246,53 @@ def denied_region(consent: Consent, rtype: str, vocabulary: Vocabulary, requeste
     if not consent.applies_at(requester.now):
         return NONE
     return _denied(consent.rules, consent.base, rtype, vocabulary, requester)
+
+
+def _values(doc: Any, path: str) -> list[Any]:
+    """The values at a dotted path, through arrays (as MongoDB reads a path)."""
+    nodes = [doc]
+    for part in path.split("."):
+        found = []
+        for node in nodes:
+            for item in node if isinstance(node, list) else [node]:
+                if isinstance(item, dict) and part in item:
+                    found.append(item[part])
+        nodes = found
+    return [v for node in nodes for v in (node if isinstance(node, list) else [node])]
+
+
+def _holds(values: list[Any], operator: str, operand: Any) -> bool:
+    if operator == "$in":
+        return any(v in operand for v in values)
+    if operator == "$nin":
+        return not any(v in operand for v in values)
+    if operator == "$ne":
+        return operand not in values
+    if operator == "$gte":
+        return any(v >= operand for v in values if type(v) is type(operand))
+    if operator == "$lt":
+        return any(v < operand for v in values if type(v) is type(operand))
+    raise ValueError(f"unexpected operator {operator}")
+
+
+def matches(region: Region, doc: dict[str, Any]) -> bool:
+    """Does the stored document `doc` fall in `region`? The same answer MongoDB would give,
+    for the operators regions are made of; used where a logical operator in the query would
+    keep the embedded database from using an index (see docs/consent.md)."""
+    if region is None:
+        return False
+    for key, condition in region.items():
+        if key == "$and":
+            ok = all(matches(r, doc) for r in condition)
+        elif key == "$or":
+            ok = any(matches(r, doc) for r in condition)
+        elif key == "$nor":
+            ok = not any(matches(r, doc) for r in condition)
+        elif isinstance(condition, dict):
+            values = _values(doc, key)
+            ok = all(_holds(values, op, operand) for op, operand in condition.items())
+        else:
+            ok = condition in _values(doc, key)
+        if not ok:
+            return False
+    return True

@@ -2,8 +2,9 @@
 
 A Practitioner acts as their PractitionerRoles and those roles' Organizations; a
 PractitionerRole as its Practitioner and Organization; anyone as the active CareTeams that
-list them (or one of those) as a current participant. Loaded only when some Consent names
-an actor of those kinds, with one indexed query per kind.
+list them (or one of those) as a current participant. Loaded only as far as the Consents'
+actors need: the named CareTeams by id, the requester's roles when an Organization or a
+PractitionerRole is in play.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from fhir_server.consent.model import period_of, relative_reference
 
 Doc = dict[str, Any]
-INDIRECT = ("PractitionerRole/", "Organization/", "CareTeam/")
+INDIRECT = ("PractitionerRole/", "Organization/")
 
 
 def _ref(value: Any, base_url: str) -> str | None:
@@ -30,13 +31,15 @@ async def _roles(db: AsyncDatabase[Doc], fhir_user: str, base_url: str) -> set[s
     kind, _, rid = fhir_user.partition("/")
     if kind == "Practitioner":
         docs = await db["PractitionerRole"].find(
-            {"sp.practitioner": fhir_user, "del": False}, {"res": 1}).to_list()
+            {"sp.practitioner": fhir_user}, {"res": 1}).to_list()
     elif kind == "PractitionerRole":
-        docs = await db["PractitionerRole"].find({"_id": rid, "del": False}, {"res": 1}).to_list()
+        docs = await db["PractitionerRole"].find({"_id": rid}, {"res": 1}).to_list()
     else:
         return set()
     out: set[str] = set()
     for doc in docs:
+        if not doc.get("res"):
+            continue  # deleted
         role = orjson.loads(doc["res"])
         if role.get("active") is False:
             continue
@@ -47,31 +50,35 @@ async def _roles(db: AsyncDatabase[Doc], fhir_user: str, base_url: str) -> set[s
     return out
 
 
-async def _teams(db: AsyncDatabase[Doc], members: set[str], now: datetime, base_url: str) -> set[str]:
-    docs = await db["CareTeam"].find(
-        {"sp.participant": {"$in": sorted(members)}, "del": False}, {"res": 1}).to_list()
-    out: set[str] = set()
-    for doc in docs:
-        team = orjson.loads(doc["res"])
-        if team.get("status") not in (None, "active"):
-            continue
-        for participant in team.get("participant") or []:
-            period = period_of(participant.get("period"))
-            if _ref(participant.get("member"), base_url) in members and (
-                    period is None or period.covers(now)):
-                out.add(f"CareTeam/{doc['_id']}")
+def _members(team: Doc, now: datetime, base_url: str) -> set[str]:
+    """Current participants of an active CareTeam."""
+    if team.get("status") not in (None, "active"):
+        return set()
+    out = set()
+    for participant in team.get("participant") or []:
+        period = period_of(participant.get("period"))
+        member = _ref(participant.get("member"), base_url)
+        if member and (period is None or period.covers(now)):
+            out.add(member)
     return out
 
 
 async def acting_as(db: AsyncDatabase[Doc], fhir_user: str, now: datetime, base_url: str,
                     named: set[str]) -> frozenset[str]:
-    """`fhir_user` and, if the Consents' actors (`named`) need them, its roles and teams."""
+    """`fhir_user` and what it acts as, as far as the Consents' actors (`named`) need it: the
+    CareTeams they name are read by id, the requester's roles only when a named actor or a
+    named team's member is a PractitionerRole or an Organization."""
     actors = {fhir_user}
-    if not any(ref.startswith(INDIRECT) for ref in named):
-        return frozenset(actors)
-    actors |= await _roles(db, fhir_user, base_url)
-    if any(ref.startswith("CareTeam/") for ref in named):
-        actors |= await _teams(db, actors, now, base_url)
+    team_ids = sorted(ref[len("CareTeam/"):] for ref in named if ref.startswith("CareTeam/"))
+    teams: dict[str, set[str]] = {}
+    if team_ids:
+        async for doc in db["CareTeam"].find({"_id": {"$in": team_ids}}, {"res": 1}):
+            if doc.get("res"):  # not deleted
+                teams[doc["_id"]] = _members(orjson.loads(doc["res"]), now, base_url)
+    wanted = named | {m for members in teams.values() for m in members}
+    if any(ref.startswith(INDIRECT) for ref in wanted):
+        actors |= await _roles(db, fhir_user, base_url)
+    actors |= {f"CareTeam/{tid}" for tid, members in teams.items() if members & actors}
     return frozenset(actors)
 
 
@@ -84,7 +91,7 @@ async def held_references(db: AsyncDatabase[Doc], refs: set[str],
         params = reference_params.get(rtype)
         if not params:
             continue
-        doc = await db[rtype].find_one({"_id": rid, "del": False}, {"sp": 1})
+        doc = await db[rtype].find_one({"_id": rid}, {"sp": 1})  # a deleted one has no `sp`
         sp = (doc or {}).get("sp") or {}
         held: set[str] = set()
         for param in params:

@@ -92,10 +92,27 @@ def merge(a: Doc, b: Doc) -> Doc:
             out["$and"] = [*out.get("$and", []), *value]
         elif key not in out:
             out[key] = value
-        elif (isinstance(out[key], dict) and isinstance(value, dict) and not key.startswith("$")
-              and all(k.startswith("$") for k in (*out[key], *value))
-              and not set(out[key]) & set(value)):
-            out[key] = {**out[key], **value}
+        elif not key.startswith("$") and (merged := _same_field(out[key], value)) is not None:
+            out[key] = merged
         else:
             out["$and"] = [*out.get("$and", []), {key: value}]
     return out
+
+
+def _operators(value: Any) -> Doc | None:
+    """A field condition as an operator document: `v` is `{"$eq": v}` (same meaning, also on
+    array fields); None for an embedded-document value, which cannot be merged."""
+    if isinstance(value, dict):
+        return value if value and all(k.startswith("$") for k in value) else None
+    return {"$eq": value}
+
+
+def _same_field(a: Any, b: Any) -> Doc | None:
+    """Two conditions on one field as one operator document, when their operators differ.
+
+    SecantusDB plans a flat filter from its indexes but scans the collection for `$and`, so
+    {"f": "p1"} AND {"f": {"$nin": [...]}} must become {"f": {"$eq": "p1", "$nin": [...]}}."""
+    left, right = _operators(a), _operators(b)
+    if left is None or right is None or set(left) & set(right):
+        return None
+    return {**left, **right}

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from fhir_server.search import keyset
 from fhir_server.storage.documents import StoredResource
 from interceptors.hooks import Change
 
@@ -61,22 +62,11 @@ def _and(*filters: Doc | None) -> Doc:
     `$and` even when it pins `_id`, while `{"_id": x, "compartments.Patient": p}` is an index
     lookup. Operators (`$or`, ...) and repeated fields go under one `$and`.
     """
-    present = [f for f in filters if f]
-    if not present:
-        return {}
-    if len(present) == 1:
-        return present[0]
-    flat: Doc = {}
-    rest: list[Doc] = []
-    for item in present:
-        for key, value in item.items():
-            if key.startswith("$") or key in flat:
-                rest.append({key: value})
-            else:
-                flat[key] = value
-    if rest:
-        flat["$and"] = rest
-    return flat
+    out: Doc = {}
+    for item in filters:
+        if item:
+            out = keyset.merge(out, item)
+    return out
 
 
 def unchanged(previous: Doc | None, resource: dict[str, Any]) -> bool:

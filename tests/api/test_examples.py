@@ -44,6 +44,11 @@ def test_example_round_trips(client: httpx.Client, name: str) -> None:
     example = json.loads((EXAMPLES_DIR / name).read_text())
     rtype = example["resourceType"]
     created = client.post(f"/{rtype}", json=example)
+    if rtype == "Subscription":
+        # Criteria on Observation (not stored here) and a public endpoint the test server may
+        # not reach: refused at create time (tests/subscriptions covers what is accepted).
+        assert created.status_code == 422, created.text[:1000]
+        return
     assert created.status_code == 201, created.text[:1000]
     read = client.get(f"/{rtype}/{created.json()['id']}")
     assert read.status_code == 200

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
@@ -66,7 +67,9 @@ class SmartServer:
             finally:
                 await client.close()
 
-        return asyncio.run(work())
+        # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, work()).result()
 
     def add_user(self, fhir_user: str, *, patients: tuple[str, ...] = ()) -> tuple[str, str, str]:
         """A new user with a TOTP second factor: (username, password, TOTP secret)."""
@@ -130,7 +133,7 @@ def world(smart: SmartServer) -> dict[str, str]:
 
 # -- the login page, driven as a browser would -----------------------------------------------
 
-class _Form(HTMLParser):
+class PageForm(HTMLParser):
     """The first form of a page: its action and its fields (hidden values, radio choices)."""
 
     def __init__(self) -> None:
@@ -157,15 +160,15 @@ class _Form(HTMLParser):
             self._done = True
 
 
-def parse_form(page: httpx.Response) -> _Form:
-    form = _Form()
+def parse_form(page: httpx.Response) -> PageForm:
+    form = PageForm()
     form.feed(page.text)
     assert form.action is not None, page.text
     form.action = urljoin(str(page.url), form.action)
     return form
 
 
-def follow_login(authorize_url: str, fill: Callable[[_Form], dict[str, str]]) -> str:
+def follow_login(authorize_url: str, fill: Callable[[PageForm], dict[str, str]]) -> str:
     """Opens `authorize_url` and submits each page's form with what `fill` adds to it, until
     the server redirects away; returns that redirect's URL (the app's callback)."""
     with httpx.Client(timeout=30, follow_redirects=False) as browser:

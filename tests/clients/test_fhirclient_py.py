@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pyotp
 import pytest
 from fhirclient import client as smart_client
 from fhirclient.models.patient import Patient
 from fhirclient.models.practitioner import Practitioner
 from fhirclient.models.task import Task
-from fhirclient.server import FHIRNotFoundException, FHIRPermissionDeniedException
+from fhirclient.server import FHIRNotFoundException, FHIRPermissionDeniedException, FHIRUnauthorizedException
 
-from tests.clients.conftest import SmartServer, follow_login
+from tests.clients.conftest import PageForm, SmartServer, follow_login
 
 REDIRECT = "https://app.example.org/fhirclient/callback"
 
@@ -38,7 +39,7 @@ def test_standalone_launch_reads_tasks_of_the_chosen_patient(smart: SmartServer,
     authorize_url = app.authorize_url
     assert authorize_url.startswith(f"{smart.origin}/auth/authorize?")
 
-    def fill(form: Any) -> dict[str, str]:
+    def fill(form: PageForm) -> dict[str, str]:
         if "patient" in form.choices:
             assert sorted(form.choices["patient"]) == ["p1", "p2"]
             return {"patient": "p1"}
@@ -71,3 +72,10 @@ def test_standalone_launch_reads_tasks_of_the_chosen_patient(smart: SmartServer,
     assert app.reauthorize()
     assert app.server.auth.access_token != old_token
     assert Task.read(world["completed_p1"], app.server).status == "completed"
+
+    # The app signs out: it revokes its access token (RFC 7009); the very next read is refused.
+    revoked = httpx.post(f"{smart.origin}/auth/revoke", data={
+        "token": app.server.auth.access_token, "client_id": registered["client_id"]})
+    assert revoked.status_code == 200
+    with pytest.raises(FHIRUnauthorizedException):
+        Task.read(world["completed_p1"], app.server)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from html import escape
+from urllib.parse import urlsplit
 
 from starlette.responses import HTMLResponse
 
@@ -10,9 +12,9 @@ from starlette.responses import HTMLResponse
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "form-action 'self'; frame-ancestors 'none'",
 }
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action {}; frame-ancestors 'none'"
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem}"
@@ -21,13 +23,28 @@ _STYLE = (
 )
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+def _form_action(redirect_uri: str | None) -> str:
+    """CSP form-action: our own origin, and the app's. Browsers apply form-action to the
+    redirect that answers the form too, and ours goes to the app's redirect_uri with the code."""
+    sources = ["'self'"]
+    if redirect_uri:
+        parts = urlsplit(redirect_uri)
+        origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        if _ORIGIN.fullmatch(origin):
+            sources.append(origin)
+    return " ".join(sources)
+
+
+def _page(title: str, body: str, status: int = 200, redirect_uri: str | None = None) -> (
+    HTMLResponse
+):
     html = (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
         f"<meta name=viewport content='width=device-width,initial-scale=1'>"
         f"<style>{_STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>"
     )
-    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+    headers = {**PAGE_HEADERS, "Content-Security-Policy": _CSP.format(_form_action(redirect_uri))}
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def _hidden(fields: dict[str, str]) -> str:
@@ -51,7 +68,7 @@ def login_page(action: str, fields: dict[str, str], client_name: str, error: str
         "<input id=totp name=totp inputmode=numeric autocomplete=one-time-code>"
         "<button type=submit>Sign in</button></form>"
     )
-    return _page("Sign in", body, 401 if error else 200)
+    return _page("Sign in", body, 401 if error else 200, fields.get("redirect_uri"))
 
 
 def patient_picker(action: str, fields: dict[str, str], choices: tuple[str, ...],
@@ -70,7 +87,7 @@ def patient_picker(action: str, fields: dict[str, str], choices: tuple[str, ...]
         f"<form method=post action='{escape(action)}'>{_hidden(fields)}{options}"
         "<button type=submit>Continue</button></form>"
     )
-    return _page("Select patient", body)
+    return _page("Select patient", body, redirect_uri=fields.get("redirect_uri"))
 
 
 def error_page(description: str) -> HTMLResponse:

@@ -1,0 +1,164 @@
+"""The durable, batched AuditEvent writer: off the response path, and nothing lost on a crash.
+
+`record(event)` appends the event to the write-ahead log (one write(2): it survives the
+process dying from then on) and to an in-memory batch, then returns: the request goes on
+without waiting for MongoDB. A background task fsyncs the log every `sync_interval` (it
+survives the machine from then on) and stores batches every `flush_interval`, or as soon
+as `batch_size` are waiting: it seals the log segment, fsyncs it, inserts the AuditEvents
+(current and history documents, the repository's own shape) with majority write concern,
+and deletes the segment. Large batches matter: the embedded database spends about as much
+on an insert command as on the documents in it. A crash at any point leaves the segment on
+disk; the next start replays it. Inserts are idempotent (the event's id is the document key), so
+a batch stored twice is stored once. When `max_pending` events wait, `record` waits too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import orjson
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+from pymongo.write_concern import WriteConcern
+
+from fhir_server.audit.settings import AuditSettings
+from fhir_server.audit.wal import Segment, WriteAheadLog
+from fhir_server.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+Doc = dict[str, Any]
+AUDIT_EVENT = "AuditEvent"
+DUPLICATE_KEY = 11000
+
+
+async def _insert_new(collection: AsyncCollection[Doc], docs: list[Doc]) -> None:
+    """Inserts, ignoring documents that are there already (a replayed batch)."""
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if exc.details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+
+
+class AuditWriter:
+    def __init__(self, repository: Repository, settings: AuditSettings) -> None:
+        self.repository = repository
+        self.settings = settings
+        database = repository.database
+        majority = WriteConcern("majority")
+        self._current = database.current(AUDIT_EVENT).with_options(write_concern=majority)
+        self._history = database.history(AUDIT_EVENT).with_options(write_concern=majority)
+        self.wal = WriteAheadLog(settings.directory, database.db.name)
+        self._pending: list[Doc] = []
+        self._unstored: list[tuple[Segment, list[Doc]]] = []
+        self._has_events = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._unsynced = False
+
+    def documents(self, event: Doc) -> tuple[Doc, Doc]:
+        version = self.repository.new_version(AUDIT_EVENT, event["id"], event, None, "create")
+        return version.current, version.history
+
+    async def write_now(self, event: Doc, session: AsyncClientSession) -> None:
+        """Stores `event` inside a write's own transaction (it commits or aborts with it)."""
+        current, history = self.documents(event)
+        await self.repository.database.current(AUDIT_EVENT).insert_one(current, session=session)
+        await self.repository.database.history(AUDIT_EVENT).insert_one(history, session=session)
+
+    async def start(self) -> None:
+        """Replays what a crashed writer left, then starts the background task."""
+        self.wal.open()
+        for segment in self.wal.orphans():
+            events = list(segment.read())
+            await self._store(events)
+            segment.remove()
+            log.warning("replayed %d audit events from %s", len(events), segment.path.name)
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def record(self, event: Doc) -> None:
+        if self.waiting() >= self.settings.max_pending:
+            self._room.clear()
+            self._batch_full.set()
+            await self._room.wait()
+        # No await between the log and the batch: a sealed segment holds exactly its batch.
+        self.wal.append(orjson.dumps(event) + b"\n")
+        self._unsynced = True
+        self._pending.append(event)
+        self._has_events.set()
+        if len(self._pending) >= self.settings.batch_size:
+            self._batch_full.set()
+
+    def waiting(self) -> int:
+        return len(self._pending) + sum(len(batch) for _, batch in self._unstored)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._has_events.wait()
+            # Gather a batch for up to flush_interval, fsyncing the log every sync_interval.
+            deadline = loop.time() + self.settings.flush_interval
+            while not self._batch_full.is_set() and (left := deadline - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), min(left, self.settings.sync_interval))
+                await self._sync()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("storing audit events failed; they stay in the write-ahead log")
+                await asyncio.sleep(1.0)
+                self._has_events.set()  # try again
+
+    async def _sync(self) -> None:
+        """fsyncs what was appended to the open segment since the last time."""
+        async with self._lock:
+            if self._unsynced and self.wal.current is not None:
+                self._unsynced = False
+                await asyncio.to_thread(self.wal.current.sync)
+
+    async def flush(self) -> None:
+        """Stores every event recorded so far."""
+        async with self._lock:
+            if self._pending:
+                batch, self._pending = self._pending, []
+                self._unstored.append((self.wal.seal(), batch))
+            self._has_events.clear()
+            self._batch_full.clear()
+            while self._unstored:
+                segment, batch = self._unstored[0]
+                await asyncio.to_thread(segment.sync)
+                await self._store(batch)
+                segment.remove()
+                self._unstored.pop(0)
+            self._room.set()
+
+    async def _store(self, events: list[Doc]) -> None:
+        if not events:
+            return
+        pairs = [self.documents(event) for event in events]
+        await _insert_new(self._current, [current for current, _ in pairs])
+        await _insert_new(self._history, [history for _, history in pairs])
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("audit events kept in the write-ahead log for the next start")
+            for segment, _ in self._unstored:
+                os.close(segment.fd)  # the file stays: the next start replays it
+            self._unstored.clear()
+        self.wal.close()

@@ -1,0 +1,44 @@
+"""Provenance for every change (order 400), written in the change's own transaction (which
+changes: `fhir_server.audit.events.records_change`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from fhir_server.audit.events import records_change
+from fhir_server.audit.provenance import care_location, provenance_for
+from fhir_server.context import RequestContext
+from fhir_server.storage.repository import Repository
+from interceptors.hooks import Change, Pointcut, hook
+
+ORDER = 400
+_LOCATION = "provenance.location"
+
+
+class ProvenanceInterceptor:
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        self.base_url = repository.settings.base_url
+
+    async def _location(self, context: RequestContext, db: AsyncDatabase[dict[str, Any]],
+                        session: AsyncClientSession) -> str | None:
+        if _LOCATION not in context.attributes:
+            principal = context.principal
+            context.attributes[_LOCATION] = (
+                await care_location(db, principal.fhir_user, self.base_url, session)
+                if principal is not None and principal.fhir_user else None)
+        location: str | None = context.attributes[_LOCATION]
+        return location
+
+    @hook(Pointcut.IN_TRANSACTION, ORDER)
+    async def record(self, context: RequestContext, change: Change, session: AsyncClientSession,
+                     db: AsyncDatabase[dict[str, Any]]) -> None:
+        if not records_change(context, change):
+            return
+        provenance = provenance_for(context, self.base_url, change, await self._location(context, db, session))
+        await self.repository.write_version(
+            session, context, "Provenance", provenance.pop("id", str(uuid.uuid4())), provenance, None, "create")

@@ -1,0 +1,93 @@
+"""The subscription machinery of one server process, built once and started with the app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from pymongo import IndexModel
+
+from fhir_server.config import Settings
+from fhir_server.search import SearchEngine
+from fhir_server.storage.database import Database
+from fhir_server.storage.repository import Repository
+from interceptors.outbox import outbox_indexes
+from subscriptions.active import ActiveSubscriptions
+from subscriptions.channels import Handler, InProcessHandlers, RestHook
+from subscriptions.delivery import Delivery
+from subscriptions.dispatcher import Dispatcher
+from subscriptions.endpoints import EndpointPolicy
+from subscriptions.guard import SubscriptionGuard
+from subscriptions.hub import Hub
+from subscriptions.inprocess import InProcessSubscribers
+from subscriptions.leases import Leases
+from subscriptions.matcher import Matcher
+from subscriptions.model import SpecParser
+from subscriptions.notify import Renderer
+from subscriptions.operations import Operations, websocket_url
+from subscriptions.store import Store, store_indexes
+from subscriptions.topics import Topic, load_topics
+from subscriptions.websocket import WebSocketSessions
+
+log = logging.getLogger(__name__)
+
+
+def subscription_indexes() -> dict[str, list[IndexModel]]:
+    """Collections and indexes to create at start-up (before any transaction writes them)."""
+    return {**outbox_indexes(), **store_indexes()}
+
+
+class SubscriptionService:
+    def __init__(self, settings: Settings, database: Database, repository: Repository,
+                 search: SearchEngine) -> None:
+        s = settings.subscriptions
+        self.settings = settings
+        self.topics: dict[str, Topic] = load_topics(settings.profiles_dir, search)
+        self.parser = SpecParser(search, self.topics)
+        self.policy = EndpointPolicy(s.allowed_hosts)
+        self.guard = SubscriptionGuard(self.parser, self.policy)
+        self.store = Store(database.db)
+        self.hub = Hub()
+        self.leases = Leases(database.db, s.lease_ttl)
+        self.renderer = Renderer(repository, settings.base_url)
+        self.handlers = InProcessHandlers()
+        self.rest_hook = RestHook(self.policy, s.delivery_timeout)
+        self.active = ActiveSubscriptions(self.parser, repository, settings.base_url)
+        self.matcher = Matcher(database, self.active, self.store, self.leases, self.hub, s)
+        self.delivery = Delivery(repository, self.store, self.hub, self.renderer, self.rest_hook,
+                                 self.handlers, s, settings.base_url)
+        self.dispatcher = Dispatcher(self.delivery, self.matcher, self.leases, self.parser)
+        self.websockets = WebSocketSessions(repository, self.store, self.hub, self.renderer,
+                                            self.parser, s, settings.base_url)
+        self.operations = Operations(repository, self.store, self.renderer, self.parser, s,
+                                     settings.base_url)
+        self.in_process = InProcessSubscribers(repository, self.handlers, settings.base_url)
+        self.websocket_url = websocket_url(settings.base_url)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._db = database.db
+
+    async def start(self) -> None:
+        s = self.settings.subscriptions
+        self._tasks.append(asyncio.create_task(self.hub.follow(self._db, s.poll_interval)))
+        if s.dispatcher:
+            self._tasks.append(asyncio.create_task(self.dispatcher.run()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.dispatcher.stop()
+        await self.rest_hook.close()
+
+    async def subscribe(self, name: str, handler: Handler, *, topic: str | None = None,
+                        criteria: str | None = None, filters: list[str] | None = None,
+                        content: str = "full-resource") -> str:
+        """An in-process subscriber (see `subscriptions.inprocess`); answers the Subscription id."""
+        sub_id = await self.in_process.subscribe(name, handler, topic=topic, criteria=criteria,
+                                                 filters=filters, content=content)
+        self.hub.kick()
+        return sub_id
