@@ -14,7 +14,7 @@ from starlette.responses import Response
 from fhir_server.api import binary
 from fhir_server.api.body import check_id, parse_json, parse_resource, parse_version, read_body
 from fhir_server.api.context import request_context, services
-from fhir_server.api.negotiation import JSON_PATCH, require_fhir, require_json_body, response_format
+from fhir_server.api.negotiation import JSON_PATCH, Format, require_fhir, require_json_body, response_format
 from fhir_server.api.responses import (
     json_response,
     not_modified,
@@ -67,12 +67,18 @@ async def read(request: Request) -> Response:
     context = await request_context(request, "read", resource_type, resource_id)
     svc = services(request)
     stored = await svc.repository.read(context, resource_type, resource_id)
+    return _read_response(request, stored, fmt)
+
+
+def _read_response(request: Request, stored: StoredResource, fmt: Format) -> Response:
+    """A read or vread's answer: 304 when the client's copy is current, Binary as raw bytes
+    when a non-FHIR type was asked for, else the resource (with _summary/_elements)."""
     if not_modified(request, stored):
         return Response(status_code=304, headers=version_headers(stored))
-    if resource_type == "Binary" and fmt.raw_accept:
+    if stored.resource_type == "Binary" and fmt.raw_accept:
         return binary.raw_response(stored)
     require_fhir(fmt)
-    return resource_response(request, stored, fmt, svc.structure)
+    return resource_response(request, stored, fmt, services(request).structure)
 
 
 async def vread(request: Request) -> Response:
@@ -83,12 +89,7 @@ async def vread(request: Request) -> Response:
     context = await request_context(request, "vread", resource_type, resource_id)
     svc = services(request)
     stored = await svc.repository.vread(context, resource_type, resource_id, version)
-    if not_modified(request, stored):
-        return Response(status_code=304, headers=version_headers(stored))
-    if resource_type == "Binary" and fmt.raw_accept:
-        return binary.raw_response(stored)
-    require_fhir(fmt)
-    return resource_response(request, stored, fmt, svc.structure)
+    return _read_response(request, stored, fmt)
 
 
 async def create(request: Request) -> Response:

@@ -30,15 +30,23 @@ def rewrite(value: Any, mapping: dict[str, str]) -> Any:
     return value
 
 
-def conditional_references(value: Any, found: list[str]) -> list[str]:
-    """Collects `reference` values that are search URLs (`Patient?identifier=...`)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str) and "?" in item and not item.startswith(("#", "urn:")):
-                found.append(item)
-            else:
-                conditional_references(item, found)
-    elif isinstance(value, list):
-        for item in value:
-            conditional_references(item, found)
-    return found
+def references(value: Any) -> list[str]:
+    """Every `reference` string in a resource, in document order (without repeats)."""
+    found: dict[str, None] = {}
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if key == "reference" and isinstance(item, str):
+                    found[item] = None
+                elif isinstance(item, dict | list):
+                    stack.append(item)
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+    return list(found)
+
+
+def conditional_references(value: Any) -> list[str]:
+    """The `reference` values that are search URLs (`Patient?identifier=...`)."""
+    return [r for r in references(value) if "?" in r and not r.startswith(("#", "urn:"))]

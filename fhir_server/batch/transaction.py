@@ -112,7 +112,7 @@ class Transaction:
                 mapping[entry.full_url] = f"{entry.resource_type}/{entry.target_id}"
 
     async def _references(self, session: AsyncClientSession, entry: Entry, mapping: dict[str, str]) -> None:
-        for reference in conditional_references(entry.resource, []):
+        for reference in conditional_references(entry.resource):
             if reference in mapping:
                 continue
             rtype, _, _, params = parse_url(reference, self.context.base_url, entry.where)

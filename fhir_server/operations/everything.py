@@ -9,8 +9,6 @@ of the page that references them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,6 +17,7 @@ from fhir_server.api.body import check_id
 from fhir_server.api.context import request_context, services
 from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
+from fhir_server.batch.references import references
 from fhir_server.datetimes import DateFormatError, parse_instant
 from fhir_server.errors import BadRequest
 from fhir_server.resource_types import DIRECTORY, STORED, STORED_TYPES
@@ -26,25 +25,12 @@ from fhir_server.search.query import Clause, SearchQuery
 from fhir_server.storage.documents import StoredResource
 
 
-def _references(value: Any, found: set[str]) -> set[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                found.add(item)
-            else:
-                _references(item, found)
-    elif isinstance(value, list):
-        for item in value:
-            _references(item, found)
-    return found
-
-
 def _directory_ids(entries: list[StoredResource]) -> dict[str, list[str]]:
     """Directory resources referenced by the page, by type (relative references only)."""
     present = {(e.resource_type, e.id) for e in entries}
     wanted: dict[str, list[str]] = {}
     for entry in entries:
-        for reference in _references(entry.resource, set()):
+        for reference in references(entry.resource):
             rtype, _, rid = reference.partition("/")
             if rtype in DIRECTORY and rid and "/" not in rid and (rtype, rid) not in present:
                 wanted.setdefault(rtype, [])
