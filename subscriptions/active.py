@@ -107,6 +107,13 @@ class ActiveSubscriptions:
                 by_value.setdefault(value, set()).add(sub_id)
         return index
 
+    def watches(self, resource_type: str) -> bool:
+        """Whether any active subscription is about this type: events of other types need
+        neither their versions read nor matching (the common case: most writes)."""
+        if self._index is None:
+            self._index = self._build()
+        return resource_type in self._index
+
     def candidates(self, resource_type: str, doc: Doc) -> list[Entry]:
         if self._index is None:
             self._index = self._build()

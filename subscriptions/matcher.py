@@ -180,7 +180,9 @@ class Matcher:
         return out
 
     async def handle(self, events: list[Doc]) -> None:
-        versions = await self._versions(events)
+        # Versions (one history read per type) only for what a subscription could match.
+        versions = await self._versions(
+            [e for e in events if e["t"] == "Subscription" or self.active.watches(e["t"])])
         matched: list[tuple[Doc, list[str]]] = []
         for event in events:
             rtype, rid, v = event["t"], event["r"], event["v"]
