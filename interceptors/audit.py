@@ -111,7 +111,12 @@ class AuditInterceptor:
             self._refuse()
 
     @hook(Pointcut.IN_TRANSACTION, ORDER)
-    async def record_change(self, context: RequestContext, change: Change, session: AsyncClientSession,
+    async def record_change(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
+                            db: AsyncDatabase[dict[str, Any]]) -> None:
+        for change in changes:
+            await self._record_change_one(context, change, session, db)
+
+    async def _record_change_one(self, context: RequestContext, change: Change, session: AsyncClientSession,
                             db: AsyncDatabase[dict[str, Any]]) -> None:
         if not records_change(context, change):
             return

@@ -55,7 +55,12 @@ class ConsentInterceptor:
         return not await self.engine.denies(context, rtype, key, history=True, action="access")
 
     @hook(Pointcut.IN_TRANSACTION, ORDER)
-    async def check_change(self, context: RequestContext, change: Change,
+    async def check_change(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
+                           db: AsyncDatabase[dict[str, Any]]) -> None:
+        for change in changes:
+            await self._check_change_one(context, change, session, db)
+
+    async def _check_change_one(self, context: RequestContext, change: Change,
                            session: AsyncClientSession, db: AsyncDatabase[dict[str, Any]]) -> None:
         if change.resource is None or change.resource_type in _SIDE_RECORDS:
             return

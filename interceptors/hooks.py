@@ -35,9 +35,12 @@ class Pointcut(Enum):
     BEFORE_CREATE = ("before_create", HookKind.VOID, ("context", "resource"))
     BEFORE_UPDATE = ("before_update", HookKind.VOID, ("context", "resource", "previous"))
     BEFORE_DELETE = ("before_delete", HookKind.VOID, ("context", "previous"))
-    # Inside the write transaction: extra documents written atomically with the change
-    # (outbox event, Provenance). `session` is the pymongo session, `db` the database.
-    IN_TRANSACTION = ("in_transaction", HookKind.VOID, ("context", "change", "session", "db"))
+    # Inside the write transaction: extra documents written atomically with the changes
+    # (outbox events, Provenance). `changes` are all the changes of this transaction that are
+    # written together (one for a single write, many for a transaction Bundle or a bulk load),
+    # so that a hook can write its documents in one round trip. `session` is the pymongo
+    # session, `db` the database.
+    IN_TRANSACTION = ("in_transaction", HookKind.VOID, ("context", "changes", "session", "db"))
     # After the transaction committed.
     AFTER_COMMIT = ("after_commit", HookKind.VOID, ("context", "change"))
     # Every query the read pipeline runs (read, search, include, history, ...) asks these

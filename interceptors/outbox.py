@@ -42,7 +42,9 @@ def event_document(change: Change) -> dict[str, Any]:
 class OutboxInterceptor:
     @hook(Pointcut.IN_TRANSACTION, ORDER)
     async def record(
-        self, context: RequestContext, change: Change, session: AsyncClientSession,
+        self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
         db: AsyncDatabase[dict[str, Any]],
     ) -> None:
-        await db[OUTBOX].insert_one(event_document(change), session=session)
+        # One insert for all the transaction's changes, in their order (ObjectIds increase).
+        if changes:
+            await db[OUTBOX].insert_many([event_document(c) for c in changes], session=session)

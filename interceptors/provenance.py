@@ -35,7 +35,12 @@ class ProvenanceInterceptor:
         return location
 
     @hook(Pointcut.IN_TRANSACTION, ORDER)
-    async def record(self, context: RequestContext, change: Change, session: AsyncClientSession,
+    async def record(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
+                     db: AsyncDatabase[dict[str, Any]]) -> None:
+        for change in changes:
+            await self._record_one(context, change, session, db)
+
+    async def _record_one(self, context: RequestContext, change: Change, session: AsyncClientSession,
                      db: AsyncDatabase[dict[str, Any]]) -> None:
         if not records_change(context, change):
             return

@@ -79,7 +79,12 @@ class SubscriptionGuard:
         await self._admit(context, resource, previous)
 
     @hook(Pointcut.IN_TRANSACTION, ORDER)
-    async def record_owner(self, context: RequestContext, change: Change, session: AsyncClientSession,
+    async def record_owner(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
+                           db: AsyncDatabase[Doc]) -> None:
+        for change in changes:
+            await self._record_owner_one(context, change, session, db)
+
+    async def _record_owner_one(self, context: RequestContext, change: Change, session: AsyncClientSession,
                            db: AsyncDatabase[Doc]) -> None:
         if change.resource_type != "Subscription":
             return

@@ -61,9 +61,8 @@ async def write_versions(
             raise StaleVersion()
         await repo.database.history(rtype).insert_many(history_docs[rtype], ordered=False, session=session)
     changes = [version.change for *_, version in versions]
-    for change in changes:
-        await repo.hooks.call(Pointcut.IN_TRANSACTION, context=context, change=change, session=session,
-                              db=repo.database.db)
+    await repo.hooks.call(Pointcut.IN_TRANSACTION, context=context, changes=changes, session=session,
+                          db=repo.database.db)
     return changes
 
 

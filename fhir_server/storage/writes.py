@@ -68,7 +68,7 @@ class WritePipeline(SearchPipeline):
                 raise StaleVersion()
         await self.database.history(resource_type).insert_one(version.history, session=session)
         await self.hooks.call(
-            Pointcut.IN_TRANSACTION, context=context, change=version.change, session=session,
+            Pointcut.IN_TRANSACTION, context=context, changes=[version.change], session=session,
             db=self.database.db,
         )
         return version.stored, version.change
