@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.audit.events import new_id, purposes
 from fhir_server.consent.model import relative_reference
 from fhir_server.context import RequestContext
+from fhir_server.directory import active_roles
 from fhir_server.storage.documents import format_instant
 from interceptors.hooks import Change
 
@@ -65,22 +65,8 @@ def provenance_for(context: RequestContext, base_url: str, change: Change, locat
 async def care_location(db: AsyncDatabase[Doc], fhir_user: str, base_url: str,
                         session: AsyncClientSession | None = None) -> str | None:
     """The writer's care location: the one Location of their active PractitionerRole(s)."""
-    user = relative_reference(fhir_user, base_url)
-    kind, _, rid = user.partition("/")
-    if kind == "Practitioner":
-        key: Doc = {"sp.practitioner": user}
-    elif kind == "PractitionerRole":
-        key = {"_id": rid}
-    else:
-        return None
-    docs = await db["PractitionerRole"].find(key, {"res": 1}, session=session).to_list()
     found = set()
-    for doc in docs:
-        if not doc.get("res"):
-            continue  # deleted
-        role = orjson.loads(doc["res"])
-        if role.get("active") is False:
-            continue
+    for _, role in await active_roles(db, relative_reference(fhir_user, base_url), session):
         for location in role.get("location") or []:
             if isinstance(location, dict) and isinstance(location.get("reference"), str):
                 found.add(relative_reference(location["reference"], base_url))

@@ -16,6 +16,7 @@ import orjson
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.consent.model import period_of, relative_reference
+from fhir_server.directory import active_roles
 
 Doc = dict[str, Any]
 INDIRECT = ("PractitionerRole/", "Organization/")
@@ -28,22 +29,9 @@ def _ref(value: Any, base_url: str) -> str | None:
 
 
 async def _roles(db: AsyncDatabase[Doc], fhir_user: str, base_url: str) -> set[str]:
-    kind, _, rid = fhir_user.partition("/")
-    if kind == "Practitioner":
-        docs = await db["PractitionerRole"].find(
-            {"sp.practitioner": fhir_user}, {"res": 1}).to_list()
-    elif kind == "PractitionerRole":
-        docs = await db["PractitionerRole"].find({"_id": rid}, {"res": 1}).to_list()
-    else:
-        return set()
     out: set[str] = set()
-    for doc in docs:
-        if not doc.get("res"):
-            continue  # deleted
-        role = orjson.loads(doc["res"])
-        if role.get("active") is False:
-            continue
-        out.add(f"PractitionerRole/{doc['_id']}")
+    for rid, role in await active_roles(db, relative_reference(fhir_user, base_url)):
+        out.add(f"PractitionerRole/{rid}")
         for key in ("practitioner", "organization"):
             if (ref := _ref(role.get(key), base_url)) is not None:
                 out.add(ref)

@@ -198,10 +198,7 @@ class WritePipeline(SearchPipeline):
                 )
                 return WriteOutcome(stored, created=not live)
             except (StaleVersion, DuplicateKeyError) as exc:
-                if if_match is not None:
-                    raise PreconditionFailed(
-                        f"{resource_type}/{resource_id} changed concurrently; If-Match failed"
-                    ) from None
+                _raise_if_pinned(resource_type, resource_id, if_match)
                 if isinstance(exc, DuplicateKeyError) and await self._hidden(
                     context, resource_type, resource_id
                 ):
@@ -209,7 +206,7 @@ class WritePipeline(SearchPipeline):
                     raise Forbidden(
                         f"changing {resource_type}/{resource_id} is not permitted"
                     ) from None
-        raise Conflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+        raise _contended(resource_type, resource_id)
 
     async def _hidden(self, context: RequestContext, resource_type: str, resource_id: str) -> bool:
         """True when the resource exists but the access filter keeps it from this client."""
@@ -243,11 +240,8 @@ class WritePipeline(SearchPipeline):
                 )
                 return WriteOutcome(stored, created=False)
             except StaleVersion:
-                if if_match is not None:
-                    raise PreconditionFailed(
-                        f"{resource_type}/{resource_id} changed concurrently; If-Match failed"
-                    ) from None
-        raise Conflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+                _raise_if_pinned(resource_type, resource_id, if_match)
+        raise _contended(resource_type, resource_id)
 
     async def delete(
         self,
@@ -273,11 +267,8 @@ class WritePipeline(SearchPipeline):
             try:
                 return await self._commit(context, resource_type, resource_id, None, previous, "delete")
             except StaleVersion:
-                if if_match is not None:
-                    raise PreconditionFailed(
-                        f"{resource_type}/{resource_id} changed concurrently; If-Match failed"
-                    ) from None
-        raise Conflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+                _raise_if_pinned(resource_type, resource_id, if_match)
+        raise _contended(resource_type, resource_id)
 
     async def conditional_update(
         self,
@@ -355,3 +346,13 @@ class WritePipeline(SearchPipeline):
                 previous=orjson.loads(previous["res"]) if previous.get("res") else None,
             )
 
+
+def _raise_if_pinned(resource_type: str, resource_id: str, if_match: int | None) -> None:
+    """A write lost a race to a concurrent one: with If-Match that is the client's 412; without,
+    the caller reads the new current version and tries again."""
+    if if_match is not None:
+        raise PreconditionFailed(f"{resource_type}/{resource_id} changed concurrently; If-Match failed")
+
+
+def _contended(resource_type: str, resource_id: str) -> Conflict:
+    return Conflict(f"{resource_type}/{resource_id} is being changed too often; try again")
