@@ -32,10 +32,10 @@ from pymongo import AsyncMongoClient, MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.rest import report, run_clients, wait_up
-from fhir_server.app import auth_settings
 from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import Settings
 from fhir_server.embedded_db import EmbeddedDatabase
+from fhir_server.services import auth_settings
 
 DATABASE = "bench_consent"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"

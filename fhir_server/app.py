@@ -1,132 +1,39 @@
-"""The application factory: wires settings, database, interceptors, repository and routers."""
+"""The application factory: the HTTP application over the server's services.
+
+`create_app` mounts the routers (built from the route table) and, at start-up, builds one
+`Services` (`fhir_server.services`) and hands it down to every handler through
+`app.state.services`.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI
-from pymongo import AsyncMongoClient
 
 from fhir_server.api import errors as api_errors
 from fhir_server.api.routes import build_router
 from fhir_server.audit.completion import InteractionCompletion
-from fhir_server.audit.writer import AuditWriter
 from fhir_server.auth.cors import install_cors
 from fhir_server.auth.routes import build_auth_router, build_well_known_router
-from fhir_server.auth.settings import AuthSettings
-from fhir_server.auth.startup import start_auth
 from fhir_server.config import Settings
-from fhir_server.elements import StructureInfo
-from fhir_server.search import SearchEngine
-from fhir_server.storage.database import Database
-from fhir_server.storage.repository import Repository
-from fhir_server.validation import Validator, structure
-from interceptors.hooks import HookRegistry
-from interceptors.registry import (
-    audit_writer,
-    change_interceptors,
-    default_interceptors,
-    privacy_indexes,
-    privacy_interceptors,
-)
-from interceptors.smart import build_smart_interceptor
-from subscriptions.service import SubscriptionService, subscription_indexes
-
-log = logging.getLogger(__name__)
+from fhir_server.services import auth_settings, build_services
 
 
-@dataclass
-class Services:
-    """Everything a request handler needs, built once at start-up."""
-
-    settings: Settings
-    auth: AuthSettings
-    client: AsyncMongoClient[dict[str, Any]]
-    database: Database
-    hooks: HookRegistry
-    repository: Repository
-    search: SearchEngine
-    validator: Validator
-    structure: StructureInfo
-    subscriptions: SubscriptionService
-    audit: AuditWriter | None = None  # started and stopped with the app
-
-    async def close(self) -> None:
-        await self.subscriptions.stop()
-        if self.audit is not None:
-            await self.audit.stop()
-        await self.client.close()
-
-
-def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
-    if not settings.mongodb_uri:
-        raise ValueError("settings.mongodb_uri is not set (serve starts the embedded database)")
-    return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard")
-
-
-def auth_settings(settings: Settings) -> AuthSettings:
-    if settings.auth_enabled is None:
-        return AuthSettings.from_env(settings)
-    return AuthSettings.from_env(settings, enabled=settings.auth_enabled)
-
-
-async def build_services(settings: Settings) -> Services:
-    """Connects, creates indexes and registers interceptors: the server without HTTP."""
-    auth = auth_settings(settings)
-    client = connect(settings)
-    database = Database(client, settings.database)
-    search = SearchEngine(settings)
-    for collection, models in search.index_models().items():
-        database.declare_indexes(collection, models)
-    for collection, models in subscription_indexes().items():
-        database.declare_indexes(collection, models)
-    for collection, models in privacy_indexes().items():
-        database.declare_indexes(collection, models)
-    await database.ensure_indexes()
-    validator = Validator(settings.profiles_dir)
-    await start_auth(auth, database.db)
-    hooks = HookRegistry()
-    for interceptor in [*default_interceptors(settings, validator), *change_interceptors()]:
-        hooks.register(interceptor)
-    smart = build_smart_interceptor(auth, database.db, filter_builder=search.filter_for)
-    if smart is not None:
-        hooks.register(smart)
-    repository = Repository(database, hooks, settings, search)
-    subscriptions = SubscriptionService(settings, database, repository, search)
-    hooks.register(subscriptions.guard)
-    audit = audit_writer(settings, auth.enabled, repository)
-    for interceptor in privacy_interceptors(settings, auth.enabled, repository, audit):
-        hooks.register(interceptor)
-    return Services(
-        settings=settings,
-        auth=auth,
-        client=client,
-        database=database,
-        hooks=hooks,
-        repository=repository,
-        search=search,
-        validator=validator,
-        structure=structure,
-        subscriptions=subscriptions,
-        audit=audit,
-    )
-
-
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, extra_interceptors: Sequence[object] = ()) -> FastAPI:
+    """`extra_interceptors`: a deployment's own, registered at the order table's
+    "deployment" number beside the built-in ones."""
     if not settings.mongodb_uri:
         raise ValueError("create_app needs settings.mongodb_uri (serve starts the embedded database)")
+    # Built once: the routers and the services share these.
+    auth = auth_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings)
+        services = await build_services(settings, auth, extra_interceptors)
         app.state.services = services
-        await services.subscriptions.start()
-        if services.audit is not None:
-            await services.audit.start()
+        await services.start()
         try:
             yield
         finally:
@@ -143,7 +50,6 @@ def create_app(settings: Settings) -> FastAPI:
     install_cors(app)
     # Runs INTERACTION_COMPLETE when a response starts (audit records before data leaves).
     app.add_middleware(InteractionCompletion, token_path="/auth/token")
-    auth = auth_settings(settings)
     app.include_router(build_well_known_router(auth), prefix=settings.path_prefix)
     app.include_router(build_router(settings), prefix=settings.path_prefix)
     app.include_router(build_auth_router(auth), prefix="/auth")

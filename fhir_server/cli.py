@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
-    from fhir_server.app import build_services
+    from fhir_server.services import build_services
 
     async def run(settings: Settings) -> None:
         services = await build_services(settings)

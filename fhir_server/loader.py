@@ -160,7 +160,7 @@ class Loader:
 
 
 async def load_paths(settings: Settings, paths: list[Path]) -> LoadSummary:
-    from fhir_server.app import build_services
+    from fhir_server.services import build_services
 
     services = await build_services(settings)
     summary = LoadSummary()

@@ -1,9 +1,7 @@
-"""Interceptors: named hook points, ordered by number, where cross-cutting rules plug in.
+"""Interceptors: the cross-cutting rules that plug into the hook points.
 
-`hooks.py` declares every hook point once; built-in interceptors (validation first, then
-SMART scopes, Consent, audit and provenance) live beside it, one module each.
+The hook vocabulary (hook points, `@hook`, the registry) is `fhir_server.hooks`, below
+storage; `registry.py` builds every interceptor once, in the one order table, and freezes
+the registry. Built-in interceptors (validation first, then SMART scopes, Consent,
+provenance, the outbox and audit) live beside it, one module each.
 """
-
-from interceptors.hooks import Change, HookKind, HookRegistry, Pointcut, hook
-
-__all__ = ["Change", "HookKind", "HookRegistry", "Pointcut", "hook"]

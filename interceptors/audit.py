@@ -36,11 +36,9 @@ from fhir_server.consent import decisions, evaluated_consents
 from fhir_server.consent.model import relative_reference
 from fhir_server.context import RequestContext
 from fhir_server.errors import MethodNotAllowed
+from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
 from fhir_server.storage.documents import now
-from interceptors.hooks import AccessQuery, Change, Pointcut, hook
 
-ORDER = 900
-TRACK_ORDER = 1
 UNAUDITED = frozenset({"capabilities", "smart-configuration"})
 WRITES = frozenset({"create", "update", "patch", "delete"})
 _OBSERVED = "audit.observed"
@@ -64,12 +62,12 @@ class AuditInterceptor:
         self.patients = patients
         self.base_url = base_url
 
-    @hook(Pointcut.INCOMING_REQUEST, TRACK_ORDER)
+    @hook(Pointcut.INCOMING_REQUEST, slot="audit-track")
     def track(self, context: RequestContext) -> None:
         if context.interaction not in UNAUDITED:
             completion.track(context)
 
-    @hook(Pointcut.FILTER_QUERY, ORDER)
+    @hook(Pointcut.FILTER_QUERY)
     def filter_query(self, context: RequestContext, resource_type: str, query: AccessQuery) -> None:
         principal = context.principal
         if resource_type != AUDIT_EVENT or principal is None or _reads_all_audit_events(principal.scopes):
@@ -80,7 +78,7 @@ class AuditInterceptor:
         else:
             query.add({"_id": {"$in": []}})
 
-    @hook(Pointcut.CAN_SEE, ORDER)
+    @hook(Pointcut.CAN_SEE)
     def observe(self, context: RequestContext, resource: dict[str, Any]) -> bool:
         observed: Observed = context.attributes.setdefault(_OBSERVED, Observed())
         rtype = str(resource.get("resourceType"))
@@ -94,23 +92,23 @@ class AuditInterceptor:
     def _refuse() -> None:
         raise MethodNotAllowed("AuditEvents are append-only: they cannot be updated or deleted")
 
-    @hook(Pointcut.BEFORE_CREATE, ORDER)
+    @hook(Pointcut.BEFORE_CREATE)
     def before_create(self, context: RequestContext, resource: dict[str, Any]) -> None:
         if resource.get("resourceType") == AUDIT_EVENT and context.interaction in ("update", "patch"):
             self._refuse()  # an update that would create: still an update
 
-    @hook(Pointcut.BEFORE_UPDATE, ORDER)
+    @hook(Pointcut.BEFORE_UPDATE)
     def before_update(self, context: RequestContext, resource: dict[str, Any],
                       previous: dict[str, Any] | None) -> None:
         if resource.get("resourceType") == AUDIT_EVENT:
             self._refuse()
 
-    @hook(Pointcut.BEFORE_DELETE, ORDER)
+    @hook(Pointcut.BEFORE_DELETE)
     def before_delete(self, context: RequestContext, previous: dict[str, Any] | None) -> None:
         if previous is not None and previous.get("resourceType") == AUDIT_EVENT:
             self._refuse()
 
-    @hook(Pointcut.IN_TRANSACTION, ORDER)
+    @hook(Pointcut.IN_TRANSACTION)
     async def record_change(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
                             db: AsyncDatabase[dict[str, Any]]) -> None:
         for change in changes:
@@ -125,7 +123,7 @@ class AuditInterceptor:
         await self.writer.write_now(change_event(context, self.base_url, change, patients), session)
         context.attributes[_WRITTEN] = True
 
-    @hook(Pointcut.INTERACTION_COMPLETE, ORDER)
+    @hook(Pointcut.INTERACTION_COMPLETE)
     async def complete(self, context: RequestContext, status: int) -> None:
         if context.interaction == "token":
             await self.writer.record(token_event(context, self.base_url, status, now()))

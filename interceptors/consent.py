@@ -21,9 +21,8 @@ from fhir_server.consent import ConsentEngine, labels
 from fhir_server.consent.model import relative_reference
 from fhir_server.context import RequestContext
 from fhir_server.errors import Forbidden
-from interceptors.hooks import AccessQuery, Change, Pointcut, hook
+from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
 
-ORDER = 300
 # Written by the server about a change; governed by the change itself.
 _SIDE_RECORDS = ("Provenance", "AuditEvent")
 
@@ -36,7 +35,7 @@ class ConsentInterceptor:
     def _direct_read(context: RequestContext, resource_type: str) -> bool:
         return context.interaction in ("read", "vread") and resource_type == context.resource_type
 
-    @hook(Pointcut.FILTER_QUERY, ORDER)
+    @hook(Pointcut.FILTER_QUERY)
     async def filter_query(self, context: RequestContext, resource_type: str,
                            query: AccessQuery) -> None:
         if self._direct_read(context, resource_type):
@@ -45,7 +44,7 @@ class ConsentInterceptor:
         if fragment is not None:
             query.add(fragment)
 
-    @hook(Pointcut.CAN_SEE, ORDER)
+    @hook(Pointcut.CAN_SEE)
     async def can_see(self, context: RequestContext, resource: dict[str, Any]) -> bool:
         rtype = str(resource.get("resourceType"))
         if not self._direct_read(context, rtype):
@@ -54,7 +53,7 @@ class ConsentInterceptor:
         key = {"_id": f"{resource.get('id')}/{version}"}
         return not await self.engine.denies(context, rtype, key, history=True, action="access")
 
-    @hook(Pointcut.IN_TRANSACTION, ORDER)
+    @hook(Pointcut.IN_TRANSACTION)
     async def check_change(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
                            db: AsyncDatabase[dict[str, Any]]) -> None:
         for change in changes:
@@ -88,18 +87,18 @@ class ConsentInterceptor:
             if ref != user:
                 raise Forbidden("A patient can change their own Consents only")
 
-    @hook(Pointcut.BEFORE_CREATE, ORDER)
+    @hook(Pointcut.BEFORE_CREATE)
     def before_create(self, context: RequestContext, resource: dict[str, Any]) -> None:
         if resource.get("resourceType") == "Consent":
             self._check_author(context, resource)
 
-    @hook(Pointcut.BEFORE_UPDATE, ORDER)
+    @hook(Pointcut.BEFORE_UPDATE)
     def before_update(self, context: RequestContext, resource: dict[str, Any],
                       previous: dict[str, Any] | None) -> None:
         if resource.get("resourceType") == "Consent":
             self._check_author(context, resource, previous)
 
-    @hook(Pointcut.BEFORE_DELETE, ORDER)
+    @hook(Pointcut.BEFORE_DELETE)
     def before_delete(self, context: RequestContext, previous: dict[str, Any] | None) -> None:
         if previous is not None and previous.get("resourceType") == "Consent":
             self._check_author(context, previous)

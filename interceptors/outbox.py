@@ -15,11 +15,10 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.context import RequestContext
-from interceptors.hooks import Change, Pointcut, hook
+from fhir_server.hooks import Change, Pointcut, hook
 
 OUTBOX = "outbox"
 # After every other IN_TRANSACTION hook (provenance is 400): the event is the last write.
-ORDER = 500
 
 
 def outbox_indexes() -> dict[str, list[IndexModel]]:
@@ -40,7 +39,7 @@ def event_document(change: Change) -> dict[str, Any]:
 
 
 class OutboxInterceptor:
-    @hook(Pointcut.IN_TRANSACTION, ORDER)
+    @hook(Pointcut.IN_TRANSACTION)
     async def record(
         self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
         db: AsyncDatabase[dict[str, Any]],

@@ -12,10 +12,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from fhir_server.audit.events import records_change
 from fhir_server.audit.provenance import care_location, provenance_for
 from fhir_server.context import RequestContext
+from fhir_server.hooks import Change, Pointcut, hook
 from fhir_server.storage.repository import Repository
-from interceptors.hooks import Change, Pointcut, hook
 
-ORDER = 400
 _LOCATION = "provenance.location"
 
 
@@ -34,7 +33,7 @@ class ProvenanceInterceptor:
         location: str | None = context.attributes[_LOCATION]
         return location
 
-    @hook(Pointcut.IN_TRANSACTION, ORDER)
+    @hook(Pointcut.IN_TRANSACTION)
     async def record(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
                      db: AsyncDatabase[dict[str, Any]]) -> None:
         for change in changes:

@@ -1,59 +1,118 @@
-"""The interceptors every server runs, in one list; the app factory registers them in order
-(their hooks carry their own order numbers). A deployment adds its own after these."""
+"""The interceptors of the server, built once, and the one table of the order they run in.
+
+`build_interceptors` builds every interceptor, registers each at its number in `ORDER` and
+freezes the registry; the composition root (`fhir_server.services`) calls it before it
+builds the repository on that registry, so the hooks that run never change while the server
+serves. Interceptor modules carry no numbers: `@hook(Pointcut.X)` marks a method, this table
+says when it runs.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from pymongo import IndexModel
 
 from fhir_server.audit.patients import PatientFinder
 from fhir_server.audit.settings import AuditSettings
 from fhir_server.audit.writer import AuditWriter
+from fhir_server.auth.settings import AuthSettings
+from fhir_server.auth.tokens import TokenValidator
 from fhir_server.config import Settings
 from fhir_server.consent import ConsentEngine, ConsentSettings, consent_indexes
+from fhir_server.hooks import HookRegistry
+from fhir_server.search import SearchEngine
+from fhir_server.storage.database import Database
 from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator
 from interceptors.audit import AuditInterceptor, audit_indexes
 from interceptors.consent import ConsentInterceptor
 from interceptors.outbox import OutboxInterceptor
 from interceptors.provenance import ProvenanceInterceptor
+from interceptors.smart import SmartInterceptor
 from interceptors.validation import ValidationInterceptor
+from subscriptions.endpoints import EndpointPolicy
+from subscriptions.guard import SubscriptionGuard
+from subscriptions.model import SpecParser
+from subscriptions.topics import load_topics
+
+# Interceptor (or slot) -> its number: lower runs first at every hook point. The only place
+# these numbers live.
+ORDER: dict[str, int] = {
+    # Audit notes each request before anything can refuse it, so that a refusal is recorded.
+    "audit-track": 1,
+    # A malformed body is refused as such, whoever sends it.
+    "validation": 10,
+    "smart": 200,
+    # After SMART has authorized a Subscription write, before Consent.
+    "subscription-guard": 250,
+    "consent": 300,
+    "provenance": 400,
+    # The change event is the last write of a transaction.
+    "outbox": 500,
+    # A deployment's own interceptors: after every built-in decision, before audit notes
+    # what leaves.
+    "deployment": 800,
+    # Last: audit sees the decision of everything before it.
+    "audit": 900,
+}
 
 
-def default_interceptors(settings: Settings, validator: Validator | None = None) -> list[object]:
-    """Built-in interceptors; `validator` is shared with `$validate` when the app passes it."""
-    if validator is None:
-        validator = Validator(settings.profiles_dir)
-    return [ValidationInterceptor(validator)]
+@dataclass
+class Interceptors:
+    """What `build_interceptors` built: the frozen registry and the parts others run."""
+
+    hooks: HookRegistry
+    guard: SubscriptionGuard  # the subscription service shares its parser and policy
+    audit: AuditWriter | None  # started and stopped with the app; None when audit is off
+    # Collections and indexes the interceptors query by (declared before start-up).
+    indexes: dict[str, list[IndexModel]] = field(default_factory=dict)
 
 
-def change_interceptors() -> list[object]:
-    """Interceptors every write path runs inside its transaction: the outbox of change events
-    (one per committed change; read by the subscription dispatcher)."""
-    return [OutboxInterceptor()]
+def _registry(interceptors: Sequence[tuple[str, object]]) -> HookRegistry:
+    hooks = HookRegistry()
+    for name, interceptor in interceptors:
+        hooks.register(interceptor, ORDER[name], ORDER)
+    hooks.freeze()
+    return hooks
 
 
-def privacy_indexes() -> dict[str, list[IndexModel]]:
-    """Indexes the Consent and audit interceptors query by (declared before start-up)."""
-    return {**consent_indexes(), **audit_indexes()}
-
-
-def audit_writer(settings: Settings, auth_enabled: bool, repository: Repository) -> AuditWriter | None:
-    """The background AuditEvent writer the app starts and stops; None when audit is off."""
-    audit = AuditSettings.from_settings(settings, auth_enabled)
-    return AuditWriter(repository, audit) if audit.enabled else None
-
-
-def privacy_interceptors(settings: Settings, auth_enabled: bool, repository: Repository,
-                         writer: AuditWriter | None) -> list[object]:
-    """Consent (300), provenance (400) and audit (900), each on unless configured off (all
-    three are off by default in dev mode, where no one is authenticated)."""
-    out: list[object] = []
-    consent = ConsentSettings.from_settings(settings, auth_enabled)
+def build_interceptors(
+    settings: Settings,
+    auth: AuthSettings,
+    tokens: TokenValidator,
+    database: Database,
+    search: SearchEngine,
+    validator: Validator,
+    extra: Sequence[object] = (),
+) -> Interceptors:
+    """Every interceptor, once, in one frozen registry. SMART only with auth on; Consent,
+    provenance and audit each on unless configured off (all three off by default in dev
+    mode, where no one is authenticated). `extra`: a deployment's own, at "deployment"."""
+    outbox = OutboxInterceptor()
+    guard = SubscriptionGuard(SpecParser(search, load_topics(settings.profiles_dir, search)),
+                              EndpointPolicy(settings.subscriptions.allowed_hosts))
+    built: list[tuple[str, object]] = [("validation", ValidationInterceptor(validator))]
+    if auth.enabled:
+        built.append(("smart", SmartInterceptor(tokens, filter_builder=search.filter_for)))
+    built += [("subscription-guard", guard), ("outbox", outbox)]
+    consent = ConsentSettings.from_settings(settings, auth.enabled)
     if consent.enabled:
-        engine = ConsentEngine(repository.database, repository.search_engine, consent, settings.base_url)
-        out.append(ConsentInterceptor(engine))
-    if AuditSettings.from_settings(settings, auth_enabled).provenance:
-        out.append(ProvenanceInterceptor(repository))
-    if writer is not None:
-        out.append(AuditInterceptor(writer, PatientFinder(repository.search_engine), settings.base_url))
-    return out
+        engine = ConsentEngine(database, search, consent, settings.base_url)
+        built.append(("consent", ConsentInterceptor(engine)))
+    audit = AuditSettings.from_settings(settings, auth.enabled)
+    writer: AuditWriter | None = None
+    if audit.provenance or audit.enabled:
+        # Provenance and AuditEvents are the server's own records of a change: written in the
+        # change's transaction through a repository whose only hook is the outbox (the other
+        # interceptors leave those two types alone), so no interceptor calls back into the
+        # repository it is part of.
+        records = Repository(database, _registry([("outbox", outbox)]), settings, search)
+        if audit.provenance:
+            built.append(("provenance", ProvenanceInterceptor(records)))
+        if audit.enabled:
+            writer = AuditWriter(records, audit)
+            built.append(("audit", AuditInterceptor(writer, PatientFinder(search), settings.base_url)))
+    built += [("deployment", interceptor) for interceptor in extra]
+    return Interceptors(_registry(built), guard, writer, {**consent_indexes(), **audit_indexes()})

@@ -20,11 +20,10 @@ from fhir_server.auth.startup import DEV_MODE_BANNER
 from fhir_server.auth.tokens import InvalidToken, TokenValidator
 from fhir_server.context import Principal, RequestContext
 from fhir_server.errors import Forbidden, Unauthorized
-from interceptors.hooks import AccessQuery, Pointcut, hook
+from fhir_server.hooks import AccessQuery, Pointcut, hook
 
 log = logging.getLogger(__name__)
 
-ORDER = 200
 # The field the repository stores on every document: ids of the Patients whose compartment
 # holds it.
 COMPARTMENT_FIELD = "compartments.Patient"
@@ -70,7 +69,7 @@ class SmartInterceptor:
 
     # -- authentication -------------------------------------------------------------------
 
-    @hook(Pointcut.INCOMING_REQUEST, ORDER)
+    @hook(Pointcut.INCOMING_REQUEST)
     async def authenticate(self, context: RequestContext) -> None:
         if context.interaction in PUBLIC_INTERACTIONS:
             return
@@ -118,11 +117,11 @@ class SmartInterceptor:
             raise Forbidden(f"The access token does not allow {interaction} on this "
                             f"{resource_type} (outside the patient in context or the scope)")
 
-    @hook(Pointcut.BEFORE_CREATE, ORDER)
+    @hook(Pointcut.BEFORE_CREATE)
     def before_create(self, context: RequestContext, resource: dict[str, Any]) -> None:
         self._check_write(context, "create", resource)
 
-    @hook(Pointcut.BEFORE_UPDATE, ORDER)
+    @hook(Pointcut.BEFORE_UPDATE)
     def before_update(self, context: RequestContext, resource: dict[str, Any],
                       previous: dict[str, Any] | None) -> None:
         interaction = "patch" if context.interaction == "patch" else "update"
@@ -131,7 +130,7 @@ class SmartInterceptor:
             self._check_write(context, "create", resource)
         self._check_write(context, interaction, resource, previous)
 
-    @hook(Pointcut.BEFORE_DELETE, ORDER)
+    @hook(Pointcut.BEFORE_DELETE)
     def before_delete(self, context: RequestContext, previous: dict[str, Any] | None) -> None:
         self._check_write(context, "delete", previous)
 
@@ -144,7 +143,7 @@ class SmartInterceptor:
             return context.interaction
         return "search"
 
-    @hook(Pointcut.FILTER_QUERY, ORDER)
+    @hook(Pointcut.FILTER_QUERY)
     def filter_query(self, context: RequestContext, resource_type: str,
                      query: AccessQuery) -> None:
         principal = context.principal
@@ -175,7 +174,7 @@ class SmartInterceptor:
             alternatives.append(parts[0] if len(parts) == 1 else {"$and": parts})
         query.add(alternatives[0] if len(alternatives) == 1 else {"$or": alternatives})
 
-    @hook(Pointcut.CAN_SEE, ORDER)
+    @hook(Pointcut.CAN_SEE)
     def can_see(self, context: RequestContext, resource: dict[str, Any]) -> bool:
         principal = context.principal
         if principal is None:

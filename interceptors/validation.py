@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.context import RequestContext
+from fhir_server.hooks import Pointcut, hook
 from fhir_server.validation import Validator
-from interceptors.hooks import Pointcut, hook
 
-ORDER = 10
 WARNINGS = "validation_warnings"
 
 
@@ -31,11 +30,11 @@ class ValidationInterceptor:
         if result.warnings:
             context.attributes.setdefault(WARNINGS, []).extend(result.warnings)
 
-    @hook(Pointcut.BEFORE_CREATE, order=ORDER)
+    @hook(Pointcut.BEFORE_CREATE)
     def before_create(self, context: RequestContext, resource: dict[str, Any]) -> None:
         self._check(context, resource)
 
-    @hook(Pointcut.BEFORE_UPDATE, order=ORDER)
+    @hook(Pointcut.BEFORE_UPDATE)
     def before_update(
         self, context: RequestContext, resource: dict[str, Any], previous: dict[str, Any] | None
     ) -> None:

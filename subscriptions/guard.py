@@ -19,14 +19,13 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.context import RequestContext
-from interceptors.hooks import AccessQuery, Change, Pointcut, hook
+from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
 from subscriptions.endpoints import EndpointPolicy, EndpointRefused
 from subscriptions.model import SpecParser, refuse
 from subscriptions.owner import has_system_access, owner_key, principal_doc
 from subscriptions.store import STATE
 
 Doc = dict[str, Any]
-ORDER = 250  # after SMART (200) has authorized the write, before Consent (300)
 SERVER_WRITE = "subscription_server_write"
 # The fields that, changed, make a Subscription a new one to handshake and activate.
 _DEFINING = ("criteria", "_criteria", "channel", "end")
@@ -70,15 +69,15 @@ class SubscriptionGuard:
                 return str(previous["status"])
         return "requested"
 
-    @hook(Pointcut.BEFORE_CREATE, ORDER)
+    @hook(Pointcut.BEFORE_CREATE)
     async def before_create(self, context: RequestContext, resource: Doc) -> None:
         await self._admit(context, resource, None)
 
-    @hook(Pointcut.BEFORE_UPDATE, ORDER)
+    @hook(Pointcut.BEFORE_UPDATE)
     async def before_update(self, context: RequestContext, resource: Doc, previous: Doc | None) -> None:
         await self._admit(context, resource, previous)
 
-    @hook(Pointcut.IN_TRANSACTION, ORDER)
+    @hook(Pointcut.IN_TRANSACTION)
     async def record_owner(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
                            db: AsyncDatabase[Doc]) -> None:
         for change in changes:
@@ -103,7 +102,7 @@ class SubscriptionGuard:
         await db[f"{change.resource_type}_history"].update_one(
             {"_id": f"{change.id}/{change.version_id}"}, {"$set": {"owner": key}}, session=session)
 
-    @hook(Pointcut.FILTER_QUERY, ORDER)
+    @hook(Pointcut.FILTER_QUERY)
     def filter_query(self, context: RequestContext, resource_type: str, query: AccessQuery) -> None:
         principal = context.principal
         if resource_type != "Subscription" or principal is None or has_system_access(principal):

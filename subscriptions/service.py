@@ -9,7 +9,6 @@ import logging
 from pymongo import IndexModel
 
 from fhir_server.config import Settings
-from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 from fhir_server.storage.repository import Repository
 from interceptors.outbox import outbox_indexes
@@ -17,17 +16,15 @@ from subscriptions.active import ActiveSubscriptions
 from subscriptions.channels import Handler, InProcessHandlers, RestHook
 from subscriptions.delivery import Delivery
 from subscriptions.dispatcher import Dispatcher
-from subscriptions.endpoints import EndpointPolicy
 from subscriptions.guard import SubscriptionGuard
 from subscriptions.hub import Hub
 from subscriptions.inprocess import InProcessSubscribers
 from subscriptions.leases import Leases
 from subscriptions.matcher import Matcher
-from subscriptions.model import SpecParser
 from subscriptions.notify import Renderer
 from subscriptions.operations import Operations, websocket_url
 from subscriptions.store import Store, store_indexes
-from subscriptions.topics import Topic, load_topics
+from subscriptions.topics import Topic
 from subscriptions.websocket import WebSocketSessions
 
 log = logging.getLogger(__name__)
@@ -40,13 +37,15 @@ def subscription_indexes() -> dict[str, list[IndexModel]]:
 
 class SubscriptionService:
     def __init__(self, settings: Settings, database: Database, repository: Repository,
-                 search: SearchEngine) -> None:
+                 guard: SubscriptionGuard) -> None:
+        """`guard`: the Subscription interceptor, registered before the repository was built;
+        its parser (with the topics) and endpoint policy are the ones every part here uses."""
         s = settings.subscriptions
         self.settings = settings
-        self.topics: dict[str, Topic] = load_topics(settings.profiles_dir, search)
-        self.parser = SpecParser(search, self.topics)
-        self.policy = EndpointPolicy(s.allowed_hosts)
-        self.guard = SubscriptionGuard(self.parser, self.policy)
+        self.parser = guard.parser
+        self.topics: dict[str, Topic] = guard.parser.topics
+        self.policy = guard.policy
+        self.guard = guard
         self.store = Store(database.db)
         self.hub = Hub()
         self.leases = Leases(database.db, s.lease_ttl)

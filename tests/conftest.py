@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,11 @@ import pytest
 import uvicorn
 from pymongo import AsyncMongoClient, MongoClient
 
-from fhir_server.app import auth_settings, create_app
+from fhir_server.app import create_app
 from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import Settings
 from fhir_server.embedded_db import EmbeddedDatabase
+from fhir_server.services import auth_settings
 
 EXAMPLES_DIR = Path(__file__).parent / "fixtures" / "examples"
 
@@ -38,10 +39,10 @@ def free_port() -> int:
 class RunningServer:
     """A uvicorn server in a thread, serving `create_app(settings)`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, extra_interceptors: Sequence[object] = ()) -> None:
         self.settings = settings
         config = uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port,
+            create_app(settings, extra_interceptors), host=settings.host, port=settings.port,
             log_level="warning", lifespan="on",
         )
         self.server = uvicorn.Server(config)

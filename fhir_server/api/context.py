@@ -1,4 +1,8 @@
-"""Builds the RequestContext for a request and runs the INCOMING_REQUEST hooks."""
+"""Builds the RequestContext for a request and runs the INCOMING_REQUEST hooks.
+
+The context's interaction is the one the route table gives the matched route
+(`api.route`): handlers name the resource they serve, never the interaction.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,16 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from fhir_server.api.route import route_of
 from fhir_server.context import RequestContext
 from fhir_server.errors import BadRequest
-from interceptors.hooks import Pointcut
+from fhir_server.hooks import Pointcut
 
 if TYPE_CHECKING:
-    from fhir_server.app import Services
+    from fhir_server.services import Services
+
+# Where a context notes the operation it runs (`everything`, `validate`, ...).
+OPERATION = "operation"
 
 
 def services(request: Request) -> Services:
@@ -32,10 +40,18 @@ def _prefer(request: Request) -> dict[str, str]:
 
 async def request_context(
     request: Request,
-    interaction: str,
+    *,
     resource_type: str | None = None,
     resource_id: str | None = None,
+    interaction: str | None = None,
 ) -> RequestContext:
+    """`interaction`: only for a route that serves several (batch or transaction), one of
+    the codes its route declares."""
+    route = route_of(request)
+    if interaction is None:
+        interaction = route.interaction
+    elif interaction not in (route.interaction, *route.also):
+        raise ValueError(f"{route.path} does not serve the {interaction} interaction")
     svc = services(request)
     prefer = _prefer(request)
     prefer_return = prefer.get("return", "representation")
@@ -57,5 +73,7 @@ async def request_context(
         remote_addr=request.client.host if request.client else None,
     )
     context.attributes["authorization"] = request.headers.get("authorization")
+    if route.operation:
+        context.attributes[OPERATION] = route.operation
     await svc.hooks.call(Pointcut.INCOMING_REQUEST, context=context)
     return context

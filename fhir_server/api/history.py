@@ -39,7 +39,8 @@ def _query(request: Request, resource_type: str | None, resource_id: str | None)
 async def _answer(request: Request, query: HistoryQuery, path: str) -> Response:
     fmt = response_format(request)
     require_fhir(fmt)
-    context = await request_context(request, "history", query.resource_type, query.resource_id)
+    context = await request_context(request, resource_type=query.resource_type,
+                                    resource_id=query.resource_id)
     svc = services(request)
     page = await history(svc.repository, context, query)
     base = f"{svc.settings.base_url}/{path}".rstrip("/")

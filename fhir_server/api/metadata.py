@@ -3,6 +3,7 @@ search engine's registry, so it describes exactly what is implemented."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -12,6 +13,7 @@ from fhir_server import FHIR_VERSION, __version__
 from fhir_server.api.context import services
 from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
+from fhir_server.api.route import Route
 from fhir_server.auth.capability import capability_security
 from fhir_server.resource_types import STORED_TYPES
 from fhir_server.storage.documents import format_instant, now
@@ -25,31 +27,28 @@ OPERATION_DEFINITIONS = {
 }
 
 
-def _operations(routes: Any, resource_type: str) -> list[dict[str, str]]:
+def _operations(routes: Sequence[Route], resource_type: str) -> list[dict[str, str]]:
     """CapabilityStatement.rest.resource.operation for one type, read off the route table:
     a route like /{type}/$validate serves every type, /Patient/{id}/$everything only Patient."""
     names: list[str] = []
     for route in routes:
-        if route.interaction != "operation":
-            continue
+        name = route.operation
         first, *_ = route.path.strip("/").split("/")
-        name = next((seg[1:] for seg in route.path.split("/") if seg.startswith("$")), None)
         if name and name not in names and first in ("{type}", resource_type):
             names.append(name)
     return [{"name": n, "definition": OPERATION_DEFINITIONS[n]} for n in names]
 
 
 def capability_statement(
-    base_url: str, search_params: dict[str, list[dict[str, Any]]], security: dict[str, Any] | None = None
+    routes: Sequence[Route], base_url: str, search_params: dict[str, list[dict[str, Any]]],
+    security: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from fhir_server.api.routes import ROUTES  # the table imports this module's handler
-
-    type_interactions = sorted({r.interaction for r in ROUTES if r.level in ("type", "instance")
+    type_interactions = sorted({r.interaction for r in routes if r.level in ("type", "instance")
                                 and r.interaction != "operation"})
-    system_interactions = sorted({code for r in ROUTES if r.level == "system"
+    system_interactions = sorted({code for r in routes if r.level == "system"
                                   for code in (r.interaction, *r.also)
                                   if code not in ("capabilities", "operation")})
-    conditional = {r.interaction for r in ROUTES if r.conditional}
+    conditional = {r.interaction for r in routes if r.conditional}
     resources = []
     for rtype in STORED_TYPES:
         resources.append({
@@ -64,7 +63,7 @@ def capability_statement(
             "conditionalUpdate": "update" in conditional,
             "conditionalDelete": "single" if "delete" in conditional else "not-supported",
             "searchParam": search_params.get(rtype, []),
-            "operation": _operations(ROUTES, rtype),
+            "operation": _operations(routes, rtype),
         })
     return {
         "resourceType": "CapabilityStatement",
@@ -86,11 +85,12 @@ def capability_statement(
     }
 
 
-async def capabilities(request: Request) -> Response:
+async def capabilities(request: Request, routes: Sequence[Route]) -> Response:
+    """The CapabilityStatement of the route table `routes` (which hands this handler itself)."""
     fmt = response_format(request)
     require_fhir(fmt)
     svc = services(request)
     security = capability_security(svc.auth) if svc.auth.enabled else None
-    body = capability_statement(svc.settings.base_url, svc.search.capability_params(), security)
+    body = capability_statement(routes, svc.settings.base_url, svc.search.capability_params(), security)
     add_subscriptions(body, svc.subscriptions.websocket_url, list(svc.subscriptions.topics))
     return json_response(body, fmt)

@@ -64,7 +64,7 @@ async def read(request: Request) -> Response:
     resource_type = check_type(request.path_params["type"])
     resource_id = check_id(request.path_params["id"])
     fmt = response_format(request)
-    context = await request_context(request, "read", resource_type, resource_id)
+    context = await request_context(request, resource_type=resource_type, resource_id=resource_id)
     svc = services(request)
     stored = await svc.repository.read(context, resource_type, resource_id)
     return _read_response(request, stored, fmt)
@@ -86,7 +86,7 @@ async def vread(request: Request) -> Response:
     resource_id = check_id(request.path_params["id"])
     version = parse_version(request.path_params["vid"])
     fmt = response_format(request)
-    context = await request_context(request, "vread", resource_type, resource_id)
+    context = await request_context(request, resource_type=resource_type, resource_id=resource_id)
     svc = services(request)
     stored = await svc.repository.vread(context, resource_type, resource_id, version)
     return _read_response(request, stored, fmt)
@@ -95,7 +95,7 @@ async def vread(request: Request) -> Response:
 async def create(request: Request) -> Response:
     resource_type = check_type(request.path_params["type"])
     fmt = response_format(request)
-    context = await request_context(request, "create", resource_type)
+    context = await request_context(request, resource_type=resource_type)
     resource = await _body_resource(request, resource_type)
     condition = request.headers.get("if-none-exist")
     if_none_exist = None
@@ -128,7 +128,7 @@ async def update(request: Request) -> Response:
     resource_type = check_type(request.path_params["type"])
     resource_id = check_id(request.path_params["id"])
     fmt = response_format(request)
-    context = await request_context(request, "update", resource_type, resource_id)
+    context = await request_context(request, resource_type=resource_type, resource_id=resource_id)
     resource = await _body_resource(request, resource_type, resource_id)
     body_id = resource.get("id")
     if body_id is None:
@@ -146,7 +146,7 @@ async def update(request: Request) -> Response:
 async def conditional_update(request: Request) -> Response:
     resource_type = check_type(request.path_params["type"])
     fmt = response_format(request)
-    context = await request_context(request, "update", resource_type)
+    context = await request_context(request, resource_type=resource_type)
     resource = await _body_resource(request, resource_type)
     outcome = await services(request).repository.conditional_update(
         context, resource_type, criteria(request), resource, if_match=parse_if_match(request)
@@ -159,7 +159,7 @@ async def patch(request: Request) -> Response:
     resource_type = check_type(request.path_params["type"])
     resource_id = check_id(request.path_params["id"])
     fmt = response_format(request)
-    context = await request_context(request, "patch", resource_type, resource_id)
+    context = await request_context(request, resource_type=resource_type, resource_id=resource_id)
     svc = services(request)
     if require_json_body(request, allow=(JSON_PATCH,)) != JSON_PATCH:
         raise UnsupportedMediaType(
@@ -186,7 +186,7 @@ async def delete(request: Request) -> Response:
     resource_type = check_type(request.path_params["type"])
     resource_id = check_id(request.path_params["id"])
     fmt = response_format(request)
-    context = await request_context(request, "delete", resource_type, resource_id)
+    context = await request_context(request, resource_type=resource_type, resource_id=resource_id)
     stored = await services(request).repository.delete(
         context, resource_type, resource_id, if_match=parse_if_match(request)
     )
@@ -198,7 +198,7 @@ async def delete(request: Request) -> Response:
 async def conditional_delete(request: Request) -> Response:
     resource_type = check_type(request.path_params["type"])
     fmt = response_format(request)
-    context = await request_context(request, "delete", resource_type)
+    context = await request_context(request, resource_type=resource_type)
     stored = await services(request).repository.conditional_delete(
         context, resource_type, criteria(request)
     )

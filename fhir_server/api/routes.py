@@ -1,38 +1,31 @@
 """The route table: every FHIR interaction the server offers, declared once.
 
-The CapabilityStatement is generated from this table, so it says exactly what is routed.
-Order matters: literal segments (`_history`, `_search`, `$validate`) come before `{id}`.
+Each route names its FHIR interaction (restful-interaction codes: read, vread, update,
+patch, delete, history-instance, history-type, history-system, create, search-type,
+search-system, capabilities, batch, transaction, operation); the router hands it to the
+handler (`api.route`), and the CapabilityStatement is generated from this table, so it says
+exactly what is routed. Order matters: literal segments (`_history`, `_search`,
+`$validate`) come before `{id}`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import history, metadata, resources, search, subscriptions, system, validate
+from fhir_server.api import everything, history, metadata, resources, search, subscriptions, system, validate
+from fhir_server.api.route import Route
 from fhir_server.config import Settings
-from fhir_server.operations import everything
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
-@dataclass(frozen=True)
-class Route:
-    methods: tuple[str, ...]
-    path: str
-    handler: Handler
-    interaction: str  # FHIR interaction code (CapabilityStatement), or "operation"
-    level: str  # system | type | instance
-    conditional: bool = False
-    also: tuple[str, ...] = ()  # further interaction codes the same route serves
+async def capabilities(request: Request) -> Response:
+    """GET [base]/metadata, described from this table."""
+    return await metadata.capabilities(request, ROUTES)
 
 
 ROUTES: tuple[Route, ...] = (
-    Route(("GET", "HEAD"), "/metadata", metadata.capabilities, "capabilities", "system"),
+    Route(("GET", "HEAD"), "/metadata", capabilities, "capabilities", "system"),
     Route(("GET", "HEAD"), "/_history", history.system_history, "history-system", "system"),
     Route(("POST",), "", system.batch_or_transaction, "transaction", "system", also=("batch",)),
     Route(("GET", "HEAD"), "", search.search_system, "search-system", "system"),
@@ -55,10 +48,12 @@ ROUTES: tuple[Route, ...] = (
     Route(("GET", "HEAD"), "/{type}/{id}/_history", history.instance_history, "history-instance",
           "instance"),
     Route(("GET", "HEAD"), "/{type}/{id}/_history/{vid}", resources.vread, "vread", "instance"),
-    # Patient compartment search; after /{type}/{id}/_history so that stays a history read.
-    Route(("GET", "HEAD"), "/Patient/{id}/$everything", everything.everything, "operation", "instance"),
-    Route(("GET", "HEAD"), "/Patient/{id}/{type}", search.search_compartment, "search-type",
+    Route(("GET", "HEAD"), "/Patient/{id}/$everything", everything.patient_everything, "operation",
           "instance"),
+    # Patient compartment search (`*`: across its types); after /{type}/{id}/_history so
+    # that stays a history read.
+    Route(("GET", "HEAD"), "/Patient/{id}/{type}", search.search_compartment, "search-type",
+          "instance", also=("search-system",)),
     Route(("GET", "HEAD"), "/{type}/{id}", resources.read, "read", "instance"),
     Route(("PUT",), "/{type}/{id}", resources.update, "update", "instance"),
     Route(("PATCH",), "/{type}/{id}", resources.patch, "patch", "instance"),
@@ -69,13 +64,14 @@ ROUTES: tuple[Route, ...] = (
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter()
     for route in ROUTES:
+        endpoint = route.bound()
         router.add_api_route(
-            route.path, route.handler, methods=list(route.methods),
+            route.path, endpoint, methods=list(route.methods),
             include_in_schema=True, name=f"{route.interaction}:{route.path}",
         )
         if route.path == "":
             # [base] and [base]/ are the same endpoint: answer both rather than redirect a POST.
-            router.add_api_route("/", route.handler, methods=list(route.methods), include_in_schema=False)
+            router.add_api_route("/", endpoint, methods=list(route.methods), include_in_schema=False)
     # The subscription websocket channel (its URL is in the CapabilityStatement).
     router.add_api_websocket_route("/$subscription-ws", subscriptions.websocket)
     return router

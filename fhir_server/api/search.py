@@ -61,7 +61,7 @@ def _respond(
 async def _search(request: Request, resource_type: str, params: list[tuple[str, str]],
                   compartment: tuple[str, str] | None = None) -> Response:
     require_fhir(response_format(request))
-    context = await request_context(request, "search-type", resource_type)
+    context = await request_context(request, resource_type=resource_type)
     svc = services(request)
     query = svc.search.parse(resource_type, params, strict=context.prefer_handling == "strict")
     base = f"{svc.settings.base_url}/{resource_type}"
@@ -93,7 +93,7 @@ async def search_compartment(request: Request) -> Response:
         # GET [base]/Patient/id/*: every type in the compartment, as one search.
         require_fhir(response_format(request))
         svc = services(request)
-        context = await request_context(request, "search-system")
+        context = await request_context(request, interaction="search-system")
         types = [t for t in STORED_TYPES if t == "Patient" or svc.search.compartment_param("Patient", t)]
         base = f"{svc.settings.base_url}/Patient/{owner}/*"
         return await _search_types(request, context, await _params(request), types, base,
@@ -124,7 +124,7 @@ async def search_system(request: Request) -> Response:
     require_fhir(response_format(request))
     params = await _params(request)
     svc = services(request)
-    context = await request_context(request, "search-system")
+    context = await request_context(request)
     strict = context.prefer_handling == "strict"
     names = [t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()]
     for name in names:

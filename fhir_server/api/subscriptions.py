@@ -18,7 +18,7 @@ from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
 from fhir_server.context import RequestContext
 from fhir_server.errors import BadRequest, FhirError
-from interceptors.hooks import Pointcut
+from fhir_server.hooks import Pointcut
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def _ids(request: Request, params: list[tuple[str, str]]) -> list[str]:
 async def status(request: Request) -> Response:
     fmt = response_format(request)
     require_fhir(fmt)
-    context = await request_context(request, "operation", "Subscription", request.path_params.get("id"))
+    context = await request_context(request, resource_type="Subscription",
+                                    resource_id=request.path_params.get("id"))
     ids = _ids(request, await _parameters(request))
     body = await services(request).subscriptions.operations.status(context, ids)
     return json_response(body, fmt)
@@ -69,7 +70,7 @@ async def events(request: Request) -> Response:
     fmt = response_format(request)
     require_fhir(fmt)
     sub_id = check_id(request.path_params["id"])
-    context = await request_context(request, "operation", "Subscription", sub_id)
+    context = await request_context(request, resource_type="Subscription", resource_id=sub_id)
     params = await _parameters(request)
     content = next((v for k, v in params if k == "content"), None)
     body = await services(request).subscriptions.operations.events(
@@ -80,7 +81,8 @@ async def events(request: Request) -> Response:
 async def ws_binding_token(request: Request) -> Response:
     fmt = response_format(request)
     require_fhir(fmt)
-    context = await request_context(request, "operation", "Subscription", request.path_params.get("id"))
+    context = await request_context(request, resource_type="Subscription",
+                                    resource_id=request.path_params.get("id"))
     ids = _ids(request, await _parameters(request))
     body = await services(request).subscriptions.operations.binding_token(context, ids)
     return json_response(body, fmt)

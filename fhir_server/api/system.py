@@ -29,7 +29,7 @@ async def batch_or_transaction(request: Request) -> Response:
     if kind not in ("batch", "transaction"):
         raise BadRequest(f"Bundle.type must be batch or transaction, not '{str(kind)[:40]}'",
                          expression=("Bundle.type",))
-    context = await request_context(request, kind)
+    context = await request_context(request, interaction=kind)
     entries = parse_entries(body, svc.settings.base_url, svc.settings.max_bundle_entries)
     dispatcher = Dispatcher(request.app, request, svc.settings.base_url)
     try:

@@ -33,7 +33,7 @@ async def validate(request: Request) -> Response:
         check_id(request.path_params["id"])
     fmt = response_format(request)
     require_fhir(fmt)
-    await request_context(request, "operation", resource_type)
+    await request_context(request, resource_type=resource_type)
     svc = services(request)
     require_json_body(request)
     body = await read_body(request, svc.settings.max_body_bytes)

@@ -22,7 +22,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_server.context import Principal, RequestContext
-from interceptors.hooks import HookRegistry, Pointcut
+from fhir_server.hooks import HookRegistry, Pointcut
 
 log = logging.getLogger(__name__)
 _CONTEXTS: ContextVar[list[RequestContext] | None] = ContextVar("fhir_request_contexts", default=None)

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 from fhir_server.consent import Decision
 from fhir_server.context import RequestContext
+from fhir_server.hooks import Change
 from fhir_server.resource_types import MACHINERY
 from fhir_server.storage.documents import format_instant
-from interceptors.hooks import Change
 
 Doc = dict[str, Any]
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -68,12 +68,7 @@ def new_id() -> str:
 
 
 def interaction_of(context: RequestContext) -> str:
-    if context.attributes.get("operation"):
-        return "operation"  # e.g. $everything, which runs as a search across types
-    if context.interaction == "history":
-        if context.resource_id:
-            return "history-instance"
-        return "history-type" if context.resource_type else "history-system"
+    # The route table gives every request its FHIR interaction code already.
     return context.interaction
 
 

@@ -17,8 +17,8 @@ from fhir_server.audit.events import new_id, purposes
 from fhir_server.consent.model import relative_reference
 from fhir_server.context import RequestContext
 from fhir_server.directory import active_roles
+from fhir_server.hooks import Change
 from fhir_server.storage.documents import format_instant
-from interceptors.hooks import Change
 
 Doc = dict[str, Any]
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"

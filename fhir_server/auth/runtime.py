@@ -1,5 +1,6 @@
-"""Per-application auth objects (stores and caches), built on first use from the database the
-application's services hold (`app.state.services.database.db`)."""
+"""The auth subsystem's stores and caches, built once with the application's services
+(`fhir_server.services.Services.auth_runtime`): one token validator, one JWKS cache, one
+key store for the authorization server's endpoints and for the SMART interceptor alike."""
 
 from __future__ import annotations
 
@@ -39,11 +40,7 @@ class AuthRuntime:
                    ClientRegistry(db), UserStore(db), LaunchStore(db), GrantStore(db))
 
 
-def auth_runtime(request: Request, settings: AuthSettings) -> AuthRuntime:
-    state = request.app.state
-    runtime: AuthRuntime | None = getattr(state, "auth_runtime", None)
-    db: AsyncDatabase[dict[str, Any]] = state.services.database.db
-    if runtime is None or runtime.db is not db or runtime.settings is not settings:
-        runtime = AuthRuntime.build(settings, db)
-        state.auth_runtime = runtime
+def auth_runtime(request: Request) -> AuthRuntime:
+    """The application's auth runtime (its services put it there at start-up)."""
+    runtime: AuthRuntime = request.app.state.services.auth_runtime
     return runtime

@@ -24,12 +24,12 @@ from fhir_server.batch.entries import ORDER, Entry, parse_url
 from fhir_server.batch.references import conditional_references, rewrite
 from fhir_server.context import RequestContext
 from fhir_server.errors import BadRequest, FhirError, NotFound, PreconditionFailed
+from fhir_server.hooks import Change, Pointcut
 from fhir_server.jsonpatch import apply_patch
 from fhir_server.storage.bulk import write_versions
 from fhir_server.storage.database import CONDITIONAL_LOCKS
 from fhir_server.storage.documents import StoredResource, format_instant, http_date
 from fhir_server.storage.repository import NewVersion, Repository, unchanged
-from interceptors.hooks import Change, Pointcut
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 # (type, previous current document or None, the prepared version)

@@ -213,7 +213,7 @@ class ConsentEngine:
             fragment[LABELS] = {"$nin": sorted(v for found in labels.values() for v in found or ())}
         partial = [(c, r) for c, r in regions if r != ALL and not labels[c.id]]
         if partial:
-            history = context.interaction == "history"
+            history = context.interaction.startswith("history")
             key = (rtype, action, history)
             if key not in policy._denied:
                 policy._denied[key] = await self._denied_documents(rtype, partial, history)

@@ -15,8 +15,8 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhir_server.consent.region import SECURITY, Region, disjuncts
+from fhir_server.hooks import Change
 from fhir_server.storage.database import Database
-from interceptors.hooks import Change
 
 FIELD = "patient_labels"
 

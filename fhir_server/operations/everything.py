@@ -1,28 +1,42 @@
-"""GET [base]/Patient/{id}/$everything: the patient, every stored resource in their
+"""The Patient `$everything` operation: the patient, every stored resource in their
 compartment, and the directory resources those reference (Practitioner, Organization, ...).
 
 It is a search across types (keyset-paged like any search, `_count`, `_since`, `_type`), run
 through the repository's read pipeline: every query carries the access filter (SMART,
 Consent) and every resource passes `release`. Directory resources come as `include` entries
-of the page that references them.
+of the page that references them. The HTTP adapter is `fhir_server.api.everything`.
 """
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from fhir_server.api import bundles
-from fhir_server.api.body import check_id
-from fhir_server.api.context import request_context, services
-from fhir_server.api.negotiation import require_fhir, response_format
-from fhir_server.api.responses import json_response
 from fhir_server.batch.references import references
-from fhir_server.datetimes import DateFormatError, parse_instant
+from fhir_server.context import RequestContext
 from fhir_server.errors import BadRequest
 from fhir_server.resource_types import DIRECTORY, STORED, STORED_TYPES
+from fhir_server.search import SearchEngine
 from fhir_server.search.query import Clause, SearchQuery
+from fhir_server.storage import schema
 from fhir_server.storage.documents import StoredResource
+from fhir_server.storage.repository import Repository
+
+
+@dataclass
+class EverythingRequest:
+    patient_id: str
+    count: int
+    since: datetime | None = None
+    types: list[str] | None = None  # `_type`: only these types
+    cursor: str | None = None
+
+
+@dataclass
+class EverythingPage:
+    entries: list[StoredResource]
+    next_cursor: str | None
+    included: list[StoredResource] = field(default_factory=list)
 
 
 def _directory_ids(entries: list[StoredResource]) -> dict[str, list[str]]:
@@ -39,49 +53,28 @@ def _directory_ids(entries: list[StoredResource]) -> dict[str, list[str]]:
     return wanted
 
 
-async def everything(request: Request) -> Response:
-    patient_id = check_id(request.path_params["id"])
-    fmt = response_format(request)
-    require_fhir(fmt)
-    context = await request_context(request, "search-system", "Patient", patient_id)
-    context.attributes["operation"] = "everything"
-    svc = services(request)
-    await svc.repository.read(context, "Patient", patient_id)  # 404, 410 or 403 first
-    params = request.query_params
-    count = svc.settings.default_page_size
-    if "_count" in params:
-        if not params["_count"].isdigit():
-            raise BadRequest("_count must be a whole number", code="value")
-        count = min(int(params["_count"]), svc.settings.max_page_size)
-    clauses = [Clause({"compartments.Patient": patient_id})]
-    if "_since" in params:
-        try:
-            clauses.append(Clause({"ts": {"$gte": parse_instant(params["_since"])}}))
-        except DateFormatError as exc:
-            raise BadRequest(str(exc), code="value") from None
-    types = [t for t in STORED_TYPES if t == "Patient" or svc.search.compartment_param("Patient", t)]
-    if "_type" in params:
-        asked = [t.strip() for t in params["_type"].split(",") if t.strip()]
-        unknown = [t for t in asked if t not in STORED]
+def compartment_types(search: SearchEngine) -> list[str]:
+    """The stored types a Patient's compartment can hold, the Patient first among them."""
+    return [t for t in STORED_TYPES if t == "Patient" or search.compartment_param("Patient", t)]
+
+
+async def everything(repository: Repository, search: SearchEngine, context: RequestContext,
+                     asked: EverythingRequest) -> EverythingPage:
+    await repository.read(context, "Patient", asked.patient_id)  # 404, 410 or 403 first
+    clauses = [Clause(schema.in_compartment("Patient", asked.patient_id))]
+    if asked.since is not None:
+        clauses.append(Clause({schema.LAST_UPDATED: {"$gte": asked.since}}))
+    types = compartment_types(search)
+    if asked.types is not None:
+        unknown = [t for t in asked.types if t not in STORED]
         if unknown:
             raise BadRequest(f"_type names types this server does not store: {', '.join(unknown)[:200]}")
-        types = [t for t in types if t in asked]
-    queries = [SearchQuery(t, clauses=list(clauses), count=count, cursor=params.get("_cursor"))
-               for t in types]
-    if not queries:
-        page_entries: list[StoredResource] = []
-        next_cursor = None
-    else:
-        page = await svc.repository.search_types(context, queries)
-        page_entries, next_cursor = page.entries, page.next_cursor
+        types = [t for t in types if t in asked.types]
+    if not types:
+        return EverythingPage([], None)
+    queries = [SearchQuery(t, clauses=list(clauses), count=asked.count, cursor=asked.cursor) for t in types]
+    page = await repository.search_types(context, queries)
     included: list[StoredResource] = []
-    for rtype, ids in _directory_ids(page_entries).items():
-        included.extend(await svc.repository.read_many(context, rtype, ids))
-    base = f"{svc.settings.base_url}/Patient/{patient_id}/$everything"
-    every = list(params.multi_items())
-    shown = [(k, v) for k, v in every if k != "_cursor"]
-    links = {"self": bundles.page_url(base, every), "first": bundles.page_url(base, shown)}
-    if next_cursor:
-        links["next"] = bundles.page_url(base, shown, next_cursor)
-    body = bundles.searchset(svc.structure, svc.settings.base_url, links, page_entries, None, [], included)
-    return json_response(body, fmt)
+    for rtype, ids in _directory_ids(page.entries).items():
+        included.extend(await repository.read_many(context, rtype, ids))
+    return EverythingPage(page.entries, page.next_cursor, included)

@@ -19,8 +19,8 @@ from pymongo.errors import BulkWriteError
 
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
+from fhir_server.hooks import Change, Pointcut
 from fhir_server.storage.repository import NewVersion, Repository, StaleVersion, unchanged
-from interceptors.hooks import Change, Pointcut
 
 Doc = dict[str, Any]
 

@@ -11,6 +11,7 @@ from fhir_server.errors import (
     Gone,
     NotFound,
 )
+from fhir_server.hooks import AccessQuery, HookRegistry, Pointcut
 from fhir_server.search import SearchEngine, keyset
 from fhir_server.search.query import Clause, build_filter
 from fhir_server.storage.database import Database
@@ -21,13 +22,15 @@ from fhir_server.storage.records import (
     Doc,
     _and,
 )
-from interceptors.hooks import AccessQuery, HookRegistry, Pointcut
 
 
 class ReadPipeline:
     def __init__(
         self, database: Database, hooks: HookRegistry, settings: Settings, search: SearchEngine
     ) -> None:
+        if not hooks.frozen:
+            # Interceptors are all registered before the repository runs a single query.
+            raise ValueError("the repository needs a frozen hook registry (build_interceptors)")
         self.database = database
         self.hooks = hooks
         self.settings = settings

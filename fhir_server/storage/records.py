@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
+from fhir_server.hooks import Change
 from fhir_server.search import keyset
 from fhir_server.storage.documents import StoredResource
-from interceptors.hooks import Change
 
 Doc = dict[str, Any]
 # Fields of a stored document a client never sees.

@@ -12,6 +12,7 @@ from fhir_server.context import RequestContext
 from fhir_server.errors import (
     BadRequest,
 )
+from fhir_server.hooks import Pointcut
 from fhir_server.resource_types import STORED
 from fhir_server.search import Join, SearchQuery, keyset
 from fhir_server.search.query import Clause, build_filter
@@ -26,7 +27,6 @@ from fhir_server.storage.records import (
     Doc,
     SearchPage,
 )
-from interceptors.hooks import Pointcut
 
 
 class SearchPipeline(ReadPipeline):

@@ -22,6 +22,7 @@ from fhir_server.errors import (
     NotFound,
     PreconditionFailed,
 )
+from fhir_server.hooks import Change, Pointcut
 from fhir_server.jsonpatch import apply_patch
 from fhir_server.storage.database import CONDITIONAL_LOCKS
 from fhir_server.storage.documents import StoredResource, now, stamp_meta
@@ -36,7 +37,6 @@ from fhir_server.storage.records import (
     unchanged,
 )
 from fhir_server.storage.searches import SearchPipeline
-from interceptors.hooks import Change, Pointcut
 
 
 class WritePipeline(SearchPipeline):

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient, MongoClient
 
-from fhir_server.app import auth_settings
 from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import Settings
+from fhir_server.services import auth_settings
 from tests.conftest import free_port
 
 DATABASE = "fhir_audit_crash"

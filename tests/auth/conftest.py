@@ -28,6 +28,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.auth.routes import build_auth_router, build_well_known_router
+from fhir_server.auth.runtime import AuthRuntime
 from fhir_server.auth.settings import AuthSettings, IntrospectionEndpoint
 from fhir_server.auth.startup import start_auth
 
@@ -52,14 +53,10 @@ def _free_port() -> int:
 
 
 @dataclass
-class _Database:
-    db: AsyncDatabase[dict[str, Any]]
-
-
-@dataclass
 class _Services:
-    settings: AuthSettings
-    database: _Database
+    """The part of the application's services the auth endpoints use."""
+
+    auth_runtime: AuthRuntime
 
 
 @dataclass
@@ -116,7 +113,7 @@ def build_app(settings: AuthSettings, mongodb_uri: str) -> FastAPI:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri, tz_aware=True)
         db = client[DATABASE]
         await start_auth(settings, db)
-        app.state.services = _Services(settings, _Database(db))
+        app.state.services = _Services(AuthRuntime.build(settings, db))
         app.state.audience = settings.audience
         try:
             yield

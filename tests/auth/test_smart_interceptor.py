@@ -12,7 +12,8 @@ from fhir_server.auth.keys import KeyStore
 from fhir_server.auth.tokens import TokenValidator, mint_access_token
 from fhir_server.context import Principal, RequestContext
 from fhir_server.errors import FhirError, Forbidden, Unauthorized
-from interceptors.hooks import AccessQuery, HookRegistry, Pointcut
+from fhir_server.hooks import AccessQuery, HookRegistry, Pointcut
+from interceptors.registry import ORDER
 from interceptors.smart import SmartInterceptor, build_smart_interceptor
 from tests.auth.conftest import AuthServer
 
@@ -34,17 +35,17 @@ def _obs(patient: str, category: str = "laboratory") -> dict[str, Any]:
 
 def _registry(auth: AuthServer, db: Db, **options: Any) -> HookRegistry:
     hooks = HookRegistry()
-    hooks.register(SmartInterceptor(TokenValidator(auth.settings, db), **options))
+    hooks.register(SmartInterceptor(TokenValidator(auth.settings, db), **options), ORDER["smart"])
     return hooks
 
 
-def test_registered_at_order_200(auth: AuthServer) -> None:
+def test_registered_at_its_order(auth: AuthServer) -> None:
     async def work(db: Db) -> None:
         hooks = _registry(auth, db)
         for pointcut in (Pointcut.INCOMING_REQUEST, Pointcut.BEFORE_CREATE,
                          Pointcut.BEFORE_UPDATE, Pointcut.BEFORE_DELETE,
                          Pointcut.FILTER_QUERY, Pointcut.CAN_SEE):
-            assert [order for order, _ in hooks.names(pointcut)] == [200]
+            assert [order for order, _ in hooks.names(pointcut)] == [ORDER["smart"]]
 
     auth.run(work)
 

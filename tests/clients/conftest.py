@@ -24,8 +24,8 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
-from fhir_server.app import auth_settings
 from fhir_server.auth.cli import mint_dev_token
+from fhir_server.services import auth_settings
 from tests.conftest import RunningServer, make_settings
 
 DATABASE = "fhir_clients"

@@ -6,37 +6,48 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
+from pymongo import MongoClient
 
-from interceptors.hooks import AccessQuery, Pointcut
-from tests.conftest import RunningServer
+from fhir_server.hooks import AccessQuery, Pointcut, hook
+from tests.conftest import RunningServer, make_settings
 from tests.search.conftest import Searcher
 
 
-@pytest.fixture
-def hidden(s: Searcher, server: RunningServer) -> Iterator[Searcher]:
-    """Patient/secret is invisible: filtered from every query, and refused by CAN_SEE."""
-    s.put({"resourceType": "Patient", "id": "secret", "name": [{"family": "Hidden"}]})
-    s.put({"resourceType": "Patient", "id": "open", "name": [{"family": "Open"}]})
-    for tid, pid in (("t-secret", "secret"), ("t-open", "open")):
-        s.put({"resourceType": "Task", "id": tid, "status": "requested", "intent": "order",
-               "for": {"reference": f"Patient/{pid}"}})
-    hooks = server.server.config.app.state.services.hooks  # type: ignore[attr-defined]
+class Hider:
+    """A deployment's own interceptor: Patient/secret is filtered from every query, and
+    Task/t-secret refused at CAN_SEE."""
 
-    def hide(context: Any, resource_type: str, query: AccessQuery) -> None:
+    @hook(Pointcut.FILTER_QUERY)
+    def hide(self, context: Any, resource_type: str, query: AccessQuery) -> None:
         if resource_type == "Patient":
             query.add({"_id": {"$ne": "secret"}})
 
-    def can_see(context: Any, resource: dict[str, Any]) -> bool:
+    @hook(Pointcut.CAN_SEE)
+    def can_see(self, context: Any, resource: dict[str, Any]) -> bool:
         return resource.get("id") != "t-secret"
 
-    saved = {p: list(hooks._hooks[p]) for p in (Pointcut.FILTER_QUERY, Pointcut.CAN_SEE)}
-    hooks.add(Pointcut.FILTER_QUERY, hide, 1)
-    hooks.add(Pointcut.CAN_SEE, can_see, 1)
-    try:
+
+@pytest.fixture(scope="module")
+def hiding_server(mongodb_uri: str) -> Iterator[RunningServer]:
+    with RunningServer(make_settings(mongodb_uri, database="fhir_access"), [Hider()]) as running:
+        yield running
+
+
+@pytest.fixture
+def hidden(hiding_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> Iterator[Searcher]:
+    db = mongo[hiding_server.settings.database]
+    for name in db.list_collection_names():
+        db[name].delete_many({})
+    with httpx.Client(base_url=hiding_server.settings.base_url, timeout=30) as client:
+        s = Searcher(client)
+        s.put({"resourceType": "Patient", "id": "secret", "name": [{"family": "Hidden"}]})
+        s.put({"resourceType": "Patient", "id": "open", "name": [{"family": "Open"}]})
+        for tid, pid in (("t-secret", "secret"), ("t-open", "open")):
+            s.put({"resourceType": "Task", "id": tid, "status": "requested", "intent": "order",
+                   "for": {"reference": f"Patient/{pid}"}})
         yield s
-    finally:
-        hooks._hooks.update(saved)
 
 
 def test_hidden_resources_stay_hidden(hidden: Searcher) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from fhir_server.app import build_services
 from fhir_server.context import RequestContext
+from fhir_server.services import build_services
 from subscriptions.channels import Notification
 from tests.subscriptions.builders import task
 from tests.subscriptions.conftest import TOPIC, fast_settings, unique

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from fhir_server.app import auth_settings
 from fhir_server.auth.cli import mint_dev_token
+from fhir_server.services import auth_settings
 from tests.conftest import RunningServer
 from tests.subscriptions.builders import task
 from tests.subscriptions.conftest import create_active, fast_settings, topic_subscription, unique

@@ -7,19 +7,18 @@ from typing import Any
 
 import pytest
 
-from fhir_server.config import Settings
 from fhir_server.context import RequestContext
 from fhir_server.errors import InvalidResource, StructureInvalid
+from fhir_server.hooks import HookRegistry, Pointcut
 from fhir_server.validation import Validator
-from interceptors.hooks import HookRegistry, Pointcut
-from interceptors.registry import default_interceptors
+from interceptors.registry import ORDER
 from interceptors.validation import ValidationInterceptor
 from tests.validation.helpers import task
 
 
 def _registry(validator: Validator) -> HookRegistry:
     hooks = HookRegistry()
-    hooks.register(ValidationInterceptor(validator))
+    hooks.register(ValidationInterceptor(validator), ORDER["validation"])
     return hooks
 
 
@@ -29,8 +28,10 @@ def _create(hooks: HookRegistry, context: RequestContext, resource: dict[str, An
 
 def test_hooks_are_registered_first(validator: Validator) -> None:
     hooks = _registry(validator)
-    assert [order for order, _ in hooks.names(Pointcut.BEFORE_CREATE)] == [10]
-    assert [order for order, _ in hooks.names(Pointcut.BEFORE_UPDATE)] == [10]
+    assert [order for order, _ in hooks.names(Pointcut.BEFORE_CREATE)] == [ORDER["validation"]]
+    assert [order for order, _ in hooks.names(Pointcut.BEFORE_UPDATE)] == [ORDER["validation"]]
+    # Before every other interceptor's writes hooks (audit's first slot only notes requests).
+    assert ORDER["validation"] == min(n for name, n in ORDER.items() if name != "audit-track")
 
 
 def test_invalid_resources_stop_the_write(validator: Validator) -> None:
@@ -50,10 +51,3 @@ def test_warnings_are_kept_for_the_response(validator: Validator) -> None:
     [warning] = context.attributes["validation_warnings"]
     assert warning.code == "not-supported"
     _create(hooks, RequestContext(base_url="http://x/fhir"), task())
-
-
-def test_default_interceptors(validator: Validator) -> None:
-    [own] = default_interceptors(Settings(), validator)
-    assert isinstance(own, ValidationInterceptor) and own.validator is validator
-    [built] = default_interceptors(Settings())
-    assert isinstance(built, ValidationInterceptor)

@@ -175,7 +175,7 @@ def router(settings: AuthSettings) -> APIRouter:
     async def authorize_get(request: Request) -> Response:
         params = dict(request.query_params)
         params = {k: v for k, v in params.items() if k in OAUTH_PARAMS}
-        return await _authorize(auth_runtime(request, settings), request, params)
+        return await _authorize(auth_runtime(request), request, params)
 
     @api.post("/authorize", include_in_schema=False)
     async def authorize_post(request: Request) -> Response:
@@ -184,6 +184,6 @@ def router(settings: AuthSettings) -> APIRouter:
             return error_page("The form must be application/x-www-form-urlencoded.")
         body = (await request.body())[:64 * 1024].decode("utf-8", "replace")
         params = dict(parse_qsl(body, keep_blank_values=True))
-        return await _authorize(auth_runtime(request, settings), request, params)
+        return await _authorize(auth_runtime(request), request, params)
 
     return api

@@ -56,7 +56,7 @@ def router(settings: AuthSettings) -> APIRouter:
 
     @api.post("/introspect", include_in_schema=False)
     async def introspect_endpoint(request: Request) -> JSONResponse:
-        runtime = auth_runtime(request, settings)
+        runtime = auth_runtime(request)
         try:
             form = await read_form(request)
             await authenticate_client(request, form, runtime, allow_public=False)

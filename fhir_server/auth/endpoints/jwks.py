@@ -15,7 +15,7 @@ def router(settings: AuthSettings) -> APIRouter:
 
     @api.get("/jwks", include_in_schema=False)
     async def jwks(request: Request) -> JSONResponse:
-        document = await auth_runtime(request, settings).keys.public_jwks()
+        document = await auth_runtime(request).keys.public_jwks()
         return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})
 
     return api

@@ -52,7 +52,7 @@ def router(settings: AuthSettings) -> APIRouter:
                 return _error(400, f"{name} is malformed")
         style = body.get("smart_style_url")
         intent = body.get("intent")
-        context = await auth_runtime(request, settings).launches.create(
+        context = await auth_runtime(request).launches.create(
             ttl_seconds=settings.launch_ttl, patient=patient, encounter=encounter,
             fhir_user=fhir_user, need_patient_banner=bool(body.get("need_patient_banner", True)),
             smart_style_url=style if isinstance(style, str) else None,

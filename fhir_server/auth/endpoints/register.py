@@ -43,7 +43,7 @@ def router(settings: AuthSettings) -> APIRouter:
         if not isinstance(metadata, dict):
             return _error(400, "invalid_client_metadata", "body must be a JSON object")
         try:
-            client, secret = await auth_runtime(request, settings).clients.register(metadata)
+            client, secret = await auth_runtime(request).clients.register(metadata)
         except RegistrationError as exc:
             return _error(400, exc.error, str(exc))
         body = client.metadata()

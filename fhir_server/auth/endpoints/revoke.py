@@ -25,7 +25,7 @@ def router(settings: AuthSettings) -> APIRouter:
 
     @api.post("/revoke", include_in_schema=False)
     async def revoke(request: Request) -> Response:
-        runtime = auth_runtime(request, settings)
+        runtime = auth_runtime(request)
         try:
             form = await read_form(request)
             client = await authenticate_client(request, form, runtime)

@@ -152,7 +152,7 @@ def router(settings: AuthSettings) -> APIRouter:
 
     @api.post("/token", include_in_schema=False)
     async def token(request: Request) -> JSONResponse:
-        runtime = auth_runtime(request, settings)
+        runtime = auth_runtime(request)
         try:
             form = await read_form(request)
             grant_type = form.get("grant_type", "")

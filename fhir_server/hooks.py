@@ -5,15 +5,16 @@ Dispatch follows the return kind of the hook point (as HAPI FHIR does):
 - BOOLEAN: hooks run in order until one returns False; the answer is False then, else True.
 - VALUE: hooks run in order until one returns something other than None; that is the answer.
 
-Hooks may be plain or async functions. Order is an explicit integer: lower runs first.
-Conventional bands: validation 10, SMART scopes 200, Consent 300, provenance 400,
-audit 900 (last, so that it sees the decision of everything before it).
+Hooks may be plain or async functions. Order is an explicit integer, lower first, equal
+numbers in registration order; the numbers live in one table (`interceptors.registry.ORDER`),
+never beside the hooks. This module is the vocabulary below storage: the repository calls
+hook points, interceptors (above it) plug into them, and neither imports the other.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -94,16 +95,35 @@ class AccessQuery:
         self.filters.append(mongo_filter)
 
 
-def hook(pointcut: Pointcut, order: int) -> Callable[[HookFn], HookFn]:
-    """Marks a method of an interceptor object as a hook at `pointcut`, run at `order`."""
+def hook(pointcut: Pointcut, slot: str | None = None) -> Callable[[HookFn], HookFn]:
+    """Marks a method of an interceptor object as a hook at `pointcut`.
+
+    It runs at its interceptor's number in the order table (`interceptors.registry.ORDER`),
+    or at the number of `slot`, another entry of that table, when one hook of an interceptor
+    must run elsewhere (audit notes each request before anything can refuse it).
+    """
 
     def mark(fn: HookFn) -> HookFn:
-        marks: list[tuple[Pointcut, int]] = getattr(fn, "__fhir_hooks__", [])
-        marks.append((pointcut, order))
+        marks: list[tuple[Pointcut, str | None]] = getattr(fn, "__fhir_hooks__", [])
+        marks.append((pointcut, slot))
         fn.__fhir_hooks__ = marks  # type: ignore[attr-defined]
         return fn
 
     return mark
+
+
+def marked_hooks(interceptor: object) -> list[tuple[Pointcut, str | None, HookFn]]:
+    """(pointcut, slot, bound method) for every method of `interceptor` marked with @hook."""
+    found: list[tuple[Pointcut, str | None, HookFn]] = []
+    for name in dir(interceptor):
+        fn = getattr(interceptor, name, None)
+        for pointcut, slot in getattr(fn, "__fhir_hooks__", []):
+            found.append((pointcut, slot, fn))  # type: ignore[arg-type]
+    return found
+
+
+class RegistryFrozen(RuntimeError):
+    """A hook was added after the registry was frozen (the repository may be running)."""
 
 
 @dataclass(order=True)
@@ -115,22 +135,40 @@ class _Registered:
 
 
 class HookRegistry:
+    """The hooks of one server, by hook point, in order. Filled once at start-up, then
+    frozen before the repository is built on it: what runs never changes while it serves."""
+
     def __init__(self) -> None:
         self._hooks: dict[Pointcut, list[_Registered]] = {p: [] for p in Pointcut}
         self._seq = 0
+        self._frozen = False
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def freeze(self) -> None:
+        self._frozen = True
 
     def add(self, pointcut: Pointcut, fn: HookFn, order: int) -> None:
+        if self._frozen:
+            raise RegistryFrozen(f"cannot add a {pointcut.hook_name} hook: the registry is frozen")
         self._seq += 1
         entry = _Registered(order, self._seq, fn, inspect.iscoroutinefunction(fn))
         self._hooks[pointcut].append(entry)
         self._hooks[pointcut].sort()
 
-    def register(self, interceptor: object) -> None:
-        """Adds every method of `interceptor` marked with @hook."""
-        for name in dir(interceptor):
-            fn = getattr(interceptor, name, None)
-            for pointcut, order in getattr(fn, "__fhir_hooks__", []):
-                self.add(pointcut, fn, order)  # type: ignore[arg-type]
+    def register(self, interceptor: object, order: int, slots: Mapping[str, int] | None = None) -> None:
+        """Adds every method of `interceptor` marked with @hook, at `order`, or at the number
+        `slots` gives the slot a hook names."""
+        for pointcut, slot, fn in marked_hooks(interceptor):
+            if slot is None:
+                self.add(pointcut, fn, order)
+            elif slots is None or slot not in slots:
+                raise KeyError(f"{getattr(fn, '__qualname__', fn)} names the slot '{slot}', "
+                               "which the order table does not hold")
+            else:
+                self.add(pointcut, fn, slots[slot])
 
     def has(self, pointcut: Pointcut) -> bool:
         return bool(self._hooks[pointcut])
