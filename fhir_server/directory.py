@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+
+from fhir_server.storage import schema
 
 Doc = dict[str, Any]
 
@@ -23,16 +24,14 @@ async def active_roles(
     a Practitioner (their roles) or a PractitionerRole (itself); none for anyone else."""
     kind, _, rid = user.partition("/")
     if kind == "Practitioner":
-        key: Doc = {"sp.practitioner": user}
+        key: Doc = {schema.index_field("practitioner"): user}
     elif kind == "PractitionerRole":
         key = {"_id": rid}
     else:
         return []
     roles = []
-    for doc in await db["PractitionerRole"].find(key, {"res": 1}, session=session).to_list():
-        if not doc.get("res"):
-            continue  # deleted
-        role = orjson.loads(doc["res"])
-        if role.get("active") is not False:
+    for doc in await db["PractitionerRole"].find(key, schema.RESOURCE_ONLY, session=session).to_list():
+        role = schema.resource_of(doc)
+        if role is not None and role.get("active") is not False:
             roles.append((str(doc["_id"]), role))
     return roles

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
+from fhir_server.storage import schema
 from fhir_server.storage.repository import Repository
 from subscriptions.filters import Unsupported, equality_keys, matches, values_at
 from subscriptions.model import Spec, SpecParser
@@ -65,7 +64,7 @@ class ActiveSubscriptions:
         self.entries.clear()
         self._index = None
         cursor = self.repository.database.current("Subscription").find(
-            {"del": False}, {"res": 1, "ts": 1, "del": 1})
+            schema.LIVE, {schema.RESOURCE: 1, schema.LAST_UPDATED: 1, schema.DELETED: 1})
         async for doc in cursor:
             self.put(doc["_id"], doc, loaded=True)
 
@@ -73,17 +72,15 @@ class ActiveSubscriptions:
         """The Subscription's version `doc` (current or history document; None: gone)."""
         self._index = None
         self.entries.pop(sub_id, None)
-        if doc is None or doc.get("del") or not doc.get("res"):
-            return
-        resource = orjson.loads(doc["res"])
-        if resource.get("status") not in COLLECTING:
+        resource = schema.resource_of(doc)
+        if resource is None or resource.get("status") not in COLLECTING:
             return
         try:
             spec = self.parser.parse(resource, internal=True)
         except FhirError as exc:
             log.warning("Subscription/%s cannot be matched: %s", sub_id, exc.diagnostics)
             return
-        self.entries[sub_id] = Entry(spec, doc.get("ts") if loaded else None)
+        self.entries[sub_id] = Entry(spec, doc.get(schema.LAST_UPDATED) if loaded and doc else None)
 
     # ------------------------------------------------------------------ index
 
@@ -182,8 +179,5 @@ class ActiveSubscriptions:
 
 
 def _resource(doc: Doc | None) -> Doc | None:
-    if doc is None or not doc.get("res"):
-        return None
-    value: Doc = orjson.loads(doc["res"])
-    return value
+    return schema.resource_of(doc)
 

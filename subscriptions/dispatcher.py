@@ -15,10 +15,10 @@ import hashlib
 import logging
 from typing import Any
 
-import orjson
 from pymongo.errors import PyMongoError
 
 from fhir_server.errors import FhirError
+from fhir_server.storage import schema
 from subscriptions.delivery import Delivery, Worker
 from subscriptions.leases import Leases
 from subscriptions.matcher import LEASE as MATCHER_LEASE
@@ -109,16 +109,18 @@ class Dispatcher:
     async def _specs(self) -> list[Spec]:
         """The Subscriptions `requested` or `active` (parsed once per version)."""
         current = self.delivery.repository.database.current("Subscription")
-        versions = {d["_id"]: d["v"] for d in await current.find(
-            {"del": False, "sp.status": {"$in": ["requested", "active"]}}, {"v": 1}).to_list()}
+        collecting = {**schema.LIVE, schema.index_field("status"): {"$in": ["requested", "active"]}}
+        versions = {d["_id"]: d[schema.VERSION] for d in await current.find(
+            collecting, {schema.VERSION: 1}).to_list()}
         stale = [i for i, v in versions.items() if i not in self._parsed or self._parsed[i][0] != v]
         if stale:
-            async for doc in current.find({"_id": {"$in": stale}}, {"res": 1, "v": 1}):
+            async for doc in current.find({"_id": {"$in": stale}}, {schema.RESOURCE: 1, schema.VERSION: 1}):
+                resource = schema.resource_of(doc)
                 try:
-                    spec: Spec | None = self.parser.parse(orjson.loads(doc["res"]), internal=True)
+                    spec: Spec | None = self.parser.parse(resource, internal=True) if resource else None
                 except FhirError:
                     spec = None
-                self._parsed[doc["_id"]] = (doc["v"], spec)
+                self._parsed[doc["_id"]] = (doc[schema.VERSION], spec)
         for gone in set(self._parsed) - set(versions):
             del self._parsed[gone]
         return [spec for _, spec in self._parsed.values() if spec is not None]

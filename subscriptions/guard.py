@@ -20,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.context import RequestContext
 from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
+from fhir_server.storage import schema
 from subscriptions.endpoints import EndpointPolicy, EndpointRefused
 from subscriptions.model import SpecParser, refuse
 from subscriptions.owner import has_system_access, owner_key, principal_doc
@@ -99,8 +100,9 @@ class SubscriptionGuard:
         key = owner.get("key") if owner else None
         await db[change.resource_type].update_one(
             {"_id": change.id}, {"$set": {"owner": key}}, session=session)
-        await db[f"{change.resource_type}_history"].update_one(
-            {"_id": f"{change.id}/{change.version_id}"}, {"$set": {"owner": key}}, session=session)
+        await db[schema.history_collection(change.resource_type)].update_one(
+            {"_id": schema.history_key(change.id, change.version_id)}, {"$set": {"owner": key}},
+            session=session)
 
     @hook(Pointcut.FILTER_QUERY)
     def filter_query(self, context: RequestContext, resource_type: str, query: AccessQuery) -> None:

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from fhir_server.config import SubscriptionSettings
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
+from fhir_server.storage import schema
 from fhir_server.storage.repository import Repository
 from subscriptions.hub import Hub
 from subscriptions.leases import utcnow
@@ -106,11 +107,12 @@ class WebSocketSessions:
             await session.send("error unknown command (bind-with-token, bind, unbind)")
 
     async def _load(self, sub: str) -> tuple[Spec, Doc | None] | None:
-        doc = await self.repository.database.current("Subscription").find_one({"_id": sub, "del": False})
-        if doc is None or not doc.get("res"):
+        doc = await self.repository.database.current("Subscription").find_one({"_id": sub, **schema.LIVE})
+        resource = schema.resource_of(doc)
+        if resource is None:
             return None
         try:
-            spec = self.parser.parse(orjson.loads(doc["res"]), internal=True)
+            spec = self.parser.parse(resource, internal=True)
         except FhirError:
             return None
         return spec, (await self.store.state(sub)).get("owner")

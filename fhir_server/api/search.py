@@ -20,6 +20,7 @@ from fhir_server.errors import BadRequest, UnsupportedMediaType
 from fhir_server.resource_types import STORED, STORED_TYPES, is_valid_id
 from fhir_server.search import SearchQuery
 from fhir_server.search.query import Clause
+from fhir_server.storage import schema
 from fhir_server.storage.repository import SearchPage
 
 # Parameters every type shares: the only ones a search over several types may use.
@@ -69,7 +70,7 @@ async def _search(request: Request, resource_type: str, params: list[tuple[str, 
         name, owner = compartment
         if resource_type != name and not svc.search.compartment_param(name, resource_type):
             raise BadRequest(f"{resource_type} is not in the {name} compartment", code="value")
-        query.clauses.append(Clause({f"compartments.{name}": owner}, 0, positive=False))
+        query.clauses.append(Clause(schema.in_compartment(name, owner), 0, positive=False))
         base = f"{svc.settings.base_url}/{name}/{owner}/{resource_type}"
     page = await svc.repository.search(context, query)
     return _respond(request, base, params, query, page)
@@ -97,7 +98,7 @@ async def search_compartment(request: Request) -> Response:
         types = [t for t in STORED_TYPES if t == "Patient" or svc.search.compartment_param("Patient", t)]
         base = f"{svc.settings.base_url}/Patient/{owner}/*"
         return await _search_types(request, context, await _params(request), types, base,
-                                   Clause({"compartments.Patient": owner}, 0, positive=False))
+                                   Clause(schema.in_compartment("Patient", owner), 0, positive=False))
     resource_type = check_type(request.path_params["type"])
     return await _search(request, resource_type, await _params(request), ("Patient", owner))
 

@@ -18,6 +18,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.resource_types import STORED_TYPES
+from fhir_server.storage import schema
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -37,7 +38,7 @@ class Database:
         return self.db[resource_type]
 
     def history(self, resource_type: str) -> AsyncCollection[Doc]:
-        return self.db[f"{resource_type}_history"]
+        return self.db[schema.history_collection(resource_type)]
 
     def declare_indexes(self, collection: str, models: Iterable[IndexModel]) -> None:
         self._extra_indexes.setdefault(collection, []).extend(models)
@@ -45,10 +46,12 @@ class Database:
     def declared_indexes(self) -> dict[str, list[IndexModel]]:
         indexes: dict[str, list[IndexModel]] = {}
         for rtype in STORED_TYPES:
-            indexes[rtype] = [IndexModel([("ts", DESCENDING), ("_id", DESCENDING)], name="ts_id")]
-            indexes[f"{rtype}_history"] = [
-                IndexModel([("id", ASCENDING), ("v", DESCENDING)], name="id_v", unique=True),
-                IndexModel([("ts", DESCENDING), ("_id", DESCENDING)], name="ts_id"),
+            newest = [(schema.LAST_UPDATED, DESCENDING), ("_id", DESCENDING)]
+            indexes[rtype] = [IndexModel(newest, name="ts_id")]
+            indexes[schema.history_collection(rtype)] = [
+                IndexModel([(schema.RESOURCE_ID, ASCENDING), (schema.VERSION, DESCENDING)], name="id_v",
+                           unique=True),
+                IndexModel(newest, name="ts_id"),
             ]
         for collection, models in self._extra_indexes.items():
             indexes.setdefault(collection, []).extend(models)
