@@ -1,4 +1,5 @@
-"""The outbox: one event per committed change, written inside the change's own transaction.
+"""The outbox interceptor: one event per committed change, written inside the change's own
+transaction (layout: `fhir_server.storage.outbox`).
 
 A write that fails or whose transaction aborts leaves no event; a committed one always leaves
 exactly one. The subscription dispatcher (`subscriptions.matcher`) reads these events in
@@ -9,33 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bson import ObjectId
-from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.context import RequestContext
 from fhir_server.hooks import Change, Pointcut, hook
+from fhir_server.storage.outbox import OUTBOX, event_document
 
-OUTBOX = "outbox"
-# After every other IN_TRANSACTION hook (provenance is 400): the event is the last write.
-
-
-def outbox_indexes() -> dict[str, list[IndexModel]]:
-    # The polling fallback looks for unmatched events in _id order.
-    return {OUTBOX: [IndexModel([("m", ASCENDING), ("_id", ASCENDING)], name="m_id")]}
-
-
-def event_document(change: Change) -> dict[str, Any]:
-    return {
-        "_id": ObjectId(),
-        "t": change.resource_type,
-        "r": change.id,
-        "v": change.version_id,
-        "i": change.interaction,
-        "ts": change.last_updated,
-        "m": False,
-    }
+__all__ = ["OutboxInterceptor"]
 
 
 class OutboxInterceptor:

@@ -31,7 +31,7 @@ from pymongo.write_concern import WriteConcern
 
 from fhir_server.config import SubscriptionSettings
 from fhir_server.storage.database import Database
-from interceptors.outbox import OUTBOX
+from fhir_server.storage.outbox import OUTBOX
 from subscriptions.active import ActiveSubscriptions
 from subscriptions.hub import Hub
 from subscriptions.leases import Leases, utcnow

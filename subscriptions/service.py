@@ -10,8 +10,8 @@ from pymongo import IndexModel
 
 from fhir_server.config import Settings
 from fhir_server.storage.database import Database
+from fhir_server.storage.outbox import outbox_indexes
 from fhir_server.storage.repository import Repository
-from interceptors.outbox import outbox_indexes
 from subscriptions.active import ActiveSubscriptions
 from subscriptions.channels import Handler, InProcessHandlers, RestHook
 from subscriptions.delivery import Delivery

@@ -14,7 +14,6 @@ from fhir_server.search.extract import Extractor
 from fhir_server.search.parser import SPECIAL, Parser
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.registry import SearchParam
-from fhir_server.storage import schema
 
 Doc = dict[str, Any]
 Key = list[tuple[str, int]]
@@ -85,7 +84,7 @@ class SearchEngine:
     def index_models(self) -> dict[str, list[IndexModel]]:
         models: dict[str, list[IndexModel]] = {}
         for rtype in STORED_TYPES:
-            keys: list[Key] = [[(schema.PATIENT_COMPARTMENT, ASCENDING)]]
+            keys: list[Key] = [[("compartments.Patient", ASCENDING)]]
             if self.registry.get(rtype, "identifier") is not None:
                 keys += [[("sp.identifier", ASCENDING)], [("sp.identifier|", ASCENDING)]]
             keys += WORKLIST_INDEXES.get(rtype, [])

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.errors import Issue
-from fhir_server.storage import schema
 
 Doc = dict[str, Any]
 
@@ -83,7 +82,7 @@ def build_filter(clauses: list[Clause]) -> Doc:
             else:
                 rest.append({key: value})
     if not any(c.positive and _on_sp(c.filter) for c in clauses):
-        flat[schema.DELETED] = False
+        flat["del"] = False
     if rest:
         flat["$and"] = rest
     return flat
@@ -96,7 +95,7 @@ def _on_sp(filter: Doc) -> bool:
         if key == "$or" and isinstance(value, list):
             if not all(isinstance(v, dict) and _on_sp(v) for v in value):
                 return False
-        elif not key.startswith(f"{schema.INDEX}."):
+        elif not key.startswith("sp."):
             return False
     return True
 

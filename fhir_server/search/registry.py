@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.resource_types import STORED, STORED_TYPES
-from fhir_server.storage import schema
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SIMPLE_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*$")
@@ -99,7 +98,7 @@ class SearchParam:
 
     @property
     def field(self) -> str:
-        return schema.index_field(self.code)
+        return f"sp.{self.code}"
 
     def target_types(self) -> tuple[str, ...]:
         return self.targets or STORED_TYPES
