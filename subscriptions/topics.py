@@ -20,6 +20,7 @@ import orjson
 from fhirpathpy import compile as compile_fhirpath
 
 from fhir_server.search import SearchEngine
+from fhir_server.storage import schema
 from subscriptions.filters import matches
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Trigger:
             tests.append(self.result_for_create if previous is None
                          else matches(self.previous, previous))
         if self.current is not None:
-            tests.append(self.result_for_delete if current is None or current.get("del")
+            tests.append(self.result_for_delete if current is None or current.get(schema.DELETED)
                          else matches(self.current, current))
         if tests and not (all(tests) if self.require_both else any(tests)):
             return False
