@@ -75,8 +75,7 @@ class Hub:
         event = asyncio.Event()
         self._events.setdefault(sub, set()).add(event)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+            await _wait(event, timeout)
         finally:
             waiters = self._events.get(sub)
             if waiters is not None:
@@ -88,8 +87,7 @@ class Hub:
         event = asyncio.Event()
         self._any.add(event)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+            await _wait(event, timeout)
         finally:
             self._any.discard(event)
 
@@ -111,3 +109,14 @@ class Hub:
             except PyMongoError as exc:
                 log.debug("notification feed interrupted (%s); waiters fall back to polling", exc)
                 await asyncio.sleep(retry)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Until `event` is set or `timeout` passes. Not `wait_for` + suppress(TimeoutError): on
+    Python 3.11 a cancellation that lands as the timeout fires comes out of `wait_for` as a
+    TimeoutError, which would swallow the cancel and leave a stopping task looping forever
+    (seen: the dispatcher outliving `SubscriptionService.stop`). `asyncio.timeout` keeps the
+    cancellation."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
