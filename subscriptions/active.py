@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from fhir_server import fhirjson
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.storage.repository import Repository
@@ -75,7 +74,7 @@ class ActiveSubscriptions:
         self.entries.pop(sub_id, None)
         if doc is None or doc.get("del") or not doc.get("res"):
             return
-        resource = orjson.loads(doc["res"])
+        resource = fhirjson.loads(doc["res"])
         if resource.get("status") not in COLLECTING:
             return
         try:
@@ -184,6 +183,6 @@ class ActiveSubscriptions:
 def _resource(doc: Doc | None) -> Doc | None:
     if doc is None or not doc.get("res"):
         return None
-    value: Doc = orjson.loads(doc["res"])
+    value: Doc = fhirjson.loads(doc["res"])
     return value
 
