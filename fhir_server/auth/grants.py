@@ -2,9 +2,10 @@
 refresh tokens (`auth_refresh_tokens`) and login sessions of the authorize page
 (`auth_logins`). Only SHA-256 digests of the secrets are stored.
 
-A redeemed code stays on record, with the jti of every access token issued from it (directly
-or through its refresh token), until the last of them expires: RFC 6749 §4.1.2 asks that a
-replayed code revoke the tokens already issued from it."""
+A redeemed code stays on record until the last token issued from it expires, and every access
+token issued from it (directly or through its refresh token) is noted in `auth_code_tokens`
+until it expires: RFC 6749 §4.1.2 asks that a replayed code revoke the tokens already issued
+from it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 CODES = "auth_codes"
 REFRESH_TOKENS = "auth_refresh_tokens"
 LOGINS = "auth_logins"
+CODE_TOKENS = "auth_code_tokens"
 
 
 def digest(secret: str) -> str:
@@ -94,13 +96,16 @@ class GrantStore:
     async def record_issued(self, code_id: str, jti: str, expires_at: float) -> bool:
         """Notes an access token issued from a code and keeps the code on record until it
         expires. False when the code was replayed meanwhile (the caller revokes it then)."""
-        doc = await self._db[CODES].find_one_and_update(
-            {"_id": code_id},
-            {"$push": {"issued": {"jti": jti, "exp": expires_at}},
-             "$max": {"expires_at": datetime.fromtimestamp(expires_at, UTC)}},
-            return_document=ReturnDocument.AFTER,
+        until = datetime.fromtimestamp(expires_at, UTC)
+        await self._db[CODE_TOKENS].insert_one(
+            {"_id": jti, "code": code_id, "exp": expires_at, "expires_at": until})
+        # Noted first, checked second: a replay that marks the code before this check is
+        # seen here, one that marks it after finds the token noted above.
+        code = await self._db[CODES].find_one_and_update(
+            {"_id": code_id}, {"$max": {"expires_at": until}},
+            projection={"replayed": 1}, return_document=ReturnDocument.AFTER,
         )
-        return doc is not None and not doc.get("replayed", False)
+        return code is not None and not code.get("replayed", False)
 
     async def replay_code(self, code: str) -> Issued | None:
         """A used code presented again: marks it replayed (so a redemption still in flight
@@ -109,12 +114,12 @@ class GrantStore:
         code_id = digest(code)
         doc = await self._db[CODES].find_one_and_update(
             {"_id": code_id, "used": True}, {"$set": {"replayed": True}},
-            return_document=ReturnDocument.AFTER,
         )
         if doc is None:
             return None
         await self._db[REFRESH_TOKENS].update_many({"code": code_id}, {"$set": {"revoked": True}})
-        return Issued([(str(t["jti"]), float(t["exp"])) for t in doc.get("issued", [])])
+        issued = self._db[CODE_TOKENS].find({"code": code_id}, {"exp": 1})
+        return Issued([(str(t["_id"]), float(t["exp"])) async for t in issued])
 
     async def issue_refresh_token(self, context: GrantContext, ttl_seconds: int,
                                   code_id: str | None = None) -> str:

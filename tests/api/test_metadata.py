@@ -59,6 +59,17 @@ def _request(client: httpx.Client, rtype: str, rid: str, code: str, body: dict) 
     }[code]()
 
 
+def _operation(client: httpx.Client, rtype: str, rid: str, name: str, body: dict) -> httpx.Response:
+    """A call of an advertised operation (its inputs may be refused; its route must exist)."""
+    if name == "validate":
+        return client.post(f"/{rtype}/$validate", json=body)
+    if name == "everything":
+        return client.get(f"/{rtype}/{rid}/$everything")
+    if name in ("status", "get-ws-binding-token"):
+        return client.get(f"/{rtype}/${name}")
+    return client.get(f"/{rtype}/{rid}/${name}")
+
+
 def _check_interactions(client: httpx.Client) -> dict[str, set[str]]:
     """For every type, each interaction the CapabilityStatement lists does not answer 405, and
     each interaction it leaves out does. Returns the interactions per type."""
@@ -79,6 +90,10 @@ def _check_interactions(client: httpx.Client) -> dict[str, set[str]]:
                 assert status != 405, (rtype, code)
             else:
                 assert status == 405, (rtype, code)
+        for operation in resource.get("operation", []):
+            status = _operation(client, rtype, rid, operation["name"], body).status_code
+            assert status != 405, (rtype, operation["name"])
+            assert status != 404 or rid == "no-such-id", (rtype, operation["name"])  # routed
         if "update" not in codes:
             assert resource["conditionalUpdate"] is False and resource["updateCreate"] is False
             assert resource["conditionalDelete"] == "not-supported"
