@@ -11,7 +11,7 @@ import httpx
 
 TASK = (
     '{"resourceType":"Task","status":"requested","intent":"order","identifier":'
-    '[{"system":"urn:dec","value":"%s"}],"description":"dose check",'
+    '[{"system":"urn:dec","value":"KEY"}],"description":"dose check",'
     '"input":[{"type":{"text":"dose"},"valueQuantity":{"value":12.50,"unit":"mg"}},'
     '{"type":{"text":"weight"},"valueDecimal":70.0},'
     '{"type":{"text":"tiny"},"valueDecimal":0.000100},'
@@ -30,7 +30,7 @@ def _kept(body: bytes, what: str) -> None:
 
 
 def _create(client: httpx.Client, key: str = "1") -> dict[str, Any]:
-    r = client.post("/Task", content=TASK % key, headers=FHIR_JSON)
+    r = client.post("/Task", content=TASK.replace("KEY", key), headers=FHIR_JSON)
     assert r.status_code == 201, r.text
     _kept(r.content, "create response")
     created: dict[str, Any] = r.json()
@@ -56,7 +56,7 @@ def test_writes_keep_decimals(client: httpx.Client) -> None:
     task = _create(client)
     tid = task["id"]
     # An update that only changes a decimal's precision is a change (a new version).
-    body = (TASK % "1").replace('"resourceType":"Task",', f'"resourceType":"Task","id":"{tid}",')
+    body = TASK.replace("KEY", "1").replace('"resourceType":"Task",', f'"resourceType":"Task","id":"{tid}",')
     same = client.put(f"/Task/{tid}", content=body, headers=FHIR_JSON)
     assert same.status_code == 200
     assert same.json()["meta"]["versionId"] == "1"  # nothing new: no new version
@@ -80,17 +80,18 @@ def test_writes_keep_decimals(client: httpx.Client) -> None:
     r = client.put("/Task", params={"identifier": "urn:dec|1"}, content=body, headers=FHIR_JSON)
     assert r.status_code == 200, r.text
     _kept(r.content, "conditional update")
-    r = client.post("/Task/$validate", content=TASK % "v", headers=FHIR_JSON)
+    r = client.post("/Task/$validate", content=TASK.replace("KEY", "v"), headers=FHIR_JSON)
     assert r.status_code == 200, r.text
 
 
 def test_bundles_keep_decimals(client: httpx.Client) -> None:
     tid = _create(client)["id"]
-    entry = '{"request":{"method":"POST","url":"Task"},"resource":%s}' % (TASK % "2")
-    read = '{"request":{"method":"GET","url":"Task/%s"}}' % tid
-    search = '{"request":{"method":"GET","url":"Task?_id=%s"}}' % tid
+    entry = '{"request":{"method":"POST","url":"Task"},"resource":' + TASK.replace("KEY", "2") + "}"
+    read = '{"request":{"method":"GET","url":"Task/' + tid + '"}}'
+    search = '{"request":{"method":"GET","url":"Task?_id=' + tid + '"}}'
     for kind in ("transaction", "batch"):
-        bundle = '{"resourceType":"Bundle","type":"%s","entry":[%s,%s,%s]}' % (kind, entry, read, search)
+        bundle = ('{"resourceType":"Bundle","type":"' + kind + '","entry":['
+                  + ",".join((entry, read, search)) + "]}")
         r = client.post("", content=bundle, headers={**FHIR_JSON, "prefer": "return=representation"})
         assert r.status_code == 200, r.text
         entries = r.json()["entry"]
