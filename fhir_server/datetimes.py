@@ -17,13 +17,39 @@ _DATE_RE = re.compile(
 )
 
 
+# The instants Python (and so every range here) can represent. FHIR allows years 0001-9999
+# in any timezone, so a range that starts before 0001-01-01T00:00Z or ends after the end of
+# 9999 in UTC is clamped to these: "since 0001-01-01T00:00+14:00" means "since the beginning".
+MIN_UTC = datetime.min.replace(tzinfo=UTC)
+MAX_UTC = datetime.max.replace(tzinfo=UTC)
+
+
 class DateFormatError(ValueError):
     pass
 
 
+def to_utc(t: datetime) -> datetime:
+    """`t` in UTC, clamped to [MIN_UTC, MAX_UTC] at the ends of the calendar."""
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:
+        return MIN_UTC if t.year == 1 else MAX_UTC
+
+
+def shifted(t: datetime, delta: timedelta) -> datetime:
+    """`t + delta`, clamped to [MIN_UTC, MAX_UTC] instead of raising OverflowError."""
+    try:
+        return t + delta
+    except OverflowError:
+        return MAX_UTC if delta > timedelta(0) else MIN_UTC
+
+
 def _add_months(t: datetime, months: int) -> datetime:
     month = t.month - 1 + months
-    return t.replace(year=t.year + month // 12, month=month % 12 + 1)
+    year = t.year + month // 12
+    if year > MAX_UTC.year:
+        return MAX_UTC
+    return t.replace(year=year, month=month % 12 + 1)
 
 
 def parse_range(value: str) -> tuple[datetime, datetime]:
@@ -35,28 +61,30 @@ def parse_range(value: str) -> tuple[datetime, datetime]:
     if g["h"] is not None and g["tz"] is None:
         # FHIR: a dateTime with a time SHALL have a timezone; be lenient and read it as UTC.
         g["tz"] = "Z"
-    tz: timezone = UTC
-    if g["tz"] and g["tz"] != "Z":
-        sign = 1 if g["tz"][0] == "+" else -1
-        hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
-        tz = UTC if (hours, minutes) == (0, 0) else _fixed(sign * (hours * 60 + minutes))
     try:
+        tz: timezone = UTC
+        if g["tz"] and g["tz"] != "Z":
+            sign = 1 if g["tz"][0] == "+" else -1
+            hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
+            if hours * 60 + minutes > 14 * 60 or minutes > 59:
+                raise ValueError(f"timezone {g['tz']} is outside -14:00..+14:00")
+            tz = UTC if (hours, minutes) == (0, 0) else _fixed(sign * (hours * 60 + minutes))
         year = int(g["y"])
         if g["mo"] is None:
             start = datetime(year, 1, 1, tzinfo=tz)
-            return start.astimezone(UTC), start.replace(year=year + 1).astimezone(UTC)
+            return to_utc(start), to_utc(_add_months(start, 12))
         month = int(g["mo"])
         if g["d"] is None:
             start = datetime(year, month, 1, tzinfo=tz)
-            return start.astimezone(UTC), _add_months(start, 1).astimezone(UTC)
+            return to_utc(start), to_utc(_add_months(start, 1))
         day = int(g["d"])
         if g["h"] is None:
             start = datetime(year, month, day, tzinfo=tz)
-            return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
+            return to_utc(start), to_utc(shifted(start, timedelta(days=1)))
         hour, minute = int(g["h"]), int(g["mi"])
         if g["s"] is None:
             start = datetime(year, month, day, hour, minute, tzinfo=tz)
-            return start.astimezone(UTC), (start + timedelta(minutes=1)).astimezone(UTC)
+            return to_utc(start), to_utc(shifted(start, timedelta(minutes=1)))
         second = min(int(g["s"]), 59)  # leap second 60 is read as 59
         frac = g["f"] or ""
         micro = int((frac + "000000")[:6])
@@ -64,7 +92,7 @@ def parse_range(value: str) -> tuple[datetime, datetime]:
         step = timedelta(microseconds=10 ** max(0, 6 - len(frac))) if frac else timedelta(seconds=1)
         if frac and len(frac) >= 6:
             step = timedelta(microseconds=1)
-        return start.astimezone(UTC), (start + step).astimezone(UTC)
+        return to_utc(start), to_utc(shifted(start, step))
     except ValueError as exc:
         raise DateFormatError(f"'{value[:64]}' is not a valid date: {exc}") from None
 

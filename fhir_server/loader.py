@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from fhir_server import fhirjson
 from fhir_server.batch.entries import parse_entries
 from fhir_server.batch.transaction import Transaction
 from fhir_server.config import Settings
@@ -81,9 +80,9 @@ def _items(path: Path) -> Iterator[tuple[str, Any]]:
     if path.suffix == ".ndjson":
         for n, line in enumerate(data.splitlines(), 1):
             if line.strip():
-                yield f"{path}:{n}", orjson.loads(line)
+                yield f"{path}:{n}", fhirjson.loads(line)
         return
-    yield str(path), orjson.loads(data)
+    yield str(path), fhirjson.loads(data)
 
 
 def _progress(done: int, total: int, loaded: int) -> None:
@@ -172,7 +171,7 @@ async def load_paths(settings: Settings, paths: list[Path]) -> LoadSummary:
             try:
                 for where, value in _items(path):
                     await loader.add(where, value)
-            except (OSError, orjson.JSONDecodeError) as exc:
+            except (OSError, fhirjson.DecodeError) as exc:
                 summary.failures.append((str(path), f"unreadable: {exc}"))
             _progress(done, len(files), sum(summary.counts.values()))
         await loader.finish()

@@ -10,6 +10,10 @@ DIRECTORY = ("Patient", "Practitioner", "PractitionerRole", "RelatedPerson", "Or
 
 STORED_TYPES: tuple[str, ...] = tuple(sorted(COORDINATION + MACHINERY + DIRECTORY))
 STORED: frozenset[str] = frozenset(STORED_TYPES)
+# Types whose records are never changed once written (update, patch, delete answer 405): the
+# CapabilityStatement leaves those interactions out for them.
+APPEND_ONLY: frozenset[str] = frozenset({"AuditEvent"})
+CHANGING_INTERACTIONS = frozenset({"update", "patch", "delete"})
 
 # FHIR R4 id: [A-Za-z0-9\-\.]{1,64}
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")

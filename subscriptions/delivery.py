@@ -21,8 +21,7 @@ import random
 import time
 from typing import Any
 
-import orjson
-
+from fhir_server import fhirjson
 from fhir_server.config import SubscriptionSettings
 from fhir_server.errors import FhirError
 from fhir_server.storage.repository import Repository
@@ -196,7 +195,7 @@ class Worker:
         else:
             total = int(notes[-1]["n"])
             bundle = self.d.renderer.bundle(spec, "event-notification", total, views)
-            await self.d.rest_hook.post(spec, orjson.dumps(bundle))
+            await self.d.rest_hook.post(spec, fhirjson.dumps(bundle))
 
     async def _post_status(self, kind: str) -> None:
         spec = self.spec
@@ -205,7 +204,7 @@ class Worker:
             return
         total = int((await self.d.store.state(spec.id)).get("n", 0))
         bundle = self.d.renderer.bundle(spec, kind, total, [])
-        await self.d.rest_hook.post(spec, orjson.dumps(bundle))
+        await self.d.rest_hook.post(spec, fhirjson.dumps(bundle))
         self.last_sent = time.monotonic()
 
     # ------------------------------------------------------------------ failures

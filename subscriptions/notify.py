@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from fhir_server import fhirjson
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.storage.documents import format_instant, now
@@ -130,4 +129,4 @@ class Renderer:
         """R4 rest-hook: the resource itself when a payload is asked for, else nothing."""
         if spec.channel.payload is None or event.resource is None:
             return b""
-        return orjson.dumps(event.resource)
+        return fhirjson.dumps(event.resource)

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from fhir_server import fhirjson
 from fhir_server.config import SubscriptionSettings
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
@@ -128,7 +129,7 @@ class WebSocketSessions:
             old.cancel()
         total = int((await self.store.state(sub)).get("n", 0))
         if spec.kind == "topic":
-            await session.send(orjson.dumps(self.renderer.bundle(spec, "handshake", total, [])).decode())
+            await session.send(fhirjson.dumps(self.renderer.bundle(spec, "handshake", total, [])).decode())
         else:
             await session.send(f"bound {sub}")
         start = total if last is None else max(0, min(last, total))
@@ -145,7 +146,7 @@ class WebSocketSessions:
                         views = [await self.renderer.view(n, owner, content=spec.channel.content == "full-resource")
                                  for n in notes]
                         bundle = self.renderer.bundle(spec, "event-notification", int(notes[-1]["n"]), views)
-                        await session.send(orjson.dumps(bundle).decode())
+                        await session.send(fhirjson.dumps(bundle).decode())
                     else:
                         await session.send(f"ping {spec.id}")
                     last = int(notes[-1]["n"])
@@ -156,7 +157,7 @@ class WebSocketSessions:
                     due = sent + heartbeat - time.monotonic()
                     if due <= 0:
                         bundle = self.renderer.bundle(spec, "heartbeat", last, [])
-                        await session.send(orjson.dumps(bundle).decode())
+                        await session.send(fhirjson.dumps(bundle).decode())
                         sent = time.monotonic()
                         continue
                     wait = min(wait, due)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 
+from fhir_server import fhirjson
 from fhir_server.errors import BadRequest, NotFound, NotSupported, PayloadTooLarge
 from fhir_server.resource_types import STORED, is_valid_id
 
@@ -42,8 +42,9 @@ def parse_json(body: bytes, max_depth: int) -> Any:
     if not body.strip():
         raise BadRequest("The request body is empty")
     try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        # Decimals stay exact (12.50 is not 12.5): fhir_server.fhirjson.
+        value = fhirjson.loads(body)
+    except fhirjson.DecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {str(exc)[:200]}") from None
     _check_depth(value, max_depth)
     return value

@@ -100,6 +100,7 @@ def history(
     self_url: str,
     next_url: str | None,
     versions: list[StoredResource],
+    total: int | None = None,
 ) -> dict[str, Any]:
     entries: list[Any] = []
     for stored in versions:
@@ -117,4 +118,4 @@ def history(
     links = [{"relation": "self", "url": self_url}]
     if next_url:
         links.append({"relation": "next", "url": next_url})
-    return bundle("history", entries, links, None)
+    return bundle("history", entries, links, total)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,16 +17,47 @@ from fhir_server.datetimes import DateFormatError, parse_instant, parse_range
 from fhir_server.errors import BadRequest
 from fhir_server.storage.history import HistoryQuery, history
 
+# What history understands (history.html, plus _offset, _summary, _elements); R4's history
+# Bundle has no place for a warning, so anything else is refused rather than ignored.
+HISTORY_PARAMS = frozenset({"_count", "_since", "_at", "_offset", "_sort", "_cursor", "_summary",
+                            "_elements", "_format", "_pretty"})
+# _offset skips versions the database still reads: beyond this, page with the next link.
+MAX_OFFSET = 10_000
+
+
+def _whole_number(params: Any, name: str) -> int | None:
+    if name not in params:
+        return None
+    raw = params[name]
+    if not raw.isdigit():
+        raise BadRequest(f"{name} must be a whole number, not '{raw[:40]}'", code="value")
+    return int(raw)
+
 
 def _query(request: Request, resource_type: str | None, resource_id: str | None) -> HistoryQuery:
     settings = services(request).settings
     params = request.query_params
+    unknown = sorted({name for name in params if name not in HISTORY_PARAMS})
+    if unknown:
+        raise BadRequest(
+            f"history does not support the parameter(s) {', '.join(u[:40] for u in unknown[:5])}; "
+            f"it takes {', '.join(sorted(HISTORY_PARAMS - {'_cursor'}))}", code="not-supported",
+        )
+    if params.get("_sort", "-_lastUpdated") != "-_lastUpdated":
+        raise BadRequest("history is sorted newest first only (_sort=-_lastUpdated)",
+                         code="not-supported")
     query = HistoryQuery(resource_type, resource_id, count=settings.default_page_size)
-    if "_count" in params:
-        raw = params["_count"]
-        if not raw.isdigit():
-            raise BadRequest(f"_count must be a whole number, not '{raw[:40]}'", code="value")
-        query.count = min(int(raw), settings.max_page_size)
+    count = _whole_number(params, "_count")
+    if count is not None:
+        query.count = min(count, settings.max_page_size)
+    # _count=0 is _summary=count here as in search: the number of versions, no entries.
+    query.total_only = count == 0 or params.get("_summary") == "count"
+    offset = _whole_number(params, "_offset")
+    if offset is not None:
+        if offset > MAX_OFFSET:
+            raise BadRequest(f"_offset is limited to {MAX_OFFSET}: follow the Bundle's next link "
+                             "to page further", code="too-costly")
+        query.offset = offset
     try:
         if "_since" in params:
             query.since = parse_instant(params["_since"])
@@ -45,10 +78,12 @@ async def _answer(request: Request, query: HistoryQuery, path: str) -> Response:
     page = await history(svc.repository, context, query)
     base = f"{svc.settings.base_url}/{path}".rstrip("/")
     params = list(request.query_params.multi_items())
-    next_url = bundles.page_url(base, params, page.next_cursor) if page.next_cursor else None
+    # The cursor already stands past the skipped versions: the next page drops _offset.
+    next_params = [(k, v) for k, v in params if k != "_offset"]
+    next_url = bundles.page_url(base, next_params, page.next_cursor) if page.next_cursor else None
     body = bundles.history(
         request, svc.structure, svc.settings.base_url, bundles.page_url(base, params),
-        next_url, page.entries,
+        next_url, page.entries, page.total,
     )
     return json_response(body, fmt)
 

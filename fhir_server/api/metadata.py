@@ -15,7 +15,7 @@ from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
 from fhir_server.api.route import Route
 from fhir_server.auth.capability import capability_security
-from fhir_server.resource_types import STORED_TYPES
+from fhir_server.resource_types import APPEND_ONLY, CHANGING_INTERACTIONS, STORED_TYPES
 from fhir_server.storage.documents import format_instant, now
 from subscriptions.capability import SUBSCRIPTION_OPERATIONS, add_subscriptions
 
@@ -41,7 +41,7 @@ def _operations(routes: Sequence[Route], resource_type: str) -> list[dict[str, s
 
 def capability_statement(
     routes: Sequence[Route], base_url: str, search_params: dict[str, list[dict[str, Any]]],
-    security: dict[str, Any] | None = None,
+    security: dict[str, Any] | None = None, append_only: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     type_interactions = sorted({r.interaction for r in routes if r.level in ("type", "instance")
                                 and r.interaction != "operation"})
@@ -51,17 +51,20 @@ def capability_statement(
     conditional = {r.interaction for r in routes if r.conditional}
     resources = []
     for rtype in STORED_TYPES:
+        codes = [c for c in type_interactions
+                 if not (rtype in append_only and c in CHANGING_INTERACTIONS)]
         resources.append({
             "type": rtype,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
-            "interaction": [{"code": code} for code in type_interactions],
+            "interaction": [{"code": code} for code in codes],
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": True,
+            "updateCreate": "update" in codes,
             "conditionalCreate": True,
             "conditionalRead": "full-support",
-            "conditionalUpdate": "update" in conditional,
-            "conditionalDelete": "single" if "delete" in conditional else "not-supported",
+            "conditionalUpdate": "update" in conditional and "update" in codes,
+            "conditionalDelete": "single" if "delete" in conditional and "delete" in codes
+                                 else "not-supported",
             "searchParam": search_params.get(rtype, []),
             "operation": _operations(routes, rtype),
         })
@@ -91,6 +94,9 @@ async def capabilities(request: Request, routes: Sequence[Route]) -> Response:
     require_fhir(fmt)
     svc = services(request)
     security = capability_security(svc.auth) if svc.auth.enabled else None
-    body = capability_statement(routes, svc.settings.base_url, svc.search.capability_params(), security)
+    # The audit trail (when on) refuses changes to AuditEvents: do not advertise them then.
+    append_only = APPEND_ONLY if svc.audit is not None else frozenset()
+    body = capability_statement(routes, svc.settings.base_url, svc.search.capability_params(), security,
+                                append_only)
     add_subscriptions(body, svc.subscriptions.websocket_url, list(svc.subscriptions.topics))
     return json_response(body, fmt)

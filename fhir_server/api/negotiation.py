@@ -34,27 +34,31 @@ class Format:
     pretty: bool = False
     # The first non-FHIR media type the client asked for (Binary raw content negotiation).
     raw_accept: str | None = None
+    # False when the client accepts no JSON at all (only raw types): 406 except for Binary.
+    json_acceptable: bool = True
 
     @property
     def content_type(self) -> str:
         return f"{self.media_type}; charset=utf-8"
 
 
-def _parse_accept(header: str) -> list[str]:
+def _parse_accept(header: str) -> list[tuple[float, str]]:
+    """The header's media ranges with their q-values, best first (ties keep the client's
+    order); q=0 ones (refused) come last."""
     ranked: list[tuple[float, int, str]] = []
     for i, part in enumerate(header.split(",")):
         pieces = [p.strip() for p in part.split(";")]
         media = pieces[0].lower()
         q = 1.0
         for p in pieces[1:]:
-            if p.startswith("q="):
+            if p[:2].lower() == "q=":
                 try:
-                    q = float(p[2:])
+                    q = min(max(float(p[2:]), 0.0), 1.0)
                 except ValueError:
                     q = 0.0
-        if media and q > 0:
+        if media:
             ranked.append((-q, i, media))
-    return [m for _, _, m in sorted(ranked)]
+    return [(-q, m) for q, _, m in sorted(ranked)]
 
 
 def response_format(request: Request) -> Format:
@@ -72,17 +76,24 @@ def response_format(request: Request) -> Format:
     accept = request.headers.get("accept")
     if not accept:
         return Format(FHIR_JSON, pretty)
-    raw_accept = None
-    for media in _parse_accept(accept):
-        if media in _JSON_NAMES:
-            return Format(_JSON_NAMES[media], pretty, raw_accept)
-        if media in _ANY:
-            return Format(FHIR_JSON, pretty, raw_accept)
-        if media not in _XML_NAMES and raw_accept is None:
-            raw_accept = media
+    ranked = _parse_accept(accept)
+    refused = {m for q, m in ranked if q == 0}
+    # The best JSON range the client accepts; */* (a browser sends it last, at q=0.8)
+    # counts: JSON is then acceptable, only less preferred than e.g. text/html. A wildcard
+    # gives the FHIR type unless that one is refused by name (RFC 9110: the specific wins).
+    any_json = next((_JSON_NAMES[n] for n in (FHIR_JSON, JSON) if n not in refused), None)
+    json_q, media_type = next(
+        ((q, _JSON_NAMES[m]) for q, m in ranked if q > 0 and m in _JSON_NAMES),
+        next(((q, any_json) for q, m in ranked if q > 0 and m in _ANY and any_json), (0.0, FHIR_JSON)),
+    )
+    # A non-FHIR type ranked above JSON: only Binary can honour it (raw content).
+    raw_accept = next((m for q, m in ranked if q > json_q and m not in _XML_NAMES
+                       and m not in _JSON_NAMES and m not in _ANY), None)
+    if json_q > 0:
+        return Format(media_type, pretty, raw_accept)
     if raw_accept is not None:
         # Only Binary can honour it; other routes call require_fhir() and answer 406.
-        return Format(FHIR_JSON, pretty, raw_accept)
+        return Format(FHIR_JSON, pretty, raw_accept, json_acceptable=False)
     raise NotAcceptable(
         f"Accept: {accept[:80]} is not supported: this server speaks JSON only "
         "(application/fhir+json)"
@@ -90,9 +101,10 @@ def response_format(request: Request) -> Format:
 
 
 def require_fhir(fmt: Format) -> None:
-    if fmt.raw_accept is not None:
+    """406 unless the client accepts JSON at all (any q > 0): FHIR resources are JSON here."""
+    if not fmt.json_acceptable:
         raise NotAcceptable(
-            f"Accept: {fmt.raw_accept[:60]} is not supported for FHIR resources: JSON only "
+            f"Accept: {(fmt.raw_accept or '')[:60]} is not supported for FHIR resources: JSON only "
             "(application/fhir+json)"
         )
 

@@ -97,16 +97,28 @@ async def create(request: Request) -> Response:
     fmt = response_format(request)
     context = await request_context(request, resource_type=resource_type)
     resource = await _body_resource(request, resource_type)
-    condition = request.headers.get("if-none-exist")
-    if_none_exist = None
-    if condition is not None:
-        if_none_exist = parse_qsl(condition.split("?", 1)[-1], keep_blank_values=True)
-        if not if_none_exist:
-            raise BadRequest("If-None-Exist needs search criteria, e.g. identifier=sys|123")
+    if_none_exist = _create_condition(request)
     svc = services(request)
     outcome = await svc.repository.create(context, resource, if_none_exist=if_none_exist)
     return _written(request, context, outcome.stored, fmt, created=outcome.created,
                     changed=outcome.changed)
+
+
+def _create_condition(request: Request) -> list[tuple[str, str]] | None:
+    """The criteria of a conditional create: the If-None-Exist header, or the query string
+    of `POST [type]?identifier=...` (how fhirpy sends it), read with the same semantics
+    rather than ignored, which would create a duplicate."""
+    in_query = criteria(request)
+    condition = request.headers.get("if-none-exist")
+    if condition is None:
+        return in_query or None
+    in_header = parse_qsl(condition.split("?", 1)[-1], keep_blank_values=True)
+    if not in_header:
+        raise BadRequest("If-None-Exist needs search criteria, e.g. identifier=sys|123")
+    if in_query and sorted(in_query) != sorted(in_header):
+        raise BadRequest("The query string and If-None-Exist give different criteria for this "
+                         "conditional create: send one of them")
+    return in_header
 
 
 def _written(request: Request, context: Any, stored: StoredResource, fmt: Any, *, created: bool,

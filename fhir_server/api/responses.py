@@ -11,6 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server import fhirjson
 from fhir_server.api.negotiation import Format
 from fhir_server.context import RequestContext
 from fhir_server.elements import StructureInfo, apply_elements, apply_summary, check_summary
@@ -19,7 +20,7 @@ from fhir_server.storage.documents import StoredResource, http_date
 
 
 def dumps(value: Any, fmt: Format) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2 if fmt.pretty else 0)
+    return fhirjson.dumps(value, option=orjson.OPT_INDENT_2 if fmt.pretty else 0)
 
 
 def json_response(value: Any, fmt: Format, status: int = 200, headers: dict[str, str] | None = None) -> Response:

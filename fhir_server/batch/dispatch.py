@@ -13,10 +13,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp
 
+from fhir_server import fhirjson
 from fhir_server.batch.entries import Entry
 from fhir_server.datetimes import DateFormatError, parse_range
 from fhir_server.errors import BadRequest
@@ -45,7 +45,7 @@ def entry_response(code: int, headers: httpx.Headers | dict[str, str], body: byt
     out: dict[str, Any] = {}
     resource = None
     if body and (get("content-type") or "").startswith(("application/fhir+json", "application/json")):
-        resource = orjson.loads(body)
+        resource = fhirjson.loads(body)
     if resource is not None and code >= 400:
         response["outcome"] = resource
     elif resource is not None:
@@ -94,7 +94,7 @@ class Dispatcher:
             content = _patch_body(entry)
             headers["content-type"] = "application/json-patch+json"
         elif entry.resource is not None:
-            content = orjson.dumps(entry.resource)
+            content = fhirjson.dumps(entry.resource)
             headers["content-type"] = "application/fhir+json"
         url = entry.url if not entry.url.startswith(self.base_url) else entry.url[len(self.base_url):]
         reply = await self.client.request(entry.method, "/" + url.lstrip("/"), content=content, headers=headers)

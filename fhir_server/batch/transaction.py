@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from fhir_server import fhirjson
 from fhir_server.batch.dispatch import Dispatcher, _patch_body, entry_response, status_line
 from fhir_server.batch.entries import ORDER, Entry, parse_url
 from fhir_server.batch.references import conditional_references, rewrite
@@ -151,13 +151,13 @@ class Transaction:
         if entry.method == "DELETE":
             if not live or previous is None:
                 return Written(entry, None, 204), None  # nothing to delete: a no-op, as in REST
-            await repo.hooks.call(Pointcut.BEFORE_DELETE, context=context, previous=orjson.loads(previous["res"]))
+            await repo.hooks.call(Pointcut.BEFORE_DELETE, context=context, previous=fhirjson.loads(previous["res"]))
             version = repo.new_version(rtype, rid, None, previous, "delete")
             return Written(entry, version.stored, 204), (rtype, previous, version)
         if entry.method == "PATCH":
             if not live or previous is None:
                 raise NotFound(f"{rtype}/{rid} is not known")
-            resource = apply_patch(orjson.loads(previous["res"]), orjson.loads(_patch_body(entry)))
+            resource = apply_patch(fhirjson.loads(previous["res"]), fhirjson.loads(_patch_body(entry)))
             if resource.get("id") != rid or resource.get("resourceType") != rtype:
                 raise BadRequest("a patch may not change resourceType or id")
         assert resource is not None
@@ -240,5 +240,5 @@ class Transaction:
         out = entry_response(written.status, headers, None)
         out["response"]["lastModified"] = format_instant(stored.last_updated)
         if body is not None:
-            out["resource"] = orjson.loads(body)
+            out["resource"] = fhirjson.loads(body)
         return out

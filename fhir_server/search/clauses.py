@@ -11,12 +11,14 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fhir_server.datetimes import shifted
 from fhir_server.errors import BadRequest
 from fhir_server.resource_types import STORED
 from fhir_server.search.extract import Extractor
 from fhir_server.search.query import Clause
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.values import (
+    MAX_DATE,
     date_range,
     fold,
     parse_number,
@@ -224,7 +226,7 @@ class ClauseBuilder:
         if prefix == "ap":
             now = datetime.now(UTC)
             gap = max(abs(now - low) / 10, timedelta(days=1))
-            low, high = low - gap, high + gap
+            low, high = shifted(low, -gap), min(shifted(high, gap), MAX_DATE)
         if point:  # _lastUpdated: an instant, [ts, ts + 1ms)
             s = e = field
             ops = {

@@ -70,7 +70,9 @@ class SearchEngine:
         """Per type, the CapabilityStatement.rest.resource.searchParam entries."""
         out: dict[str, list[dict[str, Any]]] = {}
         for rtype in STORED_TYPES:
-            params = [*SPECIAL.values(), *sorted(self._params[rtype], key=lambda p: p.code)]
+            # The registry also holds Resource-id and Resource-lastUpdated: list each name once.
+            params = [*SPECIAL.values(), *sorted((p for p in self._params[rtype] if p.code not in SPECIAL),
+                                                 key=lambda p: p.code)]
             out[rtype] = [
                 {"name": p.code, "definition": p.url, "type": p.type,
                  **({"documentation": p.documentation} if p.documentation else {})}

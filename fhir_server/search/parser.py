@@ -71,6 +71,10 @@ class Parser:
             query.used.append((name, value))
         if query.summary == "count":
             query.count = 0
+        elif query.count == 0 and any(name == "_count" for name, _ in params):
+            # search.html: _count=0 SHALL be treated as _summary=count (the total, no entries).
+            query.summary = "count"
+            query.total = "accurate"
         return query
 
     def _unknown(self, query: SearchQuery, name: str, strict: bool) -> None:

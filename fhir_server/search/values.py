@@ -11,6 +11,7 @@ import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
+from fhir_server.datetimes import shifted, to_utc
 from fhir_server.errors import BadRequest
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -84,17 +85,19 @@ def date_range(text: str, param: str | None = None) -> tuple[datetime, datetime]
         day = int(g["d"])
         if g["H"] is None:
             start = datetime(year, month, day, tzinfo=UTC)
-            return start, start + timedelta(days=1)
+            return start, min(shifted(start, timedelta(days=1)), MAX_DATE)
         tz = UTC
         if g["tz"] and g["tz"] != "Z":
             sign = 1 if g["tz"][0] == "+" else -1
             hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
+            if hours * 60 + minutes > 14 * 60 or minutes > 59:
+                raise ValueError("FHIR timezones lie within -14:00..+14:00")
             tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
         second = int(g["S"] or 0)
         fraction = g["f"] or ""
         micro = int((fraction + "000000")[:6]) if fraction else 0
         start = datetime(year, month, day, int(g["H"]), int(g["M"]), second, micro, tzinfo=tz)
-        start = start.astimezone(UTC)
+        start = to_utc(start)
         if g["S"] is None:
             step = timedelta(minutes=1)
         elif not fraction:
@@ -103,7 +106,7 @@ def date_range(text: str, param: str | None = None) -> tuple[datetime, datetime]
             step = timedelta(microseconds=max(1, 10 ** (6 - min(len(fraction), 6))))
         # MongoDB keeps milliseconds: round the bounds outward to them.
         start = start.replace(microsecond=start.microsecond // 1000 * 1000)
-        end = start + max(step, timedelta(milliseconds=1))
+        end = shifted(start, max(step, timedelta(milliseconds=1)))
         return start, min(end, MAX_DATE)
     except (ValueError, OverflowError):
         raise BadRequest(_bad_date(text, param), code="value") from None

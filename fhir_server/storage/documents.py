@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from fhir_server import fhirjson
 
 Doc = dict[str, Any]
 
@@ -74,13 +74,13 @@ class StoredResource:
         if self._parsed is None:
             if self.raw is None:
                 raise ValueError("a deleted version has no content")
-            self._parsed = orjson.loads(self.raw)
+            self._parsed = fhirjson.loads(self.raw)
         return self._parsed
 
     def replace(self, resource: dict[str, Any]) -> None:
         """Swaps in a changed resource (masking by an interceptor)."""
         self._parsed = resource
-        self.raw = orjson.dumps(resource)
+        self.raw = fhirjson.dumps(resource)
 
     @property
     def etag(self) -> str:

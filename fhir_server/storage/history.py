@@ -29,12 +29,15 @@ class HistoryQuery:
     at: tuple[datetime, datetime] | None = None
     count: int = 50
     cursor: str | None = None
+    offset: int = 0  # versions skipped after the cursor (_offset: how Medplum pages)
+    total_only: bool = False  # _count=0 / _summary=count: Bundle.total, no entries
 
 
 @dataclass
 class HistoryPage:
     entries: list[StoredResource]
     next_cursor: str | None
+    total: int | None = None
 
 
 async def _at_filter(repo: Repository, rtype: str, base: Doc, at: tuple[datetime, datetime]) -> Doc:
@@ -52,10 +55,10 @@ async def _at_filter(repo: Repository, rtype: str, base: Doc, at: tuple[datetime
     return {"$or": [within, {"_id": {"$in": carried}}]} if carried else within
 
 
-async def _one_type(
+async def _type_filter(
     repo: Repository, context: RequestContext, rtype: str, query: HistoryQuery,
     after: tuple[datetime, str, str] | None,
-) -> list[tuple[datetime, str, Doc]]:
+) -> Doc:
     access = await repo.access_filter(context, rtype)
     base = _and({"id": query.resource_id} if query.resource_id else None, access)
     flt = _and(base, {"ts": {"$gte": query.since}} if query.since else None)
@@ -70,10 +73,29 @@ async def _one_type(
         else:
             page = {"ts": {"$lt": ts}}
         flt = _and(flt, page)
+    return flt
+
+
+async def _one_type(
+    repo: Repository, context: RequestContext, rtype: str, query: HistoryQuery,
+    after: tuple[datetime, str, str] | None, skip: int,
+) -> list[tuple[datetime, str, Doc]]:
+    flt = await _type_filter(repo, context, rtype, query, after)
+    # One type skips in the database; several must each keep the first offset + count + 1
+    # of their versions so that the merge can skip across them.
+    limit = query.count + 1 + (query.offset - skip)
     docs = await repo.database.history(rtype).find(flt, INDEX_PROJECTION).sort(
         [("ts", -1), ("_id", -1)]
-    ).limit(query.count + 1).to_list()
+    ).skip(skip).limit(limit).to_list()
     return [(d["ts"], rtype, d) for d in docs]
+
+
+async def _count(
+    repo: Repository, context: RequestContext, rtype: str, query: HistoryQuery,
+    after: tuple[datetime, str, str] | None,
+) -> int:
+    flt = await _type_filter(repo, context, rtype, query, after)
+    return int(await repo.database.history(rtype).count_documents(flt))
 
 
 async def history(repo: Repository, context: RequestContext, query: HistoryQuery) -> HistoryPage:
@@ -82,14 +104,18 @@ async def history(repo: Repository, context: RequestContext, query: HistoryQuery
     if query.cursor:
         ts, rtype, key = paging.decode(query.cursor)
         after = (ts, str(rtype), str(key))
-    results = await asyncio.gather(*(_one_type(repo, context, t, query, after) for t in types))
+    if query.total_only:
+        counts = await asyncio.gather(*(_count(repo, context, t, query, after) for t in types))
+        return HistoryPage([], None, sum(counts))
+    skip = query.offset if len(types) == 1 else 0
+    results = await asyncio.gather(*(_one_type(repo, context, t, query, after, skip) for t in types))
     merged = sorted(
         (row for rows in results for row in rows),
         key=lambda row: (row[0], row[1], row[2]["_id"]),
         reverse=True,
-    )
+    )[query.offset - skip:]
     next_cursor = None
-    if len(merged) > query.count:
+    if query.count and len(merged) > query.count:
         merged = merged[: query.count]
         last = merged[-1]
         next_cursor = paging.encode([last[0], last[1], last[2]["_id"]])

@@ -4,10 +4,10 @@ small pure helpers they share."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-import orjson
-
+from fhir_server import fhirjson
 from fhir_server.hooks import Change
 from fhir_server.search import keyset
 from fhir_server.storage.documents import StoredResource
@@ -74,7 +74,9 @@ def unchanged(previous: Doc | None, resource: dict[str, Any]) -> bool:
     writes no new version and fires no event (as HAPI does)."""
     if previous is None or previous.get("del") or not previous.get("res"):
         return False
-    return without_server_meta(orjson.loads(previous["res"])) == without_server_meta(resource)
+    before, after = without_server_meta(fhirjson.loads(previous["res"])), without_server_meta(resource)
+    # 12.5 == 12.50 in Python, but FHIR counts the precision: a changed one is a change.
+    return before == after and _decimal_texts(before) == _decimal_texts(after)
 
 
 def without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
@@ -88,3 +90,18 @@ def without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
             out.pop("meta")
     return out
 
+
+
+def _decimal_texts(value: Any) -> list[str]:
+    """The text of every decimal in `value`, in order (only walked when all else is equal)."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, Decimal):
+            out.append(str(node))
+    return out

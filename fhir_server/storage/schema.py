@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+from fhir_server import fhirjson
 
 Doc = dict[str, Any]
 
@@ -68,7 +68,7 @@ def resource_of(doc: Doc | None) -> dict[str, Any] | None:
     if not is_live(doc):
         return None
     assert doc is not None
-    value: dict[str, Any] = orjson.loads(doc[RESOURCE])
+    value: dict[str, Any] = fhirjson.loads(doc[RESOURCE])
     return value
 
 

@@ -9,10 +9,10 @@ import hashlib
 import uuid
 from typing import Any
 
-import orjson
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
+from fhir_server import fhirjson
 from fhir_server.context import RequestContext
 from fhir_server.errors import (
     BadRequest,
@@ -86,7 +86,7 @@ class WritePipeline(SearchPipeline):
         at = now()
         if resource is not None:
             stamp_meta(resource, resource_id, version, at)
-            raw: bytes | None = orjson.dumps(resource)
+            raw: bytes | None = fhirjson.dumps(resource)
             index = self._index(resource_type, resource)
         else:
             raw = None
@@ -99,7 +99,7 @@ class WritePipeline(SearchPipeline):
             "_id": f"{resource_id}/{version}", "id": resource_id, "v": version, "ts": at,
             "del": deleted, "res": raw, "m": method, **index,
         }
-        prev_resource = orjson.loads(previous["res"]) if previous and previous.get("res") else None
+        prev_resource = fhirjson.loads(previous["res"]) if previous and previous.get("res") else None
         change = Change(resource_type, resource_id, version, interaction, at, resource, prev_resource)
         stored = StoredResource(resource_type, resource_id, version, at, deleted, raw, method)
         return NewVersion(current_doc, history_doc, change, stored)
@@ -229,7 +229,7 @@ class WritePipeline(SearchPipeline):
             if previous.get("del"):
                 raise Gone(f"{resource_type}/{resource_id} was deleted")
             self.check_if_match(resource_type, resource_id, previous, if_match)
-            prior = orjson.loads(previous["res"])
+            prior = fhirjson.loads(previous["res"])
             patched = apply_patch(prior, operations)
             if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
                 raise BadRequest("a patch may not change resourceType or id", code="invariant")
@@ -262,7 +262,7 @@ class WritePipeline(SearchPipeline):
             if previous is None or previous.get("del"):
                 return None
             await self.hooks.call(
-                Pointcut.BEFORE_DELETE, context=context, previous=orjson.loads(previous["res"])
+                Pointcut.BEFORE_DELETE, context=context, previous=fhirjson.loads(previous["res"])
             )
             try:
                 return await self._commit(context, resource_type, resource_id, None, previous, "delete")
@@ -343,7 +343,7 @@ class WritePipeline(SearchPipeline):
         else:
             await self.hooks.call(
                 Pointcut.BEFORE_UPDATE, context=context, resource=resource,
-                previous=orjson.loads(previous["res"]) if previous.get("res") else None,
+                previous=fhirjson.loads(previous["res"]) if previous.get("res") else None,
             )
 
 

@@ -13,6 +13,7 @@ import calendar
 import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 Problem = tuple[str, str] | None
@@ -29,8 +30,8 @@ DATED = {"date", "dateTime", "instant"}
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return {bool: "boolean", int: "number", float: "number", Decimal: "number", str: "string",
+            list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
 def _wrong(expected: str, value: Any) -> Problem:
@@ -78,6 +79,8 @@ def _decimal(value: Any) -> Problem:
     kind = type(value)
     if kind is int:
         return None
+    if kind is Decimal:  # how request bodies decode (fhir_server.fhirjson): exact
+        return None if value.is_finite() else ("value", "must be a finite number")
     if kind is float:
         return None if math.isfinite(value) else ("value", "must be a finite number")
     return _wrong("number", value)
@@ -86,7 +89,7 @@ def _decimal(value: Any) -> Problem:
 def _integer_check(name: str, low: int) -> Check:
     def check(value: Any) -> Problem:
         if type(value) is not int:
-            if type(value) is float:
+            if type(value) in (float, Decimal):
                 return ("value", f"{value} is not a valid {name} (no decimals allowed)")
             return _wrong("number", value)
         if not low <= value <= INT32[1]:

@@ -95,3 +95,30 @@ def test_conditional_delete(client: httpx.Client) -> None:
     assert client.get(f"/Patient/{a['id']}").status_code == 200
     # No criteria at all: refused rather than deleting everything.
     assert client.delete("/Patient").status_code == 400
+
+
+def test_conditional_create_from_the_query_string(client: httpx.Client) -> None:
+    """fhirpy sends a conditional create as POST [type]?identifier=...: read as If-None-Exist."""
+    first = client.post("/Patient", json=PATIENT, params={"identifier": "urn:mrn|123"})
+    assert first.status_code == 201
+    second = client.post("/Patient", json=PATIENT, params={"identifier": "urn:mrn|123"})
+    assert second.status_code == 200
+    assert second.json()["id"] == first.json()["id"]
+    assert client.get("/Patient", params={"identifier": "urn:mrn|123"}).json()["total"] == 1
+    # Many matches: 412, as for If-None-Exist.
+    client.post("/Patient", json=PATIENT)
+    r = client.post("/Patient", json=PATIENT, params={"identifier": "urn:mrn|123"})
+    assert r.status_code == 412
+    assert r.json()["resourceType"] == "OperationOutcome"
+    # Unknown criteria are refused, as for If-None-Exist, not dropped (which would create).
+    r = client.post("/Patient", json=PATIENT, params={"nonsense-param": "1"})
+    assert r.status_code == 400
+    # Both, disagreeing: refused; agreeing: one condition. _format alone is no condition.
+    r = client.post("/Patient", json=PATIENT, params={"identifier": "urn:mrn|9"},
+                    headers={"If-None-Exist": "identifier=urn:mrn|8"})
+    assert r.status_code == 400
+    r = client.post("/Patient", json=PATIENT, params={"identifier": "urn:mrn|9"},
+                    headers={"If-None-Exist": "identifier=urn:mrn|9"})
+    assert r.status_code == 201
+    assert client.post("/Patient", json=PATIENT, params={"_format": "json"}).status_code == 201
+    assert client.get("/Patient", params={"_summary": "count"}).json()["total"] == 4

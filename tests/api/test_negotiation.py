@@ -67,3 +67,38 @@ def test_summary_and_elements_on_read(client: httpx.Client) -> None:
     assert "description" not in elements and "identifier" not in elements
     assert elements["status"] == "requested" and elements["intent"] == "order"
     assert client.get(url, params={"_summary": "bogus"}).status_code == 400
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+
+
+def test_a_browser_gets_json_on_every_json_endpoint(client: httpx.Client) -> None:
+    """A browser's Accept ends with */*: JSON is acceptable, only less preferred."""
+    task = client.post("/Task", json=TASK).json()
+    for path in ("/metadata", f"/Task/{task['id']}", f"/Task/{task['id']}/_history/1", "/Task",
+                 f"/Task/{task['id']}/_history", "/Task/_history", "/_history", ""):
+        r = client.get(path, headers={"accept": BROWSER})
+        assert r.status_code == 200, (path, r.text)
+        assert r.headers["content-type"].startswith("application/fhir+json")
+    r = client.post("/Task", json=TASK, headers={"accept": BROWSER})
+    assert r.status_code == 201
+
+
+def test_q_values_rank_the_json_types(client: httpx.Client) -> None:
+    cases = {
+        "application/fhir+json;q=0.5, application/json": "application/json",
+        "application/json;q=0.1, application/fhir+json;q=0.9": "application/fhir+json",
+        "text/html, application/json;q=0.2": "application/json",
+        "application/xml, */*;q=0.1": "application/fhir+json",
+    }
+    for accept, media in cases.items():
+        r = client.get("/metadata", headers={"accept": accept})
+        assert r.status_code == 200, accept
+        assert r.headers["content-type"].startswith(media), accept
+    # q=0 means "not acceptable": refusing every JSON type leaves nothing to answer with.
+    for accept in ("application/fhir+json;q=0, application/json;q=0, text/html",
+                   "*/*;q=0, application/xml"):
+        assert client.get("/metadata", headers={"accept": accept}).status_code == 406, accept
+    r = client.get("/metadata", headers={"accept": "application/fhir+json;q=0, */*"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")

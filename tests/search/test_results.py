@@ -134,6 +134,16 @@ def test_count_and_total(care: Searcher) -> None:
     care.error("/CarePlan?_summary=maybe")
 
 
+def test_count_zero_is_summary_count(care: Searcher) -> None:
+    """search.html: _count=0 SHALL be treated as _summary=count (fhirpy's count() sends it)."""
+    for url in ("/CarePlan?_count=0", "/CarePlan?_count=0&_total=none", "/?_type=CarePlan&_count=0",
+                "/Patient/p/CarePlan?_count=0"):
+        b = care.bundle(url)
+        assert b["total"] == 2, url
+        assert "entry" not in b, url
+        assert [link["relation"] for link in b["link"]] == ["self"], url
+
+
 def test_summary_and_elements(care: Searcher) -> None:
     b = care.bundle("/CarePlan?_id=plan&_elements=status")
     resource = b["entry"][0]["resource"]

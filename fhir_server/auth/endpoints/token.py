@@ -38,12 +38,13 @@ _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 
 async def token_response(
     runtime: AuthRuntime, context: GrantContext, *, refresh_token: str | None = None,
-    issue_refresh: bool = True,
+    issue_refresh: bool = True, code_id: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of a successful user-facing grant (code or refresh)."""
+    """The JSON body of a successful user-facing grant (code or refresh). `code_id`: the
+    authorization code the tokens descend from, which records them for a replay to revoke."""
     settings = runtime.settings
     scopes = list(context.scopes)
-    token, _ = await mint_access_token(
+    token, claims = await mint_access_token(
         runtime.keys, settings, client_id=context.client_id, scopes=scopes,
         subject=context.username, patient=context.patient, encounter=context.encounter,
         fhir_user=context.fhir_user,
@@ -74,8 +75,23 @@ async def token_response(
     elif issue_refresh and ("offline_access" in scopes or "online_access" in scopes):
         ttl = (settings.offline_refresh_ttl if "offline_access" in scopes
                else settings.online_refresh_ttl)
-        body["refresh_token"] = await runtime.grants.issue_refresh_token(context, ttl)
+        body["refresh_token"] = await runtime.grants.issue_refresh_token(context, ttl, code_id)
+    if code_id is not None and not await runtime.grants.record_issued(
+            code_id, claims["jti"], float(claims["exp"])):
+        # The code was replayed while this request ran: what it just issued goes too.
+        await runtime.validator.revoke(claims)
+        if "refresh_token" in body:
+            await runtime.grants.revoke_refresh_token(body["refresh_token"], context.client_id)
+        raise InvalidGrantError("code already used: the tokens issued from it are revoked")
     return body
+
+
+async def _replayed(runtime: AuthRuntime, code: str) -> None:
+    """RFC 6749 §4.1.2: a code used twice revokes the tokens already issued from it (its
+    interception is the likely cause)."""
+    issued = await runtime.grants.replay_code(code)
+    for jti, expires_at in issued.access_tokens if issued else ():
+        await runtime.validator.revoke({"jti": jti, "exp": expires_at})
 
 
 async def _authorization_code(
@@ -87,13 +103,16 @@ async def _authorization_code(
     if not verifier or not _VERIFIER.match(verifier):
         raise InvalidRequestError("code_verifier missing or malformed")
     grant = await runtime.grants.redeem_code(code)
-    if grant is None or grant.context.client_id != client.client_id:
+    if grant is None:
+        await _replayed(runtime, code)
+        raise InvalidGrantError("code invalid, expired or already used")
+    if grant.context.client_id != client.client_id:
         raise InvalidGrantError("code invalid, expired or already used")
     if form.get("redirect_uri") != grant.redirect_uri:
         raise InvalidGrantError("redirect_uri does not match the authorization request")
     if not hmac.compare_digest(create_s256_code_challenge(verifier), grant.code_challenge):
         raise InvalidGrantError("code_verifier does not match the code_challenge")
-    return await token_response(runtime, grant.context)
+    return await token_response(runtime, grant.context, code_id=grant.code_id)
 
 
 async def _refresh_token(
@@ -102,16 +121,17 @@ async def _refresh_token(
     refresh = form.get("refresh_token")
     if not refresh:
         raise InvalidRequestError("refresh_token missing")
-    context = await runtime.grants.refresh_context(refresh)
-    if context is None or context.client_id != client.client_id:
+    found = await runtime.grants.refresh_grant(refresh)
+    if found is None or found[0].client_id != client.client_id:
         raise InvalidGrantError("refresh_token invalid, expired, revoked or not this client's")
+    context, code_id = found
     if "scope" in form:
         requested = split_scope_string(form["scope"])
         granted = narrow_scopes(requested, context.scopes)
         if len(granted) != len(set(requested)):
             raise InvalidScopeError("a refresh may only narrow the original scope")
         context = replace(context, scopes=tuple(granted))
-    return await token_response(runtime, context, refresh_token=refresh)
+    return await token_response(runtime, context, refresh_token=refresh, code_id=code_id)
 
 
 async def _client_credentials(
