@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from fhir_server.access import AccessPolicy
 from fhir_server.api import errors as api_errors
 from fhir_server.api.routes import build_router
 from fhir_server.audit.completion import InteractionCompletion
@@ -25,10 +26,12 @@ from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator, structure
+from interceptors.access import AccessInterceptor
 from interceptors.hooks import HookRegistry
 from interceptors.registry import (
     audit_writer,
     change_interceptors,
+    consent_engine,
     default_interceptors,
     privacy_indexes,
     privacy_interceptors,
@@ -92,14 +95,17 @@ async def build_services(settings: Settings) -> Services:
     hooks = HookRegistry()
     for interceptor in [*default_interceptors(settings, validator), *change_interceptors()]:
         hooks.register(interceptor)
-    smart = build_smart_interceptor(auth, database.db, filter_builder=search.filter_for)
+    consent = consent_engine(settings, auth.enabled, database, search)
+    smart = build_smart_interceptor(auth, database.db)
     if smart is not None:
         hooks.register(smart)
+        # With auth on, every path data leaves or enters by asks one access decision.
+        hooks.register(AccessInterceptor(AccessPolicy(search, consent)))
     repository = Repository(database, hooks, settings, search)
     subscriptions = SubscriptionService(settings, database, repository, search)
     hooks.register(subscriptions.guard)
     audit = audit_writer(settings, auth.enabled, repository)
-    for interceptor in privacy_interceptors(settings, auth.enabled, repository, audit):
+    for interceptor in privacy_interceptors(settings, auth.enabled, repository, audit, consent):
         hooks.register(interceptor)
     return Services(
         settings=settings,

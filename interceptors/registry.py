@@ -10,6 +10,8 @@ from fhir_server.audit.settings import AuditSettings
 from fhir_server.audit.writer import AuditWriter
 from fhir_server.config import Settings
 from fhir_server.consent import ConsentEngine, ConsentSettings, consent_indexes
+from fhir_server.search import SearchEngine
+from fhir_server.storage.database import Database
 from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator
 from interceptors.audit import AuditInterceptor, audit_indexes
@@ -37,6 +39,16 @@ def privacy_indexes() -> dict[str, list[IndexModel]]:
     return {**consent_indexes(), **audit_indexes()}
 
 
+def consent_engine(settings: Settings, auth_enabled: bool, database: Database,
+                   search: SearchEngine) -> ConsentEngine | None:
+    """The one Consent engine (the access decision and the label bookkeeping share it); None
+    when Consent is off."""
+    consent = ConsentSettings.from_settings(settings, auth_enabled)
+    if not consent.enabled:
+        return None
+    return ConsentEngine(database, search, consent, settings.base_url)
+
+
 def audit_writer(settings: Settings, auth_enabled: bool, repository: Repository) -> AuditWriter | None:
     """The background AuditEvent writer the app starts and stops; None when audit is off."""
     audit = AuditSettings.from_settings(settings, auth_enabled)
@@ -44,13 +56,14 @@ def audit_writer(settings: Settings, auth_enabled: bool, repository: Repository)
 
 
 def privacy_interceptors(settings: Settings, auth_enabled: bool, repository: Repository,
-                         writer: AuditWriter | None) -> list[object]:
-    """Consent (300), provenance (400) and audit (900), each on unless configured off (all
-    three are off by default in dev mode, where no one is authenticated)."""
+                         writer: AuditWriter | None, engine: ConsentEngine | None = None) -> list[object]:
+    """Consent's label bookkeeping (300), provenance (400) and audit (900), each on unless
+    configured off (all three are off by default in dev mode, where no one is authenticated).
+    Consent's decisions are the access decision's (interceptors/access.py)."""
     out: list[object] = []
-    consent = ConsentSettings.from_settings(settings, auth_enabled)
-    if consent.enabled:
-        engine = ConsentEngine(repository.database, repository.search_engine, consent, settings.base_url)
+    if engine is None:
+        engine = consent_engine(settings, auth_enabled, repository.database, repository.search_engine)
+    if engine is not None:
         out.append(ConsentInterceptor(engine))
     if AuditSettings.from_settings(settings, auth_enabled).provenance:
         out.append(ProvenanceInterceptor(repository))

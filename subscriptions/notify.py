@@ -50,13 +50,14 @@ class Renderer:
     async def view(self, note: Doc, owner: Doc | None, *, context: RequestContext | None = None,
                    content: bool = True) -> EventView:
         """The event as the owner (or `context`, for $events) may see it now. Without an owner
-        (the server's own, or auth off) everything is visible: no read unless `content`."""
+        nothing about the resource is visible (the dispatcher does not deliver to such a
+        Subscription at all; this is the second line)."""
         rtype, rid = str(note["t"]), str(note["r"])
         deleted = note["i"] == "delete"
-        if owner is None and context is None and not content:
-            return EventView(int(note["n"]), note["ts"], str(note["i"]), rtype, f"{rtype}/{rid}", None)
         version = int(note["v"]) - 1 if deleted else int(note["v"])
         reader = context or owner_context(self.base_url, owner, rtype, rid)
+        if reader is None:
+            return EventView(int(note["n"]), note["ts"], str(note["i"]), rtype, None, None)
         resource: Doc | None = None
         visible = False
         if version >= 1:

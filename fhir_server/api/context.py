@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from fhir_server.context import RequestContext
+from fhir_server.access.purpose import REQUESTED_PURPOSE
+from fhir_server.context import AUTH_DISABLED, RequestContext
 from fhir_server.errors import BadRequest
 from interceptors.hooks import Pointcut
 
@@ -41,6 +42,8 @@ async def request_context(
     prefer_return = prefer.get("return", "representation")
     if prefer_return not in ("minimal", "representation", "OperationOutcome"):
         raise BadRequest(f"Prefer: return={prefer_return[:40]} is not understood", code="value")
+    # What the client asks for; with auth on, the access decision narrows the token's purpose
+    # of use to it (fhir_server.access.purpose), it never adds to it.
     purposes = tuple(
         p.strip() for p in request.headers.get("x-purpose-of-use", "").split(",") if p.strip()
     )
@@ -57,5 +60,9 @@ async def request_context(
         remote_addr=request.client.host if request.client else None,
     )
     context.attributes["authorization"] = request.headers.get("authorization")
+    context.attributes[REQUESTED_PURPOSE] = purposes
+    if not svc.auth.enabled:
+        # Dev mode: an explicit principal, so that no code ever reads "no principal" as a grant.
+        context.principal = AUTH_DISABLED
     await svc.hooks.call(Pointcut.INCOMING_REQUEST, context=context)
     return context
