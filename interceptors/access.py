@@ -82,4 +82,6 @@ class AccessInterceptor:
         decision = self.policy.decision(context)
         for change in changes:
             if change.resource is not None:
-                await decision.may_store(change.resource_type, change.id, change.interaction, session)
+                # A new resource (a create, an update-as-create, a re-creation) is collected.
+                interaction = "create" if change.previous is None else change.interaction
+                await decision.may_store(change.resource_type, change.id, interaction, session)
