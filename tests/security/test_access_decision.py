@@ -4,6 +4,7 @@ every write path (create, update, patch, transaction entry, batch entry)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,10 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from fhir_server.access import NoPrincipal
+from fhir_server.app import build_services
+from fhir_server.config import Settings
+from fhir_server.context import RequestContext
 from tests.conftest import RunningServer
 from tests.security.conftest import Mint
 
@@ -100,3 +105,30 @@ def test_a_patient_scoped_batch_entry_into_another_patients_record_is_403(people
     assert statuses[1].startswith("403")
     assert statuses[2].startswith("403")
     assert people["admin"].get("/Task", params={"patient": "p2"}).json().get("entry") is None
+
+
+def test_with_auth_on_the_repository_refuses_a_context_without_a_principal(secure_settings: Settings) -> None:
+    """A bug that drops the principal must not open the server: every read and write path of
+    the repository refuses the context (401), none treats it as unrestricted."""
+
+    async def scenario() -> None:
+        services = await build_services(secure_settings)
+        try:
+            system = RequestContext.system(secure_settings.base_url)
+            await services.repository.update(system, "Patient", "p9", {"resourceType": "Patient", "id": "p9"})
+            bare = RequestContext(base_url=secure_settings.base_url, interaction="read", resource_type="Patient")
+            with pytest.raises(NoPrincipal) as info:
+                await services.repository.read(bare, "Patient", "p9")
+            assert info.value.status == 401
+            bare.interaction = "create"
+            with pytest.raises(NoPrincipal):
+                await services.repository.create(bare, {"resourceType": "Patient"})
+            bare.interaction = "delete"
+            with pytest.raises(NoPrincipal):
+                await services.repository.delete(bare, "Patient", "p9")
+            # The server's own work is SYSTEM, explicitly: it reads what it wrote.
+            assert (await services.repository.read(system, "Patient", "p9")).id == "p9"
+        finally:
+            await services.close()
+
+    asyncio.run(scenario())
