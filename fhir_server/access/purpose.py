@@ -5,9 +5,9 @@ The authorization server grants purposes in the token, in either form:
   space-separated string;
 - a scope `purpose_of_use/<code>` (or `purpose_of_use/<system>|<code>`), for authorization
   servers that can only issue scopes.
-Break-the-glass (`BTG`) is available to a token that grants it so, or that holds a scope
-covering one of the Consent settings' break-the-glass scopes; it is in force only when the
-token's claim names it or the request asks for it.
+Break-the-glass (`BTG`) is in force when the token grants it (claim or scope) and the
+header does not narrow it away, or when the header asks for it and the token holds a scope
+covering one of the Consent settings' break-the-glass scopes.
 
 The `X-Purpose-Of-Use` header may name some of the granted purposes: then only those are in
 force. A purpose the token does not grant is refused (403), so a client cannot talk its way

@@ -144,3 +144,18 @@ def test_every_spec_example_is_stored_in_file_order_by_a_backend_client(world: W
             refused.append(f"{path.name}: {reply.status_code} {reply.text[:200]}")
     assert refused == [], "\n".join(refused)
     assert stored + skipped == 174 and stored > 100
+
+
+def test_break_the_glass_only_when_the_token_allows_it(
+        world: World, mint: Mint, secure: Callable[..., httpx.Client]) -> None:
+    world.consent(consent({"type": "deny", "actor": [actor("RelatedPerson/clara")]}))
+    btg = {"X-Purpose-Of-Use": "BTG"}
+    # Her daughter's patient-context token does not allow it: the header alone is refused.
+    reply = world.clara.get("/Task/anna-task", headers=btg)
+    assert reply.status_code == 403 and "not granted: BTG" in reply.text
+    # A token the authorization server granted BTG to may break the glass (and says so).
+    granted = secure(mint("patient/*.rs purpose_of_use/BTG purpose_of_use/TREAT", patient="anna",
+                        fhir_user="RelatedPerson/clara"))
+    assert granted.get("/Task/anna-task").status_code == 200
+    # Narrowed to another purpose, the glass stays whole.
+    assert granted.get("/Task/anna-task", headers={"X-Purpose-Of-Use": "TREAT"}).status_code == 403
