@@ -66,7 +66,7 @@ class AccessInterceptor:
             decision.may_write(rtype, "create", resource)
         decision.may_write(rtype, interaction, resource, previous)
         if previous is not None:
-            await decision.may_change_target(rtype, previous, "correct")
+            await decision.may_change(rtype, previous)
 
     @hook(Pointcut.BEFORE_DELETE, ORDER)
     async def before_delete(self, context: RequestContext, previous: dict[str, Any] | None) -> None:
@@ -74,7 +74,7 @@ class AccessInterceptor:
         rtype = str((previous or {}).get("resourceType") or context.resource_type)
         decision.may_write(rtype, "delete", None, previous)
         if previous is not None:
-            await decision.may_change_target(rtype, previous, "correct")
+            await decision.may_change(rtype, previous)
 
     @hook(Pointcut.IN_TRANSACTION, STORE_ORDER)
     async def check_changes(self, context: RequestContext, changes: list[Change],

@@ -7,6 +7,9 @@
 - `may_write(type, new_version)`: may this new version be written, judged by its COMPUTED
   patient compartments, the same `compartments.Patient` field reads are judged by. A
   patient-scoped write must land in the patient's own compartment and in no other patient's.
+Around a write, Consent adds two checks: `may_change(previous)` before an update, patch or
+delete (a withheld resource is 403, as a read is; so is one a `correct` provision covers), and
+`may_store` inside the transaction (`collect` / `correct` provisions on the stored version).
 
 Fails closed: a context without a principal is refused (401), an auth-disabled principal on
 a server with auth on is refused (403); only the SYSTEM principal (the server's own work,
@@ -254,15 +257,15 @@ class AccessDecision:
             if ref != self._user:
                 raise Forbidden("A patient can change their own Consents only")
 
-    async def may_change_target(self, resource_type: str, previous: dict[str, Any], action: str) -> None:
-        """Before an update, patch or delete of `previous`: a Consent that withholds it from
-        this requester makes it 403 (as a read is), and one that denies `correct` too."""
+    async def may_change(self, resource_type: str, previous: dict[str, Any]) -> None:
+        """Before an update, patch or delete of the stored `previous`: a Consent that withholds
+        it from this requester makes it 403 (as a read is), and so does one whose provision
+        names `correct` for it (the new version is checked again in the transaction)."""
         if self.unrestricted or not self._consent_governs(resource_type):
             return
         if await self._consent_denies(previous, action="access", history=False):
             raise Forbidden(f"access to {resource_type}/{previous.get('id')} is not permitted")
-        if action == "correct" and self.context.interaction == "delete" and await self._consent_denies(
-                previous, action="correct", history=False):
+        if await self._consent_denies(previous, action="correct", history=False):
             raise Forbidden(f"A Consent of the patient does not permit this change to {resource_type}")
 
     async def may_store(self, resource_type: str, resource_id: str, interaction: str,
