@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+# Who a principal is: a bearer of an access token, the server itself (SYSTEM), or anyone while
+# auth is switched off (AUTH_DISABLED, dev mode). Never None: a missing principal is a bug.
+PrincipalKind = Literal["token", "system", "auth-disabled"]
 
 
 @dataclass
@@ -25,6 +29,20 @@ class Principal:
     # Purpose of use the token asserts (v3-ActReason codes, e.g. TREAT, BTG; "system|code"
     # when qualified): a `purpose_of_use` claim. Consent reads it beside the request header's.
     purpose_of_use: tuple[str, ...] = ()
+    kind: PrincipalKind = "token"
+
+    @property
+    def is_server(self) -> bool:
+        """The server's own work (SYSTEM): not a client, not governed by scopes or Consent."""
+        return self.kind == "system"
+
+
+# The server's own work: loading, subscription matching, workflows. Only code inside the
+# server builds contexts with it (RequestContext.system); no token can produce it.
+SYSTEM = Principal(client_id="fhir-server", kind="system")
+# Every request while auth is disabled (dev mode): unrestricted because nothing is enforced,
+# and refused by the access decision if it ever reaches a server with auth on.
+AUTH_DISABLED = Principal(client_id="auth-disabled", kind="auth-disabled")
 
 
 @dataclass
@@ -36,8 +54,11 @@ class RequestContext:
     resource_id: str | None = None
     method: str = "GET"
     url: str = ""
+    # None only until INCOMING_REQUEST has run: with auth on, the access decision refuses a
+    # context that still has none (fhir_server.access), it never means "unrestricted".
     principal: Principal | None = None
-    # Purpose of use (v3-ActReason codes, e.g. TREAT, BTG), from the token or a header.
+    # The purpose of use in force (v3-ActReason codes, e.g. TREAT, BTG): granted by the token,
+    # possibly narrowed by the X-Purpose-Of-Use header (fhir_server.access.purpose).
     purpose_of_use: tuple[str, ...] = ()
     # Prefer: handling=strict|lenient (search) and return=minimal|representation|OperationOutcome.
     prefer_handling: str = "lenient"
@@ -48,5 +69,12 @@ class RequestContext:
 
     @classmethod
     def system(cls, base_url: str, interaction: str = "system") -> RequestContext:
-        """A context for the server's own work (loading, workflows): no SMART principal."""
-        return cls(base_url=base_url, interaction=interaction)
+        """A context for the server's own work (loading, workflows): the SYSTEM principal."""
+        return cls(base_url=base_url, interaction=interaction, principal=SYSTEM)
+
+    @property
+    def caller(self) -> Principal | None:
+        """The authenticated client, or None for the server's own work and for dev mode
+        (for the audit trail and Provenance: who to name as the agent)."""
+        principal = self.principal
+        return principal if principal is not None and principal.kind == "token" else None

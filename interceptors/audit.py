@@ -69,7 +69,7 @@ class AuditInterceptor:
 
     @hook(Pointcut.FILTER_QUERY)
     def filter_query(self, context: RequestContext, resource_type: str, query: AccessQuery) -> None:
-        principal = context.principal
+        principal = context.caller
         if resource_type != AUDIT_EVENT or principal is None or _reads_all_audit_events(principal.scopes):
             return
         user = relative_reference(principal.fhir_user or "", self.base_url)

@@ -1,13 +1,9 @@
-"""Consent enforcement at the hook points (order 300, after SMART scopes).
+"""Consent's bookkeeping at IN_TRANSACTION (order 300): a labelled version gets its
+`patient_labels` (fhir_server.consent.labels), so that label provisions are one flat filter.
 
-- FILTER_QUERY: every query of the read pipeline gets the Consent filter, so a denied
-  resource is never returned, counted, paged, included or used to resolve a chain.
-- CAN_SEE: a direct read or vread is not filtered but checked, so that a denied resource is
-  answered 403 rather than 404.
-- IN_TRANSACTION: the version being written must not fall in a region the writer is denied
-  (`collect` for a create, `correct` otherwise); lookups before a write are filtered already.
-  A labelled version gets its `patient_labels` (fhir_server.consent.labels).
-- BEFORE_*: a patient changes only their own Consents; a RelatedPerson changes none.
+What Consent decides (what leaves the server, which writes a `collect` / `correct` provision
+refuses) is part of the request's one access decision: fhir_server.access, registered by
+interceptors/access.py.
 """
 
 from __future__ import annotations
@@ -18,10 +14,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.consent import ConsentEngine, labels
-from fhir_server.consent.model import relative_reference
 from fhir_server.context import RequestContext
-from fhir_server.errors import Forbidden
-from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
+from fhir_server.hooks import Change, Pointcut, hook
 
 # Written by the server about a change; governed by the change itself.
 _SIDE_RECORDS = ("Provenance", "AuditEvent")
@@ -31,74 +25,9 @@ class ConsentInterceptor:
     def __init__(self, engine: ConsentEngine) -> None:
         self.engine = engine
 
-    @staticmethod
-    def _direct_read(context: RequestContext, resource_type: str) -> bool:
-        return context.interaction in ("read", "vread") and resource_type == context.resource_type
-
-    @hook(Pointcut.FILTER_QUERY)
-    async def filter_query(self, context: RequestContext, resource_type: str,
-                           query: AccessQuery) -> None:
-        if self._direct_read(context, resource_type):
-            return
-        fragment = await self.engine.filter(context, resource_type)
-        if fragment is not None:
-            query.add(fragment)
-
-    @hook(Pointcut.CAN_SEE)
-    async def can_see(self, context: RequestContext, resource: dict[str, Any]) -> bool:
-        rtype = str(resource.get("resourceType"))
-        if not self._direct_read(context, rtype):
-            return True
-        version = (resource.get("meta") or {}).get("versionId")
-        key = {"_id": f"{resource.get('id')}/{version}"}
-        return not await self.engine.denies(context, rtype, key, history=True, action="access")
-
     @hook(Pointcut.IN_TRANSACTION)
-    async def check_change(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
+    async def stamp_labels(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
                            db: AsyncDatabase[dict[str, Any]]) -> None:
         for change in changes:
-            await self._check_change_one(context, change, session, db)
-
-    async def _check_change_one(self, context: RequestContext, change: Change,
-                           session: AsyncClientSession, db: AsyncDatabase[dict[str, Any]]) -> None:
-        if change.resource is None or change.resource_type in _SIDE_RECORDS:
-            return
-        await labels.stamp(self.engine.database, change, session)
-        action = "collect" if change.interaction == "create" else "correct"
-        if await self.engine.denies(context, change.resource_type, {"_id": change.id},
-                                    history=False, action=action, session=session):
-            raise Forbidden(f"A Consent of the patient does not permit this change to "
-                            f"{change.resource_type}")
-
-    def _check_author(self, context: RequestContext, *resources: dict[str, Any] | None) -> None:
-        principal = context.principal
-        if principal is None or not principal.fhir_user:
-            return
-        user = relative_reference(principal.fhir_user, self.engine.base_url)
-        if user.startswith("RelatedPerson/"):
-            raise Forbidden("A RelatedPerson cannot change a patient's Consent")
-        if not user.startswith("Patient/"):
-            return
-        for resource in resources:
-            if resource is None:
-                continue
-            patient = resource.get("patient") or {}
-            ref = relative_reference(str(patient.get("reference", "")), self.engine.base_url)
-            if ref != user:
-                raise Forbidden("A patient can change their own Consents only")
-
-    @hook(Pointcut.BEFORE_CREATE)
-    def before_create(self, context: RequestContext, resource: dict[str, Any]) -> None:
-        if resource.get("resourceType") == "Consent":
-            self._check_author(context, resource)
-
-    @hook(Pointcut.BEFORE_UPDATE)
-    def before_update(self, context: RequestContext, resource: dict[str, Any],
-                      previous: dict[str, Any] | None) -> None:
-        if resource.get("resourceType") == "Consent":
-            self._check_author(context, resource, previous)
-
-    @hook(Pointcut.BEFORE_DELETE)
-    def before_delete(self, context: RequestContext, previous: dict[str, Any] | None) -> None:
-        if previous is not None and previous.get("resourceType") == "Consent":
-            self._check_author(context, previous)
+            if change.resource is not None and change.resource_type not in _SIDE_RECORDS:
+                await labels.stamp(self.engine.database, change, session)

@@ -26,7 +26,7 @@ class ProvenanceInterceptor:
     async def _location(self, context: RequestContext, db: AsyncDatabase[dict[str, Any]],
                         session: AsyncClientSession) -> str | None:
         if _LOCATION not in context.attributes:
-            principal = context.principal
+            principal = context.caller
             context.attributes[_LOCATION] = (
                 await care_location(db, principal.fhir_user, self.base_url, session)
                 if principal is not None and principal.fhir_user else None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from pymongo import IndexModel
 
+from fhir_server.access import AccessPolicy
 from fhir_server.audit.patients import PatientFinder
 from fhir_server.audit.settings import AuditSettings
 from fhir_server.audit.writer import AuditWriter
@@ -26,6 +27,7 @@ from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator
+from interceptors.access import AccessInterceptor
 from interceptors.audit import AuditInterceptor, audit_indexes
 from interceptors.consent import ConsentInterceptor
 from interceptors.outbox import OutboxInterceptor
@@ -44,9 +46,15 @@ ORDER: dict[str, int] = {
     "audit-track": 1,
     # A malformed body is refused as such, whoever sends it.
     "validation": 10,
+    # Authentication: sets the request's principal.
     "smart": 200,
+    # The one access decision (SMART scopes + Consent), after authentication.
+    "access": 210,
     # After SMART has authorized a Subscription write, before Consent.
     "subscription-guard": 250,
+    # Consent's collect/correct provisions, checked inside the write's transaction.
+    "access-store": 300,
+    # Consent's security-label bookkeeping.
     "consent": 300,
     "provenance": 400,
     # The change event is the last write of a transaction.
@@ -94,12 +102,14 @@ def build_interceptors(
     guard = SubscriptionGuard(SpecParser(search, load_topics(settings.profiles_dir, search)),
                               EndpointPolicy(settings.subscriptions.allowed_hosts))
     built: list[tuple[str, object]] = [("validation", ValidationInterceptor(validator))]
-    if auth.enabled:
-        built.append(("smart", SmartInterceptor(tokens, filter_builder=search.filter_for)))
-    built += [("subscription-guard", guard), ("outbox", outbox)]
     consent = ConsentSettings.from_settings(settings, auth.enabled)
-    if consent.enabled:
-        engine = ConsentEngine(database, search, consent, settings.base_url)
+    engine = ConsentEngine(database, search, consent, settings.base_url) if consent.enabled else None
+    if auth.enabled:
+        built.append(("smart", SmartInterceptor(tokens)))
+        # With auth on, every path data leaves or enters by asks one access decision.
+        built.append(("access", AccessInterceptor(AccessPolicy(search, engine))))
+    built += [("subscription-guard", guard), ("outbox", outbox)]
+    if engine is not None:
         built.append(("consent", ConsentInterceptor(engine)))
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None

@@ -136,7 +136,11 @@ class Dispatcher:
             specs[spec.id] = spec
         owners = {d["_id"]: d.get("owner") for d in await db.db[STATE].find(
             {"_id": {"$in": sorted(specs)}}, {"owner": 1}).to_list()}
-        return {sub: (spec, owners.get(sub)) for sub, spec in specs.items()}
+        unowned = sorted(sub for sub in specs if not owners.get(sub))
+        if unowned:
+            # Fail closed: with no owner there is no one to read the events as.
+            log.warning("Subscriptions without a recorded owner deliver nothing: %s", ", ".join(unowned)[:300])
+        return {sub: (spec, owners[sub]) for sub, spec in specs.items() if owners.get(sub)}
 
     def _ensure(self, spec: Spec, owner: Doc | None) -> None:
         current = self.workers.get(spec.id)

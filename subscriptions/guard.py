@@ -107,6 +107,7 @@ class SubscriptionGuard:
     @hook(Pointcut.FILTER_QUERY)
     def filter_query(self, context: RequestContext, resource_type: str, query: AccessQuery) -> None:
         principal = context.principal
-        if resource_type != "Subscription" or principal is None or has_system_access(principal):
+        if resource_type != "Subscription" or principal is None or principal.kind != "token" \
+                or has_system_access(principal):
             return
         query.add({"owner": owner_key(principal)})

@@ -21,6 +21,7 @@ from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.storage.documents import format_instant, now
 from fhir_server.storage.repository import Repository
+from fhir_server.hooks import Pointcut
 from subscriptions.model import BACKPORT, Spec
 from subscriptions.owner import owner_context
 
@@ -49,13 +50,16 @@ class Renderer:
     async def view(self, note: Doc, owner: Doc | None, *, context: RequestContext | None = None,
                    content: bool = True) -> EventView:
         """The event as the owner (or `context`, for $events) may see it now. Without an owner
-        (the server's own, or auth off) everything is visible: no read unless `content`."""
+        nothing about the resource is visible (the dispatcher does not deliver to such a
+        Subscription at all; this is the second line)."""
         rtype, rid = str(note["t"]), str(note["r"])
         deleted = note["i"] == "delete"
-        if owner is None and context is None and not content:
+        if context is None and not content and self._unrestricted(owner):
             return EventView(int(note["n"]), note["ts"], str(note["i"]), rtype, f"{rtype}/{rid}", None)
         version = int(note["v"]) - 1 if deleted else int(note["v"])
         reader = context or owner_context(self.base_url, owner, rtype, rid)
+        if reader is None:
+            return EventView(int(note["n"]), note["ts"], str(note["i"]), rtype, None, None)
         resource: Doc | None = None
         visible = False
         if version >= 1:
@@ -68,6 +72,12 @@ class Renderer:
                 resource = None if deleted else released.resource
         return EventView(int(note["n"]), note["ts"], str(note["i"]), rtype,
                          f"{rtype}/{rid}" if visible else None, resource)
+
+    def _unrestricted(self, owner: Doc | None) -> bool:
+        """An owner that may see every event, so that no read is needed without content: the
+        server itself, or anyone while nothing decides per resource (auth off)."""
+        kind = (owner or {}).get("kind")
+        return kind == "system" or (kind == "auth-disabled" and not self.repository.hooks.has(Pointcut.CAN_SEE))
 
     # ------------------------------------------------------------------ Backport bundles
 

@@ -4,6 +4,9 @@ The creating request's principal (client, fhirUser, patient in context, scopes, 
 use) is stored beside the Subscription when it is created. Every notification is then run
 through the same read pipeline as a read by that principal, at delivery time, so SMART scopes
 and the patient's Consent decide what it may carry *now*, not what they allowed at creation.
+The server's own Subscriptions are owned by SYSTEM, dev mode's by AUTH_DISABLED (refused once
+auth is on). A Subscription without a recorded owner delivers nothing (`owner_context` is
+None): a lost owner must not open the record.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.auth.scopes import parse_scopes
-from fhir_server.context import Principal, RequestContext
+from fhir_server.context import AUTH_DISABLED, SYSTEM, Principal, RequestContext
 
 Doc = dict[str, Any]
 
@@ -28,12 +31,18 @@ def principal_doc(principal: Principal | None, purpose: tuple[str, ...] = ()) ->
         "issuer": principal.issuer,
         "purpose": list(purpose),
         "key": owner_key(principal),
+        "kind": principal.kind,
     }
 
 
 def principal_of(doc: Doc | None) -> Principal | None:
     if not doc:
         return None
+    kind = doc.get("kind", "token")
+    if kind == "system":
+        return SYSTEM
+    if kind == "auth-disabled":
+        return AUTH_DISABLED
     return Principal(
         client_id=doc.get("client"),
         fhir_user=doc.get("user"),
@@ -55,12 +64,15 @@ def has_system_access(principal: Principal, resource_type: str = "Subscription")
                for s in parse_scopes(principal.scopes))
 
 
-def owner_context(base_url: str, owner: Doc | None, resource_type: str, resource_id: str) -> RequestContext:
-    """A read of one resource by the owner, as the read pipeline sees it."""
+def owner_context(base_url: str, owner: Doc | None, resource_type: str,
+                  resource_id: str) -> RequestContext | None:
+    """A read of one resource by the owner, as the read pipeline sees it; None without an
+    owner (nothing may be delivered then)."""
+    principal = principal_of(owner)
+    if owner is None or principal is None:
+        return None
     context = RequestContext(base_url=base_url, interaction="vread", resource_type=resource_type,
-                             resource_id=resource_id, method="GET")
-    context.principal = principal_of(owner)
-    if owner:
-        context.purpose_of_use = tuple(owner.get("purpose") or ())
+                             resource_id=resource_id, method="GET", principal=principal)
+    context.purpose_of_use = tuple(owner.get("purpose") or ())
     context.attributes["subscription_delivery"] = True
     return context

@@ -137,12 +137,13 @@ def secure_server(secure_settings: Settings) -> Iterator[RunningServer]:
 def mint(secure_server: RunningServer) -> Mint:
     settings = secure_server.settings
 
-    def mint_token(scope: str, *, patient: str | None = None, fhir_user: str | None = None) -> str:
+    def mint_token(scope: str, *, patient: str | None = None, fhir_user: str | None = None,
+                   client_id: str = "fhir-server-cli") -> str:
         async def work() -> str:
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri)
             try:
                 return await mint_dev_token(client[settings.database], auth_settings(settings), scope.split(),
-                                            patient=patient, fhir_user=fhir_user)
+                                            patient=patient, fhir_user=fhir_user, client_id=client_id)
             finally:
                 await client.close()
 

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from fhir_server.access.purpose import REQUESTED_PURPOSE
 from fhir_server.api.route import route_of
-from fhir_server.context import RequestContext
+from fhir_server.context import AUTH_DISABLED, RequestContext
 from fhir_server.errors import BadRequest
 from fhir_server.hooks import Pointcut
 
@@ -57,6 +58,8 @@ async def request_context(
     prefer_return = prefer.get("return", "representation")
     if prefer_return not in ("minimal", "representation", "OperationOutcome"):
         raise BadRequest(f"Prefer: return={prefer_return[:40]} is not understood", code="value")
+    # What the client asks for; with auth on, the access decision narrows the token's purpose
+    # of use to it (fhir_server.access.purpose), it never adds to it.
     purposes = tuple(
         p.strip() for p in request.headers.get("x-purpose-of-use", "").split(",") if p.strip()
     )
@@ -75,5 +78,9 @@ async def request_context(
     context.attributes["authorization"] = request.headers.get("authorization")
     if route.operation:
         context.attributes[OPERATION] = route.operation
+    context.attributes[REQUESTED_PURPOSE] = purposes
+    if not svc.auth.enabled:
+        # Dev mode: an explicit principal, so that no code ever reads "no principal" as a grant.
+        context.principal = AUTH_DISABLED
     await svc.hooks.call(Pointcut.INCOMING_REQUEST, context=context)
     return context

@@ -60,7 +60,7 @@ def records_change(context: RequestContext, change: Change) -> bool:
     server's own bookkeeping of machinery (a Subscription's status, ...)."""
     if change.resource_type in ("Provenance", "AuditEvent") or context.interaction == "load":
         return False
-    return context.principal is not None or change.resource_type not in MACHINERY
+    return context.caller is not None or change.resource_type not in MACHINERY
 
 
 def new_id() -> str:
@@ -81,9 +81,8 @@ def _coding(system: str, code: str, display: str | None = None) -> Doc:
 
 
 def purposes(context: RequestContext) -> list[Doc]:
+    # The purpose in force: the token's, as the request narrowed it (fhir_server.access.purpose).
     values = list(context.purpose_of_use)
-    if context.principal is not None:
-        values += context.principal.purpose_of_use
     out = []
     for value in dict.fromkeys(values):
         system, bar, code = value.rpartition("|")
@@ -92,7 +91,7 @@ def purposes(context: RequestContext) -> list[Doc]:
 
 
 def _agents(context: RequestContext, base_url: str) -> list[Doc]:
-    principal = context.principal
+    principal = context.caller
     user: Doc = {
         "type": {"coding": [_coding(BALP_AGENT, "UserOauthAgent", "User OAuth Agent participant")]},
         "requestor": True,
@@ -209,7 +208,7 @@ def change_event(context: RequestContext, base_url: str, change: Change, patient
 
 def token_event(context: RequestContext, base_url: str, status: int, recorded: datetime) -> Doc:
     """Token issuance at the authorization server (a login, for a user-facing grant)."""
-    entities = [_patient_entity(context.principal.patient)] if (
-        context.principal and context.principal.patient) else []
+    caller = context.caller
+    entities = [_patient_entity(caller.patient)] if caller and caller.patient else []
     return _event(context, base_url, _coding(DCM, "110114", "User Authentication"),
                   _coding(DCM, "110122", "Login"), "E", status, recorded, entities)

@@ -34,7 +34,7 @@ def _agent(kind: str, who: Doc, on_behalf_of: Doc | None = None) -> Doc:
 
 
 def provenance_for(context: RequestContext, base_url: str, change: Change, location: str | None) -> Doc:
-    principal = context.principal
+    principal = context.caller
     agents: list[Doc] = []
     if principal is None:
         agents.append(_agent("performer", {"display": base_url}))

@@ -1,6 +1,8 @@
-"""Does a resource satisfy a granular scope's parameters, and is it in a patient's compartment?
+"""Does a resource satisfy a granular scope's parameters?
 
-Used where no query can decide: per-resource checks (CAN_SEE, writes). The search layer can
+Used where no query can decide: per-resource checks (CAN_SEE, writes). Which patient's
+compartment a resource is in is not guessed here: the access decision computes it with the
+compartment definition, as the write pipeline stores it (fhir_server.access.compartments). The search layer can
 do better for searches (a real SearchParameter evaluation); this default understands the
 parameters granular scopes use in practice: a top-level element named like the parameter
 holding a code, Coding, CodeableConcept, Identifier or Reference.
@@ -56,35 +58,3 @@ def matches_params(resource: dict[str, Any], params: Iterable[tuple[str, str]]) 
         if not any(_matches(v, alt) for v in _values(element) for alt in alternatives):
             return False
     return True
-
-
-def _references(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str):
-            yield ref
-        for key, child in node.items():
-            if key != "contained":
-                yield from _references(child)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _references(item)
-
-
-def patient_compartments(resource: dict[str, Any]) -> list[str]:
-    """Patient ids whose compartment holds `resource`.
-
-    Prefers the stored `compartments.Patient` field (computed at write time from the
-    compartment definition); without it, falls back to any reference to a Patient.
-    """
-    stored = resource.get("compartments")
-    if isinstance(stored, dict) and isinstance(stored.get("Patient"), list):
-        return [str(p) for p in stored["Patient"]]
-    ids = []
-    if resource.get("resourceType") == "Patient" and resource.get("id"):
-        ids.append(str(resource["id"]))
-    for ref in _references(resource):
-        head, found, tail = ref.rpartition("Patient/")
-        if found and (not head or head.endswith("/")) and tail and "/" not in tail:
-            ids.append(tail)
-    return list(dict.fromkeys(ids))

@@ -122,6 +122,10 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         scopes = [s for s in scp if isinstance(s, str)] if isinstance(scp, list) else []
     fhir_user = claims.get("fhirUser")
     client_id = claims.get("client_id") or claims.get("azp") or claims.get("sub")
+    # The purpose of use the authorization server grants (fhir_server.access.purpose).
+    purpose = claims.get("purpose_of_use")
+    purposes = split_scope_string(purpose) if isinstance(purpose, str) else (
+        [p for p in purpose if isinstance(p, str)] if isinstance(purpose, list) else [])
     return Principal(
         client_id=str(client_id) if client_id else None,
         fhir_user=str(fhir_user) if fhir_user else None,
@@ -130,6 +134,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         scopes=frozenset(scopes),
         token_id=str(claims["jti"]) if claims.get("jti") else None,
         issuer=str(claims["iss"]) if claims.get("iss") else None,
+        purpose_of_use=tuple(purposes),
     )
 
 

@@ -157,8 +157,8 @@ class ConsentEngine:
 
     async def _load(self, context: RequestContext) -> RequestPolicy | None:
         principal = context.principal
-        if principal is None:
-            return None  # the server's own work
+        if principal is None or principal.kind != "token":
+            return None  # the server's own work (the access decision refuses a missing principal)
         now = datetime.now(UTC)
         fhir_user = relative_reference(principal.fhir_user, self.base_url) if principal.fhir_user else None
         own = fhir_user[len("Patient/"):] if fhir_user and fhir_user.startswith("Patient/") else None
@@ -182,9 +182,10 @@ class ConsentEngine:
                    if d.meaning == "related"}
         held = await held_references(self.db, related, {
             t: self.vocabulary.of(t)[1] for t in {r.partition("/")[0] for r in related}}) if related else {}
-        purposes = _purposes(context.purpose_of_use + principal.purpose_of_use)
-        btg = any(code == BREAK_THE_GLASS for _, code in purposes) and self.may_break_the_glass(
-            principal.scopes)
+        # The purpose in force: granted by the token, narrowed by the request; break-the-glass
+        # is in it only when the token allows it (fhir_server.access.purpose).
+        purposes = _purposes(context.purpose_of_use)
+        btg = any(code == BREAK_THE_GLASS for _, code in purposes)
         requester = Requester(actors, purposes, "access", now, held)
         return RequestPolicy(consents, requester, btg, self.vocabulary)
 
@@ -195,7 +196,9 @@ class ConsentEngine:
         policy = await self.policy(context)
         if policy is None:
             return None
-        action = self.action(context)
+        # A query serves disclosure, whatever the interaction: what a write may change is
+        # decided per version (`denies` with collect / correct).
+        action = "access"
         regions = policy.regions(rtype, action)
         if not regions:
             return None

@@ -13,7 +13,7 @@ A region is a MongoDB filter, `ALL` ({}: everything), or `NONE` (None: nothing).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,8 @@ CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 LEVELS = "ULMNRV"  # unrestricted < low < moderate < normal < restricted < very restricted
 UNLABELED_LEVEL = "N"  # a resource without a confidentiality label is normal
 SECURITY = "sp._security|"
+# The actions a Consent governs a write by (a create collects, any other change corrects).
+WRITE_ACTIONS = frozenset({"collect", "correct"})
 # The clinical date a provision's dataPeriod is compared with, per type (else lastUpdated).
 DATA_DATE = ("date", "sent", "authored-on", "authored", "recorded", "created", "period")
 AUTHORSHIP = ("author", "requester", "sender", "recorder", "asserter", "agent")
@@ -241,10 +243,24 @@ def _denied(rules: tuple[Provision, ...], decision: str, rtype: str, vocabulary:
     return any_of(*via_rules, own)
 
 
+def _naming(rules: tuple[Provision, ...], action: str) -> tuple[Provision, ...]:
+    """The provisions that name `action`, each with its nested ones that do too."""
+    return tuple(replace(rule, children=_naming(rule.children, action))
+                 for rule in rules if any(code == action for _, code in rule.actions))
+
+
 def denied_region(consent: Consent, rtype: str, vocabulary: Vocabulary, requester: Requester) -> Region:
-    """The resources of `rtype` in the patient's compartment that `consent` denies."""
+    """The resources of `rtype` in the patient's compartment that `consent` denies.
+
+    A Consent governs disclosure (`access`) whole: its base policy and every provision. It
+    governs writes (`collect`, `correct`) only where a provision names that action: the
+    base policy is about disclosure, so for a write it permits, and provisions that do not
+    name the action (with what they frame) do not take part.
+    """
     if not consent.applies_at(requester.now):
         return NONE
+    if requester.action in WRITE_ACTIONS:
+        return _denied(_naming(consent.rules, requester.action), "permit", rtype, vocabulary, requester)
     return _denied(consent.rules, consent.base, rtype, vocabulary, requester)
 
 

@@ -4,7 +4,9 @@ compartment, and the directory resources those reference (Practitioner, Organiza
 It is a search across types (keyset-paged like any search, `_count`, `_since`, `_type`), run
 through the repository's read pipeline: every query carries the access filter (SMART,
 Consent) and every resource passes `release`. Directory resources come as `include` entries
-of the page that references them. The HTTP adapter is `fhir_server.api.everything`.
+of the page that references them. AuditEvents and Provenance (one per access and change: they
+grow without bound, and name other people) are left out, unless a caller holding an audit
+scope names them in `_type`. The HTTP adapter is `fhir_server.api.everything`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from fhir_server.access.decision import AUDIT_RECORDS, holds_audit_scope
 from fhir_server.batch.references import references
 from fhir_server.context import RequestContext
 from fhir_server.errors import BadRequest
@@ -69,7 +72,12 @@ async def everything(repository: Repository, search: SearchEngine, context: Requ
         unknown = [t for t in asked.types if t not in STORED]
         if unknown:
             raise BadRequest(f"_type names types this server does not store: {', '.join(unknown)[:200]}")
-        types = [t for t in types if t in asked.types]
+        principal = context.principal
+        types = [t for t in types if t in asked.types and (
+            t not in AUDIT_RECORDS or principal is None or principal.kind != "token"
+            or holds_audit_scope(principal, t))]
+    else:
+        types = [t for t in types if t not in AUDIT_RECORDS]
     if not types:
         return EverythingPage([], None)
     queries = [SearchQuery(t, clauses=list(clauses), count=asked.count, cursor=asked.cursor) for t in types]

@@ -102,7 +102,9 @@ def test_writes_are_recorded_with_their_provenance(world: World) -> None:
 
 
 def test_a_refused_write_leaves_a_failure_event_and_no_provenance(world: World) -> None:
-    world.consent(consent({"type": "deny", "actor": [actor("Practitioner/chen")]}))
+    # A write is refused by a provision naming `collect` (docs/consent.md).
+    collect = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "collect"}]}
+    world.consent(consent({"type": "deny", "actor": [actor("Practitioner/chen")], "action": [collect]}))
     task = {"resourceType": "Task", "id": "chens-task", "status": "requested", "intent": "order",
             "for": ref("Patient/anna")}
     assert world.chen.put("/Task/chens-task", json=task).status_code == 403

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fhir_server.auth.granular import matches_params, patient_compartments
+from fhir_server.auth.granular import matches_params
 from fhir_server.auth.scopes import (
     Access,
     decide,
@@ -47,7 +47,7 @@ def _observation(patient: str, category: str) -> dict[str, Any]:
 
 def _visible(access: Access, resource: dict[str, Any]) -> bool:
     for grant in access.grants:
-        if grant.patient is not None and grant.patient not in patient_compartments(resource):
+        if grant.patient is not None and grant.patient != resource["subject"]["reference"].partition("/")[2]:
             continue
         if grant.params and not matches_params(resource, grant.params):
             continue
@@ -134,13 +134,6 @@ def test_granular_user_scope_with_reference_parameter() -> None:
     mine = {"resourceType": "Task", "owner": {"reference": "Practitioner/d1"}}
     theirs = {"resourceType": "Task", "owner": {"reference": "Practitioner/d2"}}
     assert _visible(access, mine) and not _visible(access, theirs)
-
-
-def test_compartment_prefers_stored_field() -> None:
-    stored = {"resourceType": "Observation", "subject": {"reference": "Patient/p9"},
-              "compartments": {"Patient": ["p1"]}}
-    assert patient_compartments(stored) == ["p1"]
-    assert patient_compartments({"resourceType": "Patient", "id": "p3"}) == ["p3"]
 
 
 def test_readable_types() -> None:

@@ -91,12 +91,25 @@ def test_data_period(world: World) -> None:
     assert ids(world.gray.get("/Communication").json()) == {"anna-later"}
 
 
-def test_an_access_only_permit_does_not_allow_changes(world: World) -> None:
+def _action(code: str) -> dict[str, Any]:
+    return {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": code}]}
+
+
+def test_a_consent_governs_writes_only_where_a_provision_names_collect_or_correct(world: World) -> None:
+    # Opt-in, Chen may access: what she may change is left to her scopes (docs/consent.md).
     world.consent(consent({"type": "permit", "actor": [actor("Practitioner/chen")],
-                           "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
-                                                   "code": "access"}]}]}, policy="OPTIN"))
+                           "action": [_action("access")]}, policy="OPTIN"))
+    task = world.chen.get("/Task/anna-task").json()
+    assert world.chen.put("/Task/anna-task", json={**task, "status": "accepted"}).status_code == 200
+    new = {"resourceType": "Task", "status": "requested", "intent": "order", "for": ref("Patient/anna")}
+    assert world.chen.post("/Task", json=new).status_code == 201
+    # A provision naming `correct` and `collect` for Chen refuses her changes and additions.
+    world.consent(consent({"type": "deny", "actor": [actor("Practitioner/chen")],
+                           "action": [_action("correct"), _action("collect")]}))
     task = world.chen.get("/Task/anna-task").json()
     assert world.chen.put("/Task/anna-task", json={**task, "status": "cancelled"}).status_code == 403
-    new = {"resourceType": "Task", "status": "requested", "intent": "order", "for": ref("Patient/anna")}
     assert world.chen.post("/Task", json=new).status_code == 403
-    assert world.chen.get("/Task/anna-task").json()["status"] == "requested"
+    assert world.chen.delete("/Task/anna-task").status_code == 403
+    assert world.chen.get("/Task/anna-task").json()["status"] == "accepted"
+    # Gray is not named: he still may.
+    assert world.gray.post("/Task", json=new).status_code == 201

@@ -42,17 +42,20 @@ def test_care_team_membership_ends_with_the_participant_period(world: World) -> 
     assert world.gray.get("/Task/anna-task").status_code == 200
 
 
-def test_a_denied_practitioner_sees_and_changes_nothing(world: World) -> None:
+def test_a_denied_practitioner_sees_and_changes_nothing_she_cannot_see(world: World) -> None:
     world.consent(consent({"type": "deny", "actor": [actor("Practitioner/chen")]}))
     assert world.chen.get("/Task/anna-task").status_code == 403
     assert ids(world.chen.get("/Appointment").json()) == set()
     assert world.gray.get("/Appointment/anna-visit").status_code == 200
-    # Changing what she cannot see, or adding to Anna's record, is refused too.
+    # Changing or deleting what she cannot see is refused as reading it is (403).
     task = world.gray.get("/Task/anna-task").json()
     assert world.chen.put("/Task/anna-task", json={**task, "status": "cancelled"}).status_code == 403
-    assert world.chen.post("/Task", json={**TASK, "for": ref("Patient/anna")}).status_code == 403
-    assert world.chen.post("/Task", json={**TASK, "for": ref("Patient/bob")}).status_code == 201
+    assert world.chen.patch("/Task/anna-task", content=b'[{"op":"replace","path":"/status","value":"cancelled"}]',
+                            headers={"Content-Type": "application/json-patch+json"}).status_code == 403
+    assert world.chen.delete("/Task/anna-task").status_code == 403
     assert world.gray.get("/Task/anna-task").json()["status"] == "requested"
+    # Adding to the record is a write: only a provision naming `collect` governs it.
+    assert world.chen.post("/Task", json={**TASK, "for": ref("Patient/anna")}).status_code == 201
 
 
 def test_the_organization_of_a_practitioner_is_an_actor(world: World) -> None:
@@ -130,14 +133,21 @@ def test_the_patient_is_never_kept_from_her_own_record(world: World) -> None:
     assert world.paul.get("/Task/anna-task").status_code == 403
 
 
-def test_purpose_of_use_limits_a_permit(world: World) -> None:
+def test_purpose_of_use_limits_a_permit(world: World, mint: Mint, secure: Callable[..., httpx.Client]) -> None:
     world.consent(consent({"type": "permit", "actor": [actor("Practitioner/paul")],
                            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
                                         "code": "TREAT"}]}, policy="OPTIN"))
     assert world.paul.get("/Task/anna-task").status_code == 403
+    # The header cannot assert a purpose the token does not grant.
     treat = {"X-Purpose-Of-Use": "TREAT"}
-    assert world.paul.get("/Task/anna-task", headers=treat).status_code == 200
-    assert world.paul.get("/Task/anna-task", headers={"X-Purpose-Of-Use": "HMARKT"}).status_code == 403
+    assert world.paul.get("/Task/anna-task", headers=treat).status_code == 403
+    # A token granting TREAT (a scope the authorization server grants) satisfies the permit.
+    granted = secure(mint("user/*.rs purpose_of_use/TREAT purpose_of_use/HMARKT", fhir_user="Practitioner/paul"))
+    assert granted.get("/Task/anna-task").status_code == 200
+    assert granted.get("/Task/anna-task", headers=treat).status_code == 200
+    # The header may narrow it: HMARKT alone is not a treatment.
+    assert granted.get("/Task/anna-task", headers={"X-Purpose-Of-Use": "HMARKT"}).status_code == 403
+    assert granted.get("/Task/anna-task", headers={"X-Purpose-Of-Use": "ETREAT"}).status_code == 403
 
 
 def test_break_the_glass_passes_a_deny_for_allowed_scopes_only(world: World) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fhir_server.context import RequestContext
-from fhir_server.services import build_services
+from fhir_server.services import Services, build_services
 from subscriptions.channels import Notification
 from tests.subscriptions.builders import task
 from tests.subscriptions.conftest import TOPIC, fast_settings, unique
@@ -50,6 +50,58 @@ def test_in_process_subscriber(mongodb_uri: str) -> None:
             assert await services.subscriptions.subscribe(
                 "router", on_task, topic=TOPIC + "task-status", filters=[f"Task?owner=Practitioner/{u}"]) == sub_id
             await services.subscriptions.in_process.unsubscribe("router")
+        finally:
+            await services.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_subscription_without_a_recorded_owner_delivers_nothing(mongodb_uri: str) -> None:
+    """A bug that loses the owner must not open the record: no owner, no reader, no delivery.
+    A second Subscription that keeps its owner shows the event was there to deliver."""
+    settings = fast_settings(mongodb_uri, unique("fhir_ownerless_"))
+
+    async def scenario() -> None:
+        u = unique()
+        lost: list[Notification] = []
+        kept: list[Notification] = []
+        arrived = asyncio.Event()
+
+        async def on_lost(note: Notification) -> None:
+            lost.append(note)
+
+        async def on_kept(note: Notification) -> None:
+            kept.append(note)
+            arrived.set()
+
+        async def subscribe(services: Services) -> tuple[str, str]:
+            topic, filters = TOPIC + "task-status", [f"Task?owner=Practitioner/{u}"]
+            return (await services.subscriptions.subscribe("lost", on_lost, topic=topic, filters=filters),
+                    await services.subscriptions.subscribe("kept", on_kept, topic=topic, filters=filters))
+
+        services = await build_services(settings)
+        await services.subscriptions.start()
+        try:
+            first = await subscribe(services)
+            context = RequestContext.system(settings.base_url)
+            for sub_id in first:
+                for _ in range(60):
+                    stored = await services.repository.read(context, "Subscription", sub_id)
+                    if stored.resource["status"] == "active":
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            await services.close()
+        # The owner of one is lost (a bug, an old record); the server starts again.
+        services = await build_services(settings)
+        await services.database.db["subscription_state"].update_one({"_id": first[0]}, {"$unset": {"owner": 1}})
+        await services.subscriptions.start()
+        try:
+            assert await subscribe(services) == first
+            await services.repository.create(RequestContext.system(settings.base_url), task(u))
+            await asyncio.wait_for(arrived.wait(), 20)
+            await asyncio.sleep(1)  # a few more dispatcher rounds
+            assert len(kept) == 1 and lost == []
         finally:
             await services.close()
 
