@@ -26,6 +26,7 @@ SOURCES = [p for d in ("fhir_server", "interceptors", "subscriptions") for p in 
 TABLE_NAME = {
     "ValidationInterceptor": "validation",
     "SmartInterceptor": "smart",
+    "AccessInterceptor": "access",
     "SubscriptionGuard": "subscription-guard",
     "ConsentInterceptor": "consent",
     "ProvenanceInterceptor": "provenance",
@@ -54,6 +55,8 @@ def test_every_hook_runs_at_its_interceptors_number_in_the_table(services: Servi
         name = TABLE_NAME[owner]
         if owner == "AuditInterceptor" and pointcut is Pointcut.INCOMING_REQUEST:
             name = "audit-track"  # audit notes each request before anything can refuse it
+        if owner == "AccessInterceptor" and pointcut is Pointcut.IN_TRANSACTION:
+            name = "access-store"  # Consent's collect/correct provisions, inside the transaction
         assert order == ORDER[name], (pointcut, fn)
         seen.add(owner)
     assert seen == set(TABLE_NAME)  # all of them were built, with auth on
