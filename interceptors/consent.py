@@ -21,6 +21,7 @@ from fhir_server.consent import ConsentEngine, labels
 from fhir_server.consent.model import relative_reference
 from fhir_server.context import RequestContext
 from fhir_server.errors import Forbidden
+from fhir_server.storage.pipeline import SessionWriter
 from interceptors.hooks import AccessQuery, Change, Pointcut, hook
 
 ORDER = 300
@@ -56,7 +57,7 @@ class ConsentInterceptor:
 
     @hook(Pointcut.IN_TRANSACTION, ORDER)
     async def check_change(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
-                           db: AsyncDatabase[dict[str, Any]]) -> None:
+                           db: AsyncDatabase[dict[str, Any]], writer: SessionWriter) -> None:
         for change in changes:
             await self._check_change_one(context, change, session, db)
 

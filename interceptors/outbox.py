@@ -15,6 +15,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.context import RequestContext
+from fhir_server.storage.pipeline import SessionWriter
 from interceptors.hooks import Change, Pointcut, hook
 
 OUTBOX = "outbox"
@@ -43,7 +44,7 @@ class OutboxInterceptor:
     @hook(Pointcut.IN_TRANSACTION, ORDER)
     async def record(
         self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
-        db: AsyncDatabase[dict[str, Any]],
+        db: AsyncDatabase[dict[str, Any]], writer: SessionWriter,
     ) -> None:
         # One insert for all the transaction's changes, in their order (ObjectIds increase).
         if changes:

@@ -19,6 +19,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.context import RequestContext
+from fhir_server.storage.pipeline import SessionWriter
 from interceptors.hooks import AccessQuery, Change, Pointcut, hook
 from subscriptions.endpoints import EndpointPolicy, EndpointRefused
 from subscriptions.model import SpecParser, refuse
@@ -80,7 +81,7 @@ class SubscriptionGuard:
 
     @hook(Pointcut.IN_TRANSACTION, ORDER)
     async def record_owner(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
-                           db: AsyncDatabase[Doc]) -> None:
+                           db: AsyncDatabase[Doc], writer: SessionWriter) -> None:
         for change in changes:
             await self._record_owner_one(context, change, session, db)
 
