@@ -104,3 +104,24 @@ def test_conditional_create_and_update_share_one_lock(client: httpx.Client) -> N
     responses = asyncio.run(_gather(str(client.base_url), send))
     assert sorted(r.status_code for r in responses) == [200] * (CLIENTS - 1) + [201]
     assert count(client, "Task", identifier=f"urn:race|{value}") == 1
+
+
+def test_concurrent_transactions_with_equivalent_if_none_exist_make_one(client: httpx.Client) -> None:
+    for round_ in range(ROUNDS):
+        value = f"transaction-create-{round_}"
+
+        async def send(http: httpx.AsyncClient, n: int, value: str = value) -> httpx.Response:
+            criteria = SPELLINGS[n % len(SPELLINGS)].format(v=value)
+            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
+                "fullUrl": "urn:uuid:8f1e1f3c-0d6b-4b8e-9a57-3f1f7a0c2b11",
+                "resource": _task(value),
+                "request": {"method": "POST", "url": "Task", "ifNoneExist": criteria},
+            }]}
+            return await http.post("", json=bundle)
+
+        responses = asyncio.run(_gather(str(client.base_url), send))
+        assert [r.status_code for r in responses] == [200] * CLIENTS, \
+            [r.text for r in responses if r.status_code != 200]
+        statuses = sorted(r.json()["entry"][0]["response"]["status"] for r in responses)
+        assert statuses == ["200 OK"] * (CLIENTS - 1) + ["201 Created"]
+        assert count(client, "Task", identifier=f"urn:race|{value}") == 1
