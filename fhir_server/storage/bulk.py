@@ -2,6 +2,10 @@
 
 The same planner (fhir_server.storage.pipeline) as a single write, with its hooks, and one
 commit for the batch: one query per type for the current versions, one bulk write per type.
+Unlike other units, a batch is planned before its transaction opens: it has no conditional
+criteria to lock, the commit's version check catches anything that moved meanwhile (the unit
+is then planned again), and a transaction kept open while 500 resources are validated
+conflicts with the batch in flight beside it, each conflict re-running the whole plan.
 Resources with an id are updated-or-created, others created. A resource that fails its plan
 (validation, ...) is reported and left out; the others are written. A resource twice in one
 batch starts a new unit at its second appearance, so that its versions follow each other.
@@ -17,7 +21,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
-from fhir_server.storage.pipeline import Planned, run_unit
+from fhir_server.storage.pipeline import Planned, retrying
 from fhir_server.storage.repository import Repository
 from interceptors.hooks import Change
 
@@ -68,8 +72,8 @@ async def _write_unit(repo: Repository, context: RequestContext, items: list[Bul
     targets = [(item, str(item.resource["resourceType"]), item.resource.get("id")) for item in items]
     keys = [(rtype, given) for _, rtype, given in targets if isinstance(given, str)]
 
-    async def work(session: AsyncClientSession) -> tuple[list[BulkResult], list[Change]]:
-        previous = await planner.current_many(session, context, keys)
+    async def attempt() -> tuple[list[BulkResult], list[Change]]:
+        previous = await planner.current_many(None, context, keys)
         results: list[BulkResult] = []
         planned: list[Planned] = []
         for item, rtype, given in targets:
@@ -78,14 +82,18 @@ async def _write_unit(repo: Repository, context: RequestContext, items: list[Bul
                 if isinstance(given, str):
                     plan = await planner.update_from(context, rtype, given, resource, previous.get((rtype, given)))
                 else:
-                    plan = await planner.create(session, context, resource, resource_id=str(uuid.uuid4()))
+                    plan = await planner.create(None, context, resource, resource_id=str(uuid.uuid4()))
             except FhirError as error:
                 results.append(BulkResult(item, "failed", _reason(error)))
                 continue
             results.append(BulkResult(item, plan.outcome))
             planned.append(plan)
-        return results, await repo.committer.commit(session, context, planned)
 
-    results, changes = await run_unit(repo.database, work, "a resource of the batch")
+        async def commit(session: AsyncClientSession) -> list[Change]:
+            return await repo.committer.commit(session, context, planned)
+
+        return results, await repo.database.in_transaction(commit)
+
+    results, changes = await retrying(attempt, "a resource of the batch")
     await repo.committer.after_commit(context, changes)
     return results

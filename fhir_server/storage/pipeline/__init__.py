@@ -16,7 +16,7 @@ conditional criteria on their canonical form.
 
 from fhir_server.storage.pipeline.commit import Committer, SessionWriter, store_new
 from fhir_server.storage.pipeline.plan import Planner, check_if_match
-from fhir_server.storage.pipeline.retry import StaleVersion, run_unit
+from fhir_server.storage.pipeline.retry import StaleVersion, retrying, run_unit
 from fhir_server.storage.pipeline.versions import NewVersion, Planned, Versions
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "StaleVersion",
     "Versions",
     "check_if_match",
+    "retrying",
     "run_unit",
     "store_new",
 ]

@@ -46,7 +46,7 @@ class Planner:
         return await self.database.current(resource_type).find_one(
             _and({"_id": resource_id}, access), session=session)
 
-    async def current_many(self, session: AsyncClientSession, context: RequestContext,
+    async def current_many(self, session: AsyncClientSession | None, context: RequestContext,
                            keys: list[tuple[str, str]]) -> dict[tuple[str, str], Doc]:
         """The current documents of many resources: one query per type (bulk writers)."""
         by_type: dict[str, list[str]] = {}
@@ -78,22 +78,24 @@ class Planner:
 
     # ------------------------------------------------------------------ interactions
 
-    async def create(self, session: AsyncClientSession, context: RequestContext,
+    async def create(self, session: AsyncClientSession | None, context: RequestContext,
                      resource: dict[str, Any], *, resource_id: str | None = None,
                      if_none_exist: Criteria | None = None) -> Planned:
         """POST: a new resource (`resource_id` when the caller assigned it already), or, with
-        If-None-Exist, the one match (412 for several)."""
+        If-None-Exist, the one match (412 for several; takes the unit's session)."""
         resource_type: str = resource["resourceType"]
         planned = await self._version(context, resource_type, resource_id or str(uuid.uuid4()),
                                       resource, None, "create")
         if if_none_exist is None:
             return planned
+        assert session is not None, "a conditional create is planned in its transaction"
         matches = await self.resolve(session, context, resource_type, if_none_exist, lock=True)
         if len(matches) > 1:
             raise PreconditionFailed(
                 f"If-None-Exist criteria match more than one {resource_type}", code="duplicate")
         if not matches:
             return planned
+        assert session is not None
         doc = await self.database.current(resource_type).find_one(
             {"_id": matches[0]["_id"]}, INDEX_PROJECTION, session=session)
         assert doc is not None

@@ -44,12 +44,17 @@ def _lost_race(error: Exception) -> bool:
 
 async def run_unit(database: Database, work: Callable[[AsyncClientSession], Awaitable[T]],
                    what: str = "the resource") -> T:
-    """Runs `work(session)` in one transaction until it does not lose a race."""
-    for attempt in range(MAX_ATTEMPTS):
+    """Runs `work(session)` (plan and commit) in one transaction until it does not lose a race."""
+    return await retrying(lambda: database.in_transaction(work), what)
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], what: str = "the resource") -> T:
+    """Runs `attempt()` (a unit planned afresh each time) until it does not lose a race."""
+    for n in range(MAX_ATTEMPTS):
         try:
-            return await database.in_transaction(work)
+            return await attempt()
         except (StaleVersion, DuplicateKeyError, BulkWriteError) as error:
             if not _lost_race(error):
                 raise
-            await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+            await asyncio.sleep(random.uniform(0, 0.002 * 2**n))
     raise Conflict(f"{what} is being changed too often; try again")
