@@ -1,5 +1,6 @@
-"""The write pipeline's own CPU, two checkouts interleaved: creates, updates and a 100-entry
-transaction through `services.repository` (no HTTP), one client at a time, CPU of the server
+"""The write pipeline's own CPU, two checkouts interleaved: creates, updates, a 100-entry
+transaction and the loader's batches of 500 (bench/bundles.py's resource mix) through
+`services.repository` (no HTTP), one client at a time, CPU of the server
 code's process only (time.process_time: the embedded database is another process).
 
 Each measurement is a fresh child process of one checkout (PYTHONPATH first), so both run the
@@ -28,7 +29,8 @@ from fhir_server.batch.transaction import Transaction
 from fhir_server.config import Settings
 from fhir_server.context import RequestContext
 from bench.rest import TASK
-from bench.bundles import referral
+from bench.bundles import generate, referral
+from fhir_server.storage.bulk import BulkItem, write_batch
 
 async def main(uri, database, writes):
     settings = Settings(mongodb_uri=uri, database=database, auth_enabled=False)
@@ -52,6 +54,14 @@ async def main(uri, database, writes):
             entries = parse_entries(referral(100), settings.base_url, 1000)
             await Transaction(repo, context, entries).run(None)
         out["transaction"] = (time.process_time() - t0) / count
+        import pathlib, tempfile, orjson
+        with tempfile.TemporaryDirectory() as tmp:
+            lines = generate(pathlib.Path(tmp), 10 * writes).read_bytes().splitlines()
+        items = [BulkItem(str(n), orjson.loads(line)) for n, line in enumerate(lines)]
+        t0 = time.process_time()
+        for start in range(0, len(items), 500):
+            await write_batch(repo, context, items[start:start + 500])
+        out["load"] = (time.process_time() - t0) / len(items)
     finally:
         await services.close()
     print(json.dumps(out))
