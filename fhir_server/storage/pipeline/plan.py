@@ -95,7 +95,6 @@ class Planner:
                 f"If-None-Exist criteria match more than one {resource_type}", code="duplicate")
         if not matches:
             return planned
-        assert session is not None
         doc = await self.database.current(resource_type).find_one(
             {"_id": matches[0]["_id"]}, INDEX_PROJECTION, session=session)
         assert doc is not None
