@@ -40,8 +40,9 @@ class Pointcut(Enum):
     # (outbox events, Provenance). `changes` are all the changes of this transaction that are
     # written together (one for a single write, many for a transaction Bundle or a bulk load),
     # so that a hook can write its documents in one round trip. `session` is the pymongo
-    # session, `db` the database.
-    IN_TRANSACTION = ("in_transaction", HookKind.VOID, ("context", "changes", "session", "db"))
+    # session, `db` the database, `writer` the commit's SessionWriter: resources a hook records
+    # about the changes (Provenance, AuditEvent) are stored through it, by the same commit.
+    IN_TRANSACTION = ("in_transaction", HookKind.VOID, ("context", "changes", "session", "db", "writer"))
     # After the transaction committed.
     AFTER_COMMIT = ("after_commit", HookKind.VOID, ("context", "change"))
     # Every query the read pipeline runs (read, search, include, history, ...) asks these

@@ -21,6 +21,7 @@ from fhir_server.access import AccessPolicy, purpose_in_force
 from fhir_server.access.purpose import REQUESTED_PURPOSE
 from fhir_server.context import RequestContext
 from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
+from fhir_server.storage.pipeline import SessionWriter
 
 
 class AccessInterceptor:
@@ -74,7 +75,8 @@ class AccessInterceptor:
 
     @hook(Pointcut.IN_TRANSACTION, slot="access-store")
     async def check_changes(self, context: RequestContext, changes: list[Change],
-                            session: AsyncClientSession, db: AsyncDatabase[dict[str, Any]]) -> None:
+                            session: AsyncClientSession, db: AsyncDatabase[dict[str, Any]],
+                            writer: SessionWriter) -> None:
         decision = self.policy.decision(context)
         for change in changes:
             if change.resource is not None:

@@ -38,6 +38,7 @@ from fhir_server.context import RequestContext
 from fhir_server.errors import MethodNotAllowed
 from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
 from fhir_server.storage.documents import now
+from fhir_server.storage.pipeline import SessionWriter
 
 UNAUDITED = frozenset({"capabilities", "smart-configuration"})
 WRITES = frozenset({"create", "update", "patch", "delete"})
@@ -110,18 +111,15 @@ class AuditInterceptor:
 
     @hook(Pointcut.IN_TRANSACTION)
     async def record_change(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
-                            db: AsyncDatabase[dict[str, Any]]) -> None:
+                            db: AsyncDatabase[dict[str, Any]], writer: SessionWriter) -> None:
+        # Stored by the change's own commit (it commits or aborts with it); an AuditEvent has
+        # no outbox event, as the batched ones from the audit writer have none.
         for change in changes:
-            await self._record_change_one(context, change, session, db)
-
-    async def _record_change_one(self, context: RequestContext, change: Change, session: AsyncClientSession,
-                            db: AsyncDatabase[dict[str, Any]]) -> None:
-        if not records_change(context, change):
-            return
-        resource = change.resource or change.previous or {}
-        patients = self.patients(change.resource_type, resource)
-        await self.writer.write_now(change_event(context, self.base_url, change, patients), session)
-        context.attributes[_WRITTEN] = True
+            if records_change(context, change):
+                resource = change.resource or change.previous or {}
+                patients = self.patients(change.resource_type, resource)
+                writer.create(AUDIT_EVENT, change_event(context, self.base_url, change, patients), hooks=False)
+                context.attributes[_WRITTEN] = True
 
     @hook(Pointcut.INTERACTION_COMPLETE)
     async def complete(self, context: RequestContext, status: int) -> None:

@@ -16,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from fhir_server.consent import ConsentEngine, labels
 from fhir_server.context import RequestContext
 from fhir_server.hooks import Change, Pointcut, hook
+from fhir_server.storage.pipeline import SessionWriter
 
 # Written by the server about a change; governed by the change itself.
 _SIDE_RECORDS = ("Provenance", "AuditEvent")
@@ -27,7 +28,7 @@ class ConsentInterceptor:
 
     @hook(Pointcut.IN_TRANSACTION)
     async def stamp_labels(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
-                           db: AsyncDatabase[dict[str, Any]]) -> None:
+                           db: AsyncDatabase[dict[str, Any]], writer: SessionWriter) -> None:
         for change in changes:
             if change.resource is not None and change.resource_type not in _SIDE_RECORDS:
                 await labels.stamp(self.engine.database, change, session)

@@ -16,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from fhir_server.context import RequestContext
 from fhir_server.hooks import Change, Pointcut, hook
 from fhir_server.storage.outbox import OUTBOX, event_document
+from fhir_server.storage.pipeline import SessionWriter
 
 __all__ = ["OutboxInterceptor"]
 
@@ -24,7 +25,7 @@ class OutboxInterceptor:
     @hook(Pointcut.IN_TRANSACTION)
     async def record(
         self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
-        db: AsyncDatabase[dict[str, Any]],
+        db: AsyncDatabase[dict[str, Any]], writer: SessionWriter,
     ) -> None:
         # One insert for all the transaction's changes, in their order (ObjectIds increase).
         if changes:

@@ -1,9 +1,9 @@
-"""Provenance for every change (order 400), written in the change's own transaction (which
+"""Provenance for every change (order 400), written in the change's own transaction through
+the commit's SessionWriter, with one bulk write for all of a unit's Provenances (which
 changes: `fhir_server.audit.events.records_change`)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -13,6 +13,7 @@ from fhir_server.audit.events import records_change
 from fhir_server.audit.provenance import care_location, provenance_for
 from fhir_server.context import RequestContext
 from fhir_server.hooks import Change, Pointcut, hook
+from fhir_server.storage.pipeline import SessionWriter
 from fhir_server.storage.repository import Repository
 
 _LOCATION = "provenance.location"
@@ -20,7 +21,6 @@ _LOCATION = "provenance.location"
 
 class ProvenanceInterceptor:
     def __init__(self, repository: Repository) -> None:
-        self.repository = repository
         self.base_url = repository.settings.base_url
 
     async def _location(self, context: RequestContext, db: AsyncDatabase[dict[str, Any]],
@@ -35,14 +35,8 @@ class ProvenanceInterceptor:
 
     @hook(Pointcut.IN_TRANSACTION)
     async def record(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
-                     db: AsyncDatabase[dict[str, Any]]) -> None:
+                     db: AsyncDatabase[dict[str, Any]], writer: SessionWriter) -> None:
         for change in changes:
-            await self._record_one(context, change, session, db)
-
-    async def _record_one(self, context: RequestContext, change: Change, session: AsyncClientSession,
-                     db: AsyncDatabase[dict[str, Any]]) -> None:
-        if not records_change(context, change):
-            return
-        provenance = provenance_for(context, self.base_url, change, await self._location(context, db, session))
-        await self.repository.write_version(
-            session, context, "Provenance", provenance.pop("id", str(uuid.uuid4())), provenance, None, "create")
+            if records_change(context, change):
+                location = await self._location(context, db, session)
+                writer.create("Provenance", provenance_for(context, self.base_url, change, location))

@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from fhir_server.context import RequestContext
 from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
 from fhir_server.storage import schema
+from fhir_server.storage.pipeline import SessionWriter
 from subscriptions.endpoints import EndpointPolicy, EndpointRefused
 from subscriptions.model import SpecParser, refuse
 from subscriptions.owner import has_system_access, owner_key, principal_doc
@@ -80,7 +81,7 @@ class SubscriptionGuard:
 
     @hook(Pointcut.IN_TRANSACTION)
     async def record_owner(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
-                           db: AsyncDatabase[Doc]) -> None:
+                           db: AsyncDatabase[Doc], writer: SessionWriter) -> None:
         for change in changes:
             await self._record_owner_one(context, change, session, db)
 

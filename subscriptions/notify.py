@@ -19,9 +19,9 @@ from typing import Any
 from fhir_server import fhirjson
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
+from fhir_server.hooks import Pointcut
 from fhir_server.storage.documents import format_instant, now
 from fhir_server.storage.repository import Repository
-from fhir_server.hooks import Pointcut
 from subscriptions.model import BACKPORT, Spec
 from subscriptions.owner import owner_context
 

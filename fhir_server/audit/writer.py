@@ -4,9 +4,9 @@
 process dying from then on) and to an in-memory batch, then returns: the request goes on
 without waiting for MongoDB. A background task fsyncs the log every `sync_interval` (it
 survives the machine from then on) and stores batches every `flush_interval`, or as soon
-as `batch_size` are waiting: it seals the log segment, fsyncs it, inserts the AuditEvents
-(current and history documents, the repository's own shape) with majority write concern,
-and deletes the segment. Large batches matter: the embedded database spends about as much
+as `batch_size` are waiting: it seals the log segment, fsyncs it, stores the AuditEvents
+(versions built by the write pipeline, stored by its `store_new`: one insert per collection)
+with majority write concern, and deletes the segment. Large batches matter: the embedded database spends about as much
 on an insert command as on the documents in it. A crash at any point leaves the segment on
 disk; the next start replays it. Inserts are idempotent (the event's id is the document key), so
 a batch stored twice is stored once. When `max_pending` events wait, `record` waits too.
@@ -21,39 +21,24 @@ import os
 from typing import Any
 
 import orjson
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.audit.settings import AuditSettings
 from fhir_server.audit.wal import Segment, WriteAheadLog
+from fhir_server.storage.pipeline import Versions, store_new
 from fhir_server.storage.repository import Repository
 
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 AUDIT_EVENT = "AuditEvent"
-DUPLICATE_KEY = 11000
-
-
-async def _insert_new(collection: AsyncCollection[Doc], docs: list[Doc]) -> None:
-    """Inserts, ignoring documents that are there already (a replayed batch)."""
-    try:
-        await collection.insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if exc.details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
+MAJORITY = WriteConcern("majority")
 
 
 class AuditWriter:
     def __init__(self, repository: Repository, settings: AuditSettings) -> None:
-        self.repository = repository
+        self.database = database = repository.database
+        self.versions: Versions = repository.versions
         self.settings = settings
-        database = repository.database
-        majority = WriteConcern("majority")
-        self._current = database.current(AUDIT_EVENT).with_options(write_concern=majority)
-        self._history = database.history(AUDIT_EVENT).with_options(write_concern=majority)
         self.wal = WriteAheadLog(settings.directory, database.db.name)
         self._pending: list[Doc] = []
         self._unstored: list[tuple[Segment, list[Doc]]] = []
@@ -64,16 +49,6 @@ class AuditWriter:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._unsynced = False
-
-    def documents(self, event: Doc) -> tuple[Doc, Doc]:
-        version = self.repository.new_version(AUDIT_EVENT, event["id"], event, None, "create")
-        return version.current, version.history
-
-    async def write_now(self, event: Doc, session: AsyncClientSession) -> None:
-        """Stores `event` inside a write's own transaction (it commits or aborts with it)."""
-        current, history = self.documents(event)
-        await self.repository.database.current(AUDIT_EVENT).insert_one(current, session=session)
-        await self.repository.database.history(AUDIT_EVENT).insert_one(history, session=session)
 
     async def start(self) -> None:
         """Replays what a crashed writer left, then starts the background task."""
@@ -142,11 +117,9 @@ class AuditWriter:
             self._room.set()
 
     async def _store(self, events: list[Doc]) -> None:
-        if not events:
-            return
-        pairs = [self.documents(event) for event in events]
-        await _insert_new(self._current, [current for current, _ in pairs])
-        await _insert_new(self._history, [history for _, history in pairs])
+        # Inserts are idempotent: a replayed batch stores only what is not there yet.
+        versions = [self.versions.build(AUDIT_EVENT, event["id"], event, None, "create") for event in events]
+        await store_new(self.database, AUDIT_EVENT, versions, MAJORITY)
 
     async def stop(self) -> None:
         if self._task is not None:

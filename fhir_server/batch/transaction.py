@@ -1,16 +1,17 @@
 """A transaction Bundle: all entries succeed together in one MongoDB transaction, or none do.
 
-Steps: ids are assigned to creates and fullUrls mapped to them; inside the transaction,
-conditional creates/updates/deletes and conditional references are resolved, overlapping
-entries refused, references rewritten, and the writes run in FHIR's order (DELETE, POST,
-PUT/PATCH) through the repository's version writer, the same one a single write uses. After
-the commit, AFTER_COMMIT hooks run, then the reads (GET/HEAD) through the normal routes.
+One unit of work of the write pipeline (fhir_server.storage.pipeline), run by its retry
+helper: ids are assigned to creates and fullUrls mapped to them; conditional creates/updates/
+deletes are resolved (under the criteria's lock where they may create) and conditional
+references too; overlapping entries are refused; references rewritten; then every write
+entry is planned in FHIR's order (DELETE, POST, PUT/PATCH) by the same planner a single
+write uses, and all are committed together (one bulk write per type). After the commit,
+AFTER_COMMIT hooks run, then the reads (GET/HEAD) through the normal routes.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,17 +25,15 @@ from fhir_server.batch.entries import ORDER, Entry, parse_url
 from fhir_server.batch.references import conditional_references, rewrite
 from fhir_server.context import RequestContext
 from fhir_server.errors import BadRequest, FhirError, NotFound, PreconditionFailed
-from fhir_server.hooks import Change, Pointcut
-from fhir_server.jsonpatch import apply_patch
-from fhir_server.storage.bulk import write_versions
-from fhir_server.storage.database import CONDITIONAL_LOCKS
+from fhir_server.hooks import Change
 from fhir_server.storage.documents import StoredResource, format_instant, http_date
-from fhir_server.storage.repository import NewVersion, Repository, unchanged
+from fhir_server.storage.pipeline import Planned, run_unit
+from fhir_server.storage.repository import Repository
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
-# (type, previous current document or None, the prepared version)
-Planned = tuple[str, dict[str, Any] | None, NewVersion]
 INTERACTION = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+# The status a planned entry answers with.
+_STATUS = {"created": 201, "updated": 200, "unchanged": 200, "deleted": 204, "absent": 204}
 
 
 @dataclass
@@ -50,19 +49,32 @@ def _criteria(entry: Entry) -> list[tuple[str, str]]:
     return entry.params
 
 
+def _if_match(entry: Entry) -> int | None:
+    if entry.if_match is None:
+        return None
+    value = entry.if_match.removeprefix("W/").strip('"')
+    return int(value) if value.isdigit() else -1  # not a version of ours: never matches
+
+
 class Transaction:
     def __init__(self, repository: Repository, context: RequestContext, entries: list[Entry]) -> None:
         self.repository = repository
+        self.planner = repository.planner
         self.context = context
         self.entries = entries
-        self.base_mapping: dict[str, str] = {}
-        for entry in entries:
+
+    def _assign_ids(self) -> dict[str, str]:
+        """Fresh targets for this attempt (a retried unit resolves everything again)."""
+        mapping: dict[str, str] = {}
+        for entry in self.entries:
+            entry.skip_write = False
             if entry.method == "POST":
                 entry.target_id = str(uuid.uuid4())
             elif entry.method in WRITES:
                 entry.target_id = entry.resource_id
             if entry.method in ("POST", "PUT") and entry.full_url and entry.target_id:
-                self.base_mapping[entry.full_url] = f"{entry.resource_type}/{entry.target_id}"
+                mapping[entry.full_url] = f"{entry.resource_type}/{entry.target_id}"
+        return mapping
 
     def _entry_context(self, entry: Entry) -> RequestContext:
         """The context an entry's hooks see: the entry's own interaction, type and id, so that
@@ -78,16 +90,11 @@ class Transaction:
         return error
 
     async def _resolve(self, session: AsyncClientSession, entry: Entry, mapping: dict[str, str]) -> None:
-        repo, context = self.repository, self._entry_context(entry)
+        context = self._entry_context(entry)
         assert entry.resource_type is not None
         if entry.method == "POST" and entry.if_none_exist is not None:
-            criteria = _criteria(entry)
-            canonical = f"{entry.resource_type}?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
-            await repo.database.db[CONDITIONAL_LOCKS].update_one(
-                {"_id": hashlib.sha256(canonical.encode()).hexdigest()}, {"$inc": {"n": 1}},
-                upsert=True, session=session,
-            )
-            matches = await repo.find_matches(context, entry.resource_type, criteria, session=session)
+            matches = await self.planner.resolve(session, context, entry.resource_type,
+                                                 _criteria(entry), lock=True)
             if len(matches) > 1:
                 raise PreconditionFailed("ifNoneExist matches more than one resource", code="multiple-matches")
             if matches:
@@ -96,7 +103,9 @@ class Transaction:
                 if entry.full_url:
                     mapping[entry.full_url] = f"{entry.resource_type}/{entry.target_id}"
         elif entry.method in ("PUT", "PATCH", "DELETE") and entry.resource_id is None:
-            matches = await repo.find_matches(context, entry.resource_type, entry.params, session=session)
+            # A conditional update may create: it takes the criteria's lock, as in REST.
+            matches = await self.planner.resolve(session, context, entry.resource_type,
+                                                 entry.params, lock=entry.method == "PUT")
             if len(matches) > 1:
                 raise PreconditionFailed("the conditional URL matches more than one resource", code="multiple-matches")
             if matches:
@@ -126,57 +135,44 @@ class Transaction:
 
     async def _plan(self, session: AsyncClientSession, entry: Entry,
                     resource: dict[str, Any] | None) -> tuple[Written, Planned | None]:
-        """Checks one write entry and prepares its new version; nothing is written yet."""
-        repo, context = self.repository, self._entry_context(entry)
+        """Plans one write entry with the planner a single write uses; nothing is written yet."""
+        planner, context = self.planner, self._entry_context(entry)
         rtype, rid = entry.resource_type, entry.target_id
         assert rtype is not None
         if entry.skip_write:
             if entry.method == "DELETE":
                 return Written(entry, None, 204), None
-            doc = await repo.current_doc(context, rtype, rid or "", session=session)
-            stored = StoredResource.from_current(rtype, doc) if doc else None
-            return Written(entry, stored, 200), None
+            doc = await planner.current(session, context, rtype, rid or "")
+            match = StoredResource.from_current(rtype, doc) if doc else None
+            return Written(entry, match, 200), None
         assert rid is not None
         if entry.method == "POST":
             # A fresh server-assigned id: there is no previous version to look up.
             assert resource is not None
-            await repo.before_write(context, resource, None)
-            version = repo.new_version(rtype, rid, resource, None, "create")
-            return Written(entry, version.stored, 201), (rtype, None, version)
-        previous = await repo.current_doc(context, rtype, rid, session=session)
-        live = previous is not None and not previous.get("del")
-        if entry.if_match is not None:
-            value = entry.if_match.removeprefix("W/").strip('"')
-            repo.check_if_match(rtype, rid, previous, int(value) if value.isdigit() else -1)
-        if entry.method == "DELETE":
-            if not live or previous is None:
-                return Written(entry, None, 204), None  # nothing to delete: a no-op, as in REST
-            await repo.hooks.call(Pointcut.BEFORE_DELETE, context=context, previous=fhirjson.loads(previous["res"]))
-            version = repo.new_version(rtype, rid, None, previous, "delete")
-            return Written(entry, version.stored, 204), (rtype, previous, version)
-        if entry.method == "PATCH":
-            if not live or previous is None:
-                raise NotFound(f"{rtype}/{rid} is not known")
-            resource = apply_patch(fhirjson.loads(previous["res"]), fhirjson.loads(_patch_body(entry)))
-            if resource.get("id") != rid or resource.get("resourceType") != rtype:
-                raise BadRequest("a patch may not change resourceType or id")
-        assert resource is not None
-        if entry.method == "PUT":
+            planned = await planner.create(session, context, resource, resource_id=rid)
+        elif entry.method == "DELETE":
+            planned = await planner.delete(session, context, rtype, rid, if_match=_if_match(entry))
+        elif entry.method == "PATCH":
+            operations = fhirjson.loads(_patch_body(entry))
+            planned = await planner.patch(session, context, rtype, rid, operations, if_match=_if_match(entry))
+        else:
+            assert resource is not None
             body_id = resource.get("id")
             if body_id is not None and body_id != rid:
                 raise BadRequest(f"the resource id '{str(body_id)[:64]}' differs from the URL's '{rid}'")
-            if previous is not None and unchanged(previous, resource):
-                return Written(entry, StoredResource.from_current(rtype, previous), 200), None
-        await repo.before_write(context, resource, previous if live else None)
-        interaction = "patch" if entry.method == "PATCH" else "update"
-        version = repo.new_version(rtype, rid, resource, previous, interaction)
-        return Written(entry, version.stored, 200 if live else 201), (rtype, previous, version)
+            planned = await planner.update(session, context, rtype, rid, resource, if_match=_if_match(entry))
+        if planned.version is not None:
+            stored: StoredResource | None = planned.version.stored
+        elif planned.previous is not None and planned.outcome == "unchanged":
+            stored = StoredResource.from_current(rtype, planned.previous)
+        else:
+            stored = None
+        return Written(entry, stored, _STATUS[planned.outcome]), planned
 
     async def _work(self, session: AsyncClientSession) -> tuple[list[Written], list[Change]]:
-        mapping = dict(self.base_mapping)
+        mapping = self._assign_ids()
         writes = [e for e in self.entries if e.method in WRITES]
         for entry in writes:
-            entry.skip_write = False
             try:
                 await self._resolve(session, entry, mapping)
             except FhirError as error:
@@ -202,23 +198,22 @@ class Transaction:
         planned: list[Planned] = []
         for entry in sorted(writes, key=lambda e: (ORDER[e.method], e.index)):
             try:
-                result, version = await self._plan(session, entry, resources[entry.index])
+                result, plan = await self._plan(session, entry, resources[entry.index])
             except FhirError as error:
                 raise self._fail(entry, error) from None
             written.append(result)
-            if version is not None:
-                planned.append(version)
+            if plan is not None:
+                planned.append(plan)
         # Every entry touches a different resource, so the versions can be written together
         # (one bulk write per type) in FHIR's order without one seeing another.
-        changes = await write_versions(self.repository, session, self.context, planned)
+        changes = await self.repository.committer.commit(session, self.context, planned)
         return written, changes
 
     async def run(self, dispatcher: Dispatcher | None) -> list[dict[str, Any]]:
         """Commits the writes, then answers every entry in request order. Reads (GET/HEAD)
         go through `dispatcher`; without one (the loader) there must be none."""
-        written, changes = await self.repository.database.in_transaction(self._work)
-        for change in changes:
-            await self.repository.hooks.call(Pointcut.AFTER_COMMIT, context=self.context, change=change)
+        written, changes = await run_unit(self.repository.database, self._work, "a resource of the transaction")
+        await self.repository.committer.after_commit(self.context, changes)
         by_index = {w.entry.index: w for w in written}
         responses: list[dict[str, Any]] = []
         for entry in self.entries:

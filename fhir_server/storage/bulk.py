@@ -1,28 +1,29 @@
-"""Many resources in one transaction: the bulk loader's write path.
+"""Many resources as one unit of work: the bulk loader's write path.
 
-Same documents (Repository.new_version), same hooks (BEFORE_*, IN_TRANSACTION, AFTER_COMMIT)
-as a single write; only the I/O is batched: one query per type for the previous versions,
-one bulk write per type for current and history. A batch whose versions moved underneath it
-is written again one resource at a time through the ordinary pipeline.
+The same planner (fhir_server.storage.pipeline) as a single write, with its hooks, and one
+commit for the batch: one query per type for the current versions, one bulk write per type.
+Unlike other units, a batch is planned before its transaction opens: it has no conditional
+criteria to lock, the commit's version check catches anything that moved meanwhile (the unit
+is then planned again), and a transaction kept open while 500 resources are validated
+conflicts with the batch in flight beside it, each conflict re-running the whole plan.
+Resources with an id are updated-or-created, others created. A resource that fails its plan
+(validation, ...) is reported and left out; the others are written. A resource twice in one
+batch starts a new unit at its second appearance, so that its versions follow each other.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import BulkWriteError
 
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
-from fhir_server.hooks import Change, Pointcut
-from fhir_server.storage.repository import NewVersion, Repository, StaleVersion, unchanged
-
-Doc = dict[str, Any]
+from fhir_server.hooks import Change
+from fhir_server.storage.pipeline import Planned, retrying
+from fhir_server.storage.repository import Repository
 
 
 @dataclass
@@ -38,103 +39,61 @@ class BulkResult:
     reason: str = ""
 
 
-async def write_versions(
-    repo: Repository,
-    session: AsyncClientSession,
-    context: RequestContext,
-    versions: list[tuple[str, Doc | None, NewVersion]],
-) -> list[Change]:
-    """Writes prepared versions inside `session`: one bulk write per type for the current
-    documents (optimistic on the previous `v`), one insert_many per type for history, then the
-    IN_TRANSACTION hooks of every change. Raises StaleVersion if a previous version moved."""
-    current_ops: dict[str, list[Any]] = defaultdict(list)
-    history_docs: dict[str, list[Doc]] = defaultdict(list)
-    for rtype, prev, version in versions:
-        if prev is None:
-            current_ops[rtype].append(InsertOne(version.current))
-        else:
-            current_ops[rtype].append(ReplaceOne({"_id": prev["_id"], "v": prev["v"]}, version.current))
-        history_docs[rtype].append(version.history)
-    for rtype, ops in current_ops.items():
-        result = await repo.database.current(rtype).bulk_write(ops, ordered=False, session=session)
-        if result.inserted_count + result.matched_count != len(ops):
-            raise StaleVersion()
-        await repo.database.history(rtype).insert_many(history_docs[rtype], ordered=False, session=session)
-    changes = [version.change for *_, version in versions]
-    await repo.hooks.call(Pointcut.IN_TRANSACTION, context=context, changes=changes, session=session,
-                          db=repo.database.db)
-    return changes
-
-
 def _reason(error: FhirError) -> str:
     return f"{error.status}: " + "; ".join(i.diagnostics for i in error.all_issues())[:300]
 
 
-async def _one_by_one(repo: Repository, context: RequestContext, items: list[BulkItem]) -> list[BulkResult]:
-    results = []
+def _units(items: list[BulkItem]) -> list[list[BulkItem]]:
+    """Consecutive runs of items in which no resource id appears twice."""
+    units: list[list[BulkItem]] = [[]]
+    seen: set[tuple[str, str]] = set()
     for item in items:
-        resource = item.resource
-        try:
-            rid = resource.get("id")
-            if isinstance(rid, str):
-                outcome = await repo.update(context, resource["resourceType"], rid, resource)
-            else:
-                outcome = await repo.create(context, resource)
-        except FhirError as error:
-            results.append(BulkResult(item, "failed", _reason(error)))
-            continue
-        kind = "created" if outcome.created else "updated" if outcome.changed else "unchanged"
-        results.append(BulkResult(item, kind))
-    return results
+        rid = item.resource.get("id")
+        key = (str(item.resource["resourceType"]), rid) if isinstance(rid, str) else None
+        if key is not None and key in seen:
+            units.append([])
+            seen.clear()
+        if key is not None:
+            seen.add(key)
+        units[-1].append(item)
+    return [unit for unit in units if unit]
 
 
 async def write_batch(repo: Repository, context: RequestContext, items: list[BulkItem]) -> list[BulkResult]:
-    keys = [(i.resource["resourceType"], i.resource.get("id")) for i in items]
-    ided = [k for k in keys if isinstance(k[1], str)]
-    if len(set(ided)) != len(ided):
-        # The same resource twice in one batch: versions must follow each other in order.
-        return await _one_by_one(repo, context, items)
-    previous: dict[tuple[str, str], Doc] = {}
-    by_type: dict[str, list[str]] = defaultdict(list)
-    for id_type, id_value in ided:
-        by_type[id_type].append(str(id_value))
-    for rtype, ids in by_type.items():
-        async for doc in repo.database.current(rtype).find({"_id": {"$in": ids}}):
-            previous[(rtype, doc["_id"])] = doc
-    results: dict[int, BulkResult] = {}
-    planned: list[tuple[int, str, Doc | None, NewVersion]] = []
-    for n, item in enumerate(items):
-        resource = item.resource
-        rtype = resource["resourceType"]
-        given = resource.get("id")
-        rid: str = given if isinstance(given, str) else str(uuid.uuid4())
-        prev = previous.get((rtype, rid))
-        live = prev is not None and not prev.get("del")
-        if unchanged(prev, resource):
-            results[n] = BulkResult(item, "unchanged")
-            continue
-        try:
-            await repo.before_write(context, resource, prev if live else None)
-        except FhirError as error:
-            results[n] = BulkResult(item, "failed", _reason(error))
-            continue
-        interaction = "update" if prev is not None else "create"
-        planned.append((n, rtype, prev, repo.new_version(rtype, rid, resource, prev, interaction)))
+    results: list[BulkResult] = []
+    for unit in _units(items):
+        results.extend(await _write_unit(repo, context, unit))
+    return results
 
-    async def work(session: AsyncClientSession) -> list[Change]:
-        return await write_versions(repo, session, context, [(rtype, prev, v) for _, rtype, prev, v in planned])
 
-    if planned:
-        try:
-            changes = await repo.database.in_transaction(work)
-        except (StaleVersion, BulkWriteError):
-            # Something changed these resources meanwhile: redo the batch the careful way.
-            positions = [n for n, *_ in planned]
-            redone = await _one_by_one(repo, context, [items[n] for n in positions])
-            results.update(zip(positions, redone, strict=True))
-            return [results[n] for n in range(len(items))]
-        for change in changes:
-            await repo.hooks.call(Pointcut.AFTER_COMMIT, context=context, change=change)
-        for n, _, prev, _version in planned:
-            results[n] = BulkResult(items[n], "updated" if prev is not None and not prev.get("del") else "created")
-    return [results[n] for n in range(len(items))]
+async def _write_unit(repo: Repository, context: RequestContext, items: list[BulkItem]) -> list[BulkResult]:
+    planner = repo.planner
+    # Decided once: a retried attempt must not take the id its predecessor stamped for its own.
+    targets = [(item, str(item.resource["resourceType"]), item.resource.get("id")) for item in items]
+    keys = [(rtype, given) for _, rtype, given in targets if isinstance(given, str)]
+
+    async def attempt() -> tuple[list[BulkResult], list[Change]]:
+        previous = await planner.current_many(None, context, keys)
+        results: list[BulkResult] = []
+        planned: list[Planned] = []
+        for item, rtype, given in targets:
+            resource = item.resource
+            try:
+                if isinstance(given, str):
+                    plan = await planner.update_from(context, rtype, given, resource, previous.get((rtype, given)))
+                else:
+                    plan = await planner.create(None, context, resource, resource_id=str(uuid.uuid4()))
+            except FhirError as error:
+                results.append(BulkResult(item, "failed", _reason(error)))
+                continue
+            results.append(BulkResult(item, plan.outcome))
+            planned.append(plan)
+
+        async def commit(session: AsyncClientSession) -> list[Change]:
+            return await repo.committer.commit(session, context, planned)
+
+        return results, await repo.database.in_transaction(commit)
+
+    results, changes = await retrying(attempt, "a resource of the batch")
+    await repo.committer.after_commit(context, changes)
+    return results

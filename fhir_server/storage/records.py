@@ -1,4 +1,4 @@
-"""What the repository's pipelines pass around: outcomes, prepared versions, pages, and the
+"""What the repository's pipelines pass around: outcomes, pages, and the
 small pure helpers they share."""
 
 from __future__ import annotations
@@ -8,24 +8,17 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_server import fhirjson
-from fhir_server.hooks import Change
 from fhir_server.search import keyset
 from fhir_server.storage.documents import StoredResource
 
 Doc = dict[str, Any]
 # Fields of a stored document a client never sees.
 INDEX_PROJECTION = {"sp": 0, "compartments": 0}
-MAX_WRITE_ATTEMPTS = 8
 # Search bounds: ids a chain / _has may resolve to, resources _include/_revinclude may add to
 # a page, and rounds of :iterate.
 MAX_JOIN_MATCHES = 10_000
 MAX_INCLUDED = 1_000
 MAX_INCLUDE_ROUNDS = 3
-
-
-
-class StaleVersion(Exception):
-    """The current version moved under us between the read and the write (optimistic lock)."""
 
 
 @dataclass
@@ -34,16 +27,6 @@ class WriteOutcome:
     created: bool  # 201 rather than 200
     changed: bool = True  # False: nothing written (conditional create match, no-op update)
     warnings: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class NewVersion:
-    """A version about to be written: its two documents and what it means."""
-
-    current: Doc
-    history: Doc
-    change: Change
-    stored: StoredResource
 
 
 @dataclass

@@ -14,9 +14,9 @@ import pytest
 from pymongo import MongoClient
 
 from fhir_server.access import NoPrincipal
-from fhir_server.services import build_services
 from fhir_server.config import Settings
 from fhir_server.context import RequestContext
+from fhir_server.services import build_services
 from tests.conftest import RunningServer
 from tests.security.conftest import Mint
 

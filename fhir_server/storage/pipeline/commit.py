@@ -1,0 +1,135 @@
+"""`commit`: the second step of every write. Stores a unit's planned versions inside its
+transaction and runs the IN_TRANSACTION hooks; after the commit, the AFTER_COMMIT hooks.
+
+Per resource type one bulk write of the current documents (a replace is conditional on the
+previous version: a moved version is `StaleVersion`, retried by retry.py) and one
+insert_many of the history documents. The IN_TRANSACTION hooks get all the unit's changes at
+once and a `SessionWriter`: what they record about the changes (Provenance, AuditEvent) is
+stored by this same commit, in the same transaction, again with one bulk write per type, and
+then passes the IN_TRANSACTION hooks itself (its outbox event) unless it asked not to.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from pymongo import InsertOne, ReplaceOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+from pymongo.write_concern import WriteConcern
+
+from fhir_server.context import RequestContext
+from fhir_server.hooks import Change, HookRegistry, Pointcut
+from fhir_server.storage.database import Database
+from fhir_server.storage.pipeline.retry import DUPLICATE_KEY, StaleVersion
+from fhir_server.storage.pipeline.versions import Doc, NewVersion, Planned, Versions
+
+# Records about records about changes: Provenance has an outbox event, and there it stops.
+MAX_ROUNDS = 3
+
+
+class SessionWriter:
+    """Given to IN_TRANSACTION hooks: new resources they write about the changes, stored by
+    the commit that runs them (never by calling back into the repository)."""
+
+    def __init__(self, versions: Versions) -> None:
+        self.versions = versions
+        self._pending: list[tuple[NewVersion, bool]] = []
+
+    def create(self, resource_type: str, resource: dict[str, Any], *, hooks: bool = True) -> NewVersion:
+        """Queues version 1 of `resource` (its own `id`, or a new one). `hooks=False`: it
+        passes no IN_TRANSACTION hook (an AuditEvent has no outbox event)."""
+        given = resource.get("id")
+        resource_id = given if isinstance(given, str) else str(uuid.uuid4())
+        version = self.versions.build(resource_type, resource_id, resource, None, "create")
+        self._pending.append((version, hooks))
+        return version
+
+    def take(self) -> list[tuple[NewVersion, bool]]:
+        pending, self._pending = self._pending, []
+        return pending
+
+
+class Committer:
+    def __init__(self, database: Database, hooks: HookRegistry, versions: Versions) -> None:
+        self.database = database
+        self.hooks = hooks
+        self.versions = versions
+
+    async def commit(self, session: AsyncClientSession, context: RequestContext,
+                     planned: list[Planned]) -> list[Change]:
+        """Writes every planned version (each resource once) in `session`; returns the changes."""
+        written = [(p.previous, p.version) for p in planned if p.version is not None]
+        await self._write(session, written)
+        changes = [version.change for _, version in written]
+        writer = SessionWriter(self.versions)
+        hooked = changes
+        for _ in range(MAX_ROUNDS):
+            if hooked:
+                await self.hooks.call(Pointcut.IN_TRANSACTION, context=context, changes=hooked,
+                                      session=session, db=self.database.db, writer=writer)
+            records = writer.take()
+            if not records:
+                break
+            await self._write(session, [(None, version) for version, _ in records])
+            hooked = [version.change for version, hooks in records if hooks]
+        return changes
+
+    async def after_commit(self, context: RequestContext, changes: list[Change]) -> None:
+        for change in changes:
+            await self.hooks.call(Pointcut.AFTER_COMMIT, context=context, change=change)
+
+    async def _write(self, session: AsyncClientSession,
+                     versions: list[tuple[Doc | None, NewVersion]]) -> None:
+        by_type: dict[str, list[tuple[Doc | None, NewVersion]]] = defaultdict(list)
+        for previous, version in versions:
+            by_type[version.change.resource_type].append((previous, version))
+        for rtype, items in by_type.items():
+            current, history = self.database.current(rtype), self.database.history(rtype)
+            if len(items) == 1:
+                # One resource (every single REST write): the plain commands cost less.
+                await _write_one(current, history, *items[0], session)
+                continue
+            ops: list[Any] = [
+                InsertOne(version.current) if previous is None
+                else ReplaceOne({"_id": previous["_id"], "v": previous["v"]}, version.current)
+                for previous, version in items
+            ]
+            result = await current.bulk_write(ops, ordered=False, session=session)
+            if result.inserted_count + result.matched_count != len(ops):
+                raise StaleVersion()
+            await history.insert_many([version.history for _, version in items], ordered=False,
+                                      session=session)
+
+
+async def _write_one(current: AsyncCollection[Doc], history: AsyncCollection[Doc],
+                     previous: Doc | None, version: NewVersion, session: AsyncClientSession) -> None:
+    if previous is None:
+        await current.insert_one(version.current, session=session)
+    else:
+        result = await current.replace_one(
+            {"_id": previous["_id"], "v": previous["v"]}, version.current, session=session)
+        if result.matched_count != 1:
+            raise StaleVersion()
+    await history.insert_one(version.history, session=session)
+
+
+async def store_new(database: Database, resource_type: str, versions: list[NewVersion],
+                    write_concern: WriteConcern) -> None:
+    """Stores new resources outside a transaction, ignoring those stored already: for
+    append-only records replayed after a crash (the audit writer's batches)."""
+    if not versions:
+        return
+    for collection, docs in (
+        (database.current(resource_type), [v.current for v in versions]),
+        (database.history(resource_type), [v.history for v in versions]),
+    ):
+        try:
+            await collection.with_options(write_concern=write_concern).insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
