@@ -26,7 +26,6 @@ from fhir_server.storage.records import (
     Doc,
     SearchPage,
 )
-from interceptors.hooks import Pointcut
 
 
 class SearchPipeline(ReadPipeline):
@@ -162,14 +161,14 @@ class SearchPipeline(ReadPipeline):
     ) -> list[str]:
         """Values of `field` (an id, or references) over every match of a sub-search.
 
-        When CAN_SEE/WILL_SEE hooks exist, the matches are released one by one, so a chain
-        never reveals anything about resources the client could not read itself.
+        A sub-match never leaves the server, so it does not pass `release` (CAN_SEE and
+        WILL_SEE, where the audit trail records what a client was shown): what it may match
+        is decided by the access filter of its own type (FILTER_QUERY), ANDed into its query
+        like every other, and only the ids or references it needs are fetched.
         """
         base = await self._search_filter(context, sub, session=session)
-        gated = self.hooks.has(Pointcut.CAN_SEE) or self.hooks.has(Pointcut.WILL_SEE)
-        projection: Doc | None = None if gated else {field: 1, "_id": 1}
         docs = await self.database.current(sub.resource_type).find(
-            base, projection, session=session
+            base, {field: 1, "_id": 1}, session=session
         ).limit(MAX_JOIN_MATCHES + 1).to_list()
         if len(docs) > MAX_JOIN_MATCHES:
             raise BadRequest(
@@ -177,10 +176,6 @@ class SearchPipeline(ReadPipeline):
                 f"{MAX_JOIN_MATCHES} resources; narrow it", code="too-costly")
         out: list[str] = []
         for doc in docs:
-            if gated:
-                stored = StoredResource.from_current(sub.resource_type, doc)
-                if await self.release(context, stored) is None:
-                    continue
             value = doc.get("_id") if field == "_id" else _dig(doc, field)
             out.extend(v for v in (value if isinstance(value, list) else [value])
                        if isinstance(v, str))
