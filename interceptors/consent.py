@@ -1,7 +1,7 @@
 """Consent enforcement at the hook points (order 300, after SMART scopes).
 
-- FILTER_QUERY: every query of the read pipeline gets the Consent filter, so a denied
-  resource is never returned, counted, paged, included or used to resolve a chain.
+- FILTER_QUERY: every query of the read pipeline gets the Consent document check, so a
+  denied resource is never returned, counted, paged, included or used to resolve a chain.
 - CAN_SEE: a direct read or vread is not filtered but checked, so that a denied resource is
   answered 403 rather than 404.
 - IN_TRANSACTION: the version being written must not fall in a region the writer is denied
@@ -41,9 +41,9 @@ class ConsentInterceptor:
                            query: AccessQuery) -> None:
         if self._direct_read(context, resource_type):
             return
-        fragment = await self.engine.filter(context, resource_type)
-        if fragment is not None:
-            query.add(fragment)
+        check = self.engine.check(context, resource_type)
+        if check is not None:
+            query.add_check(check)
 
     @hook(Pointcut.CAN_SEE, ORDER)
     async def can_see(self, context: RequestContext, resource: dict[str, Any]) -> bool:
