@@ -1,18 +1,20 @@
 """Parsed Consents per patient, kept per process and invalidated by the Consents' own change
 events in the outbox (interceptors/outbox.py).
 
-Every request first `sync`s: one indexed query (`t`, `_id`) for the Consent events of the
-last GRACE_SECONDS plus the time since the previous sync. Each event not yet applied drops
-the cached Consents of the patient the Consent named before and of the one it names now. So a
-Consent created, changed, revoked or deleted in any process governs every request, in every
+Every request first `sync`s: one indexed query (`t`, `_id`) for the Consent events made
+since GRACE_SECONDS before the previous sync. Each event not yet applied drops the cached
+Consents of the patient the Consent named before and of the one it names now. So a Consent
+created, changed, revoked or deleted in any process governs every request, in every
 process, that starts after the change committed.
 
-Outbox event ids are ObjectIds made before the commit; a transaction that commits late
-leaves an event "in the past". The window reaches GRACE_SECONDS back, the longest a
-transaction can stay open (MongoDB's default transactionLifetimeLimitSeconds), so such an
-event is still seen; applied event ids are remembered for the window. A process idle for
-longer than RESET_SECONDS (well within the outbox's retention of matched events) starts
-from an empty cache rather than trust events that may have been removed.
+Outbox event ids are ObjectIds made inside the transaction, before its commit; the event is
+the transaction's last write (outbox ORDER 500), so it becomes visible one commit round trip
+after its id was made. The window reaches GRACE_SECONDS behind the previous sync to catch
+events that commit out of id order; applied ids are remembered for the window. A commit
+slower than that, or a Consent changed behind the server's back (straight in the database,
+no event), is still picked up: a cached entry is read again once it is ENTRY_SECONDS old.
+A process idle for longer than RESET_SECONDS (well within the outbox's retention of matched
+events) starts from an empty cache rather than trust events that may have been removed.
 
 A lookup racing with an invalidation keeps its answer for its own request but does not
 store it (the epoch check), so a cache entry never predates the last event applied.
@@ -33,7 +35,8 @@ from fhir_server.consent.store import ConsentStore
 from fhir_server.storage.database import Database
 from interceptors.outbox import OUTBOX
 
-GRACE_SECONDS = 60.0
+GRACE_SECONDS = 5.0
+ENTRY_SECONDS = 60.0
 RESET_SECONDS = 600.0
 MAX_PATIENTS = 100_000  # cached patients (with or without Consents), least recently used out
 
@@ -52,7 +55,8 @@ class ConsentCache:
         self.db = database.db
         self.store = store
         self.max_patients = max_patients
-        self._by_patient: OrderedDict[str, tuple[Consent, ...]] = OrderedDict()
+        # patient id -> (its active Consents, monotonic time they were read)
+        self._by_patient: OrderedDict[str, tuple[tuple[Consent, ...], float]] = OrderedDict()
         self._applied: dict[ObjectId, float] = {}  # event id -> when it was applied
         self._synced: float | None = None  # wall time the latest sync started
         self._epoch = 0  # bumped by every invalidation
@@ -76,7 +80,7 @@ class ConsentCache:
         changed = {str(e["r"]) for e in events if e["_id"] not in self._applied}
         if changed:
             self._epoch += 1
-            stale = {c.patient for consents in self._by_patient.values() for c in consents
+            stale = {c.patient for consents, _ in self._by_patient.values() for c in consents
                      if c.id in changed}
             stale |= await self.store.patients_of(changed)
             for patient in stale:
@@ -93,20 +97,21 @@ class ConsentCache:
         """Patient id -> active Consents, from the cache or (for the others) one lookup."""
         out: dict[str, tuple[Consent, ...]] = {}
         missing = []
+        now = time.monotonic()
         for patient in set(patients):
             found = self._by_patient.get(patient)
-            if found is None:
+            if found is None or now - found[1] > ENTRY_SECONDS:
                 missing.append(patient)
             else:
                 self._by_patient.move_to_end(patient)
-                out[patient] = found
+                out[patient] = found[0]
         if missing:
             epoch = self._epoch
             loaded = await self.store.active_of(missing)
             self.lookups += 1
             out.update(loaded)
             if epoch == self._epoch:
-                self._by_patient.update(loaded)
+                self._by_patient.update((p, (c, now)) for p, c in loaded.items())
                 while len(self._by_patient) > self.max_patients:
                     self._by_patient.popitem(last=False)
         return out
