@@ -13,8 +13,8 @@ with audit off, one with audit on (Consent on in both). A GP (on the care team o
 2. `GET /Task/{id}` on the audit-off server and on the audit-on server, alternately, and
    checks that every read served was recorded.
 
-3. `--part scale`: two databases seeded alike with `--patients` (10,000) patients, 2 Tasks
-   each, and in one of them a Consent per patient (opt-out; deny a pharmacist; deny
+3. `--part scale`: two databases seeded alike with `--patients` (10,000) patients, a Task
+   each (`--tasks-per-patient`), and in one of them a Consent per patient (opt-out; deny a pharmacist; deny
    restricted data), each served by its own process. The GP reads `GET /Task/{id}`, searches
    `Task?patient=P&_count=10` (random patients) and a worklist not scoped to a patient
    (`Task?owner=Practitioner/gp&status=requested&_count=10`) on both servers alternately.
@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import orjson
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import PyMongoError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.rest import report, run_clients, wait_up
@@ -227,17 +228,17 @@ def patient_consent(patient: str) -> dict[str, Any]:
     }
 
 
-def seed_scale(uri: str, database: str, folder: Path, patients: int, consents: bool) -> list[str]:
-    """`patients` patients with 2 Tasks each (and a Consent each), through `fhir-server load`'s
+def seed_scale(uri: str, database: str, folder: Path, patients: int, tasks: int, consents: bool) -> list[str]:
+    """`patients` patients with `tasks` Tasks each (and a Consent each), through `fhir-server load`'s
     write pipeline (NDJSON, many resources per transaction); returns the Task ids."""
     from fhir_server.loader import load_paths
 
     folder.mkdir(parents=True, exist_ok=True)
-    task_ids = [f"t{n}-{k}" for n in range(patients) for k in range(2)]
+    task_ids = [f"t{n}-{k}" for n in range(patients) for k in range(tasks)]
     lines = [orjson.dumps({"resourceType": "Practitioner", "id": "gp"})]
     for n in range(patients):
         lines.append(orjson.dumps({"resourceType": "Patient", "id": f"p{n}"}))
-        for k in range(2):
+        for k in range(tasks):
             lines.append(orjson.dumps({"resourceType": "Task", "id": f"t{n}-{k}", "status": "requested",
                                        "intent": "order", "for": ref(f"Patient/p{n}"),
                                        "owner": ref("Practitioner/gp")}))
@@ -247,12 +248,20 @@ def seed_scale(uri: str, database: str, folder: Path, patients: int, consents: b
     settings = Settings(mongodb_uri=uri, database=database, auth_enabled=True, data_dir=folder,
                         base_url="http://127.0.0.1:8080/fhir")
     os.environ.update({"FHIR_AUDIT": "off", "FHIR_PROVENANCE": "off"})
-    asyncio.run(load_paths(settings, [folder]))
+    for attempt in range(3):
+        # Loading is idempotent (every resource has its id): a failed run is simply rerun.
+        try:
+            summary = asyncio.run(load_paths(settings, [folder]))
+            if not summary.failed:
+                break
+            print(f"   load attempt {attempt + 1}: {summary.failed} failed ({summary.failures[0][1][:200]})")
+        except PyMongoError as exc:
+            print(f"   load attempt {attempt + 1} failed: {str(exc)[:200]}")
     return task_ids
 
 
 def scale_part(args: argparse.Namespace) -> None:
-    print(f"\n3. Consent at scale: {args.patients} patients, 2 Tasks each; every patient holding a Consent "
+    print(f"\n3. Consent at scale: {args.patients} patients, {args.tasks_per_patient} Task(s) each; every patient holding a Consent "
           "vs none (two databases, one process each)")
     run = asyncio.run
     with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp) / "db") as db:
@@ -271,7 +280,7 @@ def scale_part(args: argparse.Namespace) -> None:
             for name, (_port, database) in variants.items():
                 started = time.perf_counter()
                 tasks[name] = seed_scale(db.uri, database, Path(tmp) / f"seed-{name}", args.patients,
-                                         consents=name == "consents")
+                                         args.tasks_per_patient, consents=name == "consents")
                 print(f"   seeded {name}: {len(tasks[name])} Tasks in {time.perf_counter() - started:.0f} s")
             # The Consents' change events of the seeding are read by every request for a few
             # seconds (the cache's late-commit window): measure the steady state.
@@ -282,7 +291,8 @@ def scale_part(args: argparse.Namespace) -> None:
             results: dict[tuple[str, str], list[dict[str, float]]] = {}
             for round_ in range(args.rounds):
                 print(f"   round {round_ + 1}")
-                for kind, paths, expect in (("read", None, None), ("search", patients, 2), ("worklist", [worklist], 10)):
+                for kind, paths, expect in (("read", None, None), ("search", patients, args.tasks_per_patient),
+                                            ("worklist", [worklist], 10)):
                     for name in (("none", "consents") if round_ % 2 == 0 else ("consents", "none")):
                         wanted = paths or [f"/Task/{i}" for i in rng.sample(tasks[name], min(2000, len(tasks[name])))]
                         results.setdefault((kind, name), []).append(run(measure(
@@ -310,6 +320,7 @@ def main() -> None:
     parser.add_argument("--flush-ms", default="", help="FHIR_AUDIT_FLUSH_MS of the audited server")
     parser.add_argument("--part", choices=("consent", "audit", "both", "scale"), default="both")
     parser.add_argument("--patients", type=int, default=10_000, help="patients of --part scale")
+    parser.add_argument("--tasks-per-patient", type=int, default=1, help="Tasks per patient of --part scale")
     args = parser.parse_args()
     if args.part == "scale":
         print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds per measurement: {args.seconds}  "

@@ -227,8 +227,8 @@ class ConsentEngine:
 
     def check(self, context: RequestContext, rtype: str) -> DocumentCheck | None:
         """The document check for a query on `rtype` (None for types no Consent governs)."""
-        if rtype not in self.governed:
-            return None
+        if rtype not in self.governed or context.principal is None:
+            return None  # (no principal: the server's own work, see `_load`)
         action = self.action(context)
 
         async def check(docs: list[Doc]) -> list[bool]:
