@@ -6,7 +6,6 @@
   answered 403 rather than 404.
 - IN_TRANSACTION: the version being written must not fall in a region the writer is denied
   (`collect` for a create, `correct` otherwise); lookups before a write are filtered already.
-  A labelled version gets its `patient_labels` (fhir_server.consent.labels).
 - BEFORE_*: a patient changes only their own Consents; a RelatedPerson changes none.
 """
 
@@ -17,7 +16,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from fhir_server.consent import ConsentEngine, labels
+from fhir_server.consent import ConsentEngine
 from fhir_server.consent.model import relative_reference
 from fhir_server.context import RequestContext
 from fhir_server.errors import Forbidden
@@ -64,7 +63,6 @@ class ConsentInterceptor:
                            session: AsyncClientSession, db: AsyncDatabase[dict[str, Any]]) -> None:
         if change.resource is None or change.resource_type in _SIDE_RECORDS:
             return
-        await labels.stamp(self.engine.database, change, session)
         action = "collect" if change.interaction == "create" else "correct"
         if await self.engine.denies(context, change.resource_type, {"_id": change.id},
                                     history=False, action=action, session=session):

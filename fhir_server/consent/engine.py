@@ -43,7 +43,6 @@ from fhir_server.storage.database import Database
 from interceptors.hooks import DocumentCheck
 
 Doc = dict[str, Any]
-COMPARTMENT = "compartments.Patient"
 BREAK_THE_GLASS = "BTG"
 _POLICY = "consent.policy"
 _DECISIONS = "consent.decisions"
