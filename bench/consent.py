@@ -13,7 +13,14 @@ with audit off, one with audit on (Consent on in both). A GP (on the care team o
 2. `GET /Task/{id}` on the audit-off server and on the audit-on server, alternately, and
    checks that every read served was recorded.
 
+3. `--part scale`: two databases seeded alike with `--patients` (10,000) patients, a Task
+   each (`--tasks-per-patient`), and in one of them a Consent per patient (opt-out; deny a pharmacist; deny
+   restricted data), each served by its own process. The GP reads `GET /Task/{id}`, searches
+   `Task?patient=P&_count=10` (random patients) and a worklist not scoped to a patient
+   (`Task?owner=Practitioner/gp&status=requested&_count=10`) on both servers alternately.
+
     .venv/bin/python bench/consent.py [--clients 16] [--seconds 10] [--tasks 200]
+    .venv/bin/python bench/consent.py --part scale [--patients 10000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -21,19 +28,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import PyMongoError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.rest import report, run_clients, wait_up
 from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import Settings
+from fhir_server.consent.cache import GRACE_SECONDS
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.services import auth_settings
 
@@ -68,9 +80,9 @@ CONSENT = {
 }
 
 
-def start_server(uri: str, port: int, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+def start_server(uri: str, port: int, data_dir: Path, database: str = DATABASE, **env: str) -> subprocess.Popen[bytes]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_")}
-    environment.update({"MONGODB_URI": uri, "FHIR_DATABASE": DATABASE, "FHIR_PROVENANCE": "off", **env})
+    environment.update({"MONGODB_URI": uri, "FHIR_DATABASE": database, "FHIR_PROVENANCE": "off", **env})
     return subprocess.Popen(
         [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning",
          "--data-dir", str(data_dir)],
@@ -78,14 +90,15 @@ def start_server(uri: str, port: int, data_dir: Path, **env: str) -> subprocess.
     )
 
 
-def mint(uri: str, port: int, scopes: str, fhir_user: str | None = None, patient: str | None = None) -> str:
-    settings = Settings(port=port, base_url=f"http://127.0.0.1:{port}/fhir", mongodb_uri=uri, database=DATABASE,
+def mint(uri: str, port: int, scopes: str, fhir_user: str | None = None, patient: str | None = None,
+         database: str = DATABASE) -> str:
+    settings = Settings(port=port, base_url=f"http://127.0.0.1:{port}/fhir", mongodb_uri=uri, database=database,
                         auth_enabled=True)
 
     async def work() -> str:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
         try:
-            return await mint_dev_token(client[DATABASE], auth_settings(settings), scopes.split(),
+            return await mint_dev_token(client[database], auth_settings(settings), scopes.split(),
                                         fhir_user=fhir_user, patient=patient)
         finally:
             await client.close()
@@ -202,6 +215,102 @@ def _cost(variant: list[dict[str, float]], baseline: list[dict[str, float]]) -> 
             f"throughput {_median(rate):+.1f}% (rounds {', '.join(f'{c:+.0f}%' for c in rate)})")
 
 
+def patient_consent(patient: str) -> dict[str, Any]:
+    """A typical clinic Consent: opt-out; a pharmacist denied; restricted data denied."""
+    return {
+        "resourceType": "Consent", "status": "active", "scope": CONSENT["scope"], "category": CONSENT["category"],
+        "patient": ref(f"Patient/{patient}"),
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+        "provision": {"provision": [
+            {"type": "deny", "actor": [actor("Practitioner/pharmacist")]},
+            {"type": "deny", "securityLabel": [{"system": CONFIDENTIALITY, "code": "R"}]},
+        ]},
+    }
+
+
+def seed_scale(uri: str, database: str, folder: Path, patients: int, tasks: int, consents: bool) -> list[str]:
+    """`patients` patients with `tasks` Tasks each (and a Consent each), through `fhir-server load`'s
+    write pipeline (NDJSON, many resources per transaction); returns the Task ids."""
+    from fhir_server.loader import load_paths
+
+    folder.mkdir(parents=True, exist_ok=True)
+    task_ids = [f"t{n}-{k}" for n in range(patients) for k in range(tasks)]
+    lines = [orjson.dumps({"resourceType": "Practitioner", "id": "gp"})]
+    for n in range(patients):
+        lines.append(orjson.dumps({"resourceType": "Patient", "id": f"p{n}"}))
+        for k in range(tasks):
+            lines.append(orjson.dumps({"resourceType": "Task", "id": f"t{n}-{k}", "status": "requested",
+                                       "intent": "order", "for": ref(f"Patient/p{n}"),
+                                       "owner": ref("Practitioner/gp")}))
+        if consents:
+            lines.append(orjson.dumps({**patient_consent(f"p{n}"), "id": f"c{n}"}))
+    (folder / "seed.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    settings = Settings(mongodb_uri=uri, database=database, auth_enabled=True, data_dir=folder,
+                        base_url="http://127.0.0.1:8080/fhir")
+    os.environ.update({"FHIR_AUDIT": "off", "FHIR_PROVENANCE": "off"})
+    for attempt in range(3):
+        # Loading is idempotent (every resource has its id): a failed run is simply rerun.
+        try:
+            summary = asyncio.run(load_paths(settings, [folder]))
+            if not summary.failed:
+                break
+            print(f"   load attempt {attempt + 1}: {summary.failed} failed ({summary.failures[0][1][:200]})")
+        except PyMongoError as exc:
+            print(f"   load attempt {attempt + 1} failed: {str(exc)[:200]}")
+    return task_ids
+
+
+def scale_part(args: argparse.Namespace) -> None:
+    print(f"\n3. Consent at scale: {args.patients} patients, {args.tasks_per_patient} Task(s) each; every patient holding a Consent "
+          "vs none (two databases, one process each)")
+    run = asyncio.run
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp) / "db") as db:
+        variants = {"none": (18190, "bench_scale_none"), "consents": (18191, "bench_scale_consents")}
+        servers = {name: start_server(db.uri, port, Path(tmp) / str(port), database, FHIR_CONSENT="on",
+                                      FHIR_AUDIT="off")
+                   for name, (port, database) in variants.items()}
+        database_pid = db._process.pid if db._process else os.getpid()
+        try:
+            bases = {name: f"http://127.0.0.1:{port}/fhir" for name, (port, _) in variants.items()}
+            for base in bases.values():
+                wait_up(base)
+            gp = {name: mint(db.uri, port, "user/*.rs", "Practitioner/gp", database=database)
+                  for name, (port, database) in variants.items()}
+            tasks: dict[str, list[str]] = {}
+            for name, (_port, database) in variants.items():
+                started = time.perf_counter()
+                tasks[name] = seed_scale(db.uri, database, Path(tmp) / f"seed-{name}", args.patients,
+                                         args.tasks_per_patient, consents=name == "consents")
+                print(f"   seeded {name}: {len(tasks[name])} Tasks in {time.perf_counter() - started:.0f} s")
+            # The Consents' change events of the seeding are read by every request for a few
+            # seconds (the cache's late-commit window): measure the steady state.
+            time.sleep(GRACE_SECONDS + 1)
+            rng = random.Random(7)
+            patients = [f"/Task?patient=p{rng.randrange(args.patients)}&_count=10" for _ in range(2000)]
+            worklist = "/Task?owner=Practitioner/gp&status=requested&_count=10"
+            results: dict[tuple[str, str], list[dict[str, float]]] = {}
+            for round_ in range(args.rounds):
+                print(f"   round {round_ + 1}")
+                for kind, paths, expect in (("read", None, None), ("search", patients, args.tasks_per_patient),
+                                            ("worklist", [worklist], 10)):
+                    for name in (("none", "consents") if round_ % 2 == 0 else ("consents", "none")):
+                        wanted = paths or [f"/Task/{i}" for i in rng.sample(tasks[name], min(2000, len(tasks[name])))]
+                        results.setdefault((kind, name), []).append(run(measure(
+                            bases[name], gp[name], args.clients, args.seconds, f"{kind}, {name}", wanted,
+                            expect, [servers[name].pid, database_pid])))
+            for kind in ("read", "search", "worklist"):
+                print(f"   {kind}: every patient with a Consent vs none: "
+                      f"{_cost(results[(kind, 'consents')], results[(kind, 'none')])}")
+                print(f"   {'':<8} CPU per request: none {_mean(results[(kind, 'none')], 'cpu'):.2f} ms, "
+                      f"consents {_mean(results[(kind, 'consents')], 'cpu'):.2f} ms; p50 none "
+                      f"{_mean(results[(kind, 'none')], 'p50'):.1f} ms, consents "
+                      f"{_mean(results[(kind, 'consents')], 'p50'):.1f} ms")
+        finally:
+            for server in servers.values():
+                server.terminate()
+                server.wait(60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=16)
@@ -209,8 +318,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of each comparison")
     parser.add_argument("--tasks", type=int, default=200, help="Tasks per patient")
     parser.add_argument("--flush-ms", default="", help="FHIR_AUDIT_FLUSH_MS of the audited server")
-    parser.add_argument("--part", choices=("consent", "audit", "both"), default="both")
+    parser.add_argument("--part", choices=("consent", "audit", "both", "scale"), default="both")
+    parser.add_argument("--patients", type=int, default=10_000, help="patients of --part scale")
+    parser.add_argument("--tasks-per-patient", type=int, default=1, help="Tasks per patient of --part scale")
     args = parser.parse_args()
+    if args.part == "scale":
+        print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds per measurement: {args.seconds}  "
+              f"rounds: {args.rounds}")
+        scale_part(args)
+        return
     print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds per measurement: {args.seconds}  "
           f"rounds: {args.rounds}  Tasks per patient: {args.tasks}")
     run = asyncio.run

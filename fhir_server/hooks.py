@@ -86,14 +86,26 @@ class Change:
     previous: dict[str, Any] | None = None
 
 
+# Decides, per stored document (its index fields: `_id`, `id`, `ts`, `sp`, `compartments`),
+# whether it may be used; one verdict per document, in order.
+DocumentCheck = Callable[[list[dict[str, Any]]], Awaitable[list[bool]]]
+
+
 @dataclass
 class AccessQuery:
-    """Collects MongoDB filter fragments from FILTER_QUERY hooks; they are ANDed."""
+    """Collects MongoDB filter fragments from FILTER_QUERY hooks; they are ANDed. A hook
+    whose decision is not a bounded filter adds a `DocumentCheck` instead: the read pipeline
+    applies it to every candidate document before paging, counting or joining, so that a
+    document it refuses is never returned, counted or used to resolve a chain."""
 
     filters: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[DocumentCheck] = field(default_factory=list)
 
     def add(self, mongo_filter: dict[str, Any]) -> None:
         self.filters.append(mongo_filter)
+
+    def add_check(self, check: DocumentCheck) -> None:
+        self.checks.append(check)
 
 
 def hook(pointcut: Pointcut, slot: str | None = None) -> Callable[[HookFn], HookFn]:

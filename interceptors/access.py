@@ -40,9 +40,13 @@ class AccessInterceptor:
 
     @hook(Pointcut.FILTER_QUERY)
     async def filter_query(self, context: RequestContext, resource_type: str, query: AccessQuery) -> None:
-        fragment = await self.policy.decision(context).query_filter(resource_type)
+        decision = self.policy.decision(context)
+        fragment = await decision.query_filter(resource_type)
         if fragment is not None:
             query.add(fragment)
+        check = decision.query_check(resource_type)
+        if check is not None:
+            query.add_check(check)
 
     @hook(Pointcut.CAN_SEE)
     async def can_see(self, context: RequestContext, resource: dict[str, Any]) -> bool:

@@ -29,7 +29,6 @@ from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator
 from interceptors.access import AccessInterceptor
 from interceptors.audit import AuditInterceptor, audit_indexes
-from interceptors.consent import ConsentInterceptor
 from interceptors.outbox import OutboxInterceptor
 from interceptors.provenance import ProvenanceInterceptor
 from interceptors.smart import SmartInterceptor
@@ -54,8 +53,6 @@ ORDER: dict[str, int] = {
     "subscription-guard": 250,
     # Consent's collect/correct provisions, checked inside the write's transaction.
     "access-store": 300,
-    # Consent's security-label bookkeeping.
-    "consent": 300,
     "provenance": 400,
     # The change event is the last write of a transaction.
     "outbox": 500,
@@ -109,8 +106,6 @@ def build_interceptors(
         # With auth on, every path data leaves or enters by asks one access decision.
         built.append(("access", AccessInterceptor(AccessPolicy(search, engine))))
     built += [("subscription-guard", guard), ("outbox", outbox)]
-    if engine is not None:
-        built.append(("consent", ConsentInterceptor(engine)))
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None
     if audit.provenance or audit.enabled:

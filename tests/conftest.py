@@ -152,6 +152,19 @@ def mint(secure_server: RunningServer) -> Mint:
     return mint_token
 
 
+def forget_cached_consents(running: RunningServer) -> None:
+    """Empties the server's Consent cache: a test's clean-up deletes Consents behind the
+    server's back, without the change events the cache follows."""
+    from interceptors.access import AccessInterceptor
+
+    hooks = running.server.config.app.state.services.hooks  # type: ignore[attr-defined]
+    for entries in hooks._hooks.values():
+        for entry in entries:
+            owner = getattr(entry.fn, "__self__", None)
+            if isinstance(owner, AccessInterceptor) and owner.policy.consent is not None:
+                owner.policy.consent.cache.clear()
+
+
 @pytest.fixture
 def secure(secure_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> Iterator[Callable[..., httpx.Client]]:
     """Returns a factory of HTTP clients, each bearing a token (or none)."""
@@ -159,6 +172,7 @@ def secure(secure_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> 
     for name in db.list_collection_names():
         if not name.startswith("auth_"):  # keep the signing keys
             db[name].delete_many({})
+    forget_cached_consents(secure_server)
     clients: list[httpx.Client] = []
 
     def client(token: str | None = None) -> httpx.Client:

@@ -29,6 +29,7 @@ from fhir_server.auth.scopes import Access, Grant, Scope, decide, parse_scope_se
 from fhir_server.consent.model import relative_reference
 from fhir_server.context import Principal, RequestContext
 from fhir_server.errors import Forbidden, Unauthorized
+from fhir_server.hooks import DocumentCheck
 from fhir_server.search import SearchEngine
 from fhir_server.search.keyset import merge
 
@@ -194,12 +195,17 @@ class AccessDecision:
         for part in (self._scope_filter(resource_type), self._audit_filter(resource_type)):
             if part:
                 out = merge(out, part)
-        consent = self.policy.consent
-        if consent is not None and self._consent_governs(resource_type) and not self._target(resource_type):
-            fragment = await consent.filter(self.context, resource_type)
-            if fragment:
-                out = merge(out, fragment)
         return out or None
+
+    def query_check(self, resource_type: str) -> DocumentCheck | None:
+        """Consent's part of what this request may see of `resource_type`: a check of each
+        candidate document (a bounded filter cannot say it at scale; docs/consent.md, Scale).
+        A direct read of the target is checked on release instead (`may_release`)."""
+        consent = self.policy.consent
+        if self.unrestricted or consent is None or not self._consent_governs(resource_type) \
+                or self._target(resource_type):
+            return None
+        return consent.check(self.context, resource_type)
 
     async def may_release(self, resource: dict[str, Any]) -> bool:
         """May this stored version leave the server now?"""

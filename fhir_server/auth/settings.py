@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
 from fhir_server.config import Settings
@@ -16,11 +17,44 @@ MAX_BACKEND_TOKEN_SECONDS = 300
 
 @dataclass(frozen=True)
 class IntrospectionEndpoint:
-    """An external issuer whose (possibly opaque) tokens we check with RFC 7662."""
+    """An external issuer whose (possibly opaque) tokens we check with RFC 7662.
+
+    `token_prefix` is how an opaque token names its issuer: a token is shown only to the one
+    issuer whose prefix it starts with (see `introspection_issuer`). At most one issuer may
+    go without a prefix; it receives the opaque tokens no prefix claims.
+    """
 
     url: str
     client_id: str | None = None
     client_secret: str | None = None
+    token_prefix: str | None = None
+
+
+def check_introspection(introspection: Mapping[str, IntrospectionEndpoint]) -> None:
+    """Refuses a configuration in which one opaque token could belong to two issuers."""
+    unprefixed = [iss for iss, e in introspection.items() if not e.token_prefix]
+    if len(unprefixed) > 1:
+        raise ValueError("introspection issuers " + ", ".join(sorted(unprefixed))
+                         + " have no token_prefix: at most one issuer may go without one")
+    prefixes = sorted((e.token_prefix, iss) for iss, e in introspection.items() if e.token_prefix)
+    for (first, a), (second, b) in pairwise(prefixes):
+        if second.startswith(first):
+            raise ValueError(f"token_prefix of {a} ({first!r}) is a prefix of {b}'s ({second!r})")
+
+
+def introspection_issuer(
+    token: str, introspection: Mapping[str, IntrospectionEndpoint]
+) -> str | None:
+    """The one issuer an opaque token belongs to, or None: the issuer whose `token_prefix`
+    starts the token, else the issuer without a prefix. Never a list to try in turn: asking
+    one issuer after another would show each issuer's tokens to all the others."""
+    fallback = None
+    for issuer, endpoint in introspection.items():
+        if endpoint.token_prefix and token.startswith(endpoint.token_prefix):
+            return issuer
+        if not endpoint.token_prefix:
+            fallback = issuer
+    return fallback
 
 
 def _origin(url: str) -> str:
@@ -76,6 +110,9 @@ class AuthSettings:
     clock_skew_seconds: int = 30
     smart_style_url: str | None = None
 
+    def __post_init__(self) -> None:
+        check_introspection(self.introspection)
+
     @property
     def authorize_url(self) -> str:
         return f"{self.issuer}/authorize"
@@ -119,6 +156,7 @@ class AuthSettings:
                 url=str(conf["url"]),
                 client_id=conf.get("client_id"),
                 client_secret=conf.get("client_secret"),
+                token_prefix=conf.get("token_prefix") or None,
             )
             for iss, conf in _env_json("FHIR_AUTH_INTROSPECTION").items()
         }

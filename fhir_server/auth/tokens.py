@@ -2,7 +2,8 @@
 
 Accepted: JWTs signed by our own keys or by a trusted external issuer's JWKS, with `aud` =
 our FHIR base URL, `iss` trusted and `exp` in the future; or tokens an external issuer vouches
-for through RFC 7662 introspection. Our own tokens can be revoked (RFC 7009): their jti is
+for through RFC 7662 introspection (an opaque token goes to the one issuer it belongs to, by
+its token prefix, and the answer must name our audience). Our own tokens can be revoked (RFC 7009): their jti is
 then listed in `auth_revoked` until they expire.
 """
 
@@ -32,7 +33,7 @@ from fhir_server.auth.jwks_cache import JwksCache
 from fhir_server.auth.keys import KeyStore
 from fhir_server.auth.revocation import RevocationList, revocation_list
 from fhir_server.auth.scopes import split_scope_string
-from fhir_server.auth.settings import AuthSettings, IntrospectionEndpoint
+from fhir_server.auth.settings import AuthSettings, IntrospectionEndpoint, introspection_issuer
 from fhir_server.context import Principal
 
 # A verified JWT is remembered (by its full text: header, claims and signature) for at most
@@ -255,12 +256,10 @@ class TokenValidator:
             raise InvalidToken("issuer keys unavailable") from exc
 
     async def _introspect_any(self, token: str) -> dict[str, Any]:
-        for issuer, endpoint in self.settings.introspection.items():
-            try:
-                return await self._introspect(token, endpoint, issuer)
-            except InvalidToken:
-                continue
-        raise InvalidToken("unknown token")
+        issuer = introspection_issuer(token, self.settings.introspection)
+        if issuer is None:
+            raise InvalidToken("unknown token")
+        return await self._introspect(token, self.settings.introspection[issuer], issuer)
 
     async def _introspect(
         self, token: str, endpoint: IntrospectionEndpoint, issuer: str
@@ -286,10 +285,12 @@ class TokenValidator:
         exp = claims.get("exp")
         if isinstance(exp, int | float) and exp + self.settings.clock_skew_seconds < now:
             raise InvalidToken("token expired")
-        if "aud" in claims:
-            auds = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-            if self.settings.audience not in auds:
-                raise InvalidToken("wrong audience")
+        # RFC 7662 makes `aud` optional; we require it, else a token the issuer granted for
+        # another resource server would be accepted here.
+        aud = claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        if self.settings.audience not in auds:
+            raise InvalidToken("wrong audience" if aud is not None else "introspection answer has no audience")
         claims.setdefault("iss", issuer)
         if claims["iss"] != issuer:
             raise InvalidToken("wrong issuer")

@@ -3,7 +3,7 @@
 `model` reads Consent resources into rule trees, `region` compiles a tree for one requester
 and one resource type into the MongoDB filter of what it denies, `requester` resolves who
 is asking (fhirUser, roles, organizations, care teams), and `engine` ties them together per
-request. `interceptors/consent.py` plugs the engine into the read and write pipelines.
+request. The request's access decision (fhir_server.access, at interceptors/access.py) asks it.
 See docs/consent.md.
 """
 

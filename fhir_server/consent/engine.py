@@ -1,16 +1,17 @@
-"""The Consent engine: per request, the active Consents as query filters and read checks.
+"""The Consent engine: per request, the Consents of the patients it touches, as decisions on
+stored documents.
 
-Once per request (memoized in the context, never across requests, so a Consent created or
-revoked takes effect on the very next request): one indexed query loads every active
-Consent, the requester's actor identities are resolved (only as far as the Consents need),
-and, per resource type and action, each Consent's denied region is compiled (`region`). The
-read pipeline then ANDs one flat filter fragment into every query, so denied resources are
-never counted, paged or included: `compartments.Patient $nin [...]` for patients whose data
-of that type is denied whole, `_id $nin [...]` for the documents a partial region (labels,
-codes, data references, data period) denies, found among the patient's compartment with an
-indexed query, and `patient_labels $nin [...]` for label provisions (see `labels`). Only
-field operators: a top-level $and/$or/$nor keeps the embedded database from using any
-index. Decisions are kept in the context for the audit trail.
+Once per request (memoized in the context): the process's Consent cache is brought up to
+date with the Consents' change events (`cache`), and the requester is known. The Consents
+themselves are looked up only for the patients whose documents the request meets, by index
+and through the cache (`store`, `cache`), so a request costs the same whether the database
+holds ten Consents or a hundred thousand. For each query of the read pipeline the engine adds
+a document check (never a filter of patient ids: that would grow with the number of
+Consents): each candidate document is decided in memory against the denied regions
+(`region`) of the Consents of the patients in its compartment. The read pipeline applies the
+check before paging, counting and joining, so denied resources are never returned, counted,
+paged, included or used to resolve a chain. Decisions are kept in the context for the audit
+trail. See docs/consent.md, "Scale".
 """
 
 from __future__ import annotations
@@ -19,32 +20,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhir_server.auth.scopes import parse_scope
-from fhir_server.consent.labels import FIELD as LABELS
-from fhir_server.consent.labels import label_values
-from fhir_server.consent.model import Code, Consent, parse_consent, relative_reference
+from fhir_server.consent.cache import ConsentCache, cache_indexes
+from fhir_server.consent.model import Code, Consent, relative_reference
 from fhir_server.consent.region import (
-    ALL,
     NONE,
     Region,
     Requester,
     Vocabulary,
     denied_region,
-    disjuncts,
     matches,
 )
 from fhir_server.consent.requester import acting_as, held_references
 from fhir_server.consent.settings import ConsentSettings
+from fhir_server.consent.store import ConsentStore
 from fhir_server.context import RequestContext
+from fhir_server.hooks import DocumentCheck
 from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 
 Doc = dict[str, Any]
-COMPARTMENT = "compartments.Patient"
 BREAK_THE_GLASS = "BTG"
 _POLICY = "consent.policy"
 _DECISIONS = "consent.decisions"
@@ -56,8 +54,9 @@ _CHANGES = {"create": "collect", "update": "correct", "patch": "correct", "delet
 
 
 def consent_indexes() -> dict[str, list[IndexModel]]:
-    # The one query per request: every active Consent.
-    return {"Consent": [IndexModel([("sp.status", ASCENDING)], name="consent_status")]}
+    # Consents are looked up by their patient (`sp.patient`, declared by the search layer);
+    # the cache syncs from the outbox by (t, _id).
+    return {"Consent": [IndexModel([("sp.status", ASCENDING)], name="consent_status")], **cache_indexes()}
 
 
 @dataclass(frozen=True)
@@ -79,8 +78,9 @@ def evaluated_consents(context: RequestContext) -> dict[str, list[str]]:
     if not isinstance(policy, RequestPolicy):
         return {}
     out: dict[str, list[str]] = {}
-    for consent in policy.consents:
-        out.setdefault(consent.patient, []).append(consent.id)
+    for consents in policy.consents.values():
+        for consent in consents:
+            out.setdefault(consent.patient, []).append(consent.id)
     return out
 
 
@@ -100,31 +100,27 @@ def _purposes(values: tuple[str, ...]) -> frozenset[Code]:
 
 @dataclass
 class RequestPolicy:
-    consents: list[Consent]
+    """One request's view of the Consents: those of the patients it has touched so far."""
+
     requester: Requester
     break_the_glass: bool
     vocabulary: Vocabulary
-    _regions: dict[tuple[str, str], list[tuple[Consent, Region]]] = field(default_factory=dict)
-    _denied: dict[tuple[str, str, bool], list[str]] = field(default_factory=dict)
+    fhir_user: str | None
+    own: str | None  # the requester's own patient id: their Consents do not stand in their way
+    # Patient id -> the Consents that apply now (loaded patients only; () when none).
+    consents: dict[str, tuple[Consent, ...]] = field(default_factory=dict)
+    _named: set[str] = field(default_factory=set)  # actor references already resolved
+    _related: set[str] = field(default_factory=set)
+    _regions: dict[tuple[str, str, str], Region] = field(default_factory=dict)
 
-    def regions(self, rtype: str, action: str) -> list[tuple[Consent, Region]]:
-        """(Consent, what it denies of `rtype`) for every Consent that denies something."""
-        key = (rtype, action)
+    def region(self, consent: Consent, rtype: str, action: str) -> Region:
+        """What `consent` denies of `rtype` to this requester, for `action`."""
+        key = (consent.id, rtype, action)
         if key not in self._regions:
             requester = Requester(self.requester.actors, self.requester.purposes, action,
                                   self.requester.now, self.requester.related)
-            found = [(c, denied_region(c, rtype, self.vocabulary, requester)) for c in self.consents]
-            self._regions[key] = [(c, r) for c, r in found if r is not NONE]
+            self._regions[key] = denied_region(consent, rtype, self.vocabulary, requester)
         return self._regions[key]
-
-
-def _leading(part: Doc, patient: str) -> Doc:
-    """The query for one flat disjunct of a patient's region. Its own first condition leads
-    when it is positive (an id, a reference: usually few documents), else the patient's
-    compartment does (the embedded database rides the first field's index)."""
-    first = next(iter(part.values()), None)
-    negative = isinstance(first, dict) and bool(set(first) & {"$nin", "$ne"})
-    return {COMPARTMENT: patient, **part} if not part or negative else {**part, COMPARTMENT: patient}
 
 
 class ConsentEngine:
@@ -138,6 +134,8 @@ class ConsentEngine:
         # Types that can be in a patient's compartment: the only ones a Consent governs.
         self.governed = set(search.registry.compartments.get("Patient", {})) | {"Patient"}
         self._btg_scopes = [s for s in (parse_scope(t) for t in settings.btg_scopes) if s]
+        self.store = ConsentStore(database, base_url, settings.default_base)
+        self.cache = ConsentCache(database, self.store)
 
     def action(self, context: RequestContext) -> str:
         return _CHANGES.get(context.interaction, "access")
@@ -148,7 +146,8 @@ class ConsentEngine:
             h.covers(wanted) for h in held for wanted in self._btg_scopes)
 
     async def policy(self, context: RequestContext) -> RequestPolicy | None:
-        """This request's view of every active Consent; None when no Consent can apply."""
+        """This request's view of the Consents; None when no Consent can apply (the server's
+        own work)."""
         if _POLICY in context.attributes:
             memo: RequestPolicy | None = context.attributes[_POLICY]
             return memo
@@ -159,105 +158,92 @@ class ConsentEngine:
         principal = context.principal
         if principal is None or principal.kind != "token":
             return None  # the server's own work (the access decision refuses a missing principal)
+        await self.cache.sync()
         now = datetime.now(UTC)
         fhir_user = relative_reference(principal.fhir_user, self.base_url) if principal.fhir_user else None
         own = fhir_user[len("Patient/"):] if fhir_user and fhir_user.startswith("Patient/") else None
-        # Deleted Consents (tombstones) keep no search values: `sp.status` alone excludes them.
-        # (A second condition costs the embedded database three times as much.)
-        docs = await self.db["Consent"].find({"sp.status": "active"}, {"res": 1}).to_list()
-        consents = []
-        for doc in docs:
-            consent = parse_consent(orjson.loads(doc["res"]), self.base_url, self.settings.default_base)
-            # A patient's own Consent never stands between them and their record.
-            if consent is not None and consent.patient != own and consent.applies_at(now):
-                consents.append(consent)
-        if not consents:
-            return None
-        named = set().union(*(c.actor_references() for c in consents))
-        actors = await acting_as(self.db, fhir_user, now, self.base_url, named) if fhir_user else frozenset()
-        if principal.client_id:
-            # The client application itself, as a Device named by its client_id.
-            actors |= {f"Device/{principal.client_id}"}
-        related = {d.reference for c in consents for rule in c.provisions() for d in rule.data
-                   if d.meaning == "related"}
-        held = await held_references(self.db, related, {
-            t: self.vocabulary.of(t)[1] for t in {r.partition("/")[0] for r in related}}) if related else {}
+        # The client application itself, as a Device named by its client_id.
+        actors = frozenset({fhir_user} if fhir_user else set()) | frozenset(
+            {f"Device/{principal.client_id}"} if principal.client_id else set())
         # The purpose in force: granted by the token, narrowed by the request; break-the-glass
         # is in it only when the token allows it (fhir_server.access.purpose).
         purposes = _purposes(context.purpose_of_use)
         btg = any(code == BREAK_THE_GLASS for _, code in purposes)
-        requester = Requester(actors, purposes, "access", now, held)
-        return RequestPolicy(consents, requester, btg, self.vocabulary)
+        requester = Requester(actors, purposes, "access", now, {})
+        return RequestPolicy(requester, btg, self.vocabulary, fhir_user, own)
 
-    async def filter(self, context: RequestContext, rtype: str) -> Doc | None:
-        """The filter fragment for a query on `rtype`, or None; records the decisions."""
-        if rtype not in self.governed:
-            return None
+    async def _consents_of(self, policy: RequestPolicy, patients: set[str]) -> list[Consent]:
+        """The Consents (applying now) of `patients`, loading the ones not seen yet, and the
+        requester resolved as far as their actors need."""
+        new = patients - policy.consents.keys()
+        if new:
+            now = policy.requester.now
+            for patient, found in (await self.cache.of(new)).items():
+                # A patient's own Consent never stands between them and their record.
+                policy.consents[patient] = () if patient == policy.own else tuple(
+                    c for c in found if c.applies_at(now))
+            await self._resolve(policy, [c for p in new for c in policy.consents.get(p, ())])
+        return [c for p in patients for c in policy.consents.get(p, ())]
+
+    async def _resolve(self, policy: RequestPolicy, consents: list[Consent]) -> None:
+        named = set().union(*(c.actor_references() for c in consents)) - policy._named
+        related = {d.reference for c in consents for rule in c.provisions() for d in rule.data
+                   if d.meaning == "related"} - policy._related
+        if not named and not related:
+            return
+        old = policy.requester
+        actors, held = old.actors, dict(old.related)
+        if named and policy.fhir_user:
+            actors |= await acting_as(self.db, policy.fhir_user, old.now, self.base_url, named)
+        if related:
+            held.update(await held_references(self.db, related, {
+                t: self.vocabulary.of(t)[1] for t in {r.partition("/")[0] for r in related}}))
+        policy._named |= named
+        policy._related |= related
+        policy.requester = Requester(actors, old.purposes, old.action, old.now, held)
+        policy._regions.clear()  # computed for a requester known less well
+
+    async def refused(self, context: RequestContext, rtype: str, docs: list[Doc], action: str) -> list[bool]:
+        """Per stored document (index fields: `_id`, `id`, `ts`, `sp`, `compartments`): does
+        a Consent of a patient in its compartment deny it? Records the decisions."""
+        if rtype not in self.governed or not docs:
+            return [False] * len(docs)
         policy = await self.policy(context)
         if policy is None:
-            return None
+            return [False] * len(docs)
+        compartments = [set((d.get("compartments") or {}).get("Patient") or []) for d in docs]
+        consents = await self._consents_of(policy, set().union(*compartments))
+        if not consents:
+            return [False] * len(docs)
+        regions = [(c, r) for c in consents if (r := policy.region(c, rtype, action)) is not NONE]
+        verdict = "break-the-glass" if policy.break_the_glass else "deny"
+        out = []
+        for doc, patients in zip(docs, compartments, strict=True):
+            deciding = [c for c, r in regions if c.patient in patients and matches(r, doc)]
+            for consent in deciding:
+                _record(context, consent, verdict)
+            out.append(bool(deciding) and not policy.break_the_glass)
+        return out
+
+    def check(self, context: RequestContext, rtype: str) -> DocumentCheck | None:
+        """The document check for a query on `rtype` (None for types no Consent governs)."""
+        if rtype not in self.governed or context.principal is None:
+            return None  # (no principal: the server's own work, see `_load`)
         # A query serves disclosure, whatever the interaction: what a write may change is
         # decided per version (`denies` with collect / correct).
         action = "access"
-        regions = policy.regions(rtype, action)
-        if not regions:
-            return None
-        verdict = "break-the-glass" if policy.break_the_glass else "deny"
-        for consent, _ in regions:
-            _record(context, consent, verdict)
-        if policy.break_the_glass:
-            return None
-        fragment: Doc = {}
-        whole = sorted({c.patient for c, r in regions if r == ALL})
-        if whole:
-            fragment[COMPARTMENT] = {"$nin": whole}
-        labels = {c.id: label_values(c.patient, r) for c, r in regions if r != ALL}
-        if any(labels.values()):
-            fragment[LABELS] = {"$nin": sorted(v for found in labels.values() for v in found or ())}
-        partial = [(c, r) for c, r in regions if r != ALL and not labels[c.id]]
-        if partial:
-            history = context.interaction.startswith("history")
-            key = (rtype, action, history)
-            if key not in policy._denied:
-                policy._denied[key] = await self._denied_documents(rtype, partial, history)
-            if policy._denied[key]:
-                fragment["_id"] = {"$nin": policy._denied[key]}
-        return fragment or None
 
-    async def _denied_documents(self, rtype: str, partial: list[tuple[Consent, Region]],
-                                history: bool) -> list[str]:
-        """Keys of the documents (current or history) that partial regions deny: one indexed
-        query per flat disjunct of a region, else the patient's documents matched here."""
-        collection = self.database.history(rtype) if history else self.database.current(rtype)
-        denied: set[str] = set()
-        for consent, region in partial:
-            parts = disjuncts(region, limit=4)
-            if parts is not None:
-                for part in parts:
-                    async for doc in collection.find(_leading(part, consent.patient), {"_id": 1}):
-                        denied.add(doc["_id"])
-                continue
-            async for doc in collection.find({COMPARTMENT: consent.patient}, _MATCHED):
-                if matches(region, doc):
-                    denied.add(doc["_id"])
-        return sorted(denied)
+        async def check(docs: list[Doc]) -> list[bool]:
+            return [not denied for denied in await self.refused(context, rtype, docs, action)]
+
+        return check
 
     async def denies(self, context: RequestContext, rtype: str, key: Doc, *, history: bool,
                      action: str, session: AsyncClientSession | None = None) -> bool:
         """Does a Consent deny the one stored document `key` selects (in the current or the
         history collection of `rtype`)? Records the decision."""
-        if rtype not in self.governed:
-            return False
-        policy = await self.policy(context)
-        if policy is None:
-            return False
-        regions = policy.regions(rtype, action)
-        if not regions:
+        if rtype not in self.governed or await self.policy(context) is None:
             return False
         collection = self.database.history(rtype) if history else self.database.current(rtype)
         doc = await collection.find_one(key, _MATCHED, session=session) or {}
-        patients = set((doc.get("compartments") or {}).get("Patient") or [])
-        deciding = [c for c, r in regions if c.patient in patients and matches(r, doc)]
-        for consent in deciding:
-            _record(context, consent, "break-the-glass" if policy.break_the_glass else "deny")
-        return bool(deciding) and not policy.break_the_glass
+        return (await self.refused(context, rtype, [doc], action))[0]

@@ -13,12 +13,16 @@ from datetime import datetime
 from typing import Any
 
 from fhir_server.context import RequestContext
+from fhir_server.hooks import AccessQuery
 from fhir_server.resource_types import STORED_TYPES
 from fhir_server.storage import paging
 from fhir_server.storage.documents import StoredResource
+from fhir_server.storage.reads import checked_projection
 from fhir_server.storage.repository import INDEX_PROJECTION, Repository, _and
 
 Doc = dict[str, Any]
+# A total of checked versions (Consent decides per document) is counted one by one, up to this.
+MAX_CHECKED_TOTAL = 10_000
 
 
 @dataclass
@@ -58,9 +62,9 @@ async def _at_filter(repo: Repository, rtype: str, base: Doc, at: tuple[datetime
 async def _type_filter(
     repo: Repository, context: RequestContext, rtype: str, query: HistoryQuery,
     after: tuple[datetime, str, str] | None,
-) -> Doc:
-    access = await repo.access_filter(context, rtype)
-    base = _and({"id": query.resource_id} if query.resource_id else None, access)
+) -> tuple[Doc, AccessQuery]:
+    access = await repo.access(context, rtype)
+    base = _and({"id": query.resource_id} if query.resource_id else None, *access.filters)
     flt = _and(base, {"ts": {"$gte": query.since}} if query.since else None)
     if query.at:
         flt = _and(flt, await _at_filter(repo, rtype, base, query.at))
@@ -73,29 +77,44 @@ async def _type_filter(
         else:
             page = {"ts": {"$lt": ts}}
         flt = _and(flt, page)
-    return flt
+    return flt, access
 
 
 async def _one_type(
     repo: Repository, context: RequestContext, rtype: str, query: HistoryQuery,
-    after: tuple[datetime, str, str] | None, skip: int,
-) -> list[tuple[datetime, str, Doc]]:
-    flt = await _type_filter(repo, context, rtype, query, after)
+    after: tuple[datetime, str, str] | None, offset: int,
+) -> tuple[list[tuple[datetime, str, Doc]], int]:
+    """This type's first versions after the cursor, and how many of `offset` it skipped in
+    the database (none when documents are checked one by one: a skipped one might be refused)."""
+    flt, access = await _type_filter(repo, context, rtype, query, after)
+    skip = 0 if access.checks else offset
     # One type skips in the database; several must each keep the first offset + count + 1
     # of their versions so that the merge can skip across them.
-    limit = query.count + 1 + (query.offset - skip)
-    docs = await repo.database.history(rtype).find(flt, INDEX_PROJECTION).sort(
-        [("ts", -1), ("_id", -1)]
-    ).skip(skip).limit(limit).to_list()
-    return [(d["ts"], rtype, d) for d in docs]
+    wanted = limit = query.count + 1 + (query.offset - skip)
+    while True:
+        # Versions the access checks refuse are read past, so a page stays full.
+        docs = await repo.database.history(rtype).find(
+            flt, checked_projection(access, INDEX_PROJECTION)).sort(
+            [("ts", -1), ("_id", -1)]).skip(skip).limit(limit).to_list()
+        kept = await repo.passing(access, docs)
+        if len(kept) >= wanted or len(docs) < limit:
+            break
+        limit *= 4
+    return [(d["ts"], rtype, d) for d in kept[:wanted]], skip
 
 
 async def _count(
     repo: Repository, context: RequestContext, rtype: str, query: HistoryQuery,
     after: tuple[datetime, str, str] | None,
-) -> int:
-    flt = await _type_filter(repo, context, rtype, query, after)
-    return int(await repo.database.history(rtype).count_documents(flt))
+) -> int | None:
+    """None: more checked versions than are worth counting one by one."""
+    flt, access = await _type_filter(repo, context, rtype, query, after)
+    if not access.checks:
+        return int(await repo.database.history(rtype).count_documents(flt))
+    docs = await repo.database.history(rtype).find(flt).limit(MAX_CHECKED_TOTAL + 1).to_list()
+    if len(docs) > MAX_CHECKED_TOTAL:
+        return None
+    return len(await repo.passing(access, docs))
 
 
 async def history(repo: Repository, context: RequestContext, query: HistoryQuery) -> HistoryPage:
@@ -106,9 +125,11 @@ async def history(repo: Repository, context: RequestContext, query: HistoryQuery
         after = (ts, str(rtype), str(key))
     if query.total_only:
         counts = await asyncio.gather(*(_count(repo, context, t, query, after) for t in types))
-        return HistoryPage([], None, sum(counts))
-    skip = query.offset if len(types) == 1 else 0
-    results = await asyncio.gather(*(_one_type(repo, context, t, query, after, skip) for t in types))
+        return HistoryPage([], None, None if None in counts else sum(c or 0 for c in counts))
+    found = await asyncio.gather(*(_one_type(repo, context, t, query, after,
+                                             query.offset if len(types) == 1 else 0) for t in types))
+    results = [rows for rows, _ in found]
+    skip = found[0][1] if len(types) == 1 else 0
     merged = sorted(
         (row for rows in results for row in rows),
         key=lambda row: (row[0], row[1], row[2]["_id"]),

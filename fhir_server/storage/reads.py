@@ -24,6 +24,11 @@ from fhir_server.storage.records import (
 )
 
 
+def checked_projection(access: AccessQuery, projection: Doc | None) -> Doc | None:
+    """`projection`, widened to the whole document when checks need the index fields."""
+    return None if access.checks else projection
+
+
 class ReadPipeline:
     def __init__(
         self, database: Database, hooks: HookRegistry, settings: Settings, search: SearchEngine
@@ -36,14 +41,30 @@ class ReadPipeline:
         self.settings = settings
         self.search_engine = search
 
-    async def access_filter(self, context: RequestContext, resource_type: str) -> Doc | None:
-        if not self.hooks.has(Pointcut.FILTER_QUERY):
-            return None
+    async def access(self, context: RequestContext, resource_type: str) -> AccessQuery:
+        """The access decision for a query on `resource_type`: filters and document checks."""
         query = AccessQuery()
-        await self.hooks.call(
-            Pointcut.FILTER_QUERY, context=context, resource_type=resource_type, query=query
-        )
-        return _and(*query.filters) or None
+        if self.hooks.has(Pointcut.FILTER_QUERY):
+            await self.hooks.call(
+                Pointcut.FILTER_QUERY, context=context, resource_type=resource_type, query=query
+            )
+        return query
+
+    async def access_filter(self, context: RequestContext, resource_type: str) -> Doc | None:
+        """The filter part of the access decision only: for lookups that return nothing to
+        the client (a write's own target, whose change is checked again in its transaction).
+        Paths that return documents use `access` and apply its checks (`passing`)."""
+        return _and(*(await self.access(context, resource_type)).filters) or None
+
+    @staticmethod
+    async def passing(access: AccessQuery, docs: list[Doc]) -> list[Doc]:
+        """The documents every check of `access` lets through, in order."""
+        for check in access.checks:
+            if not docs:
+                break
+            verdicts = await check(docs)
+            docs = [d for d, ok in zip(docs, verdicts, strict=True) if ok]
+        return docs
 
     async def release(self, context: RequestContext, stored: StoredResource) -> StoredResource | None:
         """The last gate for every resource leaving the server: CAN_SEE, then WILL_SEE."""
@@ -64,10 +85,12 @@ class ReadPipeline:
     async def _find_current(
         self, context: RequestContext, resource_type: str, resource_id: str
     ) -> StoredResource:
-        access = await self.access_filter(context, resource_type)
+        access = await self.access(context, resource_type)
         doc = await self.database.current(resource_type).find_one(
-            _and({"_id": resource_id}, access), INDEX_PROJECTION
+            _and({"_id": resource_id}, *access.filters), checked_projection(access, INDEX_PROJECTION)
         )
+        if doc is not None and not await self.passing(access, [doc]):
+            doc = None
         if doc is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         return StoredResource.from_current(resource_type, doc)
@@ -83,10 +106,13 @@ class ReadPipeline:
     async def vread(
         self, context: RequestContext, resource_type: str, resource_id: str, version_id: int
     ) -> StoredResource:
-        access = await self.access_filter(context, resource_type)
+        access = await self.access(context, resource_type)
         doc = await self.database.history(resource_type).find_one(
-            _and({"id": resource_id, "v": version_id}, access), INDEX_PROJECTION
+            _and({"id": resource_id, "v": version_id}, *access.filters),
+            checked_projection(access, INDEX_PROJECTION),
         )
+        if doc is not None and not await self.passing(access, [doc]):
+            doc = None
         if doc is None:
             raise NotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
         stored = StoredResource.from_history(resource_type, doc)
@@ -105,13 +131,14 @@ class ReadPipeline:
     async def _fetch_included(
         self, context: RequestContext, rtype: str, clause: Clause
     ) -> list[tuple[str, Doc]]:
-        access = await self.access_filter(context, rtype)
-        base = keyset.merge(build_filter([clause]), access or {})
+        access = await self.access(context, rtype)
+        base = keyset.merge(build_filter([clause]), _and(*access.filters) or {})
         if "del" not in base:
             base["del"] = False
-        docs = await self.database.current(rtype).find(base, {"compartments": 0}).limit(
+        projection = checked_projection(access, {"compartments": 0})
+        docs = await self.database.current(rtype).find(base, projection).limit(
             MAX_INCLUDED).to_list()
-        return [(rtype, d) for d in docs]
+        return [(rtype, d) for d in await self.passing(access, docs)]
 
     async def read_many(
         self, context: RequestContext, resource_type: str, ids: list[str]

@@ -12,13 +12,13 @@ from fhir_server.context import RequestContext
 from fhir_server.errors import (
     BadRequest,
 )
-from fhir_server.hooks import Pointcut
+from fhir_server.hooks import AccessQuery
 from fhir_server.resource_types import STORED
 from fhir_server.search import Join, SearchQuery, keyset
 from fhir_server.search.query import Clause, build_filter
 from fhir_server.storage import paging
 from fhir_server.storage.documents import StoredResource
-from fhir_server.storage.reads import ReadPipeline
+from fhir_server.storage.reads import ReadPipeline, checked_projection
 from fhir_server.storage.records import (
     INDEX_PROJECTION,
     MAX_INCLUDE_ROUNDS,
@@ -26,7 +26,13 @@ from fhir_server.storage.records import (
     MAX_JOIN_MATCHES,
     Doc,
     SearchPage,
+    _and,
 )
+
+# What a document check reads of a stored document (see fhir_server.hooks.DocumentCheck).
+CHECKED_FIELDS = {"_id": 1, "id": 1, "ts": 1, "sp": 1, "compartments": 1}
+# A total of checked documents is counted one by one, up to this many.
+MAX_CHECKED_TOTAL = 10_000
 
 
 class SearchPipeline(ReadPipeline):
@@ -40,18 +46,18 @@ class SearchPipeline(ReadPipeline):
         resource returned passes `release`.
         """
         rtype = query.resource_type
-        base = await self._search_filter(context, query)
+        base, access = await self._search_filter(context, query)
         keys = keyset.sort_keys(query.sort)
         backward, cursor = _page_cursor(query.cursor, len(keys))
         # A "previous" page is the page after the cursor in the reversed order, turned round.
         walk = [(f, -d) for f, d in keys] if backward else keys
         wants_sp = bool(query.includes or query.revincludes) or any(
             f.startswith("sp.") for f, _ in keys)
-        projection = {"compartments": 0} if wants_sp else INDEX_PROJECTION
+        projection = checked_projection(access, {"compartments": 0} if wants_sp else INDEX_PROJECTION)
         docs: list[Doc] = []
         if query.count > 0:
             docs = await self._keyset_page(
-                self.database.current(rtype), base, walk, cursor, query.count, projection)
+                self.database.current(rtype), base, walk, cursor, query.count, projection, access)
         more = len(docs) > query.count
         docs = docs[: query.count]
         if backward:
@@ -70,7 +76,7 @@ class SearchPipeline(ReadPipeline):
                 kept.append((rtype, doc))
         total = None
         if query.total in ("accurate", "estimate") and with_total:
-            total = await self.database.current(rtype).count_documents(base)
+            total = await self._count(self.database.current(rtype), base, access)
         elif query.total is None and cursor is None and next_cursor is None and query.count > 0:
             total = len(entries)  # the whole result is on this page: the total costs nothing
         includes = await self._included(context, query, kept) if kept else []
@@ -86,16 +92,18 @@ class SearchPipeline(ReadPipeline):
         if backward:
             raise BadRequest("this search pages forward only")
         merged: list[tuple[str, Doc]] = []
-        counted = 0
+        counted: int | None = 0
         for query in queries:
-            base = await self._search_filter(context, query)
+            base, access = await self._search_filter(context, query)
             collection = self.database.current(query.resource_type)
             if first.total in ("accurate", "estimate"):
-                counted += await collection.count_documents(base)
+                found = await self._count(collection, base, access)
+                counted = None if found is None or counted is None else counted + found
             if first.count == 0:
                 continue
             docs = await self._keyset_page(
-                collection, base, keys, cursor, first.count, INDEX_PROJECTION)
+                collection, base, keys, cursor, first.count,
+                checked_projection(access, INDEX_PROJECTION), access)
             merged.extend((query.resource_type, d) for d in docs)
         merged.sort(key=lambda item: (item[1]["ts"], item[1]["_id"]), reverse=True)
         next_cursor = None
@@ -122,22 +130,31 @@ class SearchPipeline(ReadPipeline):
         if not params:
             raise BadRequest("conditional operations need search criteria")
         query = self.search_engine.parse(resource_type, params, strict=True)
-        base = await self._search_filter(context, query, session=session)
-        cursor = self.database.current(resource_type).find(
-            base, {"_id": 1, "v": 1}, session=session
-        )
-        return await cursor.limit(limit).to_list()
+        base, access = await self._search_filter(context, query, session=session)
+        projection = _with_checked({"_id": 1, "v": 1}, access)
+        if not access.checks:
+            cursor = self.database.current(resource_type).find(base, projection, session=session)
+            return await cursor.limit(limit).to_list()
+        # Checked documents are refused after the query: read on until `limit` pass.
+        out: list[Doc] = []
+        async for batch in _batches(self.database.current(resource_type).find(
+                base, projection, session=session)):
+            out += await self.passing(access, batch)
+            if len(out) >= limit:
+                break
+        return out[:limit]
 
     async def _search_filter(
         self, context: RequestContext, query: SearchQuery,
         *, session: AsyncClientSession | None = None,
-    ) -> Doc:
-        """The query's filter with its chains / _has resolved and the access filter ANDed."""
+    ) -> tuple[Doc, AccessQuery]:
+        """The query's filter with its chains / _has resolved and the access filter ANDed,
+        and the access decision (whose checks the caller applies to what the filter finds)."""
         clauses = list(query.clauses)
         for join in query.joins:
             clauses.append(await self._resolve_join(context, join, query.resource_type, session))
-        access = await self.access_filter(context, query.resource_type)
-        return keyset.merge(build_filter(clauses), access or {})
+        access = await self.access(context, query.resource_type)
+        return keyset.merge(build_filter(clauses), _and(*access.filters) or {}), access
 
     async def _resolve_join(
         self, context: RequestContext, join: Join, resource_type: str,
@@ -162,12 +179,13 @@ class SearchPipeline(ReadPipeline):
     ) -> list[str]:
         """Values of `field` (an id, or references) over every match of a sub-search.
 
-        When CAN_SEE/WILL_SEE hooks exist, the matches are released one by one, so a chain
-        never reveals anything about resources the client could not read itself.
+        A sub-match never leaves the server, so it does not pass `release` (CAN_SEE and
+        WILL_SEE, where the audit trail records what a client was shown): what it may match
+        is decided by the access filter of its own type (FILTER_QUERY), ANDed into its query
+        like every other, and only the ids or references it needs are fetched.
         """
-        base = await self._search_filter(context, sub, session=session)
-        gated = self.hooks.has(Pointcut.CAN_SEE) or self.hooks.has(Pointcut.WILL_SEE)
-        projection: Doc | None = None if gated else {field: 1, "_id": 1}
+        base, access = await self._search_filter(context, sub, session=session)
+        projection = _with_checked({field: 1, "_id": 1}, access)
         docs = await self.database.current(sub.resource_type).find(
             base, projection, session=session
         ).limit(MAX_JOIN_MATCHES + 1).to_list()
@@ -175,22 +193,34 @@ class SearchPipeline(ReadPipeline):
             raise BadRequest(
                 f"a chained or _has criterion on {sub.resource_type} matches more than "
                 f"{MAX_JOIN_MATCHES} resources; narrow it", code="too-costly")
+        docs = await self.passing(access, docs)
         out: list[str] = []
         for doc in docs:
-            if gated:
-                stored = StoredResource.from_current(sub.resource_type, doc)
-                if await self.release(context, stored) is None:
-                    continue
             value = doc.get("_id") if field == "_id" else _dig(doc, field)
             out.extend(v for v in (value if isinstance(value, list) else [value])
                        if isinstance(v, str))
         return out
 
+    async def _count(self, collection: Any, base: Doc, access: AccessQuery) -> int | None:
+        """How many documents match and pass the checks; None (no total) past MAX_CHECKED_TOTAL
+        checked documents: a count that included refused ones would disclose them."""
+        if not access.checks:
+            count: int = await collection.count_documents(base)
+            return count
+        counted = seen = 0
+        async for batch in _batches(collection.find(base, CHECKED_FIELDS)):
+            seen += len(batch)
+            if seen > MAX_CHECKED_TOTAL:
+                return None
+            counted += len(await self.passing(access, batch))
+        return counted
+
     async def _keyset_page(
         self, collection: Any, base: Doc, keys: list[tuple[str, int]], cursor: list[Any] | None,
-        count: int, projection: Doc,
+        count: int, projection: Doc | None, access: AccessQuery,
     ) -> list[Doc]:
-        """Up to count + 1 documents after `cursor` in `keys` order (see search.keyset)."""
+        """Up to count + 1 documents after `cursor` in `keys` order (see search.keyset) that
+        pass the access checks (refused ones are read past, so pages stay full)."""
         out: list[Doc] = []
         for phase in keyset.phases(keys, cursor):
             wanted = count + 1 - len(out)
@@ -199,6 +229,7 @@ class SearchPipeline(ReadPipeline):
                 docs = await collection.find(keyset.merge(base, phase), projection).sort(
                     keys).limit(limit).to_list()
                 fresh = [d for d in docs if cursor is None or keyset.is_after(d, keys, cursor)]
+                fresh = await self.passing(access, fresh)
                 if len(fresh) >= wanted or len(docs) < limit:
                     break
                 limit *= 4
@@ -262,6 +293,28 @@ class SearchPipeline(ReadPipeline):
             refs.extend(v for v in (value if isinstance(value, list) else [value])
                         if isinstance(v, str))
         return refs
+
+
+def _with_checked(projection: Doc, access: AccessQuery) -> Doc:
+    """An inclusion `projection` that also holds what the access checks read."""
+    if not access.checks:
+        return projection
+    out = dict(CHECKED_FIELDS)
+    for key in projection:
+        if not any(key == k or key.startswith(f"{k}.") for k in out):
+            out[key] = 1
+    return out
+
+
+async def _batches(cursor: Any, size: int = 200) -> Any:
+    batch: list[Doc] = []
+    async for doc in cursor:
+        batch.append(doc)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _page_cursor(token: str | None, width: int) -> tuple[bool, list[Any] | None]:

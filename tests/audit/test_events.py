@@ -195,3 +195,32 @@ def test_token_issuance_is_recorded(world: World, secure_server: RunningServer) 
     [event] = audit_events(world, type=f"{DCM}|110114", outcome="4")
     assert event["subtype"][0]["code"] == "110122" and event["outcome"] == "4"
     assert _agent(event, "110153")["who"]["identifier"]["value"] == "nobody"
+
+
+def _patient_entities(event: dict[str, Any]) -> set[str]:
+    return {ref for ref, e in _entities(event).items() if e.get("role", {}).get("code") == "1"}
+
+
+def test_a_chain_records_what_it_returned_not_what_it_matched(world: World) -> None:
+    # The chain matches Patient/anna, but none of her Tasks is completed: nothing leaves.
+    reply = world.gray.get("/Task", params={"patient.family": "Adams", "status": "completed"})
+    assert reply.status_code == 200
+    assert reply.json().get("entry", []) == []
+    [event] = audit_events(world, agent="Practitioner/gray", subtype="search-type")
+    assert _patient_entities(event) == set()
+
+
+def test_has_records_what_it_returned_not_what_it_matched(world: World) -> None:
+    # `_has` matches Anna's and Bob's Tasks; only Practitioner/gray leaves the server.
+    reply = world.gray.get("/Practitioner", params={"_has:Task:requester:status": "requested"})
+    assert reply.status_code == 200
+    assert {e["resource"]["id"] for e in reply.json()["entry"]} == {"gray"}
+    [event] = audit_events(world, agent="Practitioner/gray", subtype="search-type")
+    assert _patient_entities(event) == set()
+
+
+def test_a_search_still_records_the_patients_it_returned(world: World) -> None:
+    reply = world.gray.get("/Task", params={"patient.family": "Adams"})
+    assert {e["resource"]["id"] for e in reply.json()["entry"]} == {"anna-task"}
+    [event] = audit_events(world, agent="Practitioner/gray", subtype="search-type")
+    assert _patient_entities(event) == {"Patient/anna"}

@@ -136,7 +136,7 @@ def auth_server(mongodb_uri: str) -> Iterator[AuthServer]:
         audience=f"{origin}/fhir",
         trusted_issuers={EHR_ISSUER: f"{origin}/ehr/jwks"},
         introspection={INTROSPECTED_ISSUER: IntrospectionEndpoint(
-            f"{origin}/ehr/introspect", "rs", "rs-secret")},
+            f"{origin}/ehr/introspect", "rs", "rs-secret", token_prefix="opaque-")},
         initial_access_token=INITIAL_ACCESS_TOKEN,
         launch_api_token=LAUNCH_API_TOKEN,
         smart_style_url=f"{origin}/style.json",

@@ -28,7 +28,6 @@ TABLE_NAME = {
     "SmartInterceptor": "smart",
     "AccessInterceptor": "access",
     "SubscriptionGuard": "subscription-guard",
-    "ConsentInterceptor": "consent",
     "ProvenanceInterceptor": "provenance",
     "OutboxInterceptor": "outbox",
     "AuditInterceptor": "audit",

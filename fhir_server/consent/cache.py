@@ -1,0 +1,117 @@
+"""Parsed Consents per patient, kept per process and invalidated by the Consents' own change
+events in the outbox (interceptors/outbox.py).
+
+Every request first `sync`s: one indexed query (`t`, `_id`) for the Consent events made
+since GRACE_SECONDS before the previous sync. Each event not yet applied drops the cached
+Consents of the patient the Consent named before and of the one it names now. So a Consent
+created, changed, revoked or deleted in any process governs every request, in every
+process, that starts after the change committed.
+
+Outbox event ids are ObjectIds made inside the transaction, before its commit; the event is
+the transaction's last write (outbox ORDER 500), so it becomes visible one commit round trip
+after its id was made. The window reaches GRACE_SECONDS behind the previous sync to catch
+events that commit out of id order; applied ids are remembered for the window. A commit
+slower than that, or a Consent changed behind the server's back (straight in the database,
+no event), is still picked up: a cached entry is read again once it is ENTRY_SECONDS old.
+A process idle for longer than RESET_SECONDS (well within the outbox's retention of matched
+events) starts from an empty cache rather than trust events that may have been removed.
+
+A lookup racing with an invalidation keeps its answer for its own request but does not
+store it (the epoch check), so a cache entry never predates the last event applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel
+
+from fhir_server.consent.model import Consent
+from fhir_server.consent.store import ConsentStore
+from fhir_server.storage.database import Database
+from fhir_server.storage.outbox import OUTBOX
+
+GRACE_SECONDS = 5.0
+ENTRY_SECONDS = 60.0
+RESET_SECONDS = 600.0
+MAX_PATIENTS = 100_000  # cached patients (with or without Consents), least recently used out
+
+
+def cache_indexes() -> dict[str, list[IndexModel]]:
+    # The per-request sync: Consent events in id (≈ time) order.
+    return {OUTBOX: [IndexModel([("t", ASCENDING), ("_id", ASCENDING)], name="t_id")]}
+
+
+def _floor(at: float) -> ObjectId:
+    return ObjectId.from_datetime(datetime.fromtimestamp(max(at, 0.0), UTC))
+
+
+class ConsentCache:
+    def __init__(self, database: Database, store: ConsentStore, max_patients: int = MAX_PATIENTS) -> None:
+        self.db = database.db
+        self.store = store
+        self.max_patients = max_patients
+        # patient id -> (its active Consents, monotonic time they were read)
+        self._by_patient: OrderedDict[str, tuple[tuple[Consent, ...], float]] = OrderedDict()
+        self._applied: dict[ObjectId, float] = {}  # event id -> when it was applied
+        self._synced: float | None = None  # wall time the latest sync started
+        self._epoch = 0  # bumped by every invalidation
+        self.lookups = 0  # database lookups (for tests and the bench)
+
+    def clear(self) -> None:
+        self._by_patient.clear()
+        self._applied.clear()
+        self._epoch += 1
+
+    async def sync(self) -> None:
+        """Applies the Consent change events committed since the previous sync."""
+        started = time.time()
+        if self._synced is None or started - self._synced > RESET_SECONDS:
+            self.clear()
+            self._synced = started
+            return
+        floor = min(self._synced, started) - GRACE_SECONDS
+        events = await self.db[OUTBOX].find(
+            {"t": "Consent", "_id": {"$gte": _floor(floor)}}, {"r": 1}).to_list()
+        changed = {str(e["r"]) for e in events if e["_id"] not in self._applied}
+        if changed:
+            self._epoch += 1
+            stale = {c.patient for consents, _ in self._by_patient.values() for c in consents
+                     if c.id in changed}
+            stale |= await self.store.patients_of(changed)
+            for patient in stale:
+                self._by_patient.pop(patient, None)
+            self._epoch += 1
+        for event in events:
+            self._applied.setdefault(event["_id"], started)
+        horizon = _floor(floor)
+        for event_id in [e for e in self._applied if e < horizon]:
+            del self._applied[event_id]
+        self._synced = max(self._synced, started)
+
+    async def of(self, patients: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
+        """Patient id -> active Consents, from the cache or (for the others) one lookup."""
+        out: dict[str, tuple[Consent, ...]] = {}
+        missing = []
+        now = time.monotonic()
+        for patient in set(patients):
+            found = self._by_patient.get(patient)
+            if found is None or now - found[1] > ENTRY_SECONDS:
+                missing.append(patient)
+            else:
+                self._by_patient.move_to_end(patient)
+                out[patient] = found[0]
+        if missing:
+            epoch = self._epoch
+            loaded = await self.store.active_of(missing)
+            self.lookups += 1
+            out.update(loaded)
+            if epoch == self._epoch:
+                self._by_patient.update((p, (c, now)) for p, c in loaded.items())
+                while len(self._by_patient) > self.max_patients:
+                    self._by_patient.popitem(last=False)
+        return out
