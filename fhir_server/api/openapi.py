@@ -100,7 +100,8 @@ def _path_param(name: str) -> dict[str, Any]:
         "vid": {"type": "string", "pattern": "^[0-9]{1,18}$"},
     }
     return {"name": name, "in": "path", "required": True, "schema": schemas[name],
-            "description": {"id": "Logical id", "vid": "Version id"}[name]}
+            "description": {"id": "Logical id", "vid": "Version id"}[name],
+            "example": {"id": "example", "vid": "1"}[name]}  # the id of the spec's examples
 
 
 def _search_param(param: dict[str, Any]) -> dict[str, Any]:
