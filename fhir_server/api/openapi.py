@@ -344,6 +344,8 @@ def openapi_document(
                 "parameters": _parameters(item, method, params),
                 "responses": _responses(item, method),
             }
+            if auth is not None and item.route.interaction == "capabilities":
+                operation["security"] = []  # discovery needs no token
             body = _request_body(item, method, params)
             if body is not None:
                 operation["requestBody"] = body

@@ -115,3 +115,5 @@ def test_security_scheme_says_what_smart_configuration_says(secure_server: Runni
     assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     assert body["security"] == [{"smart": []}, {"bearer": []}]
     assert body["servers"] == [{"url": base}]
+    assert body["paths"]["/metadata"]["get"]["security"] == []  # discovery needs no token
+    assert "security" not in body["paths"]["/Patient"]["get"]
