@@ -68,3 +68,15 @@ def test_parameters_whose_parameter_is_not_an_array_are_a_400(
     body = response.json()
     assert body["resourceType"] == "OperationOutcome"
     assert "Parameters.parameter must be an array" in body["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("path", ["/Task/_history", "/_history", "/Task/t1/_history"])
+def test_history_with_count_zero_is_a_bundle_without_entries(client: httpx.Client, path: str) -> None:
+    created = client.put("/Task/t1", json={"resourceType": "Task", "id": "t1", "status": "requested",
+                                           "intent": "order"})
+    assert created.status_code == 201, created.text
+    response = client.get(path, params={"_count": "0"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["type"] == "history"
+    assert body.get("entry", []) == []
