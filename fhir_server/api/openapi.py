@@ -8,6 +8,7 @@ registry), and operationIds are unique: `read-Patient`, `read-Patient-head`, ...
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -111,6 +112,33 @@ def _search_param(param: dict[str, Any]) -> dict[str, Any]:
     return _query(param["name"], {"type": "string"}, description)
 
 
+# Search and result parameters are declared once under components.parameters and referred to
+# by every operation that takes them (a type's search parameters serve six operations).
+def _key(rtype: str, name: str) -> str:
+    owner = "Resource" if name in COMMON_SEARCH else rtype
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{owner}.{name}")
+
+
+def _use(key: str) -> dict[str, str]:
+    return {"$ref": f"#/components/parameters/{key}"}
+
+
+def _searched(rtype: str, params: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+    return [_use(_key(rtype, p["name"])) for p in params]
+
+
+def _results(*names: str) -> list[dict[str, str]]:
+    return [_use(n) for n in names]
+
+
+def component_parameters(search: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(RESULT_PARAMS)
+    for rtype, params in search.items():
+        for param in params:
+            out.setdefault(_key(rtype, param["name"]), _search_param(param))
+    return out
+
+
 # ------------------------------------------------------------------ bodies and responses
 
 def _content(schema: Schema, *media_types: str) -> dict[str, Any]:
@@ -185,23 +213,23 @@ def _parameters(item: _Concrete, method: str, search: dict[str, list[dict[str, A
     params: list[Any] = [_path_param(n) for n in ("id", "vid") if "{" + n + "}" in item.path]
     if code == "search-type" and rtype not in (None, "*") and method != "POST":
         names = ["_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total"]
-        params += [_search_param(p) for p in search.get(rtype, [])]
-        params += [RESULT_PARAMS[n] for n in names]
+        params += _searched(rtype, search.get(rtype, []))
+        params += _results(*names)
     elif code.startswith("search") and method != "POST":  # across types: the common parameters
         common = [p for p in search.get("Patient", []) if p["name"] in COMMON_SEARCH]
-        params += [_search_param(p) for p in common]
-        params += [RESULT_PARAMS[n] for n in ("_type", "_count", "_summary", "_elements", "_total")]
+        params += _searched("Resource", common)
+        params += _results("_type", "_count", "_summary", "_elements", "_total")
     elif code.startswith("history"):
-        params += [RESULT_PARAMS[n] for n in ("_count", "_since", "_at")]
+        params += _results("_count", "_since", "_at")
     elif item.operation == "everything":
-        params += [RESULT_PARAMS[n] for n in ("_count", "_since", "_type")]
+        params += _results("_count", "_since", "_type")
     elif item.operation == "events" and method == "GET":
         params += [_query(n, {"type": "integer"}, n) for n in ("eventsSinceNumber", "eventsUntilNumber")]
         params.append(_query("content", {"enum": ["empty", "id-only", "full-resource"]}, "Payload content"))
     elif item.operation in ("status", "get-ws-binding-token") and "{id}" not in item.path and method == "GET":
         params.append(_query("id", _STRINGS, "Subscription ids"))
     elif code in ("update", "delete") and "{id}" not in item.path and rtype is not None:
-        params += [_search_param(p) for p in search.get(rtype, [])]  # conditional: the criteria
+        params += _searched(rtype, search.get(rtype, []))  # conditional: the criteria
     if code in ("read", "vread"):
         params += [IF_NONE_MATCH, IF_MODIFIED_SINCE]
     if code == "create":
@@ -211,8 +239,8 @@ def _parameters(item: _Concrete, method: str, search: dict[str, list[dict[str, A
     if code in ("create", "update", "patch", "delete") or code.startswith("search"):
         params.append(PREFER)
     if code not in ("create", "update", "patch", "delete", "transaction") and item.operation is None:
-        params += [RESULT_PARAMS[n] for n in _SHAPE if n not in ("_summary", "_elements")
-                   or code in ("read", "vread")]
+        params += _results(*(n for n in _SHAPE if n not in ("_summary", "_elements")
+                             or code in ("read", "vread")))
     return params
 
 
@@ -350,7 +378,7 @@ def openapi_document(
             if body is not None:
                 operation["requestBody"] = body
             path_item[method.lower()] = operation
-    components: dict[str, Any] = {"schemas": component_schemas()}
+    components: dict[str, Any] = {"schemas": component_schemas(), "parameters": component_parameters(params)}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

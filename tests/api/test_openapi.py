@@ -29,6 +29,12 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
             for method, op in item.items() if method in METHODS]
 
 
+def parameter_names(document: dict[str, Any], op: dict[str, Any]) -> set[str]:
+    """The names of an operation's parameters, through their $refs to components.parameters."""
+    shared = document["components"]["parameters"]
+    return {(shared[p["$ref"].rsplit("/", 1)[-1]] if "$ref" in p else p)["name"] for p in op["parameters"]}
+
+
 def test_document_is_valid_openapi(document: dict[str, Any]) -> None:
     validate(document)  # raises on any violation of the OpenAPI 3.1 schema and its rules
     assert document["openapi"] == "3.1.0"
@@ -37,7 +43,7 @@ def test_document_is_valid_openapi(document: dict[str, Any]) -> None:
 def test_every_path_parameter_is_declared(document: dict[str, Any]) -> None:
     missing = []
     for path, method, op in operations(document):
-        declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path" and p["required"]}
+        declared = {p["name"] for p in op.get("parameters", []) if p.get("in") == "path" and p["required"]}
         for name in re.findall(r"{([^}]+)}", path):
             if name not in declared:
                 missing.append(f"{method.upper()} {path}: {name}")
@@ -73,13 +79,15 @@ def test_every_route_of_the_route_table_is_listed(document: dict[str, Any]) -> N
 
 
 def test_search_declares_the_types_search_parameters(document: dict[str, Any]) -> None:
-    search = document["paths"]["/Patient"]["get"]
-    names = {p["name"] for p in search["parameters"]}
+    names = parameter_names(document, document["paths"]["/Patient"]["get"])
     assert {"birthdate", "family", "identifier", "_id", "_lastUpdated"} <= names
     assert {"_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total"} <= names
-    task = {p["name"] for p in document["paths"]["/Task"]["get"]["parameters"]}
+    task = parameter_names(document, document["paths"]["/Task"]["get"])
     assert {"owner", "status", "patient"} <= task
     assert "birthdate" not in task
+    assert {"status", "owner"} <= parameter_names(document, document["paths"]["/Task"]["put"])  # conditional update
+    assert "status" not in parameter_names(document, document["paths"]["/Task/{id}"]["put"])
+    assert {"_id", "_type", "_count"} <= parameter_names(document, document["paths"]["/"]["get"])
 
 
 def test_bodies_and_responses(document: dict[str, Any]) -> None:
