@@ -8,7 +8,6 @@ registry), and operationIds are unique: `read-Patient`, `read-Patient-head`, ...
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,16 +16,26 @@ from fastapi import FastAPI
 
 from fhir_server import FHIR_VERSION, __version__
 from fhir_server.api.negotiation import FHIR_JSON, FORM, JSON, JSON_PATCH
-from fhir_server.api.openapi_schemas import ID_PATTERN, Schema, component_schemas, ref
+from fhir_server.api.openapi_parameters import (
+    COMMON_SEARCH,
+    IF_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_NONE_EXIST,
+    IF_NONE_MATCH,
+    PREFER,
+    SHAPE,
+    STRINGS,
+    component_parameters,
+    path_param,
+    query,
+    results,
+    searched,
+)
+from fhir_server.api.openapi_schemas import Schema, component_schemas, ref
 from fhir_server.api.routes import ROUTES
 from fhir_server.auth.endpoints.smart_configuration import SCOPES_SUPPORTED
 from fhir_server.auth.settings import AuthSettings
-from fhir_server.elements import SUMMARY_MODES
 from fhir_server.resource_types import STORED_TYPES
-
-# Parameters every type shares (api/search.py SYSTEM_PARAMS): a search over several types
-# takes only these.
-COMMON_SEARCH = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
 
 
 class RouteLike(Protocol):
@@ -59,84 +68,6 @@ class _Concrete:
     @property
     def operation(self) -> str | None:
         return next((s[1:] for s in self.path.split("/") if s.startswith("$")), None)
-
-
-# ------------------------------------------------------------------ parameters
-
-def _query(name: str, schema: Schema, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
-
-
-def _header(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
-    schema: Schema = {"type": "string", **({"pattern": pattern} if pattern else {})}
-    return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
-
-
-_STRINGS: Schema = {"type": "array", "items": {"type": "string"}}
-RESULT_PARAMS: dict[str, dict[str, Any]] = {
-    "_count": _query("_count", {"type": "integer", "minimum": 0}, "Page size (0: only the total)"),
-    "_sort": _query("_sort", {"type": "string"}, "Comma-separated parameters, '-' for descending"),
-    "_include": _query("_include", _STRINGS, "Type:parameter[:target] to include"),
-    "_revinclude": _query("_revinclude", _STRINGS, "Type:parameter[:target] referring to matches"),
-    "_summary": _query("_summary", {"enum": list(SUMMARY_MODES)}, "Return a summary"),
-    "_elements": _query("_elements", {"type": "string"}, "Comma-separated elements to return"),
-    "_total": _query("_total", {"enum": ["none", "estimate", "accurate"]}, "Whether to count matches"),
-    "_type": _query("_type", {"type": "string"}, "Comma-separated resource types"),
-    "_since": _query("_since", {"type": "string"}, "Only versions changed after this instant"),
-    "_at": _query("_at", {"type": "string"}, "Versions current at this date"),
-    "_format": _query("_format", {"enum": ["json", FHIR_JSON, JSON]}, "Response format (JSON only)"),
-    "_pretty": _query("_pretty", {"enum": ["true", "false"]}, "Indent the response"),
-}
-_SHAPE = ("_summary", "_elements", "_format", "_pretty")
-PREFER = _header("Prefer", "return=minimal|representation|OperationOutcome; handling=strict|lenient")
-IF_MATCH = _header("If-Match", 'The version the change applies to: W/"3"')
-IF_NONE_EXIST = _header("If-None-Exist", "Conditional create: a search query string")
-IF_NONE_MATCH = _header("If-None-Match", 'Answer 304 when the version is still W/"3"')
-IF_MODIFIED_SINCE = _header("If-Modified-Since", "Answer 304 when unchanged since this HTTP date")
-
-
-def _path_param(name: str) -> dict[str, Any]:
-    schemas: dict[str, Schema] = {
-        "id": {"type": "string", "pattern": ID_PATTERN},
-        "vid": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-    }
-    return {"name": name, "in": "path", "required": True, "schema": schemas[name],
-            "description": {"id": "Logical id", "vid": "Version id"}[name],
-            "example": {"id": "example", "vid": "1"}[name]}  # the id of the spec's examples
-
-
-def _search_param(param: dict[str, Any]) -> dict[str, Any]:
-    description = f"{param['type']} parameter ({param['definition']})"
-    if param.get("documentation"):
-        description = f"{param['documentation']} — {description}"
-    return _query(param["name"], {"type": "string"}, description)
-
-
-# Search and result parameters are declared once under components.parameters and referred to
-# by every operation that takes them (a type's search parameters serve six operations).
-def _key(rtype: str, name: str) -> str:
-    owner = "Resource" if name in COMMON_SEARCH else rtype
-    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{owner}.{name}")
-
-
-def _use(key: str) -> dict[str, str]:
-    return {"$ref": f"#/components/parameters/{key}"}
-
-
-def _searched(rtype: str, params: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
-    return [_use(_key(rtype, p["name"])) for p in params]
-
-
-def _results(*names: str) -> list[dict[str, str]]:
-    return [_use(n) for n in names]
-
-
-def component_parameters(search: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    out: dict[str, Any] = dict(RESULT_PARAMS)
-    for rtype, params in search.items():
-        for param in params:
-            out.setdefault(_key(rtype, param["name"]), _search_param(param))
-    return out
 
 
 # ------------------------------------------------------------------ bodies and responses
@@ -210,26 +141,26 @@ def _responses(item: _Concrete, method: str) -> dict[str, Any]:
 
 def _parameters(item: _Concrete, method: str, search: dict[str, list[dict[str, Any]]]) -> list[Any]:
     code, rtype = item.route.interaction, item.resource_type
-    params: list[Any] = [_path_param(n) for n in ("id", "vid") if "{" + n + "}" in item.path]
+    params: list[Any] = [path_param(n) for n in ("id", "vid") if "{" + n + "}" in item.path]
     if code == "search-type" and rtype not in (None, "*") and method != "POST":
         names = ["_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total"]
-        params += _searched(rtype, search.get(rtype, []))
-        params += _results(*names)
+        params += searched(rtype, search.get(rtype, []))
+        params += results(*names)
     elif code.startswith("search") and method != "POST":  # across types: the common parameters
         common = [p for p in search.get("Patient", []) if p["name"] in COMMON_SEARCH]
-        params += _searched("Resource", common)
-        params += _results("_type", "_count", "_summary", "_elements", "_total")
+        params += searched("Resource", common)
+        params += results("_type", "_count", "_summary", "_elements", "_total")
     elif code.startswith("history"):
-        params += _results("_count", "_since", "_at")
+        params += results("_count", "_since", "_at")
     elif item.operation == "everything":
-        params += _results("_count", "_since", "_type")
+        params += results("_count", "_since", "_type")
     elif item.operation == "events" and method == "GET":
-        params += [_query(n, {"type": "integer"}, n) for n in ("eventsSinceNumber", "eventsUntilNumber")]
-        params.append(_query("content", {"enum": ["empty", "id-only", "full-resource"]}, "Payload content"))
+        params += [query(n, {"type": "integer"}, n) for n in ("eventsSinceNumber", "eventsUntilNumber")]
+        params.append(query("content", {"enum": ["empty", "id-only", "full-resource"]}, "Payload content"))
     elif item.operation in ("status", "get-ws-binding-token") and "{id}" not in item.path and method == "GET":
-        params.append(_query("id", _STRINGS, "Subscription ids"))
+        params.append(query("id", STRINGS, "Subscription ids"))
     elif code in ("update", "delete") and "{id}" not in item.path and rtype is not None:
-        params += _searched(rtype, search.get(rtype, []))  # conditional: the criteria
+        params += searched(rtype, search.get(rtype, []))  # conditional: the criteria
     if code in ("read", "vread"):
         params += [IF_NONE_MATCH, IF_MODIFIED_SINCE]
     if code == "create":
@@ -239,7 +170,7 @@ def _parameters(item: _Concrete, method: str, search: dict[str, list[dict[str, A
     if code in ("create", "update", "patch", "delete") or code.startswith("search"):
         params.append(PREFER)
     if code not in ("create", "update", "patch", "delete", "transaction") and item.operation is None:
-        params += _results(*(n for n in _SHAPE if n not in ("_summary", "_elements")
+        params += results(*(n for n in SHAPE if n not in ("_summary", "_elements")
                              or code in ("read", "vread")))
     return params
 
