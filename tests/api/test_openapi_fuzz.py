@@ -3,11 +3,14 @@
 The run is bounded so that it fits in `make test`: a fixed seed, the examples phase (one case
 per operation with the documented example ids, which are seeded here so reads answer 200) and
 one generated case per operation. It runs with SMART auth on, the default configuration, with
-a system token minted by the server's own CLI code.
+a system token minted by the server's own CLI code. A deeper run, outside `make test`:
+    FUZZ_MAX_EXAMPLES=20 FUZZ_PHASES=examples,coverage,fuzzing FUZZ_TIMEOUT=3600 \
+        .venv/bin/pytest -q tests/api/test_openapi_fuzz.py
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,7 +22,10 @@ import pytest
 
 from tests.conftest import Mint, RunningServer, load_example
 
-SEED = 20261201
+SEED = int(os.environ.get("FUZZ_SEED", "20261201"))
+MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "1")
+PHASES = os.environ.get("FUZZ_PHASES", "examples,fuzzing")
+TIMEOUT = int(os.environ.get("FUZZ_TIMEOUT", "300"))
 CHECKS = "not_a_server_error,response_schema_conformance"
 # Resources with the id the document gives as its example (the spec examples' own id).
 SEEDED = ("patient-example.json", "practitioner-example.json", "practitionerrole-example.json",
@@ -42,11 +48,11 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_document(
 
     command = [
         str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/openapi.json",
-        "--checks", CHECKS, "--phases", "examples,fuzzing", "--max-examples", "1",
+        "--checks", CHECKS, "--phases", PHASES, "--max-examples", MAX_EXAMPLES,
         "--seed", str(SEED), "--workers", "1", "--generation-database", "none",
         "--header", f"Authorization: Bearer {token}", "--no-color", "--request-timeout", "30",
     ]
-    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-20000:]
     tested = re.search(r"Tested: (\d+)", output)
