@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from fhir_server.api import errors as api_errors
+from fhir_server.api import openapi
 from fhir_server.api.routes import build_router
 from fhir_server.audit.completion import InteractionCompletion
 from fhir_server.auth.cors import install_cors
@@ -47,6 +48,7 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = ()) ->
         openapi_url=f"{settings.path_prefix}/openapi.json",
     )
     api_errors.install(app)
+    openapi.install(app)
     install_cors(app)
     # Runs INTERACTION_COMPLETE when a response starts (audit records before data leaves).
     app.add_middleware(InteractionCompletion, token_path="/auth/token")

@@ -67,6 +67,14 @@ def parse_resource(body: bytes, max_depth: int, *, expected_type: str | None = N
     return value
 
 
+def parameter_list(parameters: dict[str, Any]) -> list[Any]:
+    """Parameters.parameter of an operation's input: absent is none, not an array is a 400."""
+    value = parameters.get("parameter", [])
+    if not isinstance(value, list):
+        raise BadRequest("Parameters.parameter must be an array")
+    return value
+
+
 def check_id(resource_id: str) -> str:
     if not is_valid_id(resource_id):
         raise BadRequest(

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from fhir_server.api.body import check_id, parse_json, read_body
+from fhir_server.api.body import check_id, parameter_list, parse_json, read_body
 from fhir_server.api.context import request_context, services
 from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
@@ -32,7 +32,7 @@ async def _parameters(request: Request) -> list[tuple[str, str]]:
             value = parse_json(body, services(request).settings.max_json_depth)
             if not isinstance(value, dict) or value.get("resourceType") != "Parameters":
                 raise BadRequest("the operation takes a Parameters resource")
-            for p in value.get("parameter", []):
+            for p in parameter_list(value):
                 if isinstance(p, dict) and isinstance(p.get("name"), str):
                     v = next((x for k, x in p.items() if k.startswith("value")), None)
                     if v is not None:

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api.body import check_id, parse_json, read_body
+from fhir_server.api.body import check_id, parameter_list, parse_json, read_body
 from fhir_server.api.context import request_context, services
 from fhir_server.api.negotiation import require_fhir, require_json_body, response_format
 from fhir_server.api.resources import check_type
@@ -19,7 +19,7 @@ def _unwrap(value: dict[str, Any]) -> dict[str, Any]:
     """$validate takes the resource itself or Parameters with a `resource` parameter."""
     if value.get("resourceType") != "Parameters":
         return value
-    for parameter in value.get("parameter", []):
+    for parameter in parameter_list(value):
         if isinstance(parameter, dict) and parameter.get("name") == "resource":
             resource = parameter.get("resource")
             if isinstance(resource, dict):

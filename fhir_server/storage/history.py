@@ -138,8 +138,9 @@ async def history(repo: Repository, context: RequestContext, query: HistoryQuery
     next_cursor = None
     if query.count and len(merged) > query.count:
         merged = merged[: query.count]
-        last = merged[-1]
-        next_cursor = paging.encode([last[0], last[1], last[2]["_id"]])
+        if merged:  # _count=0 asks for no entries: no page to continue from
+            last = merged[-1]
+            next_cursor = paging.encode([last[0], last[1], last[2]["_id"]])
     entries: list[StoredResource] = []
     for _, rtype, doc in merged:
         released = await repo.release(context, StoredResource.from_history(rtype, doc))
