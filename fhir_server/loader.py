@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def _parse(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return Unreadable(f"not JSON: {exc}")
+        return Unreadable(f"unreadable, not JSON: {exc}")
 
 
 def _items(path: Path, bar: tqdm[Any]) -> Iterator[tuple[str, Any]]:
@@ -239,14 +240,30 @@ class Loader:
         if len(entries) > len(writes):
             self.summary.skip("read entries of a transaction (load runs only its writes)",
                               len(entries) - len(writes))
+        now = datetime.now(UTC)
+        started = now.replace(microsecond=now.microsecond // 1000 * 1000)  # lastModified has ms
         try:
             written = await Transaction(self.services.repository, self.context, writes).run(None)
         except FhirError as error:
             self.summary.fail(where, f"transaction failed, nothing written: {_reason(error)}", len(writes))
             return
         for response in written:
-            status = response["response"]["status"][:3]
-            self.summary.counts["created" if status == "201" else "updated" if status == "200" else "deleted"] += 1
+            self.summary.counts[_outcome(response["response"], started)] += 1
+
+
+def _outcome(response: dict[str, Any], started: datetime) -> str:
+    """created | updated | unchanged | deleted, from a transaction's entry response: an update
+    that changed nothing answers 200 with its old version, last modified before we started."""
+    status = str(response.get("status", ""))[:3]
+    if status == "201":
+        return "created"
+    if status != "200":
+        return "deleted"
+    try:
+        modified = datetime.fromisoformat(str(response.get("lastModified")))
+    except ValueError:
+        return "updated"
+    return "unchanged" if modified < started else "updated"
 
 
 def _reason(error: FhirError) -> str:
