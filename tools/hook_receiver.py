@@ -9,6 +9,7 @@ SubscriptionStatus. Standard library only, so any Python 3 runs it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -36,7 +37,7 @@ def _describe(body: bytes) -> str:
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:  # http.server's name for it
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.send_response(200)
         self.send_header("Content-Length", "0")
@@ -44,7 +45,7 @@ class Handler(BaseHTTPRequestHandler):
         kind = self.headers.get("Content-Type") or "-"
         print(f"{time.strftime('%H:%M:%S')} POST {self.path} ({kind}) {_describe(body)}", flush=True)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request is printed by do_POST
 
 
@@ -52,10 +53,8 @@ def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     print(f"receiving on http://127.0.0.1:{port}/", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends it quietly
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -173,7 +173,13 @@ def user_add(args: argparse.Namespace) -> int:
         return await UserStore(db).add(args.username, password, args.fhir_user,
                                        totp=args.totp, patients=tuple(args.patient))
 
-    secret = _run(args, work)
+    from pymongo.errors import DuplicateKeyError
+
+    try:
+        secret = _run(args, work)
+    except DuplicateKeyError:
+        print(f"error: a user {args.username} exists already", file=sys.stderr)
+        return 2
     print(f"user {args.username} added")
     if secret:
         uri = pyotp.TOTP(secret).provisioning_uri(name=args.username, issuer_name="fhir-server")

@@ -87,6 +87,9 @@ def test_user_add_without_a_terminal_reads_stdin(mongodb_uri: str, users_db: Any
                         text_in="another long password\n")
     assert flagged.returncode == 0, flagged.stderr
     assert {u["_id"] for u in users_db.find()} == {"piped", "flagged"}
+    again = _user_add(mongodb_uri, "--username", "piped", stdin=None, text_in="a long password\n")
+    assert again.returncode == 2
+    assert "a user piped exists already" in again.stderr and "Traceback" not in again.stderr
 
 
 def test_user_add_with_nothing_on_stdin_says_so(mongodb_uri: str, users_db: Any) -> None:
