@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,7 +21,10 @@ def _dry_run(target: str) -> str:
     make = shutil.which("make")
     if make is None:
         pytest.fail("make is needed: `make run` and `make test` are the README's two commands")
-    done = subprocess.run([make, "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # Under `make test` this runs inside make: its variables would add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    done = subprocess.run([make, "--no-print-directory", "-n", "-B", target], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
