@@ -166,7 +166,7 @@ class Loader:
         self.context = RequestContext.system(services.settings.base_url, "load")
         self.pending: list[BulkItem] = []
         self.in_flight: list[asyncio.Task[None]] = []
-        self.seen: dict[tuple[str, str], str] = {}  # (type, id) -> where it was first read
+        self.seen: set[str] = set()  # "Type/id" read so far (about 100 bytes each)
 
     async def add(self, where: str, value: Any) -> None:
         if isinstance(value, Unreadable):
@@ -194,12 +194,12 @@ class Loader:
             return
         if not isinstance(value.get("id"), str):
             value = {**value, "id": _content_id(value)}
-        key = (str(value["resourceType"]), str(value["id"]))
-        first = self.seen.setdefault(key, where)
-        if first != where:
+        key = f"{value['resourceType']}/{value['id']}"
+        if key in self.seen:
             self.summary.skip("an id met earlier in this load (the first one is loaded)")
-            log.debug("skipped %s: %s/%s was already read from %s", where, *key, first)
+            log.debug("skipped %s: %s was read earlier in this load", where, key)
             return
+        self.seen.add(key)
         self.pending.append(BulkItem(where, value))
         if len(self.pending) >= BATCH_SIZE:
             await self.flush()
