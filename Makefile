@@ -3,33 +3,41 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test test-deps lint typecheck unit bench bench-rest bench-bundles bench-search bench-auth \
 	bench-consent bench-subscriptions bench-validation clean
 
+# `make run` needs only the server and its embedded database; the test tools (pytest, mypy,
+# ruff, the SMART clients, Playwright) come with the `dev` extra, installed by `make test`.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	$(BIN)/pip install --quiet -e '.[embedded]'
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	touch $(DEV_STAMP)
 
 run: $(STAMP)
 	$(BIN)/fhir-server serve
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) test-deps
+unit: $(DEV_STAMP) test-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
 
 # tests/clients drives real SMART clients, among them the JS client in Debian's Chromium: the
 # browser (apt-get, as root, only when missing) and the npm packages (again only when
-# package.json or the lock changed). Python test packages come with the `dev` extra.
+# package.json or the lock changed; `npm ci` installs the lock exactly and never rewrites it,
+# so a test run leaves the tree clean). Python test packages come with the `dev` extra.
 JS_DIR := tests/clients/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
@@ -40,7 +48,7 @@ $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
-	cd $(JS_DIR) && npm install --omit=optional --ignore-scripts --no-audit --no-fund
+	cd $(JS_DIR) && npm ci --omit=optional --ignore-scripts --no-audit --no-fund
 	touch $@
 
 # Benchmarks print numbers (docs/performance.md records them); HTTP load comes from wrk.

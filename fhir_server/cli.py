@@ -1,4 +1,11 @@
-"""The `fhir-server` command: serve, load, init-db."""
+"""fhir-server: a FHIR R4 server for care coordination, on MongoDB or its embedded database.
+
+commands: serve (the FHIR API and SMART authorization server), load (files, Bundles, NDJSON),
+init-db (collections and indexes), token (a development access token for the running server),
+client add, user add, keys rotate (the authorization server's clients, users and keys).
+`fhir-server COMMAND --help` tells more. Commands that need the database use --mongodb-uri
+(MONGODB_URI), else the embedded database of the server running on --data-dir (./data).
+"""
 
 from __future__ import annotations
 
@@ -103,10 +110,38 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     from fhir_server.loader import load_paths
 
+    if args.verbose:
+        logging.getLogger("fhir_server.loader").setLevel(logging.DEBUG)
     with _Database(_settings(args)) as settings:
         summary = asyncio.run(load_paths(settings, [Path(p) for p in args.paths]))
     print(summary.report(), file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    """client add | user add | token | keys rotate (fhir_server.auth.cli), on --mongodb-uri,
+    else the embedded database of the server running on --data-dir; `token` refuses without
+    one (a token from another database's keys is refused by the server), the others start the
+    embedded database themselves while no server holds it."""
+    settings = _settings(args)
+    if settings.mongodb_uri:
+        args.mongodb_uri = settings.mongodb_uri
+        code: int = args.run(args)
+        return code
+    if args.needs_server:
+        from fhir_server.embedded_db import running_uri
+
+        if running_uri(settings.data_dir) is None:
+            where = settings.data_dir.resolve()
+            print(f"error: no server is running on the data directory {where}.\n"
+                  f"Start it first (fhir-server serve --data-dir {settings.data_dir}), or give the "
+                  "--data-dir of the running server, or --mongodb-uri of its database.",
+                  file=sys.stderr)
+            return 2
+    with _Database(settings) as with_db:
+        args.mongodb_uri = with_db.mongodb_uri
+        code = args.run(args)
+        return code
 
 
 def _database_flags(p: argparse.ArgumentParser) -> None:
@@ -115,64 +150,47 @@ def _database_flags(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
+    root = argparse.ArgumentParser(prog="fhir-server", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = root.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the FHIR server")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="listen address (default: $FHIR_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default: $FHIR_PORT, else 8080)")
     serve.add_argument("--base-url", help="public base URL (default http://HOST:PORT/fhir)")
-    serve.add_argument("--log-level", default="INFO")
-    serve.add_argument("--access-log", action="store_true")
+    serve.add_argument("--log-level", default="INFO", help="debug, info, warning or error (default: info)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
     _database_flags(serve)
     serve.set_defaults(func=cmd_serve)
-    load = sub.add_parser("load", help="load resources or Bundles from files or folders")
-    load.add_argument("paths", nargs="+")
+    load = sub.add_parser(
+        "load", help="load resources, Bundles and NDJSON from files or folders",
+        description="Loads resources, Bundles and NDJSON through the same validation and hooks as "
+                    "the API, many resources per transaction (transaction Bundles as transactions). "
+                    "Resources with an id are created, updated or left unchanged, so loading the "
+                    "same files again changes nothing. Prints one progress bar and a summary; "
+                    "exits 1 when something failed.")
+    load.add_argument("paths", nargs="+", metavar="PATH", help="a .json or .ndjson file, or a folder of them")
+    load.add_argument("-v", "--verbose", action="store_true",
+                      help="log every resource skipped (a type this server does not store)")
     _database_flags(load)
     load.set_defaults(func=cmd_load)
     init = sub.add_parser("init-db", help="create collections and indexes")
     _database_flags(init)
     init.set_defaults(func=cmd_init_db)
-    for name, text in (("token", "mint a development access token (fhir-server token --help)"),
-                       ("client", "register an OAuth client: client add --help"),
-                       ("user", "add a user who can sign in: user add --help"),
-                       ("keys", "rotate the signing keys: keys rotate")):
-        sub.add_parser(name, help=text, add_help=False)
-    return root
-
-
-def _auth_command(argv: list[str]) -> int:
-    """client add | user add | token | keys rotate: the SMART commands (fhir_server.auth.cli),
-    run against MONGODB_URI, else the running server's embedded database, else a fresh one."""
     from fhir_server.auth import cli as auth_cli
 
-    commands = {
-        ("client", "add"): auth_cli.client_add_main,
-        ("user", "add"): auth_cli.user_add_main,
-        ("keys", "rotate"): auth_cli.keys_rotate_main,
-    }
-    if argv[0] == "token":
-        command, rest = auth_cli.token_main, argv[1:]
-    elif tuple(argv[:2]) in commands:
-        command, rest = commands[(argv[0], argv[1])], argv[2:]
-    else:
-        raise SystemExit(f"usage: fhir-server {argv[0]} {'add' if argv[0] != 'keys' else 'rotate'} ...")
-    settings = Settings.from_env()
-    if "--mongodb-uri" in rest or settings.mongodb_uri:
-        return command(rest)
-    with _Database(settings) as with_db:
-        os.environ["MONGODB_URI"] = with_db.mongodb_uri or ""
-        return command(rest)
+    auth_cli.add_commands(sub)
+    for name in AUTH_COMMANDS:
+        sub.choices[name].set_defaults(func=cmd_auth)
+    return root
 
 
 AUTH_COMMANDS = ("client", "user", "token", "keys")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Parsed first: --help and usage errors are answered before anything starts.
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in AUTH_COMMANDS:
-        return _auth_command(argv)
-    args = parser().parse_args(argv)
     code: int = args.func(args)
     return code
 

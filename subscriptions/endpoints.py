@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESOLVE_CACHE_SECONDS = 30.0
+# How the server's operator allows an endpoint (fhir_server.config reads the variable).
+ALLOW_LIST_FORM = "comma-separated hosts, IP addresses or CIDR blocks, e.g. 127.0.0.1,10.0.0.0/8"
 
 
 class EndpointRefused(Exception):
@@ -91,7 +93,9 @@ class EndpointPolicy:
         if self.allow_listed(host):
             return Target(url)
         if parts.scheme != "https":
-            raise EndpointRefused("the endpoint must use https")
+            raise EndpointRefused(
+                f"the endpoint must use https, unless its host '{host}' itself is allow-listed in "
+                f"FHIR_SUBSCRIPTION_ALLOWED_HOSTS ({ALLOW_LIST_FORM})")
         port = parts.port or 443
         literal = _ip(host)
         ips = [literal] if literal is not None else await self._resolve(host, port)
@@ -99,7 +103,7 @@ class EndpointPolicy:
             if _internal(ip) and not self._allowed_ip(ip):
                 raise EndpointRefused(
                     f"the endpoint host '{host}' is a loopback, private or link-local address "
-                    "and is not allow-listed (FHIR_SUBSCRIPTION_ALLOWED_HOSTS)")
+                    f"and is not allow-listed in FHIR_SUBSCRIPTION_ALLOWED_HOSTS ({ALLOW_LIST_FORM})")
         if literal is not None:
             return Target(url)
         ip = ips[0]

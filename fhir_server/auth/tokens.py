@@ -224,7 +224,9 @@ class TokenValidator:
             endpoint = self.settings.introspection[issuer]
             return await self._introspect(token, endpoint, issuer), False
         else:
-            raise InvalidToken("untrusted issuer")
+            shown = "".join(c for c in issuer[:200] if c.isprintable())  # the token's word: bounded
+            raise InvalidToken(f"untrusted issuer '{shown}': expected '{self.settings.issuer}' "
+                               "(this server's own) or a configured trusted issuer")
         try:
             check_claims(claims, issuer=issuer, audience=self.settings.audience,
                          leeway=self.settings.clock_skew_seconds, now=int(time.time()))

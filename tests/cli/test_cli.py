@@ -138,7 +138,8 @@ def test_load_files_bundles_ndjson_idempotently(
                  if name.endswith("_history")}
     second = _load(mongodb_uri, tmp_path / "in")
     assert second.returncode == 0, second.stderr
-    assert "0 failed" in second.stderr and "4 unchanged" in second.stderr
+    # The transaction's PUTs that changed nothing count as unchanged too, not updated.
+    assert "0 created + 0 updated + 6 unchanged + 0 failed" in second.stderr
     # Loading again wrote no new version of anything.
     assert {name: load_db[name].count_documents({}) for name in histories} == histories
 
@@ -146,9 +147,21 @@ def test_load_files_bundles_ndjson_idempotently(
 def test_load_reports_failures(mongodb_uri: str, load_db: Database[dict[str, Any]], tmp_path: Path) -> None:
     bad = tmp_path / "bad.ndjson"
     bad.write_text('{"resourceType": "Task", "status": "nope", "intent": "order"}\n{not json\n')
-    done = _load(mongodb_uri, bad, EXAMPLES_DIR / "bundle-transaction.json")
+    transaction = tmp_path / "transaction.json"
+    transaction.write_text(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "tp"}, "request": {"method": "PUT", "url": "Patient/tp"}},
+        {"resource": {"resourceType": "Task", "status": "nope", "intent": "order"},
+         "request": {"method": "POST", "url": "Task"}},
+    ]}))
+    done = _load(mongodb_uri, bad, transaction)
     assert done.returncode == 1
-    assert "bad.ndjson" in done.stderr and "unreadable" in done.stderr
-    assert "bundle-transaction.json: transaction failed, nothing written" in done.stderr
+    assert "bad.ndjson:2: unreadable" in done.stderr
+    assert "transaction.json: transaction failed, nothing written" in done.stderr
+    # Every resource read is counted once: the bad Task line, the unreadable line, both entries.
+    assert "read 4 resources" in done.stderr and "0 created + 0 updated + 0 unchanged + 4 failed" in done.stderr
+    # A transaction holding a type this server does not store is skipped whole, not failed.
+    skipped = _load(mongodb_uri, EXAMPLES_DIR / "bundle-transaction.json")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "skipped 10: in a transaction holding types not stored by this server" in skipped.stderr
     assert load_db["Patient"].count_documents({}) == 0
     assert load_db["Task"].count_documents({}) == 0
