@@ -39,6 +39,7 @@ from fhir_server.errors import MethodNotAllowed
 from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
 from fhir_server.storage.documents import now
 from fhir_server.storage.pipeline import SessionWriter
+from fhir_server.storage.records import same_content
 
 UNAUDITED = frozenset({"capabilities", "smart-configuration"})
 WRITES = frozenset({"create", "update", "patch", "delete"})
@@ -101,7 +102,10 @@ class AuditInterceptor:
     @hook(Pointcut.BEFORE_UPDATE)
     def before_update(self, context: RequestContext, resource: dict[str, Any],
                       previous: dict[str, Any] | None) -> None:
-        if resource.get("resourceType") == AUDIT_EVENT:
+        # An update that says nothing new is no change (it writes no version): a reload of
+        # the same AuditEvent is not refused.
+        if resource.get("resourceType") == AUDIT_EVENT and not (
+                previous is not None and same_content(previous, resource)):
             self._refuse()
 
     @hook(Pointcut.BEFORE_DELETE)

@@ -57,7 +57,12 @@ def unchanged(previous: Doc | None, resource: dict[str, Any]) -> bool:
     writes no new version and fires no event (as HAPI does)."""
     if previous is None or previous.get("del") or not previous.get("res"):
         return False
-    before, after = without_server_meta(fhirjson.loads(previous["res"])), without_server_meta(resource)
+    return same_content(fhirjson.loads(previous["res"]), resource)
+
+
+def same_content(previous: dict[str, Any], resource: dict[str, Any]) -> bool:
+    """The two versions say the same, the server's own meta (versionId, lastUpdated) aside."""
+    before, after = without_server_meta(previous), without_server_meta(resource)
     # 12.5 == 12.50 in Python, but FHIR counts the precision: a changed one is a change.
     return before == after and _decimal_texts(before) == _decimal_texts(after)
 

@@ -43,7 +43,8 @@ def _example(resource_type: str) -> dict:
 
 def _request(client: httpx.Client, rtype: str, rid: str, code: str, body: dict) -> httpx.Response:
     """A request of the interaction's kind on an existing resource (or a made-up id)."""
-    resource = {**body, "id": rid}
+    # A changed version (an update that changes nothing is no change, and no refusal).
+    resource = {**body, "id": rid, "language": "en-GB"}
     patch = [{"op": "add", "path": "/language", "value": "en"}]
     return {
         "read": lambda: client.get(f"/{rtype}/{rid}"),
