@@ -14,14 +14,13 @@ from fhir_server.audit.provenance import care_location, provenance_for
 from fhir_server.context import RequestContext
 from fhir_server.hooks import Change, Pointcut, hook
 from fhir_server.storage.pipeline import SessionWriter
-from fhir_server.storage.repository import Repository
 
 _LOCATION = "provenance.location"
 
 
 class ProvenanceInterceptor:
-    def __init__(self, repository: Repository) -> None:
-        self.base_url = repository.settings.base_url
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
 
     async def _location(self, context: RequestContext, db: AsyncDatabase[dict[str, Any]],
                         session: AsyncClientSession) -> str | None:

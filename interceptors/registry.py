@@ -25,7 +25,7 @@ from fhir_server.consent import ConsentEngine, ConsentSettings, consent_indexes
 from fhir_server.hooks import HookRegistry
 from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
-from fhir_server.storage.repository import Repository
+from fhir_server.storage.pipeline import Versions
 from fhir_server.validation import Validator
 from interceptors.access import AccessInterceptor
 from interceptors.audit import AuditInterceptor, audit_indexes
@@ -108,16 +108,13 @@ def build_interceptors(
     built += [("subscription-guard", guard), ("outbox", outbox)]
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None
-    if audit.provenance or audit.enabled:
-        # Provenance and AuditEvents are the server's own records of a change: written in the
-        # change's transaction through a repository whose only hook is the outbox (the other
-        # interceptors leave those two types alone), so no interceptor calls back into the
-        # repository it is part of.
-        records = Repository(database, _registry([("outbox", outbox)]), settings, search)
-        if audit.provenance:
-            built.append(("provenance", ProvenanceInterceptor(records)))
-        if audit.enabled:
-            writer = AuditWriter(records, audit)
-            built.append(("audit", AuditInterceptor(writer, PatientFinder(search), settings.base_url)))
+    # Provenance and AuditEvents are the server's own records of a change: the change's
+    # commit stores them (its SessionWriter), so no interceptor calls back into the repository.
+    if audit.provenance:
+        built.append(("provenance", ProvenanceInterceptor(settings.base_url)))
+    if audit.enabled:
+        # Reads' AuditEvents are stored in batches from a write-ahead log, outside any write.
+        writer = AuditWriter(database, Versions(search), audit)
+        built.append(("audit", AuditInterceptor(writer, PatientFinder(search), settings.base_url)))
     built += [("deployment", interceptor) for interceptor in extra]
     return Interceptors(_registry(built), guard, writer, {**consent_indexes(), **audit_indexes()})

@@ -25,8 +25,8 @@ from pymongo.write_concern import WriteConcern
 
 from fhir_server.audit.settings import AuditSettings
 from fhir_server.audit.wal import Segment, WriteAheadLog
+from fhir_server.storage.database import Database
 from fhir_server.storage.pipeline import Versions, store_new
-from fhir_server.storage.repository import Repository
 
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
@@ -35,9 +35,9 @@ MAJORITY = WriteConcern("majority")
 
 
 class AuditWriter:
-    def __init__(self, repository: Repository, settings: AuditSettings) -> None:
-        self.database = database = repository.database
-        self.versions: Versions = repository.versions
+    def __init__(self, database: Database, versions: Versions, settings: AuditSettings) -> None:
+        self.database = database
+        self.versions = versions
         self.settings = settings
         self.wal = WriteAheadLog(settings.directory, database.db.name)
         self._pending: list[Doc] = []
