@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +13,9 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from fhir_server.api import errors as api_errors
+from fhir_server.api.health import Readiness, Supervised, build_health_router
 from fhir_server.api.routes import build_router
+from fhir_server.api.unavailable import DatabaseGate
 from fhir_server.audit.completion import InteractionCompletion
 from fhir_server.audit.writer import AuditWriter
 from fhir_server.auth.cors import install_cors
@@ -37,6 +40,12 @@ from interceptors.smart import build_smart_interceptor
 from subscriptions.service import SubscriptionService, subscription_indexes
 
 log = logging.getLogger(__name__)
+
+# Shutdown's share of the 5 s budget for stopping the dispatcher, audit writer and client.
+CLOSE_TIMEOUT = 1.5
+# A socket read may take this long before the driver gives up on the server (long searches
+# take seconds on the embedded database; a hung server must not hold a request forever).
+SOCKET_TIMEOUT_MS = 60_000
 
 
 @dataclass
@@ -65,7 +74,14 @@ class Services:
 def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     if not settings.mongodb_uri:
         raise ValueError("settings.mongodb_uri is not set (serve starts the embedded database)")
-    return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard")
+    # Without these, a request to a dead database waits 30 s for server selection and then
+    # answers 500; with them it is answered 503 (api/errors.py) within database_timeout.
+    timeout_ms = max(100, int(settings.database_timeout * 1000))
+    return AsyncMongoClient(
+        settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard",
+        serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=SOCKET_TIMEOUT_MS,
+    )
 
 
 def auth_settings(settings: Settings) -> AuthSettings:
@@ -116,21 +132,32 @@ async def build_services(settings: Settings) -> Services:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, embedded: Supervised | None = None) -> FastAPI:
+    """The ASGI app. `embedded`: the supervised embedded database, if serve started one (the
+    ready check reports it restarting before a ping would time out)."""
     if not settings.mongodb_uri:
         raise ValueError("create_app needs settings.mongodb_uri (serve starts the embedded database)")
+    readiness = Readiness(embedded)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
+        readiness.indexes_built = True
         await services.subscriptions.start()
         if services.audit is not None:
             await services.audit.start()
         try:
             yield
         finally:
-            await services.close()
+            readiness.stopping = True
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await services.close()
+            except TimeoutError:
+                # Shutdown must end: whatever was still running is abandoned, the database
+                # keeps what was committed (audit events wait in the write-ahead log).
+                log.warning("shutdown did not finish within %ss; exiting anyway", CLOSE_TIMEOUT)
 
     app = FastAPI(
         title="FHIR R4 care-coordination server",
@@ -139,12 +166,19 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url=f"{settings.path_prefix}/openapi.json",
     )
-    api_errors.install(app)
+    app.state.readiness = readiness
+    api_errors.install(app, retry_after=settings.retry_after)
     install_cors(app)
     # Runs INTERACTION_COMPLETE when a response starts (audit records before data leaves).
     app.add_middleware(InteractionCompletion, token_path="/auth/token")
+    if embedded is not None:
+        prefix = settings.path_prefix
+        app.add_middleware(DatabaseGate, embedded=embedded, prefixes=(f"{prefix}/", "/auth/"),
+                           exempt=(f"{prefix}/metadata", f"{prefix}/.well-known/"),
+                           retry_after=settings.retry_after)
     auth = auth_settings(settings)
     app.include_router(build_well_known_router(auth), prefix=settings.path_prefix)
     app.include_router(build_router(settings), prefix=settings.path_prefix)
     app.include_router(build_auth_router(auth), prefix="/auth")
+    app.include_router(build_health_router())
     return app

@@ -75,8 +75,11 @@ class Hub:
         event = asyncio.Event()
         self._events.setdefault(sub, set()).add(event)
         try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that arrives as the event is set, and shutdown then waits for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await event.wait()
         finally:
             waiters = self._events.get(sub)
             if waiters is not None:
@@ -88,8 +91,9 @@ class Hub:
         event = asyncio.Event()
         self._any.add(event)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see wait()
+                async with asyncio.timeout(timeout):
+                    await event.wait()
         finally:
             self._any.discard(event)
 
