@@ -7,6 +7,7 @@ over the MongoDB wire protocol exactly as it would to a real mongod.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -104,9 +105,16 @@ class EmbeddedDatabase:
     """Starts, health-checks, supervises and stops one SecantusDB process holding its data in
     data_dir."""
 
-    def __init__(self, data_dir: Path | None, *, cache_size: str = "1G") -> None:
+    def __init__(self, data_dir: Path | None, *, cache_size: str = "1G", sync_on_commit: bool | None = None) -> None:
         self.data_dir = data_dir
         self.cache_size = cache_size
+        # Without it SecantusDB acknowledges a commit before its log reaches the file, and a
+        # killed database loses the last acknowledged writes (seen in tests/ops/test_supervision);
+        # it costs 14-36 % of write throughput (bench/embedded_sync.py). FHIR_EMBEDDED_SYNC=0
+        # trades that durability for speed. An in-memory database has nothing to sync.
+        if sync_on_commit is None:
+            sync_on_commit = os.environ.get("FHIR_EMBEDDED_SYNC", "1") not in ("0", "false")
+        self.sync_on_commit = sync_on_commit
         self.port = 0
         self.log_path = Path("secantus.log")
         self._process: subprocess.Popen[bytes] | None = None
@@ -146,6 +154,7 @@ class EmbeddedDatabase:
             "--storage-path", storage,
             "--log-level", "WARNING",
             "--cache-size", self.cache_size,
+            *(["--sync-on-commit"] if self.sync_on_commit and self.data_dir is not None else []),
         ]
         log.info("starting embedded database: %s", " ".join(cmd))
         # Its log goes to a file: a pipe nobody drains would block it once full.
