@@ -4,10 +4,13 @@
    Communications, DocumentReferences, Appointments, with urn:uuid references) POSTed to a
    running server: median / p99 latency; beside it, the raw driver writing the same number of
    current+history documents in one transaction (the floor).
-2. `fhir-server load` of N generated resources (NDJSON, over 5,000 patients): resources/s;
+2. A batch of N independent entries beside a transaction of the same N entries (same run,
+   interleaved): seconds each and the batch/transaction ratio (target: batch <= 3x).
+3. `fhir-server load` of N generated resources (NDJSON, over 5,000 patients): resources/s;
    beside it, raw insert_many of the same number of documents.
 
-    .venv/bin/python bench/bundles.py [--transactions 30] [--resources 100000]
+    .venv/bin/python bench/bundles.py [--transactions 30] [--resources 100000] [--batch-entries 1000]
+    .venv/bin/python bench/bundles.py --only batch --batch-entries 1000 --batch-rounds 3
 """
 
 from __future__ import annotations
@@ -65,6 +68,50 @@ def referral(n_entries: int = 100) -> dict[str, Any]:
                    "participant": [{"actor": {"reference": patient}, "status": "accepted"}]}
         entries.append({"resource": res, "request": {"method": "POST", "url": kind}})
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def flat_entries(n_entries: int, patient: str) -> list[dict[str, Any]]:
+    """N creates with no references between them (a batch has no interdependencies)."""
+    kinds = ["Task", "Communication", "DocumentReference", "Appointment"]
+    entries = []
+    for n in range(n_entries):
+        kind = kinds[n % 4]
+        if kind == "Task":
+            res: dict[str, Any] = {"resourceType": "Task", "status": "requested", "intent": "order",
+                                   "for": {"reference": patient}, "description": f"Follow up {n}"}
+        elif kind == "Communication":
+            res = {"resourceType": "Communication", "status": "completed", "subject": {"reference": patient},
+                   "payload": [{"contentString": "Referral letter attached"}]}
+        elif kind == "DocumentReference":
+            res = {"resourceType": "DocumentReference", "status": "current", "subject": {"reference": patient},
+                   "content": [{"attachment": {"contentType": "text/plain", "data": "aGVsbG8="}}]}
+        else:
+            res = {"resourceType": "Appointment", "status": "booked",
+                   "participant": [{"actor": {"reference": patient}, "status": "accepted"}]}
+        entries.append({"resource": res, "request": {"method": "POST", "url": kind}})
+    return entries
+
+
+def bench_batch(base: str, n_entries: int, rounds: int) -> None:
+    """Batch vs transaction of the same entries, interleaved; wall seconds and server CPU."""
+    with httpx.Client(base_url=base, timeout=600) as http:
+        patient = http.post("/Patient", json={"resourceType": "Patient"}).json()["id"]
+        times: dict[str, list[float]] = {"batch": [], "transaction": []}
+        for _ in range(rounds):
+            for kind in ("transaction", "batch"):
+                body = orjson.dumps({"resourceType": "Bundle", "type": kind,
+                                     "entry": flat_entries(n_entries, f"Patient/{patient}")})
+                t0 = time.perf_counter()
+                r = http.post("", content=body, headers={"content-type": "application/fhir+json",
+                                                          "prefer": "return=minimal"})
+                times[kind].append(time.perf_counter() - t0)
+                assert r.status_code == 200, r.text[:500]
+                statuses = {e["response"]["status"] for e in r.json()["entry"]}
+                assert statuses == {"201 Created"}, statuses
+    batch, transaction = statistics.median(times["batch"]), statistics.median(times["transaction"])
+    print(f"{n_entries}-entry transaction   median {transaction:7.2f} s   runs {[round(t, 2) for t in times['transaction']]}")
+    print(f"{n_entries}-entry batch         median {batch:7.2f} s   runs {[round(t, 2) for t in times['batch']]}")
+    print(f"batch / transaction: {batch / transaction:.2f}x (target <= 3x)")
 
 
 def stats(name: str, values: list[float], unit: str = "ms") -> None:
@@ -149,19 +196,26 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transactions", type=int, default=30)
     parser.add_argument("--resources", type=int, default=100_000)
+    parser.add_argument("--batch-entries", type=int, default=1000)
+    parser.add_argument("--batch-rounds", type=int, default=3)
+    parser.add_argument("--only", choices=["batch"], help="run only the batch vs transaction comparison")
     args = parser.parse_args()
-    print(f"cores: {os.cpu_count()}")
+    print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp) / "db") as db:
         port = 18081
         base = f"http://127.0.0.1:{port}/fhir"
         server = start_server(db.uri, port)
         try:
             wait_up(base)
-            bench_transactions(base, 3)  # warm-up
-            stats("server: 100-entry transaction", bench_transactions(base, args.transactions))
+            if args.only != "batch":
+                bench_transactions(base, 3)  # warm-up
+                stats("server: 100-entry transaction", bench_transactions(base, args.transactions))
+            bench_batch(base, args.batch_entries, args.batch_rounds)
         finally:
             server.terminate()
             server.wait(30)
+        if args.only == "batch":
+            return
         stats("driver: 100+100 documents in one transaction", asyncio.run(raw_transactions(db.uri, args.transactions)))
         source = generate(Path(tmp), args.resources)
         env = {**os.environ, "MONGODB_URI": db.uri, "FHIR_DATABASE": "bench_load", "FHIR_AUTH_DISABLED": "1"}

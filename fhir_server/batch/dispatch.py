@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import http
+import logging
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -23,6 +24,10 @@ from fhir_server.errors import BadRequest, FhirError
 from fhir_server.storage.documents import format_instant, http_date
 
 PASSED_THROUGH = ("authorization", "x-purpose-of-use", "prefer")
+
+# httpx logs every request at INFO: for in-process batch entries that is a line per entry,
+# noise beside the server's own request log. Its warnings still show.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def status_line(code: int) -> str:
