@@ -92,26 +92,40 @@ def flat_entries(n_entries: int, patient: str) -> list[dict[str, Any]]:
     return entries
 
 
-def bench_batch(base: str, n_entries: int, rounds: int) -> None:
-    """Batch vs transaction of the same entries, interleaved; wall seconds and server CPU."""
-    with httpx.Client(base_url=base, timeout=600) as http:
-        patient = http.post("/Patient", json={"resourceType": "Patient"}).json()["id"]
-        times: dict[str, list[float]] = {"batch": [], "transaction": []}
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_batch(bases: dict[str, str], pids: dict[str, int], db_pid: int, n_entries: int, rounds: int) -> None:
+    """A transaction and batches of the same entries (one server per batch concurrency, same
+    database), interleaved: wall seconds, and CPU seconds of the server and the database."""
+    runs = [("transaction", "batch"), *((f"batch c={c}", c) for c in bases if c != "transaction")]
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in runs}
+    with httpx.Client(timeout=900) as http:
+        patient = http.post(f"{bases['8']}/Patient", json={"resourceType": "Patient"}).json()["id"]
         for _ in range(rounds):
-            for kind in ("transaction", "batch"):
+            for name, which in runs:
+                server = "8" if name == "transaction" else str(which)
+                kind = "transaction" if name == "transaction" else "batch"
                 body = orjson.dumps({"resourceType": "Bundle", "type": kind,
                                      "entry": flat_entries(n_entries, f"Patient/{patient}")})
-                t0 = time.perf_counter()
-                r = http.post("", content=body, headers={"content-type": "application/fhir+json",
-                                                          "prefer": "return=minimal"})
-                times[kind].append(time.perf_counter() - t0)
+                cpu0, db0, t0 = _cpu_seconds(pids[server]), _cpu_seconds(db_pid), time.perf_counter()
+                r = http.post(bases[server], content=body, headers={"content-type": "application/fhir+json",
+                                                                    "prefer": "return=minimal"})
+                wall = time.perf_counter() - t0
+                times[name].append((wall, _cpu_seconds(pids[server]) - cpu0, _cpu_seconds(db_pid) - db0))
                 assert r.status_code == 200, r.text[:500]
                 statuses = {e["response"]["status"] for e in r.json()["entry"]}
                 assert statuses == {"201 Created"}, statuses
-    batch, transaction = statistics.median(times["batch"]), statistics.median(times["transaction"])
-    print(f"{n_entries}-entry transaction   median {transaction:7.2f} s   runs {[round(t, 2) for t in times['transaction']]}")
-    print(f"{n_entries}-entry batch         median {batch:7.2f} s   runs {[round(t, 2) for t in times['batch']]}")
-    print(f"batch / transaction: {batch / transaction:.2f}x (target <= 3x)")
+    medians = {name: [statistics.median(x[i] for x in values) for i in range(3)] for name, values in times.items()}
+    for name, (wall, cpu, db) in medians.items():
+        print(f"{n_entries}-entry {name:<12} median {wall:7.2f} s wall   server CPU {cpu:6.2f} s   database CPU "
+              f"{db:6.2f} s   walls {[round(t[0], 2) for t in times[name]]}")
+    for name in medians:
+        if name != "transaction":
+            print(f"{name} / transaction: wall {medians[name][0] / medians['transaction'][0]:.2f}x   CPU "
+                  f"{sum(medians[name][1:]) / sum(medians['transaction'][1:]):.2f}x (target: wall <= 3x)")
 
 
 def stats(name: str, values: list[float], unit: str = "ms") -> None:
@@ -199,21 +213,33 @@ def main() -> None:
     parser.add_argument("--batch-entries", type=int, default=1000)
     parser.add_argument("--batch-rounds", type=int, default=3)
     parser.add_argument("--only", choices=["batch"], help="run only the batch vs transaction comparison")
+    parser.add_argument("--batch-concurrency", default="8,1",
+                        help="FHIR_BATCH_CONCURRENCY of each batch server compared (1 = one entry at a time)")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp) / "db") as db:
         port = 18081
         base = f"http://127.0.0.1:{port}/fhir"
-        server = start_server(db.uri, port)
+        levels = [c.strip() for c in args.batch_concurrency.split(",")]
+        levels = ["8", *[c for c in levels if c != "8"]]
+        servers = {}
+        for n, level in enumerate(levels):
+            os.environ["FHIR_BATCH_CONCURRENCY"] = level
+            servers[level] = (start_server(db.uri, port + n), f"http://127.0.0.1:{port + n}/fhir")
         try:
-            wait_up(base)
+            for _, url in servers.values():
+                wait_up(url)
             if args.only != "batch":
                 bench_transactions(base, 3)  # warm-up
                 stats("server: 100-entry transaction", bench_transactions(base, args.transactions))
-            bench_batch(base, args.batch_entries, args.batch_rounds)
+            db_pid = db._process.pid if db._process else 0
+            bench_batch({level: url for level, (_, url) in servers.items()},
+                        {level: proc.pid for level, (proc, _) in servers.items()}, db_pid,
+                        args.batch_entries, args.batch_rounds)
         finally:
-            server.terminate()
-            server.wait(30)
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(30)
         if args.only == "batch":
             return
         stats("driver: 100+100 documents in one transaction", asyncio.run(raw_transactions(db.uri, args.transactions)))

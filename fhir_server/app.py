@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 from fhir_server.api import errors as api_errors
 from fhir_server.api.health import Readiness, Supervised, build_health_router
 from fhir_server.api.routes import build_router
-from fhir_server.api.unavailable import DatabaseGate
+from fhir_server.api.unavailable import DatabaseGate, DatabaseStatus
 from fhir_server.audit.completion import InteractionCompletion
 from fhir_server.audit.writer import AuditWriter
 from fhir_server.auth.cors import install_cors
@@ -46,6 +46,7 @@ CLOSE_TIMEOUT = 1.5
 # A socket read may take this long before the driver gives up on the server (long searches
 # take seconds on the embedded database; a hung server must not hold a request forever).
 SOCKET_TIMEOUT_MS = 60_000
+HEARTBEAT_MS = 1_000
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Services:
         await self.client.close()
 
 
-def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+def connect(settings: Settings, status: DatabaseStatus | None = None) -> AsyncMongoClient[dict[str, Any]]:
     if not settings.mongodb_uri:
         raise ValueError("settings.mongodb_uri is not set (serve starts the embedded database)")
     # Without these, a request to a dead database waits 30 s for server selection and then
@@ -81,6 +82,9 @@ def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
         settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard",
         serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
         socketTimeoutMS=SOCKET_TIMEOUT_MS,
+        # The monitor re-checks a lost server this often: how soon the gate reopens.
+        heartbeatFrequencyMS=HEARTBEAT_MS,
+        event_listeners=[status] if status is not None else [],
     )
 
 
@@ -90,10 +94,11 @@ def auth_settings(settings: Settings) -> AuthSettings:
     return AuthSettings.from_env(settings, enabled=settings.auth_enabled)
 
 
-async def build_services(settings: Settings) -> Services:
-    """Connects, creates indexes and registers interceptors: the server without HTTP."""
+async def build_services(settings: Settings, *, status: DatabaseStatus | None = None) -> Services:
+    """Connects, creates indexes and registers interceptors: the server without HTTP.
+    `status` is told by the driver whether the database is reachable (api/unavailable.py)."""
     auth = auth_settings(settings)
-    client = connect(settings)
+    client = connect(settings, status)
     database = Database(client, settings.database)
     search = SearchEngine(settings)
     for collection, models in search.index_models().items():
@@ -137,11 +142,12 @@ def create_app(settings: Settings, *, embedded: Supervised | None = None) -> Fas
     ready check reports it restarting before a ping would time out)."""
     if not settings.mongodb_uri:
         raise ValueError("create_app needs settings.mongodb_uri (serve starts the embedded database)")
-    readiness = Readiness(embedded)
+    status = DatabaseStatus(embedded)
+    readiness = Readiness(status)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings)
+        services = await build_services(settings, status=status)
         app.state.services = services
         readiness.indexes_built = True
         await services.subscriptions.start()
@@ -171,11 +177,10 @@ def create_app(settings: Settings, *, embedded: Supervised | None = None) -> Fas
     install_cors(app)
     # Runs INTERACTION_COMPLETE when a response starts (audit records before data leaves).
     app.add_middleware(InteractionCompletion, token_path="/auth/token")
-    if embedded is not None:
-        prefix = settings.path_prefix
-        app.add_middleware(DatabaseGate, embedded=embedded, prefixes=(f"{prefix}/", "/auth/"),
-                           exempt=(f"{prefix}/metadata", f"{prefix}/.well-known/"),
-                           retry_after=settings.retry_after)
+    prefix = settings.path_prefix
+    app.add_middleware(DatabaseGate, status=status, prefixes=(f"{prefix}/", "/auth/"),
+                       exempt=(f"{prefix}/metadata", f"{prefix}/.well-known/"),
+                       retry_after=settings.retry_after)
     auth = auth_settings(settings)
     app.include_router(build_well_known_router(auth), prefix=settings.path_prefix)
     app.include_router(build_router(settings), prefix=settings.path_prefix)

@@ -84,6 +84,8 @@ class Settings:
     # None: FHIR_AUTH_DISABLED decides (auth is on unless it says otherwise).
     auth_enabled: bool | None = None
     max_bundle_entries: int = 1000
+    # Batch entries on distinct resources run this many at a time (fhir_server/batch/batch.py).
+    batch_concurrency: int = 8
     default_page_size: int = 50
     max_page_size: int = 1000
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
@@ -124,6 +126,7 @@ class Settings:
             profiles_dir=Path(os.environ.get("FHIR_PROFILES_DIR", str(DEFAULT_PROFILES_DIR))),
             max_body_bytes=_env_int("FHIR_MAX_BODY_BYTES", cls.max_body_bytes),
             max_bundle_entries=_env_int("FHIR_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
+            batch_concurrency=max(1, _env_int("FHIR_BATCH_CONCURRENCY", cls.batch_concurrency)),
             default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", cls.max_page_size),
             subscriptions=SubscriptionSettings.from_env(),

@@ -26,11 +26,20 @@ class Supervised(Protocol):
     failed: bool
 
 
+class Reachability(Protocol):
+    """Whether the database is reachable, as the driver and the supervisor see it."""
+
+    embedded: Supervised | None
+
+    @property
+    def reachable(self) -> bool: ...
+
+
 class Readiness:
     """What start-up has done so far, and what the ready check asks."""
 
-    def __init__(self, embedded: Supervised | None = None) -> None:
-        self.embedded = embedded
+    def __init__(self, status: Reachability) -> None:
+        self.status = status
         self.indexes_built = False
         self.stopping = False
 
@@ -42,9 +51,12 @@ def _reply(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
 async def _database(request: Request, timeout: float) -> str | None:
     """None if the database answers a ping within `timeout`, else why not."""
     readiness: Readiness = request.app.state.readiness
-    if readiness.embedded is not None and not readiness.embedded.available:
-        return "the embedded database is restarting" if not readiness.embedded.failed else \
+    embedded = readiness.status.embedded
+    if embedded is not None and not embedded.available:
+        return "the embedded database is restarting" if not embedded.failed else \
             "the embedded database could not be restarted"
+    if not readiness.status.reachable:
+        return "unreachable: no writable server"
     services = getattr(request.app.state, "services", None)
     if services is None:
         return "not started"

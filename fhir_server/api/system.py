@@ -35,7 +35,7 @@ async def batch_or_transaction(request: Request) -> Response:
     dispatcher = Dispatcher(request.app, request, svc.settings.base_url)
     try:
         if kind == "batch":
-            responses = await run_batch(entries, dispatcher)
+            responses = await run_batch(entries, dispatcher, svc.settings.batch_concurrency)
         else:
             responses = await Transaction(svc.repository, context, entries).run(dispatcher)
     finally:
