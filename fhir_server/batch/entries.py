@@ -44,8 +44,10 @@ class Entry:
 
 # A URI scheme ("https:", "urn:", "file:"): the entry names an absolute URL.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-# Characters no entry URL has any business carrying: controls, spaces, backslashes.
-_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")
+# Characters no entry URL carries (controls, backslashes), and none its path does once
+# percent-decoded (those and spaces); a query may well hold an encoded space.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+_FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x20\x7f\\]")
 
 
 def _outside(where: str, url: str, why: str) -> BadRequest:
@@ -58,7 +60,7 @@ def relative_url(url: str, base_url: str, where: str) -> str:
     """The entry URL as a path (with query) relative to [base], or BadRequest when it would
     leave [base]: another host or base, a network-path `//host`, dot segments (also as
     `%2e`), encoded slashes or backslashes, control characters."""
-    if _FORBIDDEN.search(unquote(url)):
+    if _FORBIDDEN.search(url) or _FORBIDDEN_IN_PATH.search(unquote(url.split("?", 1)[0])):
         raise _outside(where, url, "contains a backslash, space or control character")
     if url.startswith(base_url + "/"):
         url = url[len(base_url) + 1:]

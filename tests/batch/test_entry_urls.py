@@ -23,6 +23,8 @@ ESCAPES = [
     "Task/%5c..%5c..%5cauth/jwks",
     "Task//x",
     "Task /x",
+    "Task%20/x",
+    "Task/%00",
 ]
 
 
@@ -62,6 +64,14 @@ def test_transaction_entry_leaving_base_fails_the_transaction(client: httpx.Clie
     assert r.json()["resourceType"] == "OperationOutcome"
     assert "Bundle.entry[1]" in r.json()["issue"][0]["diagnostics"]
     assert client.get("/Task").json().get("entry", []) == []
+
+
+def test_encoded_space_in_a_query_is_fine(client: httpx.Client) -> None:
+    r = client.post("", json=bundle("batch", [
+        {"request": {"method": "GET", "url": "Task?description=Follow%20up"}},
+    ]), headers=FHIR)
+    assert r.status_code == 200
+    assert r.json()["entry"][0]["response"]["status"] == "200 OK"
 
 
 def test_absolute_url_inside_base_still_works(client: httpx.Client) -> None:
