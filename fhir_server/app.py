@@ -46,7 +46,6 @@ CLOSE_TIMEOUT = 1.5
 # A socket read may take this long before the driver gives up on the server (long searches
 # take seconds on the embedded database; a hung server must not hold a request forever).
 SOCKET_TIMEOUT_MS = 60_000
-HEARTBEAT_MS = 1_000
 
 
 @dataclass
@@ -72,7 +71,7 @@ class Services:
         await self.client.close()
 
 
-def connect(settings: Settings, status: DatabaseStatus | None = None) -> AsyncMongoClient[dict[str, Any]]:
+def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     if not settings.mongodb_uri:
         raise ValueError("settings.mongodb_uri is not set (serve starts the embedded database)")
     # Without these, a request to a dead database waits 30 s for server selection and then
@@ -82,9 +81,6 @@ def connect(settings: Settings, status: DatabaseStatus | None = None) -> AsyncMo
         settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard",
         serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
         socketTimeoutMS=SOCKET_TIMEOUT_MS,
-        # The monitor re-checks a lost server this often: how soon the gate reopens.
-        heartbeatFrequencyMS=HEARTBEAT_MS,
-        event_listeners=[status] if status is not None else [],
     )
 
 
@@ -94,11 +90,10 @@ def auth_settings(settings: Settings) -> AuthSettings:
     return AuthSettings.from_env(settings, enabled=settings.auth_enabled)
 
 
-async def build_services(settings: Settings, *, status: DatabaseStatus | None = None) -> Services:
-    """Connects, creates indexes and registers interceptors: the server without HTTP.
-    `status` is told by the driver whether the database is reachable (api/unavailable.py)."""
+async def build_services(settings: Settings) -> Services:
+    """Connects, creates indexes and registers interceptors: the server without HTTP."""
     auth = auth_settings(settings)
-    client = connect(settings, status)
+    client = connect(settings)
     database = Database(client, settings.database)
     search = SearchEngine(settings)
     for collection, models in search.index_models().items():
@@ -147,7 +142,7 @@ def create_app(settings: Settings, *, embedded: Supervised | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings, status=status)
+        services = await build_services(settings)
         app.state.services = services
         readiness.indexes_built = True
         await services.subscriptions.start()
@@ -174,13 +169,15 @@ def create_app(settings: Settings, *, embedded: Supervised | None = None) -> Fas
     )
     app.state.readiness = readiness
     api_errors.install(app, retry_after=settings.retry_after)
+    if embedded is not None:
+        # Added before CORS, so that CORS wraps it: a browser can read the 503.
+        prefix = settings.path_prefix
+        app.add_middleware(DatabaseGate, status=status, prefixes=(f"{prefix}/", "/auth/"),
+                           exempt=(f"{prefix}/metadata", f"{prefix}/.well-known/"),
+                           retry_after=settings.retry_after)
     install_cors(app)
     # Runs INTERACTION_COMPLETE when a response starts (audit records before data leaves).
     app.add_middleware(InteractionCompletion, token_path="/auth/token")
-    prefix = settings.path_prefix
-    app.add_middleware(DatabaseGate, status=status, prefixes=(f"{prefix}/", "/auth/"),
-                       exempt=(f"{prefix}/metadata", f"{prefix}/.well-known/"),
-                       retry_after=settings.retry_after)
     auth = auth_settings(settings)
     app.include_router(build_well_known_router(auth), prefix=settings.path_prefix)
     app.include_router(build_router(settings), prefix=settings.path_prefix)

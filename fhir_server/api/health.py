@@ -55,8 +55,6 @@ async def _database(request: Request, timeout: float) -> str | None:
     if embedded is not None and not embedded.available:
         return "the embedded database is restarting" if not embedded.failed else \
             "the embedded database could not be restarted"
-    if not readiness.status.reachable:
-        return "unreachable: no writable server"
     services = getattr(request.app.state, "services", None)
     if services is None:
         return "not started"

@@ -1,23 +1,17 @@
-"""While the database is unreachable, data requests are answered 503 at once.
+"""While the supervised embedded database restarts, data requests are answered 503 at once.
 
-Whether it is reachable comes from the driver's own monitoring (a topology listener: no
-writable server means down) and, for the embedded database, from its supervisor (down from the
-moment the process dies until it is restarted). Without this gate a request would wait for the
-driver's server selection to time out, and a write inside a transaction would be retried by
-the driver for up to two minutes: a client gets a prompt 503 with `Retry-After` instead.
-Discovery (`metadata`, `.well-known`) and the health checks need no database and stay up.
-Requests already running are not cut off: their writes commit when the database is back, or
-fail; nothing is acknowledged that was not stored.
+From the moment the process dies until it is restarted (the supervisor knows both), a request
+would otherwise wait for the driver's server selection to time out, and a write inside a
+transaction would be retried by the driver until the database is back: a client gets a prompt
+503 with `Retry-After` instead. Discovery (`metadata`, `.well-known`) and the health checks need
+no database and stay up. Requests already running are not cut off: their writes commit when
+the database is back, or fail; nothing is acknowledged that was not stored. (With MONGODB_URI
+there is no supervisor: a request that cannot reach the database is answered 503 by
+api/errors.py after FHIR_DATABASE_TIMEOUT.)
 """
 
 from __future__ import annotations
 
-from pymongo.monitoring import (
-    TopologyClosedEvent,
-    TopologyDescriptionChangedEvent,
-    TopologyListener,
-    TopologyOpenedEvent,
-)
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_server.api.errors import outcome_response
@@ -25,25 +19,18 @@ from fhir_server.api.health import Supervised
 from fhir_server.errors import DatabaseUnavailable
 
 
-class DatabaseStatus(TopologyListener):
-    """Reachable while the driver sees a server it can write to."""
+class DatabaseStatus:
+    """Reachable unless the supervised embedded database is down.
+
+    (The driver's topology events were tried as a second source and dropped: under load they
+    reported the server lost for long stretches while it answered.)"""
 
     def __init__(self, embedded: Supervised | None = None) -> None:
         self.embedded = embedded
-        self._writable = True  # until the driver says otherwise (it starts by discovering)
 
     @property
     def reachable(self) -> bool:
-        return self._writable and (self.embedded is None or self.embedded.available)
-
-    def opened(self, event: TopologyOpenedEvent) -> None:
-        pass
-
-    def description_changed(self, event: TopologyDescriptionChangedEvent) -> None:
-        self._writable = event.new_description.has_writable_server()
-
-    def closed(self, event: TopologyClosedEvent) -> None:
-        pass
+        return self.embedded is None or self.embedded.available
 
 
 class DatabaseGate:

@@ -30,11 +30,6 @@ def test_unreachable_mongodb_is_503_with_retry_after(serve: type[ServeProcess], 
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["code"] == "transient"
     assert elapsed < 20, elapsed  # today: a 30 s hang and a 500
-    t0 = time.monotonic()
-    write = httpx.post(f"{server.fhir}/Task", json={"resourceType": "Task", "status": "requested",
-                                                    "intent": "order"}, timeout=200)
-    assert write.status_code == 503
-    assert time.monotonic() - t0 < 20  # not the driver's 2 minutes of transaction retries
     ready = httpx.get(f"{server.base}/health/ready", timeout=30)
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"].startswith("unreachable")
