@@ -4,10 +4,13 @@
    Communications, DocumentReferences, Appointments, with urn:uuid references) POSTed to a
    running server: median / p99 latency; beside it, the raw driver writing the same number of
    current+history documents in one transaction (the floor).
-2. `fhir-server load` of N generated resources (NDJSON, over 5,000 patients): resources/s;
+2. A batch of N independent entries beside a transaction of the same N entries (same run,
+   interleaved): seconds each and the batch/transaction ratio (target: batch <= 3x).
+3. `fhir-server load` of N generated resources (NDJSON, over 5,000 patients): resources/s;
    beside it, raw insert_many of the same number of documents.
 
-    .venv/bin/python bench/bundles.py [--transactions 30] [--resources 100000]
+    .venv/bin/python bench/bundles.py [--transactions 30] [--resources 100000] [--batch-entries 1000]
+    .venv/bin/python bench/bundles.py --only batch --batch-entries 1000 --batch-rounds 3
 """
 
 from __future__ import annotations
@@ -65,6 +68,64 @@ def referral(n_entries: int = 100) -> dict[str, Any]:
                    "participant": [{"actor": {"reference": patient}, "status": "accepted"}]}
         entries.append({"resource": res, "request": {"method": "POST", "url": kind}})
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def flat_entries(n_entries: int, patient: str) -> list[dict[str, Any]]:
+    """N creates with no references between them (a batch has no interdependencies)."""
+    kinds = ["Task", "Communication", "DocumentReference", "Appointment"]
+    entries = []
+    for n in range(n_entries):
+        kind = kinds[n % 4]
+        if kind == "Task":
+            res: dict[str, Any] = {"resourceType": "Task", "status": "requested", "intent": "order",
+                                   "for": {"reference": patient}, "description": f"Follow up {n}"}
+        elif kind == "Communication":
+            res = {"resourceType": "Communication", "status": "completed", "subject": {"reference": patient},
+                   "payload": [{"contentString": "Referral letter attached"}]}
+        elif kind == "DocumentReference":
+            res = {"resourceType": "DocumentReference", "status": "current", "subject": {"reference": patient},
+                   "content": [{"attachment": {"contentType": "text/plain", "data": "aGVsbG8="}}]}
+        else:
+            res = {"resourceType": "Appointment", "status": "booked",
+                   "participant": [{"actor": {"reference": patient}, "status": "accepted"}]}
+        entries.append({"resource": res, "request": {"method": "POST", "url": kind}})
+    return entries
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_batch(bases: dict[str, str], pids: dict[str, int], db_pid: int, n_entries: int, rounds: int) -> None:
+    """A transaction and batches of the same entries (one server per batch concurrency, same
+    database), interleaved: wall seconds, and CPU seconds of the server and the database."""
+    runs = [("transaction", "batch"), *((f"batch c={c}", c) for c in bases if c != "transaction")]
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in runs}
+    with httpx.Client(timeout=900) as http:
+        patient = http.post(f"{bases['8']}/Patient", json={"resourceType": "Patient"}).json()["id"]
+        for _ in range(rounds):
+            for name, which in runs:
+                server = "8" if name == "transaction" else str(which)
+                kind = "transaction" if name == "transaction" else "batch"
+                body = orjson.dumps({"resourceType": "Bundle", "type": kind,
+                                     "entry": flat_entries(n_entries, f"Patient/{patient}")})
+                cpu0, db0, t0 = _cpu_seconds(pids[server]), _cpu_seconds(db_pid), time.perf_counter()
+                r = http.post(bases[server], content=body, headers={"content-type": "application/fhir+json",
+                                                                    "prefer": "return=minimal"})
+                wall = time.perf_counter() - t0
+                times[name].append((wall, _cpu_seconds(pids[server]) - cpu0, _cpu_seconds(db_pid) - db0))
+                assert r.status_code == 200, r.text[:500]
+                statuses = {e["response"]["status"] for e in r.json()["entry"]}
+                assert statuses == {"201 Created"}, statuses
+    medians = {name: [statistics.median(x[i] for x in values) for i in range(3)] for name, values in times.items()}
+    for name, (wall, cpu, db) in medians.items():
+        print(f"{n_entries}-entry {name:<12} median {wall:7.2f} s wall   server CPU {cpu:6.2f} s   database CPU "
+              f"{db:6.2f} s   walls {[round(t[0], 2) for t in times[name]]}")
+    for name in medians:
+        if name != "transaction":
+            print(f"{name} / transaction: wall {medians[name][0] / medians['transaction'][0]:.2f}x   CPU "
+                  f"{sum(medians[name][1:]) / sum(medians['transaction'][1:]):.2f}x (target: wall <= 3x)")
 
 
 def stats(name: str, values: list[float], unit: str = "ms") -> None:
@@ -149,19 +210,38 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transactions", type=int, default=30)
     parser.add_argument("--resources", type=int, default=100_000)
+    parser.add_argument("--batch-entries", type=int, default=1000)
+    parser.add_argument("--batch-rounds", type=int, default=3)
+    parser.add_argument("--only", choices=["batch"], help="run only the batch vs transaction comparison")
+    parser.add_argument("--batch-concurrency", default="8,1",
+                        help="FHIR_BATCH_CONCURRENCY of each batch server compared (1 = one entry at a time)")
     args = parser.parse_args()
-    print(f"cores: {os.cpu_count()}")
+    print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp) / "db") as db:
         port = 18081
         base = f"http://127.0.0.1:{port}/fhir"
-        server = start_server(db.uri, port)
+        levels = [c.strip() for c in args.batch_concurrency.split(",")]
+        levels = ["8", *[c for c in levels if c != "8"]]
+        servers = {}
+        for n, level in enumerate(levels):
+            os.environ["FHIR_BATCH_CONCURRENCY"] = level
+            servers[level] = (start_server(db.uri, port + n), f"http://127.0.0.1:{port + n}/fhir")
         try:
-            wait_up(base)
-            bench_transactions(base, 3)  # warm-up
-            stats("server: 100-entry transaction", bench_transactions(base, args.transactions))
+            for _, url in servers.values():
+                wait_up(url)
+            if args.only != "batch":
+                bench_transactions(base, 3)  # warm-up
+                stats("server: 100-entry transaction", bench_transactions(base, args.transactions))
+            db_pid = db._process.pid if db._process else 0
+            bench_batch({level: url for level, (_, url) in servers.items()},
+                        {level: proc.pid for level, (proc, _) in servers.items()}, db_pid,
+                        args.batch_entries, args.batch_rounds)
         finally:
-            server.terminate()
-            server.wait(30)
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(30)
+        if args.only == "batch":
+            return
         stats("driver: 100+100 documents in one transaction", asyncio.run(raw_transactions(db.uri, args.transactions)))
         source = generate(Path(tmp), args.resources)
         env = {**os.environ, "MONGODB_URI": db.uri, "FHIR_DATABASE": "bench_load", "FHIR_AUTH_DISABLED": "1"}

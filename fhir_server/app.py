@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -14,31 +16,51 @@ from fastapi import FastAPI
 
 from fhir_server.api import errors as api_errors
 from fhir_server.api import openapi
+from fhir_server.api.health import Readiness, Supervised, build_health_router
 from fhir_server.api.routes import build_router
+from fhir_server.api.unavailable import DatabaseGate, DatabaseStatus
 from fhir_server.audit.completion import InteractionCompletion
 from fhir_server.auth.cors import install_cors
 from fhir_server.auth.routes import build_auth_router, build_well_known_router
 from fhir_server.config import Settings
 from fhir_server.services import auth_settings, build_services
 
+log = logging.getLogger(__name__)
 
-def create_app(settings: Settings, extra_interceptors: Sequence[object] = ()) -> FastAPI:
+# Shutdown's share of the 5 s budget for stopping the dispatcher, audit writer and client.
+CLOSE_TIMEOUT = 1.5
+
+
+def create_app(settings: Settings, extra_interceptors: Sequence[object] = (), *,
+               embedded: Supervised | None = None) -> FastAPI:
     """`extra_interceptors`: a deployment's own, registered at the order table's
-    "deployment" number beside the built-in ones."""
+    "deployment" number beside the built-in ones. `embedded`: the supervised embedded
+    database, if serve started one (the ready check reports it restarting before a ping
+    would time out)."""
     if not settings.mongodb_uri:
         raise ValueError("create_app needs settings.mongodb_uri (serve starts the embedded database)")
     # Built once: the routers and the services share these.
     auth = auth_settings(settings)
+    status = DatabaseStatus(embedded)
+    readiness = Readiness(status)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings, auth, extra_interceptors)
         app.state.services = services
+        readiness.indexes_built = True
         await services.start()
         try:
             yield
         finally:
-            await services.close()
+            readiness.stopping = True
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await services.close()
+            except TimeoutError:
+                # Shutdown must end: whatever was still running is abandoned, the database
+                # keeps what was committed (audit events wait in the write-ahead log).
+                log.warning("shutdown did not finish within %ss; exiting anyway", CLOSE_TIMEOUT)
 
     app = FastAPI(
         title="FHIR R4 care-coordination server",
@@ -47,12 +69,20 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = ()) ->
         redoc_url=None,
         openapi_url=f"{settings.path_prefix}/openapi.json",
     )
-    api_errors.install(app)
+    app.state.readiness = readiness
+    api_errors.install(app, retry_after=settings.retry_after)
     openapi.install(app)
+    if embedded is not None:
+        # Added before CORS, so that CORS wraps it: a browser can read the 503.
+        prefix = settings.path_prefix
+        app.add_middleware(DatabaseGate, status=status, prefixes=(f"{prefix}/", "/auth/"),
+                           exempt=(f"{prefix}/metadata", f"{prefix}/.well-known/"),
+                           retry_after=settings.retry_after)
     install_cors(app)
     # Runs INTERACTION_COMPLETE when a response starts (audit records before data leaves).
     app.add_middleware(InteractionCompletion, token_path="/auth/token")
     app.include_router(build_well_known_router(auth), prefix=settings.path_prefix)
     app.include_router(build_router(settings), prefix=settings.path_prefix)
     app.include_router(build_auth_router(auth), prefix="/auth")
+    app.include_router(build_health_router())
     return app

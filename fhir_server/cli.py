@@ -31,6 +31,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         base_url=base_url,
         mongodb_uri=getattr(args, "mongodb_uri", None),
         data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+        header_timeout=getattr(args, "header_timeout", None),
+        body_timeout=getattr(args, "body_timeout", None),
+        keep_alive_timeout=getattr(args, "keep_alive_timeout", None),
     )
     if (host or port) and not base_url and "FHIR_BASE_URL" not in os.environ:
         # The default base URL follows the address the server listens on.
@@ -73,24 +76,50 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise _Stopped()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+# How long the embedded database may take to stop when serve is interrupted while starting.
+DATABASE_STOP_TIMEOUT = 2.0
 
-    from fhir_server.app import create_app
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fhir_server import serving
+
+    settings = _settings(args)
+    try:
+        sock = serving.listen(settings.host, settings.port)
+    except serving.PortUnavailable as exc:
+        log.error("%s", exc)
+        return 2
+    from fhir_server.app import create_app  # after the port check: importing the app takes a while
 
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal with the
     # previous handler restored; these handlers turn that into an exception we clean up after.
     signal.signal(signal.SIGTERM, _raise_stopped)
     signal.signal(signal.SIGINT, _raise_stopped)
-    with _Database(_settings(args)) as settings:
-        log.info("FHIR endpoint: %s", settings.base_url)
-        try:
-            uvicorn.run(
-                create_app(settings), host=settings.host, port=settings.port,
-                log_level=args.log_level.lower(), access_log=args.access_log,
-            )
-        except _Stopped:
-            log.info("stopping")
+    database = _Database(settings)
+    try:
+        with database as settings:
+            log.info("FHIR endpoint: %s (listening on %s:%s)", settings.base_url, settings.host, settings.port)
+            embedded = database.embedded
+            server = serving.server(create_app(settings, embedded=embedded), settings,
+                                    log_level=args.log_level.lower(), access_log=args.access_log)
+            if embedded is not None:
+                embedded.supervise(lambda: setattr(server, "should_exit", True))
+            try:
+                server.run(sockets=[sock])
+            finally:
+                if embedded is not None:
+                    embedded.stop(server.remaining())
+            if embedded is not None and embedded.failed:
+                log.critical("the embedded database could not be restarted: exiting")
+                return 3
+            if not server.started:
+                return 1  # the application did not start; uvicorn logged why
+    except _Stopped:
+        log.info("stopped")
+        if database.embedded is not None:  # a signal while it was starting
+            database.embedded.stop(DATABASE_STOP_TIMEOUT)
+    finally:
+        sock.close()
     return 0
 
 
@@ -159,6 +188,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--base-url", help="public base URL (default http://HOST:PORT/fhir)")
     serve.add_argument("--log-level", default="INFO", help="debug, info, warning or error (default: info)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--header-timeout", type=float,
+                       help="seconds a client has to send a request's headers (FHIR_HEADER_TIMEOUT, 10)")
+    serve.add_argument("--body-timeout", type=float,
+                       help="seconds a client has to send a request's body (FHIR_BODY_TIMEOUT, 60)")
+    serve.add_argument("--keep-alive-timeout", type=float,
+                       help="seconds an idle keep-alive connection stays open (FHIR_KEEP_ALIVE_TIMEOUT, 5)")
     _database_flags(serve)
     serve.set_defaults(func=cmd_serve)
     load = sub.add_parser(

@@ -84,9 +84,22 @@ class Settings:
     # None: FHIR_AUTH_DISABLED decides (auth is on unless it says otherwise).
     auth_enabled: bool | None = None
     max_bundle_entries: int = 1000
+    # Batch entries on distinct resources run this many at a time (fhir_server/batch/batch.py).
+    batch_concurrency: int = 8
     default_page_size: int = 50
     max_page_size: int = 1000
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
+    # Connection timeouts (seconds): a client has this long to send a request's headers
+    # (from connecting, or from the first byte of a next request), then its body; an idle
+    # keep-alive connection is closed after keep_alive_timeout. Without them, connections
+    # that send partial headers or nothing at all are held forever.
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keep_alive_timeout: float = 5.0
+    # How long a request waits for an unreachable database before it is answered 503.
+    database_timeout: float = 2.0
+    # Retry-After (seconds) on a 503 while the database is unreachable.
+    retry_after: int = 5
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -113,9 +126,15 @@ class Settings:
             profiles_dir=Path(os.environ.get("FHIR_PROFILES_DIR", str(DEFAULT_PROFILES_DIR))),
             max_body_bytes=_env_int("FHIR_MAX_BODY_BYTES", cls.max_body_bytes),
             max_bundle_entries=_env_int("FHIR_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
+            batch_concurrency=max(1, _env_int("FHIR_BATCH_CONCURRENCY", cls.batch_concurrency)),
             default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", cls.max_page_size),
             subscriptions=SubscriptionSettings.from_env(),
+            header_timeout=_env_float("FHIR_HEADER_TIMEOUT", cls.header_timeout),
+            body_timeout=_env_float("FHIR_BODY_TIMEOUT", cls.body_timeout),
+            keep_alive_timeout=_env_float("FHIR_KEEP_ALIVE_TIMEOUT", cls.keep_alive_timeout),
+            database_timeout=_env_float("FHIR_DATABASE_TIMEOUT", cls.database_timeout),
+            retry_after=_env_int("FHIR_RETRY_AFTER", cls.retry_after),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]

@@ -151,6 +151,14 @@ class ServiceUnavailable(FhirError):
     default_code = "transient"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached (down, restarting): retry after a while."""
+
+    @classmethod
+    def after(cls, seconds: int) -> DatabaseUnavailable:
+        return cls("The database is unavailable; retry later", headers={"Retry-After": str(seconds)})
+
+
 class InternalError(FhirError):
     status = 500
     default_code = "exception"
@@ -162,6 +170,7 @@ STATUS_TABLE: dict[type[FhirError], int] = {
     for cls in (
         BadRequest, StructureInvalid, InvalidResource, Unauthorized, Forbidden, NotFound,
         NotSupported, MethodNotAllowed, NotAcceptable, Conflict, Gone, PreconditionFailed,
-        PayloadTooLarge, UnsupportedMediaType, TooManyRequests, ServiceUnavailable, InternalError,
+        PayloadTooLarge, UnsupportedMediaType, TooManyRequests, ServiceUnavailable, DatabaseUnavailable,
+        InternalError,
     )
 }

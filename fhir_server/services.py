@@ -66,10 +66,22 @@ class Services:
         await self.client.close()
 
 
+# A socket read may take this long before the driver gives up on the server (long searches
+# take seconds on the embedded database; a hung server must not hold a request forever).
+SOCKET_TIMEOUT_MS = 60_000
+
+
 def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     if not settings.mongodb_uri:
         raise ValueError("settings.mongodb_uri is not set (serve starts the embedded database)")
-    return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard")
+    # Without these, a request to a dead database waits 30 s for server selection and then
+    # answers 500; with them it is answered 503 (api/errors.py) within database_timeout.
+    timeout_ms = max(100, int(settings.database_timeout * 1000))
+    return AsyncMongoClient(
+        settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard",
+        serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=SOCKET_TIMEOUT_MS,
+    )
 
 
 def auth_settings(settings: Settings) -> AuthSettings:

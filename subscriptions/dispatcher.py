@@ -41,17 +41,26 @@ class Dispatcher:
         self.workers: dict[str, tuple[asyncio.Task[None], Worker]] = {}
         self.matcher_task: asyncio.Task[None] | None = None
         self._parsed: dict[str, tuple[int, Spec | None]] = {}
+        # True while run() loops (the ready check asks); _stopping ends the loop even if a
+        # cancellation were lost.
+        self.running = False
+        self._stopping = False
 
     async def run(self) -> None:
         settings = self.delivery.settings
-        while True:
-            try:
-                await self.scan()
-            except (PyMongoError, FhirError) as exc:
-                log.warning("subscription dispatcher scan failed: %s", exc)
-            await self.delivery.hub.wait_any(settings.scan_interval)
+        self.running = True
+        try:
+            while not self._stopping:
+                try:
+                    await self.scan()
+                except (PyMongoError, FhirError) as exc:
+                    log.warning("subscription dispatcher scan failed: %s", exc)
+                await self.delivery.hub.wait_any(settings.scan_interval)
+        finally:
+            self.running = False
 
     async def stop(self) -> None:
+        self._stopping = True
         tasks = [t for t, _ in self.workers.values()]
         if self.matcher_task is not None:
             tasks.append(self.matcher_task)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from fhir_server.errors import FhirError, InternalError, Issue, operation_outcome
+from fhir_server.errors import DatabaseUnavailable, FhirError, InternalError, Issue, operation_outcome
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,18 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return outcome_response(InternalError("Internal server error"))
 
 
-def install(app: FastAPI) -> None:
+def _database_unavailable(retry_after: int) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        # The database is down or restarting (the driver could not reach it in time): a
+        # transient condition, not a bug. Nothing was acknowledged, so the client may retry.
+        log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return outcome_response(DatabaseUnavailable.after(retry_after))
+    return handler
+
+
+def install(app: FastAPI, *, retry_after: int = 5) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(ConnectionFailure, _database_unavailable(retry_after))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -30,11 +30,12 @@ async def batch_or_transaction(request: Request) -> Response:
         raise BadRequest(f"Bundle.type must be batch or transaction, not '{str(kind)[:40]}'",
                          expression=("Bundle.type",))
     context = await request_context(request, interaction=kind)
-    entries = parse_entries(body, svc.settings.base_url, svc.settings.max_bundle_entries)
+    entries = parse_entries(body, svc.settings.base_url, svc.settings.max_bundle_entries,
+                            per_entry_errors=kind == "batch")
     dispatcher = Dispatcher(request.app, request, svc.settings.base_url)
     try:
         if kind == "batch":
-            responses = await run_batch(entries, dispatcher)
+            responses = await run_batch(entries, dispatcher, svc.settings.batch_concurrency)
         else:
             responses = await Transaction(svc.repository, context, entries).run(dispatcher)
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import http
+import logging
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -17,12 +18,16 @@ from starlette.requests import Request
 from starlette.types import ASGIApp
 
 from fhir_server import fhirjson
-from fhir_server.batch.entries import Entry
+from fhir_server.batch.entries import Entry, relative_url
 from fhir_server.datetimes import DateFormatError, parse_range
-from fhir_server.errors import BadRequest
+from fhir_server.errors import BadRequest, FhirError
 from fhir_server.storage.documents import format_instant, http_date
 
 PASSED_THROUGH = ("authorization", "x-purpose-of-use", "prefer")
+
+# httpx logs every request at INFO: for in-process batch entries that is a line per entry,
+# noise beside the server's own request log. Its warnings still show.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def status_line(code: int) -> str:
@@ -54,6 +59,12 @@ def entry_response(code: int, headers: httpx.Headers | dict[str, str], body: byt
     return out
 
 
+def error_response(error: FhirError) -> dict[str, Any]:
+    """The entry answer of an error raised before or instead of running the entry."""
+    headers = {"content-type": "application/fhir+json", **{k.lower(): v for k, v in error.headers.items()}}
+    return entry_response(error.status, headers, fhirjson.dumps(error.to_outcome()))
+
+
 def _patch_body(entry: Entry) -> bytes:
     """A PATCH entry carries its JSON Patch as a Binary resource (FHIR R4 http.html#patch)."""
     resource = entry.resource or {}
@@ -75,6 +86,7 @@ def _http_date(instant: str | None) -> str | None:
 class Dispatcher:
     def __init__(self, app: ASGIApp, request: Request, base_url: str) -> None:
         self.base_url = base_url
+        self.prefix = httpx.URL(base_url).path.rstrip("/")
         self.headers = {k: v for k, v in request.headers.items() if k in PASSED_THROUGH}
         self.headers["accept"] = "application/fhir+json"
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
@@ -83,6 +95,14 @@ class Dispatcher:
         await self.client.aclose()
 
     async def run(self, entry: Entry) -> dict[str, Any]:
+        try:
+            return await self._run(entry)
+        except FhirError as error:
+            return error_response(error)
+
+    async def _run(self, entry: Entry) -> dict[str, Any]:
+        if entry.error is not None:
+            raise entry.error
         headers = dict(self.headers)
         for header, value in (("if-match", entry.if_match), ("if-none-match", entry.if_none_match),
                               ("if-modified-since", _http_date(entry.if_modified_since)),
@@ -96,6 +116,11 @@ class Dispatcher:
         elif entry.resource is not None:
             content = fhirjson.dumps(entry.resource)
             headers["content-type"] = "application/fhir+json"
-        url = entry.url if not entry.url.startswith(self.base_url) else entry.url[len(self.base_url):]
-        reply = await self.client.request(entry.method, "/" + url.lstrip("/"), content=content, headers=headers)
+        path = "/" + relative_url(entry.url, self.base_url, entry.where)
+        request = self.client.build_request(entry.method, path, content=content, headers=headers)
+        if not (request.url.path + "/").startswith(self.prefix + "/"):
+            # relative_url refused every way out already; this guards the URL join itself.
+            raise BadRequest(f"{entry.where}: request.url resolves outside this server's base",
+                             expression=(f"{entry.where}.request.url",))
+        reply = await self.client.send(request)
         return entry_response(reply.status_code, reply.headers, reply.content)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from fhir_server.errors import BadRequest, NotSupported
+from fhir_server.errors import BadRequest, FhirError, NotSupported, PayloadTooLarge
 from fhir_server.resource_types import STORED, is_valid_id
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -33,22 +34,59 @@ class Entry:
     target_id: str | None = None
     skip_write: bool = False
     outcome: dict[str, Any] = field(default_factory=dict)
+    # A batch entry that could not be parsed: it is answered with this error and never run.
+    error: FhirError | None = None
 
     @property
     def where(self) -> str:
         return f"Bundle.entry[{self.index}]"
 
 
-def _relative(url: str, base_url: str) -> str:
+# A URI scheme ("https:", "urn:", "file:"): the entry names an absolute URL.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+# Characters no entry URL carries (controls, backslashes), and none its path does once
+# percent-decoded (those and spaces); a query may well hold an encoded space.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+_FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def _outside(where: str, url: str, why: str) -> BadRequest:
+    return BadRequest(f"{where}: request.url '{url[:120]}' {why}; entry URLs are resolved "
+                      "strictly inside this server's base", code="invalid",
+                      expression=(f"{where}.request.url",))
+
+
+def relative_url(url: str, base_url: str, where: str) -> str:
+    """The entry URL as a path (with query) relative to [base], or BadRequest when it would
+    leave [base]: another host or base, a network-path `//host`, dot segments (also as
+    `%2e`), encoded slashes or backslashes, control characters."""
+    if _FORBIDDEN.search(url) or _FORBIDDEN_IN_PATH.search(unquote(url.split("?", 1)[0])):
+        raise _outside(where, url, "contains a backslash, space or control character")
     if url.startswith(base_url + "/"):
-        return url[len(base_url) + 1:]
-    return url.lstrip("/")
+        url = url[len(base_url) + 1:]
+    elif url == base_url:
+        url = ""
+    elif _SCHEME.match(url.split("?", 1)[0]):
+        raise _outside(where, url, f"is an absolute URL outside {base_url}")
+    elif url.startswith("//"):
+        raise _outside(where, url, "is a network-path reference")
+    path = url.removeprefix("/").split("?", 1)[0]
+    segments = path.split("/")
+    for n, segment in enumerate(segments):
+        decoded = unquote(segment)
+        if decoded in (".", ".."):
+            raise _outside(where, url, "has a dot segment")
+        if "/" in decoded:
+            raise _outside(where, url, "has an encoded slash")
+        if not segment and 0 < n < len(segments) - 1:
+            raise _outside(where, url, "has an empty path segment")
+    return url.removeprefix("/")
 
 
 def parse_url(url: str, base_url: str, where: str) -> tuple[str | None, str | None, str | None,
                                                             list[tuple[str, str]]]:
     """Splits an entry's request.url into (type, id, version, params)."""
-    parts = urlsplit(_relative(url, base_url))
+    parts = urlsplit(relative_url(url, base_url, where))
     params = parse_qsl(parts.query, keep_blank_values=True)
     segments = [s for s in parts.path.split("/") if s]
     if not segments:
@@ -64,42 +102,83 @@ def parse_url(url: str, base_url: str, where: str) -> tuple[str | None, str | No
     return resource_type, resource_id, version, params
 
 
-def parse_entries(bundle: dict[str, Any], base_url: str, max_entries: int) -> list[Entry]:
+def check_unique_full_urls(raw_entries: list[Any]) -> None:
+    """bdl-7: fullUrl must be unique in a Bundle, or else entries with the same fullUrl must
+    have different meta.versionId (history Bundles, which are never POSTed, are exempt)."""
+    seen: dict[tuple[str, Any], int] = {}
+    duplicates: list[str] = []
+    for i, raw in enumerate(raw_entries):
+        if not isinstance(raw, dict) or not isinstance(raw.get("fullUrl"), str):
+            continue
+        resource = raw.get("resource")
+        meta = resource.get("meta") if isinstance(resource, dict) else None
+        version = meta.get("versionId") if isinstance(meta, dict) else None
+        key = (raw["fullUrl"], version if isinstance(version, str) else None)
+        if key in seen:
+            duplicates.append(f"Bundle.entry[{seen[key]}] and Bundle.entry[{i}] both have fullUrl "
+                              f"'{key[0][:120]}'")
+        else:
+            seen[key] = i
+    if duplicates:
+        raise BadRequest("; ".join(duplicates[:10]) + " (bdl-7: fullUrl must be unique in a Bundle, "
+                         "or else entries with the same fullUrl must have different meta.versionId)",
+                         code="invariant", expression=("Bundle.entry.fullUrl",))
+
+
+def parse_entries(bundle: dict[str, Any], base_url: str, max_entries: int, *,
+                  per_entry_errors: bool = False) -> list[Entry]:
+    """The Bundle's entries, checked. A problem with one entry fails the whole Bundle (a
+    transaction), or with `per_entry_errors` (a batch) only that entry, which carries it."""
     raw_entries = bundle.get("entry", [])
     if not isinstance(raw_entries, list):
         raise BadRequest("Bundle.entry must be an array")
     if len(raw_entries) > max_entries:
-        from fhir_server.errors import PayloadTooLarge
-
         raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; the limit is {max_entries}")
+    check_unique_full_urls(raw_entries)
     entries: list[Entry] = []
     for i, raw in enumerate(raw_entries):
-        where = f"Bundle.entry[{i}]"
-        if not isinstance(raw, dict):
-            raise BadRequest(f"{where} is not an object")
-        request = raw.get("request")
-        if not isinstance(request, dict):
-            raise BadRequest(f"{where} has no request", code="required", expression=(f"{where}.request",))
-        method = request.get("method")
-        url = request.get("url")
-        if method not in METHODS or not isinstance(url, str) or not url:
-            raise BadRequest(f"{where}.request needs a method ({', '.join(METHODS)}) and a url",
-                             expression=(f"{where}.request",))
-        resource = raw.get("resource")
-        if resource is not None and not isinstance(resource, dict):
-            raise BadRequest(f"{where}.resource is not a resource")
-        resource_type, resource_id, version, params = parse_url(url, base_url, where)
-        if method in ("POST", "PUT") and resource is None:
-            raise BadRequest(f"{where}: {method} needs a resource", code="required")
-        if resource is not None and method in ("POST", "PUT") and resource.get("resourceType") != resource_type:
-            raise BadRequest(f"{where}: the resource's type does not match request.url",
-                             expression=(f"{where}.resource.resourceType",))
-        full_url = raw.get("fullUrl")
-        entries.append(Entry(
-            index=i, method=method, url=url, resource_type=resource_type, resource_id=resource_id,
-            version=version, params=params,
-            full_url=full_url if isinstance(full_url, str) else None, resource=resource,
-            if_match=request.get("ifMatch"), if_none_match=request.get("ifNoneMatch"),
-            if_modified_since=request.get("ifModifiedSince"), if_none_exist=request.get("ifNoneExist"),
-        ))
+        try:
+            entries.append(_parse_entry(i, raw, base_url))
+        except FhirError as error:
+            if not per_entry_errors:
+                raise
+            request = raw.get("request") if isinstance(raw, dict) else None
+            request = request if isinstance(request, dict) else {}
+            method, url = request.get("method"), request.get("url")
+            entries.append(Entry(
+                index=i, method=method if isinstance(method, str) else "", url=url if isinstance(url, str) else "",
+                resource_type=None, resource_id=None, version=None, params=[], full_url=None,
+                resource=None, error=error,
+            ))
     return entries
+
+
+def _parse_entry(i: int, raw: Any, base_url: str) -> Entry:
+    where = f"Bundle.entry[{i}]"
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{where} is not an object")
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        raise BadRequest(f"{where} has no request", code="required", expression=(f"{where}.request",))
+    method = request.get("method")
+    url = request.get("url")
+    if method not in METHODS or not isinstance(url, str) or not url:
+        raise BadRequest(f"{where}.request needs a method ({', '.join(METHODS)}) and a url",
+                         expression=(f"{where}.request",))
+    resource = raw.get("resource")
+    if resource is not None and not isinstance(resource, dict):
+        raise BadRequest(f"{where}.resource is not a resource")
+    resource_type, resource_id, version, params = parse_url(url, base_url, where)
+    if method in ("POST", "PUT") and resource is None:
+        raise BadRequest(f"{where}: {method} needs a resource", code="required")
+    if resource is not None and method in ("POST", "PUT") and resource.get("resourceType") != resource_type:
+        raise BadRequest(f"{where}: the resource's type does not match request.url",
+                         expression=(f"{where}.resource.resourceType",))
+    full_url = raw.get("fullUrl")
+    return Entry(
+        index=i, method=method, url=url, resource_type=resource_type, resource_id=resource_id,
+        version=version, params=params,
+        full_url=full_url if isinstance(full_url, str) else None, resource=resource,
+        if_match=request.get("ifMatch"), if_none_match=request.get("ifNoneMatch"),
+        if_modified_since=request.get("ifModifiedSince"), if_none_exist=request.get("ifNoneExist"),
+    )
