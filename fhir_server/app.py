@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -21,10 +22,15 @@ from fhir_server.auth.routes import build_auth_router, build_well_known_router
 from fhir_server.config import Settings
 from fhir_server.services import auth_settings, build_services
 
+if TYPE_CHECKING:
+    from workflows.engine import Workflow
 
-def create_app(settings: Settings, extra_interceptors: Sequence[object] = ()) -> FastAPI:
+
+def create_app(settings: Settings, extra_interceptors: Sequence[object] = (),
+               workflows: Sequence[Workflow] = ()) -> FastAPI:
     """`extra_interceptors`: a deployment's own, registered at the order table's
-    "deployment" number beside the built-in ones."""
+    "deployment" number beside the built-in ones. `workflows`: a deployment's own workflows
+    (workflows.Workflow), run by the engine (docs/workflows.md)."""
     if not settings.mongodb_uri:
         raise ValueError("create_app needs settings.mongodb_uri (serve starts the embedded database)")
     # Built once: the routers and the services share these.
@@ -32,7 +38,7 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = ()) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings, auth, extra_interceptors)
+        services = await build_services(settings, auth, extra_interceptors, workflows)
         app.state.services = services
         await services.start()
         try:

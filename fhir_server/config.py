@@ -68,6 +68,33 @@ class SubscriptionSettings:
 
 
 @dataclass(frozen=True)
+class WorkflowSettings:
+    """The coordination engine (docs/workflows.md). On by default; it does nothing until a
+    deployment registers a workflow."""
+
+    enabled: bool = True
+    # The definitions file (durations, targets per organization); None: profiles/workflows.yaml.
+    definitions: Path | None = None
+    # The engine's identity in Provenance ("Device/coordination-engine" is created at start-up
+    # when Device is a stored type); "" names it by display only.
+    device: str = "Device/coordination-engine"
+    # How often an idle timer runner looks for due timers; how long a claimed timer is held.
+    timer_poll: float = 0.25
+    timer_lease: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> WorkflowSettings:
+        definitions = os.environ.get("FHIR_WORKFLOW_DEFINITIONS")
+        return cls(
+            enabled=os.environ.get("FHIR_WORKFLOWS", "1") not in ("0", "false"),
+            definitions=Path(definitions) if definitions else None,
+            device=os.environ.get("FHIR_WORKFLOW_DEVICE", cls.device),
+            timer_poll=_env_float("FHIR_WORKFLOW_TIMER_POLL", cls.timer_poll),
+            timer_lease=_env_float("FHIR_WORKFLOW_TIMER_LEASE", cls.timer_lease),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -87,6 +114,7 @@ class Settings:
     default_page_size: int = 50
     max_page_size: int = 1000
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
+    workflows: WorkflowSettings = field(default_factory=WorkflowSettings)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -116,6 +144,7 @@ class Settings:
             default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", cls.max_page_size),
             subscriptions=SubscriptionSettings.from_env(),
+            workflows=WorkflowSettings.from_env(),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]
