@@ -1,0 +1,119 @@
+"""Exactly once in effect: a workflow's writes survive redelivery, restart and a second process
+without doubling (counted by their identifiers), over the real server and database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from fhir_server.context import RequestContext
+from fhir_server.services import Services, build_services
+from subscriptions.channels import Notification
+from tests.conftest import RunningServer, free_port
+from tests.workflows.toy import NAME, ThankRequester, completed_task, effect_values, fast_settings, unique
+from workflows import EFFECT_SYSTEM
+
+Doc = dict[str, Any]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def communications(api: httpx.Client, task_id: str) -> list[Doc]:
+    bundle = api.get("/Communication", params={"based-on": f"Task/{task_id}", "_count": "100"}).json()
+    return [e["resource"] for e in bundle.get("entry", [])]
+
+
+def create_task(api: httpx.Client) -> str:
+    response = api.post("/Task", json=completed_task(unique()))
+    assert response.status_code == 201, response.text
+    task_id: str = response.json()["id"]
+    return task_id
+
+
+async def redeliver(services: Services, task_id: str, times: int) -> None:
+    """Hands the workflow the event of Task/<id> version 1 again, as a redelivery would."""
+    assert services.workflows is not None
+    stored = await services.repository.read(RequestContext.system(services.settings.base_url), "Task", task_id)
+    note = Notification(f"in-process-{NAME}", None, 1, datetime.now(UTC), "create", "Task",
+                        f"Task/{task_id}", stored.resource)
+    workflow = services.workflows.workflows[NAME]
+    for _ in range(times):
+        await services.workflows.handle(workflow, note)
+
+
+def test_a_redelivered_event_doubles_no_effect(mongodb_uri: str) -> None:
+    settings = fast_settings(mongodb_uri, unique("fhir_wf_"))
+    workflow = ThankRequester(fail_after_effect=2)  # no acknowledgement twice: delivered 3 times
+    with RunningServer(settings, workflows=[workflow]), httpx.Client(base_url=settings.base_url, timeout=30) as api:
+        task_id = create_task(api)
+        wait_for(lambda: workflow.calls >= 3)
+
+        async def again() -> None:
+            services = await build_services(settings, workflows=[ThankRequester()])
+            try:
+                await redeliver(services, task_id, 2)
+            finally:
+                await services.close()
+
+        asyncio.run(again())
+        found = communications(api, task_id)
+        assert effect_values(found) == [f"{NAME}/Task/{task_id}/_history/1/1"]
+        assert found[0]["recipient"][0]["reference"].startswith("Practitioner/")
+        # The effect's Provenance: the engine acted, because of that version of the Task.
+        provenance = api.get("/Provenance", params={"target": f"Communication/{found[0]['id']}"}).json()["entry"]
+        assert len(provenance) == 1
+        record = provenance[0]["resource"]
+        assert record["entity"] == [{"role": "source", "what": {"reference": f"Task/{task_id}/_history/1"}}]
+        assert record["agent"][0]["who"] == {"display": f"coordination engine ({NAME})"}
+        audit = api.get("/AuditEvent", params={"entity": f"Communication/{found[0]['id']}"}).json()
+        assert len(audit["entry"]) == 1  # an AuditEvent per effect, none for the matched re-creates
+
+
+def test_a_restart_between_effect_and_acknowledgement_doubles_nothing(mongodb_uri: str) -> None:
+    settings = fast_settings(mongodb_uri, unique("fhir_wf_"))
+    crashing = ThankRequester(hang_after_effect=True)
+    with RunningServer(settings, workflows=[crashing]), httpx.Client(base_url=settings.base_url, timeout=30) as api:
+        task_id = create_task(api)
+        wait_for(lambda: crashing.calls == 1)  # the effect is written; no acknowledgement ever
+    restarted = ThankRequester()
+    with RunningServer(settings, workflows=[restarted]), httpx.Client(base_url=settings.base_url, timeout=30) as api:
+        wait_for(lambda: restarted.calls >= 1)  # the event came again after the restart
+        assert effect_values(communications(api, task_id)) == [f"{NAME}/Task/{task_id}/_history/1/1"]
+
+
+def test_two_server_processes_write_each_effect_once(mongodb_uri: str) -> None:
+    settings = fast_settings(mongodb_uri, unique("fhir_wf_"))
+    first, second = ThankRequester(), ThankRequester()
+    port = free_port()
+    settings_b = settings.with_(port=port, base_url=f"http://127.0.0.1:{port}/fhir")
+    with RunningServer(settings, workflows=[first]), RunningServer(settings_b, workflows=[second]), \
+            httpx.Client(base_url=settings.base_url, timeout=30) as a, \
+            httpx.Client(base_url=settings_b.base_url, timeout=30) as b:
+        ids = [create_task(api) for api in (a, b) * 5]
+        wait_for(lambda: all(len(communications(a, i)) == 1 for i in ids))
+
+        async def both_at_once() -> None:
+            # Two more processes handle the same events at the same moment.
+            one = await build_services(settings, workflows=[ThankRequester()])
+            two = await build_services(settings_b, workflows=[ThankRequester()])
+            try:
+                await asyncio.gather(*(redeliver(s, i, 1) for i in ids for s in (one, two)))
+            finally:
+                await one.close()
+                await two.close()
+
+        asyncio.run(both_at_once())
+        values = [v for i in ids for v in effect_values(communications(b, i))]
+        assert sorted(values) == sorted(f"{NAME}/Task/{i}/_history/1/1" for i in ids)
+        everything = a.get("/Communication", params={"identifier": f"{EFFECT_SYSTEM}|", "_count": "100"}).json()
+        assert len(everything.get("entry", [])) == len(ids)
