@@ -4,8 +4,6 @@ without doubling (counted by their identifiers), over the real server and databa
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,29 +13,19 @@ from fhir_server.context import RequestContext
 from fhir_server.services import Services, build_services
 from subscriptions.channels import Notification
 from tests.conftest import RunningServer, free_port
-from tests.workflows.toy import NAME, ThankRequester, completed_task, effect_values, fast_settings, unique
+from tests.workflows.toy import (
+    NAME,
+    ThankRequester,
+    communications,
+    create_task,
+    effect_values,
+    fast_settings,
+    unique,
+    wait_for,
+)
 from workflows import EFFECT_SYSTEM
 
 Doc = dict[str, Any]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def communications(api: httpx.Client, task_id: str) -> list[Doc]:
-    bundle = api.get("/Communication", params={"based-on": f"Task/{task_id}", "_count": "100"}).json()
-    return [e["resource"] for e in bundle.get("entry", [])]
-
-
-def create_task(api: httpx.Client) -> str:
-    response = api.post("/Task", json=completed_task(unique()))
-    assert response.status_code == 201, response.text
-    task_id: str = response.json()["id"]
-    return task_id
 
 
 async def redeliver(services: Services, task_id: str, times: int) -> None:

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, ClassVar
+
+import httpx
 
 from fhir_server.config import Settings, SubscriptionSettings, WorkflowSettings
 from tests.conftest import make_settings
@@ -77,3 +81,22 @@ class ThankRequester(Workflow):
 
 def effect_values(communications: list[Doc]) -> list[str]:
     return [i["value"] for c in communications for i in c.get("identifier", []) if i.get("system") == EFFECT_SYSTEM]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def communications(api: httpx.Client, task_id: str) -> list[Doc]:
+    bundle = api.get("/Communication", params={"based-on": f"Task/{task_id}", "_count": "100"}).json()
+    return [e["resource"] for e in bundle.get("entry", [])]
+
+
+def create_task(api: httpx.Client) -> str:
+    response = api.post("/Task", json=completed_task(unique()))
+    assert response.status_code == 201, response.text
+    task_id: str = response.json()["id"]
+    return task_id
