@@ -89,13 +89,18 @@ def auth_settings(settings: Settings) -> AuthSettings:
     return AuthSettings.from_env(settings, enabled=settings.auth_enabled)
 
 
-def build_engine(settings: Settings, database: Database, repository: Repository,
-                 subscriptions: SubscriptionService, workflows: Sequence[Workflow]) -> Engine | None:
-    """The workflow engine, its definitions validated now (a wrong file stops start-up)."""
+def load_definitions(settings: Settings) -> Definitions | None:
+    """The workflow definitions, validated (a wrong file stops start-up); None: engine off."""
     w = settings.workflows
-    if not w.enabled:
+    return Definitions.load(w.definitions or settings.profiles_dir / "workflows.yaml") if w.enabled else None
+
+
+def build_engine(settings: Settings, definitions: Definitions | None, database: Database,
+                 repository: Repository, subscriptions: SubscriptionService,
+                 workflows: Sequence[Workflow]) -> Engine | None:
+    if definitions is None:
         return None
-    definitions = Definitions.load(w.definitions or settings.profiles_dir / "workflows.yaml")
+    w = settings.workflows
     timers = Timers(database.db, timedelta(seconds=w.timer_lease))
     return Engine(w, settings.base_url, repository, subscriptions, timers, definitions, workflows)
 
@@ -105,6 +110,7 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
     """Builds every object (no I/O yet: see `Services.prepare`). `auth`: the application's
     auth settings when it has built them for its routers already."""
     auth = auth if auth is not None else auth_settings(settings)
+    definitions = load_definitions(settings)  # before any connection: a wrong file leaks nothing
     client = connect(settings)
     database = Database(client, settings.database)
     search = SearchEngine(settings)
@@ -130,7 +136,7 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
         structure=structure,
         subscriptions=subscriptions,
         audit=interceptors.audit,
-        workflows=build_engine(settings, database, repository, subscriptions, workflows),
+        workflows=build_engine(settings, definitions, database, repository, subscriptions, workflows),
     )
 
 

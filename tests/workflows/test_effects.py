@@ -17,6 +17,7 @@ from tests.workflows.toy import (
     NAME,
     ThankRequester,
     communications,
+    completed_task,
     create_task,
     effect_values,
     fast_settings,
@@ -105,3 +106,12 @@ def test_two_server_processes_write_each_effect_once(mongodb_uri: str) -> None:
         assert sorted(values) == sorted(f"{NAME}/Task/{i}/_history/1/1" for i in ids)
         everything = a.get("/Communication", params={"identifier": f"{EFFECT_SYSTEM}|", "_count": "100"}).json()
         assert len(everything.get("entry", [])) == len(ids)
+
+
+def test_with_no_workflow_registered_the_engine_does_nothing(server: RunningServer, client: httpx.Client) -> None:
+    services = server.server.config.app.state.services  # type: ignore[attr-defined]
+    assert services.workflows is not None and services.workflows.workflows == {}
+    assert services.workflows.runner._task is None  # no timer polling
+    assert client.get("/Subscription").json()["total"] == 0
+    assert client.post("/Task", json=completed_task(unique())).status_code == 201
+    assert client.get("/Communication").json()["total"] == 0
