@@ -81,11 +81,16 @@ class WorkflowSettings:
     # How often an idle timer runner looks for due timers; how long a claimed timer is held.
     timer_poll: float = 0.25
     timer_lease: float = 30.0
+    # A deployment's workflows by name, "package.module:factory" (the factory answers a
+    # Workflow or a list of them), beside those handed to create_app.
+    modules: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> WorkflowSettings:
         definitions = os.environ.get("FHIR_WORKFLOW_DEFINITIONS")
+        modules = os.environ.get("FHIR_WORKFLOW_MODULES", "")
         return cls(
+            modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
             enabled=os.environ.get("FHIR_WORKFLOWS", "1") not in ("0", "false"),
             definitions=Path(definitions) if definitions else None,
             device=os.environ.get("FHIR_WORKFLOW_DEVICE", cls.device),

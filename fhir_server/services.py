@@ -32,7 +32,7 @@ from fhir_server.validation import Validator, structure
 from interceptors.registry import build_interceptors
 from subscriptions.service import SubscriptionService, subscription_indexes
 from workflows.definitions import Definitions
-from workflows.engine import Engine, Workflow
+from workflows.engine import Engine, Workflow, load_workflows
 from workflows.timers import Timers, timer_indexes
 
 
@@ -102,7 +102,8 @@ def build_engine(settings: Settings, definitions: Definitions | None, database: 
         return None
     w = settings.workflows
     timers = Timers(database.db, timedelta(seconds=w.timer_lease))
-    return Engine(w, settings.base_url, repository, subscriptions, timers, definitions, workflows)
+    return Engine(w, settings.base_url, repository, subscriptions, timers, definitions,
+                  [*workflows, *load_workflows(w.modules)])
 
 
 def assemble(settings: Settings, auth: AuthSettings | None = None,

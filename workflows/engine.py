@@ -14,8 +14,9 @@ timer key): effects are therefore exactly once however often either arrives.
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -76,6 +77,24 @@ class Workflow:
 
     async def on_timer(self, timer: Timer, effects: Effects) -> None:
         """A timer this workflow scheduled is due (`effects.schedule`)."""
+
+
+def load_workflows(specs: Iterable[str]) -> list[Workflow]:
+    """Workflows named "package.module:factory" (FHIR_WORKFLOW_MODULES); the factory answers
+    a Workflow or a list of them. A wrong name stops start-up, naming it."""
+    found: list[Workflow] = []
+    for spec in specs:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ValueError(f"workflow module {spec!r}: {exc}") from None
+        made = factory()
+        for workflow in made if isinstance(made, list | tuple) else [made]:
+            if not isinstance(workflow, Workflow):
+                raise ValueError(f"workflow module {spec!r} made {type(workflow).__name__}, not a Workflow")
+            found.append(workflow)
+    return found
 
 
 DEVICE_ID = "coordination-engine"

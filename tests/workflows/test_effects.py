@@ -4,15 +4,19 @@ without doubling (counted by their identifiers), over the real server and databa
 from __future__ import annotations
 
 import asyncio
+import signal
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
+from pymongo import MongoClient
 
 from fhir_server.context import RequestContext
 from fhir_server.services import Services, build_services
 from subscriptions.channels import Notification
 from tests.conftest import RunningServer, free_port
+from tests.subscriptions.test_durability import ServerProcess
 from tests.workflows.toy import (
     NAME,
     ThankRequester,
@@ -115,3 +119,32 @@ def test_with_no_workflow_registered_the_engine_does_nothing(server: RunningServ
     assert client.get("/Subscription").json()["total"] == 0
     assert client.post("/Task", json=completed_task(unique())).status_code == 201
     assert client.get("/Communication").json()["total"] == 0
+
+
+def test_sigkill_between_effect_and_acknowledgement_doubles_nothing(
+        mongodb_uri: str, monkeypatch: pytest.MonkeyPatch, mongo: MongoClient[Doc]) -> None:
+    """A real server process (`fhir-server serve`, its workflow named by FHIR_WORKFLOW_MODULES)
+    writes the effect and is SIGKILLed before acknowledging; a restarted server gets the event
+    again and writes nothing more."""
+    settings = fast_settings(mongodb_uri, unique("fhir_wf_kill_"))
+    monkeypatch.setenv("FHIR_WORKFLOW_MODULES", "tests.workflows.toy:killed_after_effect")
+    process = ServerProcess(mongodb_uri, settings.database, free_port())
+    try:
+        try:
+            response = httpx.post(f"{process.base_url}/Task", json=completed_task(unique()), timeout=30)
+            assert response.status_code == 201
+        except httpx.HTTPError:
+            pass  # killed before it answered: the Task is committed all the same
+        process.process.wait(30)
+        assert process.process.returncode == -signal.SIGKILL
+    finally:
+        process.stop()
+    assert mongo[settings.database]["Communication"].count_documents({}) == 1  # the effect, before its ack
+    monkeypatch.delenv("FHIR_WORKFLOW_MODULES")
+    restarted = ThankRequester()
+    with RunningServer(settings, workflows=[restarted]), httpx.Client(base_url=settings.base_url, timeout=30) as api:
+        tasks = api.get("/Task").json()["entry"]
+        assert len(tasks) == 1
+        task_id = tasks[0]["resource"]["id"]
+        wait_for(lambda: restarted.calls >= 1)  # redelivered after the dead process's lease
+        assert effect_values(communications(api, task_id)) == [f"{NAME}/Task/{task_id}/_history/1/1"]

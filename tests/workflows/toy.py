@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -45,7 +47,8 @@ class ThankRequester(Workflow):
     criteria: ClassVar[str | None] = "Task?status=completed"
 
     def __init__(self, *, hang_after_effect: bool = False, fail_after_effect: int = 0,
-                 remind_after: timedelta | None = None) -> None:
+                 remind_after: timedelta | None = None, kill_after_effect: bool = False) -> None:
+        self.kill_after_effect = kill_after_effect
         self.hang_after_effect = hang_after_effect  # a crash between effect and acknowledgement
         self.fail_after_effect = fail_after_effect  # raise (no acknowledgement) this many times
         self.remind_after = remind_after
@@ -67,6 +70,8 @@ class ThankRequester(Workflow):
         self.effected.set()
         if self.hang_after_effect:
             await asyncio.Event().wait()
+        if self.kill_after_effect:
+            os.kill(os.getpid(), signal.SIGKILL)  # dies between the effect and the acknowledgement
         if self.fail_after_effect:
             self.fail_after_effect -= 1
             raise RuntimeError("crashed before the acknowledgement")
@@ -77,6 +82,11 @@ class ThankRequester(Workflow):
             "resourceType": "Communication", "status": "completed",
             "basedOn": [{"reference": timer.payload["task"]}],
             "payload": [{"contentString": "Reminder"}]})
+
+
+def killed_after_effect() -> Workflow:
+    """For FHIR_WORKFLOW_MODULES=tests.workflows.toy:killed_after_effect (a server process)."""
+    return ThankRequester(kill_after_effect=True)
 
 
 def effect_values(communications: list[Doc]) -> list[str]:
