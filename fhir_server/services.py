@@ -102,8 +102,7 @@ def build_engine(settings: Settings, definitions: Definitions | None, database: 
         return None
     w = settings.workflows
     timers = Timers(database.db, timedelta(seconds=w.timer_lease))
-    return Engine(w, settings.base_url, repository, subscriptions, timers, definitions,
-                  [*workflows, *load_workflows(w.modules)])
+    return Engine(w, settings.base_url, repository, subscriptions, timers, definitions, workflows)
 
 
 def assemble(settings: Settings, auth: AuthSettings | None = None,
@@ -111,7 +110,10 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
     """Builds every object (no I/O yet: see `Services.prepare`). `auth`: the application's
     auth settings when it has built them for its routers already."""
     auth = auth if auth is not None else auth_settings(settings)
-    definitions = load_definitions(settings)  # before any connection: a wrong file leaks nothing
+    # Before any connection: a wrong definitions file or workflow name leaks nothing.
+    definitions = load_definitions(settings)
+    if definitions is not None:
+        workflows = [*workflows, *load_workflows(settings.workflows.modules)]
     client = connect(settings)
     database = Database(client, settings.database)
     search = SearchEngine(settings)

@@ -80,3 +80,17 @@ def test_the_server_does_not_start_with_a_wrong_definitions_file(mongodb_uri: st
         await services.close()
 
     asyncio.run(start())
+
+
+def test_a_workflow_module_that_does_not_import_stops_start_up(mongodb_uri: str) -> None:
+    settings = make_settings(mongodb_uri, workflows=WorkflowSettings(modules=("tests.workflows.toy:no_such_factory",)))
+    with pytest.raises(ValueError, match=r"^workflow module 'tests.workflows.toy:no_such_factory': "):
+        asyncio.run(build_services(settings))
+    named = make_settings(mongodb_uri, workflows=WorkflowSettings(modules=("tests.workflows.toy:killed_after_effect",)))
+
+    async def start() -> None:
+        services = await build_services(named)
+        assert services.workflows is not None and list(services.workflows.workflows) == ["thank-requester"]
+        await services.close()
+
+    asyncio.run(start())

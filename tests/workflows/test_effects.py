@@ -148,3 +148,24 @@ def test_sigkill_between_effect_and_acknowledgement_doubles_nothing(
         task_id = tasks[0]["resource"]["id"]
         wait_for(lambda: restarted.calls >= 1)  # redelivered after the dead process's lease
         assert effect_values(communications(api, task_id)) == [f"{NAME}/Task/{task_id}/_history/1/1"]
+
+
+def test_with_auth_on_the_effect_passes_the_access_decision_as_system(mongodb_uri: str) -> None:
+    """With SMART and Consent enforced, the engine's effects are the server's own work: the
+    access decision lets the SYSTEM principal write them, once."""
+    settings = fast_settings(mongodb_uri, unique("fhir_wf_auth_")).with_(auth_enabled=True)
+
+    async def scenario() -> None:
+        services = await build_services(settings, workflows=[ThankRequester()])
+        try:
+            assert services.auth.enabled
+            context = RequestContext.system(settings.base_url, "create")
+            task = (await services.repository.create(context, completed_task(unique()))).stored
+            await redeliver(services, task.id, 2)
+            query = services.search.parse("Communication", [("based-on", f"Task/{task.id}")])
+            page = await services.repository.search(RequestContext.system(settings.base_url, "search-type"), query)
+            assert effect_values([e.resource for e in page.entries]) == [f"{NAME}/Task/{task.id}/_history/1/1"]
+        finally:
+            await services.close()
+
+    asyncio.run(scenario())
