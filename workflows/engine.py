@@ -54,6 +54,14 @@ class Event:
         return None
 
     @property
+    def is_effect(self) -> bool:
+        """Whether the resource is some workflow's effect (a workflow listening to what
+        workflows write skips these, or it would answer its own effects)."""
+        identifiers = (self.resource or {}).get("identifier")
+        return isinstance(identifiers, list) and any(
+            isinstance(i, dict) and i.get("system") == EFFECT_SYSTEM for i in identifiers)
+
+    @property
     def id(self) -> str:
         """The trigger's id in effect identifiers: its version (the same on every delivery
         and on a recreated Subscription), else its number."""
