@@ -28,7 +28,7 @@ from tests.workflows.toy import (
     unique,
     wait_for,
 )
-from workflows import EFFECT_SYSTEM
+from workflows import EFFECT_SYSTEM, Event
 
 Doc = dict[str, Any]
 
@@ -165,6 +165,9 @@ def test_with_auth_on_the_effect_passes_the_access_decision_as_system(mongodb_ur
             query = services.search.parse("Communication", [("based-on", f"Task/{task.id}")])
             page = await services.repository.search(RequestContext.system(settings.base_url, "search-type"), query)
             assert effect_values([e.resource for e in page.entries]) == [f"{NAME}/Task/{task.id}/_history/1/1"]
+            effect = page.entries[0]
+            assert Event(2, "create", "Communication", f"Communication/{effect.id}", effect.resource).is_effect
+            assert not Event(1, "create", "Task", f"Task/{task.id}", task.resource).is_effect
         finally:
             await services.close()
 
