@@ -13,6 +13,7 @@ import pytest
 from pymongo import MongoClient
 
 from fhir_server.context import RequestContext
+from fhir_server.resource_types import STORED
 from fhir_server.services import Services, build_services
 from subscriptions.channels import Notification
 from tests.conftest import RunningServer, free_port
@@ -67,7 +68,12 @@ def test_a_redelivered_event_doubles_no_effect(mongodb_uri: str) -> None:
         assert len(provenance) == 1
         record = provenance[0]["resource"]
         assert record["entity"] == [{"role": "source", "what": {"reference": f"Task/{task_id}/_history/1"}}]
-        assert record["agent"][0]["who"] == {"display": f"coordination engine ({NAME})"}
+        # The engine's Device once Device is a stored type; until then, named by display.
+        engine = ({"reference": "Device/coordination-engine"} if "Device" in STORED
+                  else {"display": f"coordination engine ({NAME})"})
+        assert record["agent"][0]["who"] == engine
+        if "Device" in STORED:
+            assert api.get("/Device/coordination-engine").json()["deviceName"][0]["name"] == "coordination engine"
         audit = api.get("/AuditEvent", params={"entity": f"Communication/{found[0]['id']}"}).json()
         assert len(audit["entry"]) == 1  # an AuditEvent per effect, none for the matched re-creates
 
