@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -25,18 +26,22 @@ from fhir_server.auth.routes import build_auth_router, build_well_known_router
 from fhir_server.config import Settings
 from fhir_server.services import auth_settings, build_services
 
+if TYPE_CHECKING:
+    from workflows.engine import Workflow
+
 log = logging.getLogger(__name__)
 
 # Shutdown's share of the 5 s budget for stopping the dispatcher, audit writer and client.
 CLOSE_TIMEOUT = 1.5
 
 
-def create_app(settings: Settings, extra_interceptors: Sequence[object] = (), *,
-               embedded: Supervised | None = None) -> FastAPI:
+def create_app(settings: Settings, extra_interceptors: Sequence[object] = (),
+               workflows: Sequence[Workflow] = (), *, embedded: Supervised | None = None) -> FastAPI:
     """`extra_interceptors`: a deployment's own, registered at the order table's
-    "deployment" number beside the built-in ones. `embedded`: the supervised embedded
-    database, if serve started one (the ready check reports it restarting before a ping
-    would time out)."""
+    "deployment" number beside the built-in ones. `workflows`: a deployment's own workflows
+    (workflows.Workflow), run by the engine (docs/workflows.md). `embedded`: the supervised
+    embedded database, if serve started one (the ready check reports it restarting before a
+    ping would time out)."""
     if not settings.mongodb_uri:
         raise ValueError("create_app needs settings.mongodb_uri (serve starts the embedded database)")
     # Built once: the routers and the services share these.
@@ -46,7 +51,7 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = (), *,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings, auth, extra_interceptors)
+        services = await build_services(settings, auth, extra_interceptors, workflows)
         app.state.services = services
         readiness.indexes_built = True
         await services.start()

@@ -68,6 +68,38 @@ class SubscriptionSettings:
 
 
 @dataclass(frozen=True)
+class WorkflowSettings:
+    """The coordination engine (docs/workflows.md). On by default; it does nothing until a
+    deployment registers a workflow."""
+
+    enabled: bool = True
+    # The definitions file (durations, targets per organization); None: profiles/workflows.yaml.
+    definitions: Path | None = None
+    # The engine's identity in Provenance ("Device/coordination-engine" is created at start-up
+    # when Device is a stored type); "" names it by display only.
+    device: str = "Device/coordination-engine"
+    # How often an idle timer runner looks for due timers; how long a claimed timer is held.
+    timer_poll: float = 0.25
+    timer_lease: float = 30.0
+    # A deployment's workflows by name, "package.module:factory" (the factory answers a
+    # Workflow or a list of them), beside those handed to create_app.
+    modules: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls) -> WorkflowSettings:
+        definitions = os.environ.get("FHIR_WORKFLOW_DEFINITIONS")
+        modules = os.environ.get("FHIR_WORKFLOW_MODULES", "")
+        return cls(
+            modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
+            enabled=os.environ.get("FHIR_WORKFLOWS", "1") not in ("0", "false"),
+            definitions=Path(definitions) if definitions else None,
+            device=os.environ.get("FHIR_WORKFLOW_DEVICE", cls.device),
+            timer_poll=_env_float("FHIR_WORKFLOW_TIMER_POLL", cls.timer_poll),
+            timer_lease=_env_float("FHIR_WORKFLOW_TIMER_LEASE", cls.timer_lease),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -100,6 +132,7 @@ class Settings:
     database_timeout: float = 2.0
     # Retry-After (seconds) on a 503 while the database is unreachable.
     retry_after: int = 5
+    workflows: WorkflowSettings = field(default_factory=WorkflowSettings)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -135,6 +168,7 @@ class Settings:
             keep_alive_timeout=_env_float("FHIR_KEEP_ALIVE_TIMEOUT", cls.keep_alive_timeout),
             database_timeout=_env_float("FHIR_DATABASE_TIMEOUT", cls.database_timeout),
             retry_after=_env_int("FHIR_RETRY_AFTER", cls.retry_after),
+            workflows=WorkflowSettings.from_env(),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]

@@ -45,6 +45,17 @@ SYSTEM = Principal(client_id="fhir-server", kind="system")
 AUTH_DISABLED = Principal(client_id="auth-disabled", kind="auth-disabled")
 
 
+@dataclass(frozen=True)
+class Automation:
+    """The server's own work on behalf of a workflow: which Device acts (a reference, or None
+    while Device is not a stored type) and which resource version triggered it. Provenance
+    names the Device as its agent and the trigger as its source entity."""
+
+    workflow: str
+    trigger: str | None  # "Type/id/_history/v" of the triggering version
+    device: str | None = None  # "Device/id"
+
+
 @dataclass
 class RequestContext:
     base_url: str
@@ -64,13 +75,16 @@ class RequestContext:
     prefer_handling: str = "lenient"
     prefer_return: str = "representation"
     remote_addr: str | None = None
+    # Set only on SYSTEM contexts of the workflow engine (workflows.effects).
+    automation: Automation | None = None
     # Free space for interceptors to pass state between their own hooks.
     attributes: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def system(cls, base_url: str, interaction: str = "system") -> RequestContext:
+    def system(cls, base_url: str, interaction: str = "system",
+               automation: Automation | None = None) -> RequestContext:
         """A context for the server's own work (loading, workflows): the SYSTEM principal."""
-        return cls(base_url=base_url, interaction=interaction, principal=SYSTEM)
+        return cls(base_url=base_url, interaction=interaction, principal=SYSTEM, automation=automation)
 
     @property
     def caller(self) -> Principal | None:

@@ -3,7 +3,8 @@
 This is the composition root: the one module of `fhir_server` that knows `interceptors`.
 The order it builds in is the order things depend on each other: settings, database, search,
 auth (one token validator), the interceptors in their frozen registry, then the repository
-on that registry, then the subscription machinery on the repository. `create_app` builds
+on that registry, then the subscription machinery on the repository, then the workflow
+engine on the subscriptions (`workflows`: a deployment's own workflows, like its interceptors). `create_app` builds
 one `Services` per application and hands it down (`request.app.state.services`); the CLI
 and the loader build their own.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -29,6 +31,9 @@ from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator, structure
 from interceptors.registry import build_interceptors
 from subscriptions.service import SubscriptionService, subscription_indexes
+from workflows.definitions import Definitions
+from workflows.engine import Engine, Workflow, load_workflows
+from workflows.timers import Timers, timer_indexes
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Services:
     structure: StructureInfo
     subscriptions: SubscriptionService
     audit: AuditWriter | None = None  # started and stopped with the app
+    workflows: Engine | None = None  # None when settings.workflows.enabled is off
 
     async def prepare(self) -> None:
         """Creates the collections' indexes and the signing keys (idempotent)."""
@@ -54,12 +60,17 @@ class Services:
         await start_auth(self.auth, self.database.db)
 
     async def start(self) -> None:
-        """Starts the background work: subscription dispatch and the audit writer."""
+        """Starts the background work: subscription dispatch, the audit writer, the workflows
+        (their Subscriptions and timers; nothing when none is registered)."""
         await self.subscriptions.start()
         if self.audit is not None:
             await self.audit.start()
+        if self.workflows is not None:
+            await self.workflows.start()
 
     async def close(self) -> None:
+        if self.workflows is not None:
+            await self.workflows.stop()
         await self.subscriptions.stop()
         if self.audit is not None:
             await self.audit.stop()
@@ -90,11 +101,31 @@ def auth_settings(settings: Settings) -> AuthSettings:
     return AuthSettings.from_env(settings, enabled=settings.auth_enabled)
 
 
+def load_definitions(settings: Settings) -> Definitions | None:
+    """The workflow definitions, validated (a wrong file stops start-up); None: engine off."""
+    w = settings.workflows
+    return Definitions.load(w.definitions or settings.profiles_dir / "workflows.yaml") if w.enabled else None
+
+
+def build_engine(settings: Settings, definitions: Definitions | None, database: Database,
+                 repository: Repository, subscriptions: SubscriptionService,
+                 workflows: Sequence[Workflow]) -> Engine | None:
+    if definitions is None:
+        return None
+    w = settings.workflows
+    timers = Timers(database.db, timedelta(seconds=w.timer_lease))
+    return Engine(w, settings.base_url, repository, subscriptions, timers, definitions, workflows)
+
+
 def assemble(settings: Settings, auth: AuthSettings | None = None,
-             extra_interceptors: Sequence[object] = ()) -> Services:
+             extra_interceptors: Sequence[object] = (), workflows: Sequence[Workflow] = ()) -> Services:
     """Builds every object (no I/O yet: see `Services.prepare`). `auth`: the application's
     auth settings when it has built them for its routers already."""
     auth = auth if auth is not None else auth_settings(settings)
+    # Before any connection: a wrong definitions file or workflow name leaks nothing.
+    definitions = load_definitions(settings)
+    if definitions is not None:
+        workflows = [*workflows, *load_workflows(settings.workflows.modules)]
     client = connect(settings)
     database = Database(client, settings.database)
     search = SearchEngine(settings)
@@ -102,10 +133,11 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
     auth_runtime = AuthRuntime.build(auth, database.db)
     interceptors = build_interceptors(settings, auth, auth_runtime.validator, database, search,
                                       validator, extra_interceptors)
-    for indexes in (search.index_models(), subscription_indexes(), interceptors.indexes):
+    for indexes in (search.index_models(), subscription_indexes(), timer_indexes(), interceptors.indexes):
         for collection, models in indexes.items():
             database.declare_indexes(collection, models)
     repository = Repository(database, interceptors.hooks, settings, search)
+    subscriptions = SubscriptionService(settings, database, repository, interceptors.guard)
     return Services(
         settings=settings,
         auth=auth,
@@ -117,14 +149,16 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
         search=search,
         validator=validator,
         structure=structure,
-        subscriptions=SubscriptionService(settings, database, repository, interceptors.guard),
+        subscriptions=subscriptions,
         audit=interceptors.audit,
+        workflows=build_engine(settings, definitions, database, repository, subscriptions, workflows),
     )
 
 
 async def build_services(settings: Settings, auth: AuthSettings | None = None,
-                         extra_interceptors: Sequence[object] = ()) -> Services:
+                         extra_interceptors: Sequence[object] = (),
+                         workflows: Sequence[Workflow] = ()) -> Services:
     """The services with their database prepared (indexes, signing keys); not started."""
-    services = assemble(settings, auth, extra_interceptors)
+    services = assemble(settings, auth, extra_interceptors, workflows)
     await services.prepare()
     return services

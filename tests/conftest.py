@@ -39,10 +39,11 @@ def free_port() -> int:
 class RunningServer:
     """A uvicorn server in a thread, serving `create_app(settings)`."""
 
-    def __init__(self, settings: Settings, extra_interceptors: Sequence[object] = ()) -> None:
+    def __init__(self, settings: Settings, extra_interceptors: Sequence[object] = (),
+                 workflows: Sequence[Any] = ()) -> None:
         self.settings = settings
         config = uvicorn.Config(
-            create_app(settings, extra_interceptors), host=settings.host, port=settings.port,
+            create_app(settings, extra_interceptors, workflows), host=settings.host, port=settings.port,
             log_level="warning", lifespan="on",
         )
         self.server = uvicorn.Server(config)

@@ -36,7 +36,11 @@ def _agent(kind: str, who: Doc, on_behalf_of: Doc | None = None) -> Doc:
 def provenance_for(context: RequestContext, base_url: str, change: Change, location: str | None) -> Doc:
     principal = context.caller
     agents: list[Doc] = []
-    if principal is None:
+    automation = context.automation
+    if automation is not None:  # a workflow's effect: the engine's Device acts
+        agents.append(_agent("performer", {"reference": automation.device} if automation.device
+                             else {"display": f"coordination engine ({automation.workflow})"}))
+    elif principal is None:
         agents.append(_agent("performer", {"display": base_url}))
     else:
         user = {"reference": principal.fhir_user} if principal.fhir_user else None
@@ -54,6 +58,8 @@ def provenance_for(context: RequestContext, base_url: str, change: Change, locat
         "activity": {"coding": [{"system": DATA_OPERATION, "code": _ACTIVITY[change.interaction]}]},
         "agent": agents,
     }
+    if automation is not None and automation.trigger:
+        provenance["entity"] = [{"role": "source", "what": {"reference": automation.trigger}}]
     if location:
         provenance["location"] = {"reference": location}
     reasons = purposes(context)
