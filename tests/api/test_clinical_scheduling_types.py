@@ -229,3 +229,19 @@ def test_a_patient_token_sees_only_her_own_observations_and_encounters(
     assert secure(mint("patient/Observation.cruds", patient="p1")).post(
         "/Observation", json={"resourceType": "Observation", **RESOURCES["Observation"],
                               "subject": ref("Patient/p2")}).status_code == 403
+
+
+def test_observation_composites_match_or_are_refused(client: httpx.Client) -> None:
+    coded = _create(client, "Observation", {**RESOURCES["Observation"],
+                                            "valueCodeableConcept": concept(SCT, "260385009")})
+    _create(client, "Observation", {**RESOURCES["Observation"], "valueQuantity": {"value": 72}})
+    assert _ids(client, "/Observation", {"code-value-concept": f"{LOINC}|8867-4${SCT}|260385009"}) == {coded}
+    assert _ids(client, "/Observation", {"code-value-concept": f"{LOINC}|8867-4${SCT}|10828004"}) == set()
+    # A quantity component would need prefixes and ranges: refused, not answered empty.
+    refused = client.get("/Observation", params={"code-value-quantity": f"{LOINC}|8867-4$gt70"})
+    assert refused.status_code == 400
+    assert refused.json()["issue"][0]["code"] == "not-supported"
+    rest = client.get("/metadata").json()["rest"][0]
+    observation = next(r for r in rest["resource"] if r["type"] == "Observation")
+    names = {p["name"] for p in observation["searchParam"]}
+    assert "code-value-concept" in names and "code-value-quantity" not in names
