@@ -6,9 +6,22 @@ import re
 
 COORDINATION = ("CarePlan", "CareTeam", "Communication", "Appointment", "Task", "DocumentReference")
 MACHINERY = ("Subscription", "Consent", "AuditEvent", "Provenance", "Binary")
-DIRECTORY = ("Patient", "Practitioner", "PractitionerRole", "RelatedPerson", "Organization", "Endpoint")
+# The clinical facts the workflows read and write (referrals, care gaps, visit documentation).
+CLINICAL = (
+    "ServiceRequest", "DetectedIssue", "Goal", "Condition", "Observation", "CommunicationRequest",
+)
+# Booking a visit (IHE ITI Scheduling) and what surrounds it (the pre-visit questionnaire).
+SCHEDULING = (
+    "Schedule", "Slot", "Encounter", "AppointmentResponse", "Questionnaire", "QuestionnaireResponse",
+)
+DIRECTORY = (
+    "Patient", "Practitioner", "PractitionerRole", "RelatedPerson", "Organization", "Endpoint",
+    "Device", "HealthcareService", "Location",
+)
 
-STORED_TYPES: tuple[str, ...] = tuple(sorted(COORDINATION + MACHINERY + DIRECTORY))
+STORED_TYPES: tuple[str, ...] = tuple(
+    sorted(COORDINATION + CLINICAL + SCHEDULING + MACHINERY + DIRECTORY)
+)
 STORED: frozenset[str] = frozenset(STORED_TYPES)
 # Types whose records are never changed once written (update, patch, delete answer 405): the
 # CapabilityStatement leaves those interactions out for them.

@@ -12,6 +12,13 @@ The server never reads SOURCE; it loads what this writes:
   schema `enum`; per resource type the top-level summary and mandatory elements; the
   expansions of every required-binding value set that can be expanded locally, and the list
   of those that cannot (with the reason).
+
+SOURCE's profiles-resources.json is a subset of the R4 StructureDefinitions that lacks
+Observation and DetectedIssue; tools/fhir-r4-supplement/ holds those two (narrative and
+differential left out) and the ValueSet and CodeSystem observation-status their required
+bindings need, all R4 4.0.1 as published. The redistribution they came from had rebound
+DetectedIssue.status to R5's detectedissue-status; the supplement has R4's binding back
+(observation-status|4.0.1). A stored type with no StructureDefinition stops the generator.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from fhir_server.resource_types import STORED_TYPES  # noqa: E402
 from fhir_server.validation.terminology import Unexpandable, canonical, expand  # noqa: E402
 
 BOUND_TYPES = {"code", "Coding", "CodeableConcept"}
+SUPPLEMENT = ROOT / "tools" / "fhir-r4-supplement"
 
 
 def load(path: Path) -> Any:
@@ -162,12 +170,21 @@ def main(argv: list[str] | None = None) -> None:
     schema = prune_schema(load(src / "fhir.schema.json"))
     definitions = [
         e["resource"]
-        for name in ("profiles-types.json", "profiles-resources.json")
-        for e in load(src / name)["entry"]
+        for path in (
+            src / "profiles-types.json",
+            src / "profiles-resources.json",
+            SUPPLEMENT / "profiles-resources.json",
+        )
+        for e in load(path)["entry"]
         if e["resource"]["resourceType"] == "StructureDefinition"
     ]
     tables, resources, bound = structure_tables(schema, definitions)
-    expansions, unexpandable = value_set_tables(load(src / "valuesets-required.json"), bound)
+    missing = sorted(set(STORED_TYPES) - set(resources))
+    if missing:
+        raise SystemExit(f"no StructureDefinition for the stored types {missing}")
+    value_sets = load(src / "valuesets-required.json")
+    value_sets["entry"] += load(SUPPLEMENT / "valuesets-required.json")["entry"]
+    expansions, unexpandable = value_set_tables(value_sets, bound)
     structure = {
         "definitions": tables,
         "resources": {k: v for k, v in resources.items() if k in STORED_TYPES},

@@ -144,8 +144,12 @@ def build_compartments(source: Path) -> dict[str, list[str]]:
 
 
 def build_valuesets(source: Path) -> dict[str, list[str]]:
-    bundle = json.loads((source / "valuesets-required.json").read_text())
-    resources = [e["resource"] for e in bundle["entry"]]
+    # tools/fhir-r4-supplement/ adds the value sets of the types SOURCE has no definition of.
+    resources = [
+        e["resource"]
+        for path in (source, ROOT / "tools" / "fhir-r4-supplement")
+        for e in json.loads((path / "valuesets-required.json").read_text())["entry"]
+    ]
     code_systems = {r["url"]: r for r in resources if r["resourceType"] == "CodeSystem"}
 
     def all_codes(concepts: list[dict[str, Any]]) -> list[str]:

@@ -99,9 +99,10 @@ class ClauseBuilder:
             return _ranged(_or([self._quantity(name, param.field, a) for a in alternatives]))
         if kind == "uri":
             return self._uri(param, modifier, alternatives)
-        if kind == "composite":
+        if kind == "composite" and param.searchable:
             return self._composite(param, alternatives)
-        raise BadRequest(f"Parameter '{param.code}' of type {kind} is not supported",
+        raise BadRequest(f"Parameter '{param.code}' of type {kind} is not supported"
+                         + (" (a date, number or quantity component)" if kind == "composite" else ""),
                          code="not-supported")
 
     # ------------------------------------------------------------------ token

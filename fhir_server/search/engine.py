@@ -77,7 +77,7 @@ class SearchEngine:
                 {"name": p.code, "definition": p.url, "type": p.type,
                  **({"documentation": p.documentation} if p.documentation else {})}
                 for p in params
-                if p.code not in ("_text", "_content") and p.type != "special"
+                if p.code not in ("_text", "_content") and p.searchable
             ]
         return out
 

@@ -79,6 +79,10 @@ class Branch:
     is_type: str | None  # from `.where(resolve() is T)`: keep references to T only
 
 
+# Composite component types matched by the exact, normalized value.
+EXACT_COMPONENTS = frozenset({"token", "reference", "string", "uri"})
+
+
 @dataclass(frozen=True)
 class Component:
     type: str
@@ -99,6 +103,16 @@ class SearchParam:
     @property
     def field(self) -> str:
         return f"sp.{self.code}"
+
+    @property
+    def searchable(self) -> bool:
+        """False for `special` parameters (Location near) and for composites with a date,
+        number or quantity component (Observation code-value-quantity): composites match
+        their joined component values exactly, which has no place for prefixes and ranges.
+        Searching by one is refused (not-supported), and the CapabilityStatement omits it."""
+        if self.type == "special":
+            return False
+        return self.type != "composite" or all(c.type in EXACT_COMPONENTS for c in self.components)
 
     def target_types(self) -> tuple[str, ...]:
         return self.targets or STORED_TYPES

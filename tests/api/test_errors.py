@@ -91,11 +91,11 @@ def test_bad_ids(client: httpx.Client, bad_id: str) -> None:
 
 
 def test_unknown_type_and_paths(client: httpx.Client) -> None:
-    for path in ("/Observation/1", "/Observation", "/NotAType", "/Task/1/_history/1/extra"):
+    for path in ("/DiagnosticReport/1", "/DiagnosticReport", "/NotAType", "/Task/1/_history/1/extra"):
         r = client.get(path)
         assert r.status_code == 404, path
         assert r.json()["resourceType"] == "OperationOutcome"
-    r = client.post("/Observation", json={"resourceType": "Observation"})
+    r = client.post("/DiagnosticReport", json={"resourceType": "DiagnosticReport"})
     assert r.status_code == 404
     assert "not supported" in r.json()["issue"][0]["diagnostics"]
 

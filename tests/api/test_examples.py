@@ -45,9 +45,11 @@ def test_example_round_trips(client: httpx.Client, name: str) -> None:
     rtype = example["resourceType"]
     created = client.post(f"/{rtype}", json=example)
     if rtype == "Subscription":
-        # Criteria on Observation (not stored here) and a public endpoint the test server may
-        # not reach: refused at create time (tests/subscriptions covers what is accepted).
+        # Observation is stored, so the criteria stand; the endpoint https://biliwatch.com/...
+        # does not resolve here (no public DNS), which the SSRF policy refuses at create time
+        # (tests/subscriptions covers what is accepted).
         assert created.status_code == 422, created.text[:1000]
+        assert "endpoint host 'biliwatch.com'" in created.json()["issue"][0]["diagnostics"]
         return
     assert created.status_code == 201, created.text[:1000]
     read = client.get(f"/{rtype}/{created.json()['id']}")

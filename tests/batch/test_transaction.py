@@ -154,7 +154,7 @@ def test_bad_bundles(client: httpx.Client) -> None:
     assert _post(client, {"resourceType": "Patient"}).status_code == 400
     assert _post(client, {"resourceType": "Bundle", "type": "collection"}).status_code == 400
     assert _post(client, _bundle("transaction", {"resource": {"resourceType": "Patient"}})).status_code == 400
-    assert _post(client, _bundle("transaction", _entry("POST", "Observation", {"resourceType": "Observation"}))).status_code == 404
+    assert _post(client, _bundle("transaction", _entry("POST", "DiagnosticReport", {"resourceType": "DiagnosticReport"}))).status_code == 404
     assert _post(client, _bundle("transaction", _entry("POST", "Task", {"resourceType": "Patient"}))).status_code == 400
     assert count(client, "Patient") == 0
 

@@ -105,7 +105,7 @@ def _write_inputs(folder: Path) -> None:
     (folder / "referral.json").write_text(json.dumps(referral))
     collection = {"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": json.loads((EXAMPLES_DIR / "practitioner-example.json").read_text())},
-        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}},
+        {"resource": {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"}}},
     ]}
     (folder / "collection.json").write_text(json.dumps(collection))
 
@@ -129,7 +129,7 @@ def test_load_files_bundles_ndjson_idempotently(
     _write_inputs(tmp_path / "in")
     first = _load(mongodb_uri, tmp_path / "in")
     assert first.returncode == 0, first.stderr
-    # 3 NDJSON tasks + 2 transaction entries + 1 practitioner; the Observation is not stored.
+    # 3 NDJSON tasks + 2 transaction entries + 1 practitioner; the DiagnosticReport is not stored.
     assert "6 created" in first.stderr and "1 skipped" in first.stderr and "0 failed" in first.stderr
     assert load_db["Task"].count_documents({"del": False}) == 3
     care_plan = json.loads(load_db["CarePlan"].find_one({"_id": "ref-cp"})["res"])
