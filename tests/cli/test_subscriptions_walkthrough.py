@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from fhir_server.config import SubscriptionSettings
 from tests.conftest import Mint, RunningServer, free_port, make_settings
+from tests.subscriptions.conftest import wait_until
 
 RECEIVER = Path(__file__).resolve().parents[2] / "tools" / "hook_receiver.py"
 ALLOWED = SubscriptionSettings(allowed_hosts=("127.0.0.1", "::1"), scan_interval=0.2, poll_interval=0.3,
@@ -69,10 +69,9 @@ def hook_receiver(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     with out.open("wb") as sink:
         process = subprocess.Popen([sys.executable, str(RECEIVER), str(port)], stdout=sink, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 20
-            while "receiving on" not in out.read_text():
-                assert time.monotonic() < deadline and process.poll() is None, out.read_text()
-                time.sleep(0.05)
+            wait_until(lambda: "receiving on" in out.read_text() or process.poll() is not None,
+                       timeout=20, what="the receiver listening")
+            assert process.poll() is None, out.read_text()
             yield port, out
         finally:
             process.terminate()
@@ -80,13 +79,12 @@ def hook_receiver(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 def _wait_for(out: Path, text: str, count: int = 1) -> list[str]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def arrived() -> list[str] | None:
         lines = [line for line in out.read_text().splitlines() if text in line]
-        if len(lines) >= count:
-            return lines
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} x{count} never arrived:\n{out.read_text()}")
+        return lines if len(lines) >= count else None
+
+    found: list[str] = wait_until(arrived, timeout=30, what=f"{text!r} x{count} at the receiver")
+    return found
 
 
 def test_walkthrough(walk_server: RunningServer, walk_mint: Mint, hook_receiver: tuple[int, Path]) -> None:
@@ -98,10 +96,8 @@ def test_walkthrough(walk_server: RunningServer, walk_mint: Mint, hook_receiver:
         assert created.status_code == 201, created.text
         sub = created.json()["id"]
         _wait_for(out, "POST /hook (-) empty body")  # the handshake
-        deadline = time.monotonic() + 30
-        while api.get(f"/Subscription/{sub}").json()["status"] != "active":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: api.get(f"/Subscription/{sub}").json()["status"] == "active",
+                   timeout=30, what=f"Subscription/{sub} active")
         task = api.post("/Task", json={"resourceType": "Task", "status": "requested", "intent": "order",
                                        "owner": {"reference": "Practitioner/coord-1"},
                                        "description": "call the patient back"})

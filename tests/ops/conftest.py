@@ -80,9 +80,15 @@ class ServeProcess:
         return time.monotonic() - t0
 
     def close(self) -> None:
+        # SIGTERM first: serve stops its embedded database on the way out (a SIGKILL left the
+        # database child running past the test); SIGKILL only if it does not go.
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self._log.close()
 
 
