@@ -84,6 +84,8 @@ class WorkflowSettings:
     # A deployment's workflows by name, "package.module:factory" (the factory answers a
     # Workflow or a list of them), beside those handed to create_app.
     modules: tuple[str, ...] = ()
+    # The workflows the server ships (workflows.builtin), registered before `modules`.
+    builtin: bool = True
 
     @classmethod
     def from_env(cls) -> WorkflowSettings:
@@ -91,6 +93,7 @@ class WorkflowSettings:
         modules = os.environ.get("FHIR_WORKFLOW_MODULES", "")
         return cls(
             modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
+            builtin=os.environ.get("FHIR_WORKFLOW_BUILTIN", "1") not in ("0", "false"),
             enabled=os.environ.get("FHIR_WORKFLOWS", "1") not in ("0", "false"),
             definitions=Path(definitions) if definitions else None,
             device=os.environ.get("FHIR_WORKFLOW_DEVICE", cls.device),

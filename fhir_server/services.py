@@ -31,6 +31,7 @@ from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator, structure
 from interceptors.registry import build_interceptors
 from subscriptions.service import SubscriptionService, subscription_indexes
+from workflows.builtin import BUILTIN
 from workflows.definitions import Definitions
 from workflows.engine import Engine, Workflow, load_workflows
 from workflows.timers import Timers, timer_indexes
@@ -125,7 +126,8 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
     # Before any connection: a wrong definitions file or workflow name leaks nothing.
     definitions = load_definitions(settings)
     if definitions is not None:
-        workflows = [*workflows, *load_workflows(settings.workflows.modules)]
+        w = settings.workflows
+        workflows = [*workflows, *load_workflows((*(BUILTIN if w.builtin else ()), *w.modules))]
     client = connect(settings)
     database = Database(client, settings.database)
     search = SearchEngine(settings)

@@ -51,6 +51,12 @@ ORDER: dict[str, int] = {
     "access": 210,
     # After SMART has authorized a Subscription write, before Consent.
     "subscription-guard": 250,
+    # The coordination and scheduling rules: who may set which status, which transitions the
+    # state machines allow (after access has decided the caller may write at all).
+    "handoff-rules": 260,
+    "referral-rules": 270,
+    "scheduling-rules": 280,
+    "messaging-rules": 290,
     # Consent's collect/correct provisions, checked inside the write's transaction.
     "access-store": 300,
     "provenance": 400,
