@@ -49,7 +49,8 @@ from fhir_server.storage import schema
 
 Doc = dict[str, Any]
 FIXED = ("requester", "focus", "code", "for")
-_SIDE_NAMES: dict[Side, str] = {"requester": "requester side (Task.requester)", "performer": "performer side (Task.owner)"}
+_SIDE_NAMES: dict[Side, str] = {"requester": "requester side (Task.requester)",
+                                "performer": "performer side (Task.owner)"}
 
 
 def _forbidden(rule: str, message: str, where: str = "Task.status") -> Forbidden:

@@ -197,7 +197,7 @@ def effects(world: World, resource_type: str, task: Doc, what: str = "") -> list
     found = []
     for entry in bundle.get("entry", []):
         values = [i["value"] for i in entry["resource"].get("identifier", []) if i.get("system") == EFFECT_SYSTEM]
-        if any(v.startswith(f"referral/") and f"Task/{task['id']}/" in v and v.endswith(what) for v in values):
+        if any(v.startswith("referral/") and f"Task/{task['id']}/" in v and v.endswith(what) for v in values):
             found.append(entry["resource"])
     return found
 
