@@ -475,3 +475,52 @@ def test_a_redelivered_transition_doubles_no_effect(world: World) -> None:
     assert effect_values(effects(world, "Communication", task)) == [
         f"referral/Task/{task['id']}/_history/2/notify-requester-accepted"]
     assert len(world["admin"].get(f"/ServiceRequest/{sr['id']}/_history").json()["entry"]) == 1  # accepted: no end yet
+
+
+# ---------------------------------------------------------------- the Gravity topics' filters
+
+def test_each_filter_of_the_gravity_topics(world: World) -> None:
+    """Each filter Gravity names, on a subscriber of the requester side: one that matches the
+    referral's notifications, one that does not."""
+    receiver = Receiver().start()
+    try:
+        sr_id = str(uuid.uuid4())
+        cases = {  # path -> (topic, filter, notifications expected: create requested, update accepted)
+            "owner": (TASK_TOPIC, "Task?owner=Organization/south", 2),
+            "owner-not": (TASK_TOPIC, "Task?owner=Organization/north", 0),
+            "requester": (TASK_TOPIC, "Task?requester=PractitionerRole/slow-gp", 2),
+            "requester-not": (TASK_TOPIC, "Task?requester=PractitionerRole/north-gp", 0),
+            "status": (TASK_TOPIC, "Task?status=accepted", 1),
+            "code": (TASK_TOPIC, "Task?code=http://hl7.org/fhir/CodeSystem/task-code|fulfill", 2),
+            "code-not": (TASK_TOPIC, "Task?code=http://hl7.org/fhir/CodeSystem/task-code|approve", 0),
+            "since": (TASK_TOPIC, "Task?_lastUpdated=gt2026-01-01", 2),
+            "since-not": (TASK_TOPIC, "Task?_lastUpdated=lt2026-01-01", 0),
+            "id": (SR_TOPIC, f"ServiceRequest?_id={sr_id}", 2),
+            "id-not": (SR_TOPIC, f"ServiceRequest?_id={uuid.uuid4()}", 0),
+        }
+        for path, (topic, criteria, _) in cases.items():
+            # The requester side's own Subscriptions, delivered with its own access.
+            active(world["slow"], subscription(topic, (criteria,), "rest-hook", f"{receiver.url}/{path}"))
+        patient = unique()
+        sr = {"resourceType": "ServiceRequest", "id": sr_id, "status": "active", "intent": "order",
+              "subject": {"reference": f"Patient/{patient}"}, "requester": {"reference": "PractitionerRole/slow-gp"}}
+        assert world["slow"].put(f"/ServiceRequest/{sr_id}", json=sr).status_code == 201
+        made = world["slow"].post("/Task", json=task_for(f"ServiceRequest/{sr_id}", patient,
+                                                         "PractitionerRole/slow-gp", "Organization/south"))
+        assert made.status_code == 201, made.text
+        moved(world, "south", made.json(), "accepted")
+        moved(world, "slow", made.json(), "cancelled")  # the ServiceRequest follows: revoked
+
+        def count(path: str) -> int:
+            return sum(len(r.json["entry"]) - 1 for r in receiver.events() if r.path == f"/hook/{path}")
+
+        expected = {path: n for path, (_, _, n) in cases.items()}
+        expected |= {"owner": 3, "requester": 3, "code": 3, "since": 3}  # the cancellation too
+        wait_until(lambda: all(count(p) >= n for p, n in expected.items() if n),
+                   what="the matching subscribers notified")
+        assert {p: count(p) for p in cases} == expected
+        task_entries = [e for r in receiver.events() if r.path == "/hook/requester" for e in r.json["entry"][1:]]
+        assert all("resource" not in e for e in task_entries)  # id-only
+        assert {e["fullUrl"].split("/fhir/")[1] for e in task_entries} == {f"Task/{made.json()['id']}"}
+    finally:
+        receiver.stop()
