@@ -36,6 +36,7 @@ from fhir_server.errors import Forbidden, InvalidResource
 from fhir_server.hooks import Pointcut, hook
 from fhir_server.referral import (
     BSER_CODES,
+    BUSINESS_STATUS,
     INITIAL,
     SETTERS,
     TRANSITIONS,
@@ -48,6 +49,7 @@ from fhir_server.referral import (
 from fhir_server.storage import schema
 
 Doc = dict[str, Any]
+IMPLIED = frozenset(code for code, _ in BUSINESS_STATUS.values())
 FIXED = ("requester", "focus", "code", "for")
 _SIDE_NAMES: dict[Side, str] = {"requester": "requester side (Task.requester)",
                                 "performer": "performer side (Task.owner)"}
@@ -183,6 +185,9 @@ class ReferralRules:
             raise _refused("referral-business-status", f"'{code}' is not a code of BSeR's "
                            "TaskBusinessStatusCS", "Task.businessStatus")
         changed = previous is None or previous.get("status") != status
-        own = resource.get("businessStatus") not in (None, (previous or {}).get("businessStatus"))
+        # The writer's own business status is a finer BSeR code (5.1.1 event scheduled), not
+        # one a status implies: a copy of an older version's 2.0 is replaced, not kept.
+        own = code is not None and code not in IMPLIED and (
+            resource.get("businessStatus") != (previous or {}).get("businessStatus"))
         if changed and not own and (implied := business_status(status)) is not None:
             resource["businessStatus"] = implied

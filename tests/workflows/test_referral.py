@@ -524,3 +524,57 @@ def test_each_filter_of_the_gravity_topics(world: World) -> None:
         assert {e["fullUrl"].split("/fhir/")[1] for e in task_entries} == {f"Task/{made.json()['id']}"}
     finally:
         receiver.stop()
+
+
+# ---------------------------------------------------------------- every write path, odd inputs
+
+def test_the_rules_hold_on_every_write_path(world: World) -> None:
+    sr, task = refer(world, by="slow", requester="PractitionerRole/slow-gp")
+    # JSON Patch: the requester side cannot accept either.
+    patch = [{"op": "replace", "path": "/status", "value": "accepted"}]
+    patched = world["slow"].patch(f"/Task/{task['id']}", content=json.dumps(patch),
+                                  headers={"Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 403 and outcome(patched).startswith("referral-side:")
+    # A transaction with one refused entry writes none of them.
+    current = world["admin"].get(f"/Task/{task['id']}").json()
+    note = {"resourceType": "Communication", "status": "completed", "subject": task["for"]}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": note, "request": {"method": "POST", "url": "Communication"}},
+        {"resource": {**current, "status": "accepted"}, "request": {"method": "PUT", "url": f"Task/{task['id']}"}}]}
+    refused = world["slow"].post("", json=bundle)
+    assert refused.status_code == 403 and "referral-side" in outcome(refused)
+    assert world["admin"].get("/Communication", params={"subject": task["for"]["reference"]}).json()["total"] == 0
+    # In a batch, the refused entry alone fails.
+    batch = {**bundle, "type": "batch"}
+    answered = world["slow"].post("", json=batch).json()
+    assert [e["response"]["status"][:3] for e in answered["entry"]] == ["201", "403"]
+    # A referral whose requester or owner is missing or elsewhere: no one here is its party.
+    for requester, owner in ((None, "Organization/south"), ("https://elsewhere.example/fhir/Organization/x",
+                                                            "Organization/south")):
+        body = task_for(f"ServiceRequest/{sr['id']}", unique(), "PractitionerRole/slow-gp", owner)
+        if requester is None:
+            del body["requester"]
+        else:
+            body["requester"] = {"reference": requester}
+        made = world["slow"].post("/Task", json=body)
+        assert made.status_code == 403 and outcome(made).startswith("referral-party:"), made.text
+    assert world["admin"].get(f"/Task/{task['id']}").json()["meta"]["versionId"] == "1"
+
+
+def test_in_dev_mode_the_state_machine_still_holds(client: httpx.Client) -> None:
+    """Auth off: no one is identified, so no side is checked; the Task's own rules are."""
+    sr = client.post("/ServiceRequest", json={"resourceType": "ServiceRequest", "status": "active",
+                                              "intent": "order", "subject": {"reference": "Patient/dev"}})
+    assert sr.status_code == 201
+    made = client.post("/Task", json=task_for(f"ServiceRequest/{sr.json()['id']}", "dev", "PractitionerRole/a",
+                                              "Organization/b"))
+    assert made.status_code == 201 and business(made.json()) == "2.0"
+    task = made.json()
+    assert client.put(f"/Task/{task['id']}", json={**task, "status": "accepted"}).status_code == 200
+    bare = client.put(f"/Task/{task['id']}", json={**task, "status": "completed"})
+    assert bare.status_code == 422 and outcome(bare).startswith("referral-output:")
+    done = client.put(f"/Task/{task['id']}", json={**task, "status": "completed", "output": [
+        {"type": {"text": "note"}, "valueString": "seen, no follow-up"}]})
+    assert done.status_code == 200 and business(done.json()) == "7.0"
+    back = client.put(f"/Task/{task['id']}", json={**task, "status": "in-progress"})
+    assert back.status_code == 422 and outcome(back).startswith("referral-transition:")
