@@ -55,6 +55,9 @@ organizations:
       acceptedWithin: PT3S
       escalateAfter: PT4S
       escalateTo: [PractitionerRole/north-coordinator]
+  Organization/quiet:
+    referral:
+      notifyRequester: false
 """
 
 
@@ -87,6 +90,9 @@ def _mint(settings: Settings, scope: str, fhir_user: str | None) -> str:
 DIRECTORY: list[Doc] = [
     {"resourceType": "Organization", "id": "north", "name": "North Family Practice"},
     {"resourceType": "Organization", "id": "slow", "name": "Slow Clinic"},
+    {"resourceType": "Organization", "id": "quiet", "name": "Quiet Clinic"},
+    {"resourceType": "PractitionerRole", "id": "quiet-gp", "active": True,
+     "practitioner": {"reference": "Practitioner/dr-slow"}, "organization": {"reference": "Organization/quiet"}},
     {"resourceType": "Organization", "id": "south", "name": "South Cardiology"},
     *[{"resourceType": "Practitioner", "id": pid, "name": [{"family": pid}]}
       for pid in ("dr-north", "dr-slow", "dr-south", "nurse-south", "coordinator", "outsider")],
@@ -329,6 +335,18 @@ def test_a_rejected_referral(world: World, mongo: MongoClient[Doc]) -> None:
     # Rejected is an end: the performer cannot take it back, nor the requester re-request it.
     assert move(world, "south", task, "accepted").status_code == 422
     assert move(world, "slow", task, "requested").status_code == 422
+
+
+def test_an_organization_may_do_without_the_requesters_communications(world: World) -> None:
+    """Quiet Clinic's settings say `notifyRequester: false`: its Subscriptions tell it, no
+    Communication does (the ServiceRequest following, in the same handling, shows the
+    workflow has seen the completion)."""
+    sr, task = refer(world, by="slow", requester="PractitionerRole/quiet-gp")
+    moved(world, "south", task, "accepted")
+    moved(world, "south", task, "completed", output=consult_note(world, task))
+    wait_until(lambda: world["slow"].get(f"/ServiceRequest/{sr['id']}").json()["status"] == "completed",
+               what="ServiceRequest completed")
+    assert effects(world, "Communication", task) == []
 
 
 # ---------------------------------------------------------------- the rules
