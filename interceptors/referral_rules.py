@@ -152,7 +152,7 @@ class ReferralRules:
                 await self.before_create(context, resource)  # update-as-create, or becoming one
             return
         for key in FIXED:
-            if resource.get(key) != previous.get(key):
+            if not self._same(key, resource.get(key), previous.get(key)):
                 raise _refused("referral-fixed", f"Task.{key} is part of the referral and does not "
                                "change; cancel it and make a new referral", f"Task.{key}")
         sides = await self._sides(context, previous)
@@ -164,6 +164,15 @@ class ReferralRules:
                 raise _refused("referral-transition", f"the Task state machine does not allow "
                                f"{old} → {new} (from {old}: {allowed})")
         self._check_content(resource, previous)
+
+    def _same(self, key: str, new: Any, old: Any) -> bool:
+        """References compare by what they point at (a display added changes nothing)."""
+        if new == old:
+            return True
+        if key == "code":
+            return False
+        here = reference(new, self.base_url), reference(old, self.base_url)
+        return here[0] is not None and here[0] == here[1]
 
     @hook(Pointcut.BEFORE_DELETE)
     async def before_delete(self, context: RequestContext, previous: Doc | None) -> None:

@@ -396,6 +396,10 @@ def test_a_state_machine_violation_is_refused_naming_the_rule(world: World) -> N
     fixed = move(world, "slow", task, "completed", owner={"reference": "Organization/south"},
                  requester={"reference": "PractitionerRole/north-gp"})
     assert fixed.status_code == 422 and outcome(fixed).startswith("referral-fixed: Task.requester")
+    # The same requester spelled absolute on this server, with a display, is no change of it.
+    spelled = move(world, "south", task, "completed", requester={
+        "reference": f"{world.settings.base_url}/PractitionerRole/slow-gp", "display": "Dr Slow"})
+    assert spelled.status_code == 200, spelled.text
 
 
 def test_completion_without_output_is_refused(world: World) -> None:
