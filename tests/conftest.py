@@ -23,7 +23,7 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from fhir_server.app import create_app
 from fhir_server.auth.cli import mint_dev_token
-from fhir_server.config import Settings
+from fhir_server.config import Settings, WorkflowSettings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.services import auth_settings
 
@@ -72,6 +72,8 @@ def mongodb_uri() -> Iterator[str]:
 def make_settings(mongodb_uri: str, database: str = "fhir_test", **overrides: Any) -> Settings:
     port = free_port()
     # Auth is off for the tests of other features; tests/security runs the server with it on.
+    # The workflows the server ships run where a test asks for them (tests/workflows), so the
+    # other tests' servers hold no Subscription and act on no write of their own.
     return Settings(
         host="127.0.0.1",
         port=port,
@@ -79,6 +81,7 @@ def make_settings(mongodb_uri: str, database: str = "fhir_test", **overrides: An
         mongodb_uri=mongodb_uri,
         database=database,
         auth_enabled=False,
+        workflows=WorkflowSettings(builtin=False),
     ).with_(**overrides)
 
 

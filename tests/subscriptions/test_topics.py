@@ -176,7 +176,10 @@ def test_topics_are_published(api: httpx.Client) -> None:
     statement = api.get("/metadata").json()
     [subscription] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
     topics = {e["valueCanonical"] for e in subscription.get("extension", [])}
-    assert topics == {TOPIC + name for name in FILTER_CASES}
+    # Beside ours, the Gravity SDOHCC topics of the closed-loop referral (tests/workflows/test_referral.py).
+    gravity = {"http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Task",
+               "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Servicerequest"}
+    assert topics == {TOPIC + name for name in FILTER_CASES} | gravity
     assert {op["name"] for op in subscription["operation"]} >= {"status", "events", "get-ws-binding-token"}
     websocket = [e for e in statement["rest"][0]["extension"]
                  if e["url"] == "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket"]
