@@ -86,6 +86,10 @@ class Workflow:
     async def on_timer(self, timer: Timer, effects: Effects) -> None:
         """A timer this workflow scheduled is due (`effects.schedule`)."""
 
+    def bind(self, engine: Engine) -> None:
+        """Called once, when an engine adds this workflow: the definitions and the repository
+        it reads are that engine's."""
+
 
 def load_workflows(specs: Iterable[str]) -> list[Workflow]:
     """Workflows named "package.module:factory" (FHIR_WORKFLOW_MODULES); the factory answers
@@ -142,6 +146,7 @@ class Engine:
         if (workflow.topic is None) == (workflow.criteria is None):
             raise ValueError(f"workflow {workflow.name!r}: listen to either a topic or criteria")
         self.workflows[workflow.name] = workflow
+        workflow.bind(self)
 
     def effects(self, workflow: str, trigger: str, source: str | None = None) -> Effects:
         return Effects(self.repository, self.base_url, workflow, trigger, source=source,
@@ -158,7 +163,11 @@ class Engine:
             return None
 
         async def fire(timer: Timer) -> None:
-            await workflow.on_timer(timer, self.effects(name, f"timer/{timer.key}"))
+            # A timer scheduled with a `source` (the version it waits about) names it as the
+            # entity of its effects' Provenance, as an event's effects name their trigger.
+            source = timer.payload.get("source")
+            await workflow.on_timer(timer, self.effects(name, f"timer/{timer.key}",
+                                                        source if isinstance(source, str) else None))
 
         return fire
 
