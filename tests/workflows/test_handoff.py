@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from fhir_server.handoffs import TASK_CODES
 from fhir_server.services import auth_settings, build_services
 from subscriptions.channels import Notification
 from tests.conftest import RunningServer, make_settings
+from tests.subscriptions.receiver import Receiver
 from tests.workflows.toy import FAST, unique, wait_for
 from workflows import EFFECT_SYSTEM, Engine
 from workflows.handoff import NAME
@@ -39,6 +41,9 @@ organizations:
   Organization/north:
     handoff:
       timeout: PT2S
+  Organization/east:
+    handoff:
+      escalateTo: [PractitionerRole/east-desk]
 """
 
 
@@ -47,7 +52,7 @@ def running(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     definitions = Path(tmp_path_factory.mktemp("handoff")) / "workflows.yaml"
     definitions.write_text(DEFINITIONS)
     settings = make_settings(mongodb_uri, database=unique("fhir_handoff_"), auth_enabled=True,
-                             subscriptions=FAST, extra={"provenance": "on", "audit": "on"},
+                             subscriptions=replace(FAST, allowed_hosts=("127.0.0.1",)), extra={"provenance": "on", "audit": "on"},
                              workflows=WorkflowSettings(timer_poll=0.05, definitions=definitions))
     with RunningServer(settings) as server:
         yield server
@@ -68,7 +73,7 @@ def mint(settings: Settings, scope: str, fhir_user: str | None = None) -> str:
 class World:
     """Two organizations' people around one patient's CareTeam, and a Task Alice owns."""
 
-    def __init__(self, running: RunningServer) -> None:
+    def __init__(self, running: RunningServer, organization: str = "north") -> None:
         self.running = running
         self.settings = running.settings
         self.u = u = unique()
@@ -78,7 +83,7 @@ class World:
         self.alice, self.bob, self.carol = f"Practitioner/{u}-alice", f"Practitioner/{u}-bob", f"Practitioner/{u}-carol"
         self.mallory, self.dave = f"Practitioner/{u}-mallory", f"Practitioner/{u}-dave"
         self.bob_role, self.dave_role = f"PractitionerRole/{u}-bob", f"PractitionerRole/{u}-dave"
-        for org in ("north", "south"):
+        for org in ("north", "south", "east"):
             self.put({"resourceType": "Organization", "id": org, "name": org})
         self.put({"resourceType": "Patient", "id": u})
         for who in (self.alice, self.bob, self.carol, self.mallory, self.dave):
@@ -88,7 +93,7 @@ class World:
         self.put({"resourceType": "PractitionerRole", "id": f"{u}-dave", "active": False,
                   "practitioner": {"reference": self.dave}, "organization": {"reference": "Organization/south"}})
         self.put({"resourceType": "CareTeam", "id": u, "status": "active", "subject": {"reference": self.patient},
-                  "managingOrganization": [{"reference": "Organization/north"}],
+                  "managingOrganization": [{"reference": f"Organization/{organization}"}],
                   "participant": [{"role": [NURSE], "member": {"reference": self.alice}},
                                   {"role": [NURSE], "member": {"reference": self.bob_role}},
                                   {"role": [COORDINATOR], "member": {"reference": self.carol}}]})
@@ -351,6 +356,21 @@ def test_an_inactive_practitioner_role_is_handed_nothing_the_pool_is(world: Worl
     refused(world.answer(world.user(world.dave), handoff, "accepted"), 409, "handoff-transition")
 
 
+def test_an_organizations_escalation_target_is_the_coordinator(running: RunningServer) -> None:
+    world = World(running, organization="east")  # escalateTo: [PractitionerRole/east-desk]
+    try:
+        world.put({"resourceType": "PractitionerRole", "id": "east-desk", "active": True,
+                   "organization": {"reference": "Organization/east"}})
+        handoff = world.request(world.as_alice, world.dave_role)
+        wait_for(lambda: world.get(f"Task/{handoff['id']}")["status"] == "failed")
+        tasks = world.effects("Task", handoff["id"])
+        assert len(tasks) == 1 and tasks[0]["owner"] == {"reference": "PractitionerRole/east-desk"}
+        told = world.effects("Communication", handoff["id"])
+        assert len(told) == 1 and told[0]["recipient"] == [{"reference": "PractitionerRole/east-desk"}]
+    finally:
+        world.close()
+
+
 def test_sixteen_racing_accepts_transfer_once(world: World) -> None:
     handoff = world.request(world.as_alice, world.bob_role)
     body = {**world.get(f"Task/{handoff['id']}"), "status": "accepted"}
@@ -378,3 +398,35 @@ def test_two_handoffs_of_one_task_accepted_one_transfers(world: World) -> None:
     told = world.effects("Communication", second["id"])
     assert len(told) == 1 and told[0]["recipient"] == [{"reference": world.alice}]
 
+
+
+def test_both_sides_and_the_care_team_are_notified(world: World) -> None:
+    """Each party's own Subscription (delivered with that party's access) sees the hand-off."""
+    hooks = {name: Receiver().start() for name in ("team", "bob", "alice")}
+    try:
+        subscriptions = {"team": (world.user(world.carol), f"Task?patient={world.patient}"),
+                         "bob": (world.as_bob, f"Task?owner={world.bob_role}"),
+                         "alice": (world.as_alice, f"Communication?recipient={world.alice}")}
+        for name, (api, criteria) in subscriptions.items():
+            response = api.post("/Subscription", json={
+                "resourceType": "Subscription", "status": "requested", "reason": "hand-offs", "criteria": criteria,
+                "channel": {"type": "rest-hook", "endpoint": hooks[name].url, "payload": "application/fhir+json"}})
+            assert response.status_code == 201, response.text
+            sub_id = response.json()["id"]
+            wait_for(lambda api=api, sub_id=sub_id: api.get(f"/Subscription/{sub_id}").json()["status"] == "active")
+        handoff = world.request(world.as_alice, world.bob_role)
+        assert world.answer(world.as_bob, handoff, "accepted").status_code == 200
+        wait_for(lambda: world.get(f"Task/{handoff['id']}")["status"] == "completed")
+        told = world.effects("Communication", handoff["id"])[0]
+
+        def seen(name: str) -> set[str]:
+            """What a party's R4 rest-hook was sent: each notification's resource."""
+            bodies = [r.json for r in list(hooks[name].requests) if r.body]
+            return {f"{b['resourceType']}/{b['id']}" for b in bodies if "id" in b}
+
+        wait_for(lambda: {f"Task/{handoff['id']}", world.focus} <= seen("team"))
+        wait_for(lambda: world.focus in seen("bob"))  # the focus Task is now Bob's
+        wait_for(lambda: f"Communication/{told['id']}" in seen("alice"))
+    finally:
+        for hook in hooks.values():
+            hook.stop()
