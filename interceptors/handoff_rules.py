@@ -7,7 +7,8 @@ OperationOutcome naming its rule (`handoff-…`):
 - handoff-requester (403): only the focus Task's current owner, or a coordinator of its
   CareTeam, may request a hand-off of it; `requester` names one of them (422).
 - handoff-answer (403): only the proposed owner answers (received, accepted, rejected).
-- handoff-cancel (403): only the requester's side cancels.
+- handoff-cancel (403): only the requester's side cancels (or deletes an open hand-off).
+- handoff-party (403): only the parties edit an open hand-off's notes.
 - handoff-engine (403): completed and failed are the engine's to set (the transfer, the
   escalation), never a client's.
 - handoff-transition (409): a transition the state machine does not allow, e.g. from a
@@ -76,6 +77,22 @@ class HandoffRules:
         teams = await handoffs.care_teams(self.db, focus)
         return [*([owner] if owner else []), *handoffs.coordinators(teams)]
 
+    async def _requester_side(self, task: Doc) -> list[str | None]:
+        """The requester and the coordinators of the focus Task's CareTeams."""
+        focus = await handoffs.read(self.db, handoffs.ref(task.get("focus")))
+        teams = await handoffs.care_teams(self.db, focus) if focus else []
+        return [handoffs.ref(task.get("requester")), *handoffs.coordinators(teams)]
+
+    @hook(Pointcut.BEFORE_DELETE)
+    async def before_delete(self, context: RequestContext, previous: Doc | None) -> None:
+        """An open hand-off is withdrawn by the requester's side (it would rather cancel it)."""
+        if not handoffs.is_handoff(previous) or (previous or {}).get("status") in handoffs.FINISHED:
+            return
+        assert previous is not None
+        if not await self._may_act(self._user(context), *await self._requester_side(previous)):
+            raise _refuse(Forbidden, "handoff-cancel", "only the requester or a coordinator of the CareTeam "
+                          "may withdraw an open hand-off")
+
     @hook(Pointcut.BEFORE_CREATE)
     async def before_create(self, context: RequestContext, resource: Doc) -> None:
         if handoffs.is_handoff(resource):
@@ -125,8 +142,15 @@ class HandoffRules:
                 raise _refuse(InvalidResource, "handoff-shape", f"{name} does not change once requested", name)
         old, new = previous.get("status"), task.get("status")
         if old == new:
-            if old in handoffs.FINISHED and context.principal is not None and not context.principal.is_server:
+            if context.principal is not None and context.principal.is_server:
+                return
+            if old in handoffs.FINISHED:
                 raise _refuse(Conflict, "handoff-transition", f"the hand-off is {old}: it no longer changes")
+            # Notes of an open hand-off: edited by its parties only.
+            parties = [handoffs.ref(task.get("owner")), *await self._requester_side(task)]
+            if not await self._may_act(self._user(context), *parties):
+                raise _refuse(Forbidden, "handoff-party", "only the requester, a coordinator or the proposed "
+                              "owner may change an open hand-off")
             return
         side = TRANSITIONS.get(str(old), {}).get(str(new))
         if side is None:
@@ -140,11 +164,7 @@ class HandoffRules:
                 raise _refuse(Forbidden, "handoff-engine", f"{new} is set by the coordination engine, "
                               "not by a client", "status")
             return
-        parties = [handoffs.ref(task.get("owner"))] if side == OWNER else \
-            [handoffs.ref(task.get("requester"))]
-        if side == REQUESTER:
-            focus = await handoffs.read(self.db, handoffs.ref(task.get("focus")))
-            parties += handoffs.coordinators(await handoffs.care_teams(self.db, focus)) if focus else []
+        parties = [handoffs.ref(task.get("owner"))] if side == OWNER else await self._requester_side(task)
         if not await self._may_act(user, *parties):
             who = "the proposed owner" if side == OWNER else "the requester or a coordinator of the CareTeam"
             raise _refuse(Forbidden, _RULE_OF_SIDE[side], f"only {who} may set {new}", "status")

@@ -71,9 +71,11 @@ def mint(settings: Settings, scope: str, fhir_user: str | None = None) -> str:
 
 
 class World:
-    """Two organizations' people around one patient's CareTeam, and a Task Alice owns."""
+    """Two organizations' people around one patient's CareTeam, and a Task Alice owns. The
+    CareTeam is managed by `organization`: south waits the default PT4H for an answer, north
+    PT2S, east escalates to its desk."""
 
-    def __init__(self, running: RunningServer, organization: str = "north") -> None:
+    def __init__(self, running: RunningServer, organization: str = "south") -> None:
         self.running = running
         self.settings = running.settings
         self.u = u = unique()
@@ -283,10 +285,17 @@ def test_a_handoff_rejected_leaves_the_focus_task_with_its_owner(world: World) -
     refused(world.answer(world.as_bob, handoff, "accepted"), 409, "handoff-transition")
 
 
-def test_a_handoff_unanswered_for_pt2s_goes_to_the_care_teams_pool(world: World) -> None:
+def test_a_handoff_unanswered_for_pt2s_goes_to_the_care_teams_pool(running: RunningServer) -> None:
+    world = World(running, organization="north")
+    try:
+        unanswered(world)
+    finally:
+        world.close()
+
+
+def unanswered(world: World) -> None:
     handoff = world.request(world.as_alice, world.bob_role)
     # Organization/north (the CareTeam's managing organization) waits PT2S, not the default PT4H.
-    scheduled = None
     wait_for(lambda: timer(world.running, handoff["id"]) is not None)
     scheduled = timer(world.running, handoff["id"])
     assert scheduled is not None and 1.5 <= (scheduled["due"] - scheduled["scheduled"]).total_seconds() <= 2.5
@@ -338,6 +347,11 @@ def test_only_the_owner_or_a_coordinator_may_request_a_handoff(world: World) -> 
     refused(world.answer(world.as_bob, by_carol, "cancelled"), 403, "handoff-cancel")
     changed = {**world.get(f"Task/{by_carol['id']}"), "owner": {"reference": world.mallory}}
     refused(world.user(world.carol).put(f"/Task/{by_carol['id']}", json=changed), 422, "handoff-shape")
+    notes = world.get(f"Task/{by_carol['id']}")
+    notes["input"][1]["valueString"] = "recheck glucose at 23:00"
+    refused(outsider.put(f"/Task/{by_carol['id']}", json=notes), 403, "handoff-party")
+    assert world.as_bob.put(f"/Task/{by_carol['id']}", json=notes).status_code == 200
+    refused(outsider.delete(f"/Task/{by_carol['id']}"), 403, "handoff-cancel")
     assert world.answer(world.user(world.carol), by_carol, "cancelled").status_code == 200
     wait_for(lambda: (timer(world.running, by_carol["id"]) or {}).get("status") == "cancelled")
     assert world.get(world.focus)["owner"] == {"reference": world.alice}
