@@ -13,6 +13,7 @@ they read the stored documents directly (as fhir_server.directory does).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,15 +48,16 @@ def is_handoff(task: Doc | None) -> bool:
     return isinstance(task, dict) and task.get("resourceType") == "Task" and has_code(task, HANDOFF)
 
 
+# A relative literal reference `Type/id`, optionally versioned: what the hand-off's parties
+# and focus must be (an absolute URL may name another server's resource: never taken as ours).
+_RELATIVE = re.compile(r"^([A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
+
+
 def ref(value: Any) -> str | None:
     """The relative `Type/id` of a Reference (or of a reference string), else None."""
     text = value.get("reference") if isinstance(value, dict) else value
-    if not isinstance(text, str):
-        return None
-    parts = text.split("/")
-    if "_history" in parts:
-        parts = parts[:parts.index("_history")]
-    return "/".join(parts[-2:]) if len(parts) >= 2 and parts[-2][:1].isupper() else None
+    match = _RELATIVE.match(text) if isinstance(text, str) else None
+    return match.group(1) if match else None
 
 
 async def read(db: AsyncDatabase[Doc], reference: str | None,

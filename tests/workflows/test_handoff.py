@@ -357,6 +357,35 @@ def test_only_the_owner_or_a_coordinator_may_request_a_handoff(world: World) -> 
     assert world.get(world.focus)["owner"] == {"reference": world.alice}
 
 
+def test_nasty_handoff_requests_are_refused_and_store_nothing(world: World) -> None:
+    good = world.handoff(world.bob_role)
+    other = world.request(world.as_alice, world.carol)  # one open hand-off, kept
+    cases: list[tuple[Doc, int, str]] = [
+        ({**good, "owner": {"reference": 5}}, 400, ""),
+        ({k: v for k, v in good.items() if k != "owner"}, 422, "handoff-shape"),
+        ({**good, "owner": {"reference": "Patient/" + world.u}}, 422, "handoff-shape"),
+        ({**good, "owner": {"reference": world.alice}}, 422, "handoff-shape"),
+        ({**good, "focus": {"reference": "Task/"}}, 422, "handoff-shape"),
+        ({**good, "focus": {"reference": "Task/../" + world.focus}}, 422, "handoff-shape"),
+        ({**good, "focus": {"reference": f"Task/{other['id']}"}}, 422, "handoff-shape"),
+        ({**good, "focus": {"reference": "Task/no-such-task"}}, 422, "handoff-shape"),
+        ({**good, "for": {"reference": "Patient/someone-else"}}, 422, "handoff-shape"),
+        ({k: v for k, v in good.items() if k != "requester"}, 422, "handoff-requester"),
+        ({**good, "status": "accepted"}, 409, "handoff-transition"),
+        ({**good, "status": "completed"}, 409, "handoff-transition"),
+    ]
+    for body, status, rule in cases:
+        response = world.as_alice.post("/Task", json=body)
+        assert response.status_code == status, (body.get("focus"), body.get("owner"), body.get("for"), response.text[:300])
+        assert response.json()["resourceType"] == "OperationOutcome"
+        if rule:
+            assert rule in response.json()["issue"][0]["diagnostics"], response.text
+    assert [t["id"] for t in world.search("/Task", focus=world.focus)] == [other["id"]]
+    # A hand-off stays a hand-off.
+    changed = {**world.get(f"Task/{other['id']}"), "code": {"text": "something else"}}
+    refused(world.as_alice.put(f"/Task/{other['id']}", json=changed), 422, "handoff-shape")
+
+
 def test_an_inactive_practitioner_role_is_handed_nothing_the_pool_is(world: World) -> None:
     handoff = world.request(world.as_alice, world.dave_role)
     wait_for(lambda: world.get(f"Task/{handoff['id']}")["status"] == "failed")
