@@ -386,6 +386,21 @@ def test_nasty_handoff_requests_are_refused_and_store_nothing(world: World) -> N
     refused(world.as_alice.put(f"/Task/{other['id']}", json=changed), 422, "handoff-shape")
 
 
+def test_a_team_or_an_organization_answers_through_its_members(world: World) -> None:
+    to_team = world.request(world.as_alice, world.team)
+    refused(world.answer(world.user(world.mallory), to_team, "accepted"), 403, "handoff-answer")
+    refused(world.answer(world.user(world.dave), to_team, "accepted"), 403, "handoff-answer")  # not a member
+    assert world.answer(world.as_bob, to_team, "accepted").status_code == 200  # a member, by his role
+    wait_for(lambda: world.get(world.focus).get("owner") == {"reference": world.team})
+
+    # Bob (PractitionerRole at Organization/north, active) answers for north; Dave's role at
+    # south is inactive, so Dave answers for nobody.
+    to_north = world.request(world.user(world.carol), "Organization/north", world.carol)
+    refused(world.answer(world.user(world.dave), to_north, "accepted"), 403, "handoff-answer")
+    assert world.answer(world.as_bob, to_north, "accepted").status_code == 200
+    wait_for(lambda: world.get(world.focus).get("owner") == {"reference": "Organization/north"})
+
+
 def test_an_inactive_practitioner_role_is_handed_nothing_the_pool_is(world: World) -> None:
     handoff = world.request(world.as_alice, world.dave_role)
     wait_for(lambda: world.get(f"Task/{handoff['id']}")["status"] == "failed")
