@@ -56,6 +56,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _committed(task: Doc) -> datetime:
+    stamped = (task.get("meta") or {}).get("lastUpdated")
+    try:
+        return datetime.fromisoformat(str(stamped).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.now(UTC)
+
+
 class Handoff(Workflow):
     name: ClassVar[str] = NAME
     criteria: ClassVar[str | None] = f"Task?code={handoffs.TASK_CODES}|{handoffs.HANDOFF}"
@@ -107,8 +115,10 @@ class Handoff(Workflow):
             focus = await self._read(handoffs.ref(task.get("focus")))
             value, _ = await self._setting("timeout", task, focus.resource if focus else None)
             timeout = parse_duration(value) if isinstance(value, str) else DEFAULT_TIMEOUT
-            await effects.schedule(subject, timeout, {"handoff": event.focus, "source": event.version,
-                                                      "timeout": value or "PT4H"})
+            # Due from the request's own commit time: decided from the trigger, not from when
+            # the event happened to be delivered.
+            await effects.schedule(subject, _committed(task) + timeout,
+                                   {"handoff": event.focus, "source": event.version, "timeout": value or "PT4H"})
         elif status == "accepted":
             await effects.cancel(subject)
             await self._transfer(effects, event)
