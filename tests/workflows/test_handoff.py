@@ -447,6 +447,31 @@ def test_sixteen_racing_accepts_transfer_once(world: World) -> None:
     assert len(world.versions(world.focus)) == 2
 
 
+def test_an_answer_racing_the_time_out_has_one_outcome(world: World) -> None:
+    """The accept and the timer (fired by a second process) at the same moment: either the
+    transfer or the escalation happens, never both, never half."""
+    for _ in range(3):
+        handoff = world.request(world.as_alice, world.bob_role)
+        wait_for(lambda handoff=handoff: timer(world.running, handoff["id"]) is not None)
+        payload = (timer(world.running, handoff["id"]) or {})["payload"]
+        with ThreadPoolExecutor(2) as pool:
+            fired = pool.submit(refire, world.running, f"{NAME}/Task/{handoff['id']}/answer", payload)
+            answered = pool.submit(world.answer, world.as_bob, handoff, "accepted")
+            fired.result()
+            status = answered.result().status_code
+        wait_for(lambda handoff=handoff: world.get(f"Task/{handoff['id']}")["status"] in ("completed", "failed"))
+        outcome = world.get(f"Task/{handoff['id']}")["status"]
+        focus = world.get(world.focus)
+        escalations = world.effects("Task", handoff["id"])
+        if outcome == "completed":
+            assert status == 200 and focus["owner"] == {"reference": world.bob_role} and escalations == []
+            assert len(world.effects("Communication", handoff["id"])) == 1
+        else:
+            assert status == 409 and "owner" not in focus and len(escalations) == 1
+        # The next round starts from a Task Alice owns again.
+        world.put({**focus, "owner": {"reference": world.alice}, "meta": {}})
+
+
 def test_two_handoffs_of_one_task_accepted_one_transfers(world: World) -> None:
     first = world.request(world.as_alice, world.bob_role)
     second = world.request(world.as_alice, world.carol)
