@@ -29,6 +29,7 @@ from fhir_server.storage.pipeline import Versions
 from fhir_server.validation import Validator
 from interceptors.access import AccessInterceptor
 from interceptors.audit import AuditInterceptor, audit_indexes
+from interceptors.handoff_rules import HandoffRules
 from interceptors.outbox import OutboxInterceptor
 from interceptors.provenance import ProvenanceInterceptor
 from interceptors.referral_rules import ReferralRules
@@ -114,6 +115,7 @@ def build_interceptors(
         built.append(("access", AccessInterceptor(AccessPolicy(search, engine))))
     built += [("subscription-guard", guard), ("outbox", outbox)]
     built.append(("referral-rules", ReferralRules(database.db, settings.base_url)))
+    built.append(("handoff-rules", HandoffRules(database.db)))
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None
     # Provenance and AuditEvents are the server's own records of a change: the change's

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fhir_server.consent import Decision
-from fhir_server.context import RequestContext
+from fhir_server.context import Automation, RequestContext
 from fhir_server.hooks import Change
 from fhir_server.resource_types import MACHINERY
 from fhir_server.storage.documents import format_instant
@@ -90,8 +90,19 @@ def purposes(context: RequestContext) -> list[Doc]:
     return out
 
 
+def _engine_agent(automation: Automation) -> Doc:
+    """A workflow's effect: the coordination engine's Device asked for it (the server's own
+    work has no user or client of its own)."""
+    return {"type": {"coding": [_coding(DCM, "110150", "Application")]},
+            "who": {"reference": automation.device} if automation.device else
+            {"display": f"coordination engine ({automation.workflow})"},
+            "name": f"coordination engine ({automation.workflow})", "requestor": True}
+
+
 def _agents(context: RequestContext, base_url: str) -> list[Doc]:
     principal = context.caller
+    if context.automation is not None:
+        return [_engine_agent(context.automation), _server_agent(base_url)]
     user: Doc = {
         "type": {"coding": [_coding(BALP_AGENT, "UserOauthAgent", "User OAuth Agent participant")]},
         "requestor": True,
@@ -115,13 +126,16 @@ def _agents(context: RequestContext, base_url: str) -> list[Doc]:
     }
     if context.remote_addr:
         client["network"] = {"address": context.remote_addr, "type": "2"}
-    server: Doc = {
+    return [user, client, _server_agent(base_url)]
+
+
+def _server_agent(base_url: str) -> Doc:
+    return {
         "type": {"coding": [_coding(DCM, "110152", "Destination Role ID")]},
         "who": {"display": base_url},
         "requestor": False,
         "network": {"address": base_url, "type": "5"},
     }
-    return [user, client, server]
 
 
 def _patient_entity(patient: str) -> Doc:
@@ -201,6 +215,11 @@ def change_event(context: RequestContext, base_url: str, change: Change, patient
     """The event of a committed change, written in the change's own transaction."""
     code, action = _INTERACTIONS[change.interaction]
     entities = [_data_entity(f"{change.resource_type}/{change.id}/_history/{change.version_id}")]
+    automation = context.automation
+    if automation is not None and automation.trigger:
+        # A workflow's effect names the version that triggered it, as its Provenance does.
+        entities.append({**_data_entity(automation.trigger),
+                         "description": f"trigger of workflow {automation.workflow}"})
     entities += [_patient_entity(p) for p in dict.fromkeys(patients)]
     return _event(context, base_url, _coding(EVENT_TYPE, "rest", "Restful Operation"),
                   _coding(RESTFUL, code), action, 200, change.last_updated, entities)
