@@ -23,7 +23,7 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from fhir_server.app import create_app
 from fhir_server.auth.cli import mint_dev_token
-from fhir_server.config import Settings
+from fhir_server.config import Settings, WorkflowSettings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.services import auth_settings
 
@@ -79,6 +79,9 @@ def make_settings(mongodb_uri: str, database: str = "fhir_test", **overrides: An
         mongodb_uri=mongodb_uri,
         database=database,
         auth_enabled=False,
+        # The shipped workflows (workflows/builtin.py) write resources of their own on CarePlan,
+        # Task, ... changes: tests of other features run without them; tests/workflows turn them on.
+        workflows=WorkflowSettings(builtin=False),
     ).with_(**overrides)
 
 

@@ -249,9 +249,10 @@ def _describe(activity: Doc, occurrence: Occurrence) -> str:
     return f"{what}: due {instant(occurrence.due)}, not shown done"
 
 
-def assess(plan: Doc, evidence: list[Evidence], at: datetime) -> list[Gap]:
-    """Every occurrence of the plan's activities due by `at`, with its gap status, and the
-    first one due after `at` of each activity not done (`prospective-gap`)."""
+def assess(plan: Doc, evidence: list[Evidence], at: datetime, until: datetime | None = None) -> list[Gap]:
+    """Every occurrence of the plan's activities due by `at`, with its gap status, and those
+    due later (`prospective-gap` unless shown done already): the first of each activity, or
+    all due before `until` when given."""
     reference = f"CarePlan/{plan.get('id')}"
     active = plan.get("status") == "active"
     gaps: list[Gap] = []
@@ -273,8 +274,8 @@ def assess(plan: Doc, evidence: list[Evidence], at: datetime) -> list[Gap]:
             else:
                 gap = Gap(reference, occurrence, OPEN if occurrence.due <= at else PROSPECTIVE, None, description)
             gaps.append(gap)
-            if occurrence.due > at:
-                break  # the next one due is enough: later ones are not yet in sight
+            if occurrence.due > at and (until is None or occurrence.due >= until):
+                break  # later ones are not yet in sight
     return gaps
 
 
