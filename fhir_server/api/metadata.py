@@ -74,7 +74,8 @@ def capability_statement(
     # with its operations only, no interactions.
     for rtype in dict.fromkeys(r.path.strip("/").split("/")[0] for r in routes if r.operation):
         if rtype[:1].isupper() and rtype not in STORED_TYPES:
-            resources.append({"type": rtype, "operation": _operations(routes, rtype)})
+            own = [r for r in routes if r.path.strip("/").split("/")[0] == rtype]
+            resources.append({"type": rtype, "operation": _operations(own, rtype)})
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
