@@ -20,6 +20,7 @@ Closing is an update to a fixed content, so doing it twice writes nothing the se
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -95,6 +96,7 @@ class Reconciler:
                 return found
 
     async def plan(self, effects: Effects, plan_id: str, plan: Doc | None = None) -> None:
+        """Reconciles `plan` (its current version when not given)."""
         reference = f"CarePlan/{plan_id}"
         if plan is None:
             try:
@@ -102,12 +104,23 @@ class Reconciler:
             except FhirError:
                 plan = None  # deleted: its open gaps no longer apply
         at = now()
-        gaps = assess(plan, await gather_evidence(effects.repository, effects.context("search-type"), plan),
-                      at) if plan is not None else []
-        issues = {v: s for s in await self._all(effects, "DetectedIssue", [
-            ("implicated", reference), ("identifier", f"{CARE_GAP_SYSTEM}|")]) if (v := _own_value(s.resource))}
+        # Evidence matters only once something is due: a plan whose activities all lie ahead
+        # (most of them, most of the time) costs no evidence searches.
+        due_now = plan is not None and any(g.occurrence.due <= at for g in assess(plan, [], at))
+        existing = self._all(effects, "DetectedIssue", [("implicated", reference),
+                                                        ("identifier", f"{CARE_GAP_SYSTEM}|")])
+        if plan is not None and due_now:
+            found, evidence = await asyncio.gather(
+                existing, gather_evidence(effects.repository, effects.context("search-type"), plan))
+            gaps = assess(plan, evidence, at)
+        else:
+            found, gaps = await existing, (assess(plan, [], at) if plan is not None else [])
+        issues = {v: s for s in found if (v := _own_value(s.resource))}
+        # No DetectedIssue, no Task: the Task is written after its DetectedIssue (a Task left
+        # without one is still found by its conditional create).
         tasks = {v: s for s in await self._all(effects, "Task", [
-            ("based-on", reference), ("identifier", f"{CARE_GAP_SYSTEM}|")]) if (v := _own_value(s.resource))}
+            ("based-on", reference), ("identifier", f"{CARE_GAP_SYSTEM}|")]) if (v := _own_value(s.resource))
+        } if issues else {}
         seen: set[str] = set()
         for gap in gaps:
             value = gap.identifier["value"]
@@ -193,6 +206,7 @@ class CareGaps(Workflow):
     def __init__(self) -> None:
         self.reconciler = Reconciler(self)
         self.scans = 0
+        self._scheduled: str | None = None  # the last scan key this process scheduled
 
     def every(self) -> timedelta:
         every = self.definitions.duration(NAME, "scanEvery", default=DEFAULT_SCAN) or DEFAULT_SCAN
@@ -200,12 +214,17 @@ class CareGaps(Workflow):
 
     async def schedule_scan(self, effects: Effects) -> None:
         due = next_slot(now(), self.every())
-        await effects.schedule(f"scan/{due.isoformat()}", due, {"kind": "scan"})
+        subject = f"scan/{due.isoformat()}"
+        if subject != self._scheduled:  # scheduled already by this process: idempotent, skip the write
+            await effects.schedule(subject, due, {"kind": "scan"})
+            self._scheduled = subject
 
     async def on_event(self, event: Event, effects: Effects) -> None:
         if event.focus is None:
             return
-        await self.reconciler.plan(effects, event.focus.partition("/")[2])
+        # The event's own version: events come in order, so the last one reconciles the plan
+        # as it now stands (a delete carries none: the current state is read).
+        await self.reconciler.plan(effects, event.focus.partition("/")[2], event.resource)
         await self.schedule_scan(effects)  # once a plan exists, the scan runs (idempotent by key)
 
     async def on_timer(self, timer: Timer, effects: Effects) -> None:

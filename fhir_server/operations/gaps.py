@@ -21,6 +21,7 @@ both always agree on what a gap is.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import uuid
 from collections.abc import Iterator
@@ -305,12 +306,10 @@ async def gather_evidence(repository: Repository, context: RequestContext, plan:
             if resource is not None and (e := evidence_of(resource, index)) is not None:
                 found.append(e)
     engine = repository.search_engine
-    for rtype in LINKED_TYPES:
-        if rtype not in STORED:
-            continue
-        query = engine.parse(rtype, [("based-on", f"CarePlan/{plan.get('id')}"),
-                                     ("_count", str(MAX_LINKED))])
-        page = await repository.search(context, query, with_total=False)
+    queries = [engine.parse(rtype, [("based-on", f"CarePlan/{plan.get('id')}"), ("_count", str(MAX_LINKED))])
+               for rtype in LINKED_TYPES if rtype in STORED]
+    # One search per type, at once: each is a round trip to the database.
+    for page in await asyncio.gather(*(repository.search(context, q, with_total=False) for q in queries)):
         found.extend(e for entry in page.entries if (e := evidence_of(entry.resource)) is not None)
     return found
 
