@@ -77,6 +77,13 @@ def _own_value(resource: Doc) -> str | None:
                 None)
 
 
+def _organization(plan: Doc) -> str | None:
+    """The plan's organization for the definitions file: its author, when an Organization."""
+    author = plan.get("author")
+    reference = author.get("reference") if isinstance(author, dict) else None
+    return reference if isinstance(reference, str) and reference.startswith("Organization/") else None
+
+
 class Reconciler:
     """Brings one plan's DetectedIssues and Tasks in step with its assessment."""
 
@@ -169,6 +176,8 @@ class Reconciler:
         teams = [t for t in plan.get("careTeam") or [] if isinstance(t, dict) and t.get("reference")]
         if teams:
             task["owner"] = {"reference": teams[0]["reference"]}
+        elif fallback := self.workflow.definitions.get(NAME, "assignTo", _organization(plan)):
+            task["owner"] = {"reference": fallback[0]}  # no CareTeam on the plan: whom the file names
         if effects.device:
             task["requester"] = {"reference": effects.device}
         return task

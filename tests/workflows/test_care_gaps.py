@@ -26,6 +26,7 @@ from tests.workflows.caregaps_fixtures import (
     records,
     when,
 )
+from tests.workflows.toy import fast_settings, unique
 from workflows.builtin import BUILTIN
 from workflows.caregaps import CareGaps, care_gaps
 
@@ -130,3 +131,24 @@ def test_care_gaps_ships_as_a_builtin_workflow() -> None:
     assert isinstance(made[0], CareGaps) and made[0].criteria == "CarePlan"
     assert [w.name for w in made[1:]] == ["care-gaps-task", "care-gaps-observation", "care-gaps-encounter",
                                           "care-gaps-appointment", "care-gaps-questionnaireresponse"]
+
+
+def test_a_plan_without_a_care_team_assigns_the_task_as_the_definitions_say(
+        mongodb_uri: str, tmp_path: Path) -> None:
+    definitions = tmp_path / "workflows.yaml"
+    definitions.write_text("defaults:\n  care-gaps:\n    scanEvery: PT1H\norganizations:\n"
+                           "  Organization/north:\n    care-gaps:\n      assignTo: [PractitionerRole/north-nurse]\n")
+    settings = fast_settings(mongodb_uri, unique("fhir_gaps_"), builtin=False, definitions=definitions)
+    with RunningServer(settings, workflows=care_gaps()), httpx.Client(base_url=settings.base_url, timeout=30) as api:
+        patient, _, _ = patient_and_team(api)
+        overdue = activity({"scheduledPeriod": {"end": when(-timedelta(days=1))}})
+        plans = []
+        for author in ("Organization/north", "Organization/south"):
+            plan = care_plan(patient, "CareTeam/none", overdue)
+            del plan["careTeam"]
+            plan["author"] = {"reference": author}
+            plans.append(f"CarePlan/{create(api, plan)['id']}")
+        wait_until(lambda: all(len(records(api, "Task", p)) == 1 for p in plans), what="both Tasks")
+        north, south = (records(api, "Task", p)[0] for p in plans)
+        assert north["owner"] == {"reference": "PractitionerRole/north-nurse"}
+        assert "owner" not in south  # nobody named: the Task waits unassigned, for any coordinator
