@@ -59,7 +59,10 @@ DONE: dict[str, frozenset[str]] = {
 }
 LINKED_TYPES = ("Task", "Observation", "Encounter", "Appointment", "QuestionnaireResponse")
 NOT_DOING = frozenset({"cancelled", "stopped", "entered-in-error"})
-MAX_OCCURRENCES = 500  # per activity: a Timing repeating every second for years is a mistake
+# Per activity: a Timing repeating every minute for years is a mistake, not 500,000 gaps;
+# a repeat shorter than an hour (medication times) is one window over its bounds.
+MAX_OCCURRENCES = 100
+MIN_PERIOD = timedelta(hours=1)
 MAX_LINKED = 200  # linked resources read per type and plan
 
 
@@ -145,7 +148,8 @@ def _step(t: datetime, period: float, unit: str, k: int) -> datetime | None:
 def occurrences(activity: Doc, index: int) -> Iterator[Occurrence]:
     """The activity's scheduled occurrences, earliest first. `detail.scheduledTiming`: each
     `event`, else each period of `repeat` (from `boundsPeriod.start`, up to its end or
-    `repeat.count`; one occurrence per period, however many times a period asks for) or the
+    `repeat.count`, 100 at most; one occurrence per period, however many times a period asks
+    for; a period under an hour is one window over the bounds) or the
     bounds as one window; `scheduledPeriod`: one, due at its end (else its start).
     `scheduledString` and activities without `detail` have no computable schedule."""
     detail = activity.get("detail")
@@ -176,6 +180,11 @@ def occurrences(activity: Doc, index: int) -> Iterator[Occurrence]:
             yield Occurrence(index, key, None, last, None)
         return
     if not isinstance(every, int | float) or isinstance(every, bool) or every <= 0 or not isinstance(unit, str):
+        if last is not None:
+            yield Occurrence(index, key, first, last, None)
+        return
+    second = _step(first, every, unit, 1)
+    if second is None or second - first < MIN_PERIOD:
         if last is not None:
             yield Occurrence(index, key, first, last, None)
         return
