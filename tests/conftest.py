@@ -81,6 +81,8 @@ def make_settings(mongodb_uri: str, database: str = "fhir_test", **overrides: An
         mongodb_uri=mongodb_uri,
         database=database,
         auth_enabled=False,
+        # The shipped workflows (workflows/builtin.py) write resources of their own on CarePlan,
+        # Task, ... changes: tests of other features run without them; tests/workflows turn them on.
         workflows=WorkflowSettings(builtin=False),
     ).with_(**overrides)
 

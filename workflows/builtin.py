@@ -10,4 +10,5 @@ from __future__ import annotations
 BUILTIN: tuple[str, ...] = (
     "workflows.referral:referral",
     "workflows.handoff:handoff",
+    "workflows.caregaps:care_gaps",
 )

@@ -79,6 +79,8 @@ class Workflow:
     topic: ClassVar[str | None] = None
     criteria: ClassVar[str | None] = None
     filters: ClassVar[tuple[str, ...]] = ()
+    # The deployment's definitions file, set by the engine when the workflow is added.
+    definitions: Definitions = Definitions()
 
     async def on_event(self, event: Event, effects: Effects) -> None:
         raise NotImplementedError
@@ -146,6 +148,7 @@ class Engine:
         if (workflow.topic is None) == (workflow.criteria is None):
             raise ValueError(f"workflow {workflow.name!r}: listen to either a topic or criteria")
         self.workflows[workflow.name] = workflow
+        workflow.definitions = self.definitions
         workflow.bind(self)
 
     def effects(self, workflow: str, trigger: str, source: str | None = None) -> Effects:

@@ -43,7 +43,6 @@ from workflows.timers import Timer
 
 if TYPE_CHECKING:
     from fhir_server.storage.repository import Repository
-    from workflows.definitions import Definitions
     from workflows.engine import Engine
 
 Doc = dict[str, Any]
@@ -70,7 +69,6 @@ class Referral(Workflow):
 
     def __init__(self) -> None:
         self.repository: Repository | None = None
-        self.definitions: Definitions | None = None
         self.base_url = ""
 
     def bind(self, engine: Engine) -> None:

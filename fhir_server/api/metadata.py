@@ -15,6 +15,7 @@ from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
 from fhir_server.api.route import Route
 from fhir_server.auth.capability import capability_security
+from fhir_server.operations.care_gaps import DEFINITION as CARE_GAPS_DEFINITION
 from fhir_server.resource_types import APPEND_ONLY, CHANGING_INTERACTIONS, STORED_TYPES
 from fhir_server.storage.documents import format_instant, now
 from subscriptions.capability import SUBSCRIPTION_OPERATIONS, add_subscriptions
@@ -23,6 +24,7 @@ from subscriptions.capability import SUBSCRIPTION_OPERATIONS, add_subscriptions
 OPERATION_DEFINITIONS = {
     "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    "care-gaps": CARE_GAPS_DEFINITION,
     **SUBSCRIPTION_OPERATIONS,
 }
 
@@ -68,6 +70,12 @@ def capability_statement(
             "searchParam": search_params.get(rtype, []),
             "operation": _operations(routes, rtype),
         })
+    # Operations on types this server does not store (Measure/$care-gaps): the type is listed
+    # with its operations only, no interactions.
+    for rtype in dict.fromkeys(r.path.strip("/").split("/")[0] for r in routes if r.operation):
+        if rtype[:1].isupper() and rtype not in STORED_TYPES:
+            own = [r for r in routes if r.path.strip("/").split("/")[0] == rtype]
+            resources.append({"type": rtype, "operation": _operations(own, rtype)})
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

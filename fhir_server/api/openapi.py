@@ -35,6 +35,7 @@ from fhir_server.api.openapi_schemas import Schema, component_schemas, ref
 from fhir_server.api.routes import ROUTES
 from fhir_server.auth.endpoints.smart_configuration import SCOPES_SUPPORTED
 from fhir_server.auth.settings import AuthSettings
+from fhir_server.operations.care_gaps import PARAMETERS as CARE_GAPS_PARAMETERS
 from fhir_server.resource_types import STORED_TYPES
 
 
@@ -110,6 +111,10 @@ def _responses(item: _Concrete, method: str) -> dict[str, Any]:
         ok = {"200": _response("A token that binds a websocket", ref("Parameters"))}
     elif item.operation in ("status", "events"):
         ok = {"200": _response("Subscription status", ref("Resource"))}
+    elif item.operation == "care-gaps":
+        ok = {"200": _response("One document Bundle per patient (DEQM's shape)", ref("Parameters"))}
+    elif code == "read" and rtype == "" and item.path.startswith("/OperationDefinition/"):
+        ok = {"200": _response("An OperationDefinition this server publishes", ref("Resource"))}
     elif code == "capabilities":
         ok = {"200": _response("The CapabilityStatement", ref("CapabilityStatement"))}
     elif code in ("transaction",):
@@ -157,6 +162,8 @@ def _parameters(item: _Concrete, method: str, search: dict[str, list[dict[str, A
     elif item.operation == "events" and method == "GET":
         params += [query(n, {"type": "integer"}, n) for n in ("eventsSinceNumber", "eventsUntilNumber")]
         params.append(query("content", {"enum": ["empty", "id-only", "full-resource"]}, "Payload content"))
+    elif item.operation == "care-gaps" and method == "GET":
+        params += [query(n, {"type": "string"}, n) for n in CARE_GAPS_PARAMETERS]
     elif item.operation in ("status", "get-ws-binding-token") and "{id}" not in item.path and method == "GET":
         params.append(query("id", STRINGS, "Subscription ids"))
     elif code in ("update", "delete") and "{id}" not in item.path and rtype is not None:

@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import everything, history, metadata, resources, search, subscriptions, system, validate
+from fhir_server.api import care_gaps, everything, history, metadata, resources, search, subscriptions, system, validate
 from fhir_server.api.route import Route
 from fhir_server.config import Settings
 
@@ -41,6 +41,8 @@ ROUTES: tuple[Route, ...] = (
     Route(("GET", "POST"), "/Subscription/{id}/$events", subscriptions.events, "operation", "instance"),
     Route(("GET", "POST"), "/Subscription/{id}/$get-ws-binding-token", subscriptions.ws_binding_token,
           "operation", "instance"),
+    Route(("GET", "POST"), "/Measure/$care-gaps", care_gaps.measure_care_gaps, "operation", "type"),
+    Route(("GET", "HEAD"), "/OperationDefinition/{id}", care_gaps.operation_definition, "read", "instance"),
     Route(("GET", "HEAD"), "/{type}", search.search_type, "search-type", "type"),
     Route(("POST",), "/{type}", resources.create, "create", "type"),
     Route(("PUT",), "/{type}", resources.conditional_update, "update", "type", conditional=True),
