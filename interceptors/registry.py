@@ -31,6 +31,7 @@ from interceptors.access import AccessInterceptor
 from interceptors.audit import AuditInterceptor, audit_indexes
 from interceptors.outbox import OutboxInterceptor
 from interceptors.provenance import ProvenanceInterceptor
+from interceptors.scheduling_rules import SchedulingRules
 from interceptors.smart import SmartInterceptor
 from interceptors.validation import ValidationInterceptor
 from subscriptions.endpoints import EndpointPolicy
@@ -112,6 +113,7 @@ def build_interceptors(
         # With auth on, every path data leaves or enters by asks one access decision.
         built.append(("access", AccessInterceptor(AccessPolicy(search, engine))))
     built += [("subscription-guard", guard), ("outbox", outbox)]
+    built.append(("scheduling-rules", SchedulingRules()))  # the Appointment state machine
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None
     # Provenance and AuditEvents are the server's own records of a change: the change's

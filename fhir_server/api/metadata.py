@@ -14,6 +14,7 @@ from fhir_server.api.context import services
 from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
 from fhir_server.api.route import Route
+from fhir_server.api.scheduling import SCHEDULING_OPERATIONS
 from fhir_server.auth.capability import capability_security
 from fhir_server.resource_types import APPEND_ONLY, CHANGING_INTERACTIONS, STORED_TYPES
 from fhir_server.storage.documents import format_instant, now
@@ -23,6 +24,7 @@ from subscriptions.capability import SUBSCRIPTION_OPERATIONS, add_subscriptions
 OPERATION_DEFINITIONS = {
     "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    **SCHEDULING_OPERATIONS,
     **SUBSCRIPTION_OPERATIONS,
 }
 

@@ -14,7 +14,17 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import everything, history, metadata, resources, search, subscriptions, system, validate
+from fhir_server.api import (
+    everything,
+    history,
+    metadata,
+    resources,
+    scheduling,
+    search,
+    subscriptions,
+    system,
+    validate,
+)
 from fhir_server.api.route import Route
 from fhir_server.config import Settings
 
@@ -41,6 +51,14 @@ ROUTES: tuple[Route, ...] = (
     Route(("GET", "POST"), "/Subscription/{id}/$events", subscriptions.events, "operation", "instance"),
     Route(("GET", "POST"), "/Subscription/{id}/$get-ws-binding-token", subscriptions.ws_binding_token,
           "operation", "instance"),
+    # Scheduling (IHE ITI Scheduling; SMART Scheduling Links): before /{type} and /{type}/{id}.
+    Route(("GET", "POST"), "/Appointment/$find", scheduling.find, "operation", "type"),
+    Route(("POST",), "/Appointment/$hold", scheduling.hold, "operation", "type"),
+    Route(("POST",), "/Appointment/$book", scheduling.book, "operation", "type"),
+    Route(("POST",), "/Appointment/{id}/$cancel", scheduling.cancel, "operation", "instance"),
+    Route(("POST",), "/Appointment/{id}/$reschedule", scheduling.reschedule, "operation", "instance"),
+    Route(("GET",), "/$bulk-publish", scheduling.bulk_publish, "operation", "system"),
+    Route(("GET",), "/$bulk-publish/{file}", scheduling.bulk_publish_file, "operation", "system"),
     Route(("GET", "HEAD"), "/{type}", search.search_type, "search-type", "type"),
     Route(("POST",), "/{type}", resources.create, "create", "type"),
     Route(("PUT",), "/{type}", resources.conditional_update, "update", "type", conditional=True),
