@@ -51,6 +51,9 @@ def capability_statement(
                                   for code in (r.interaction, *r.also)
                                   if code not in ("capabilities", "operation")})
     conditional = {r.interaction for r in routes if r.conditional}
+    # Operations on [base] itself ($bulk-publish): rest.operation.
+    system_operations = [{"name": n, "definition": OPERATION_DEFINITIONS[n]} for n in dict.fromkeys(
+        r.operation for r in routes if r.level == "system" and r.operation)]
     resources = []
     for rtype in STORED_TYPES:
         codes = [c for c in type_interactions
@@ -86,6 +89,7 @@ def capability_statement(
             **({"security": security} if security else {}),
             "resource": resources,
             "interaction": [{"code": code} for code in system_interactions],
+            **({"operation": system_operations} if system_operations else {}),
         }],
     }
 

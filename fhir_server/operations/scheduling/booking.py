@@ -28,7 +28,7 @@ from fhir_server import fhirjson
 from fhir_server.audit.events import interaction_event
 from fhir_server.context import Automation, RequestContext
 from fhir_server.datetimes import DateFormatError, parse_instant
-from fhir_server.errors import BadRequest, Conflict, InvalidResource, NotFound
+from fhir_server.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound
 from fhir_server.hooks import Change
 from fhir_server.operations.scheduling.statuses import BUSY, FREE, HOLDING, RULE_FINAL, TENTATIVE, refused_transition
 from fhir_server.operations.scheduling.statuses import FINAL as FINAL_STATUSES
@@ -143,6 +143,10 @@ class Booker:
 
     def _override_event(self, context: RequestContext, appointment: str, taken: list[tuple[str, str]]) -> Doc:
         event = interaction_event(context, self.base_url, 200, now(), seen=[], patients=[], consents=[])
+        # A POST has no query string: the query entity keeps its name (the path) only.
+        for entity in event["entity"]:
+            if entity.get("query") == "":
+                del entity["query"]
         event["subtype"].append({"system": AUDIT_CODES, "code": "override",
                                  "display": "Slot booked over its status (scheduling override)"})
         event["entity"] += [{"what": {"reference": f"Slot/{sid}"}, "description": f"status was {status}"}
@@ -195,8 +199,10 @@ class Booker:
     async def _appointment(self, session: AsyncClientSession, context: RequestContext,
                            appointment_id: str) -> tuple[Doc, Doc]:
         doc = await self.repository.planner.current(session, context, "Appointment", appointment_id)
-        if doc is None or doc.get("res") is None:
+        if doc is None:
             raise NotFound(f"Appointment/{appointment_id} is not known")
+        if doc.get("res") is None:
+            raise Gone(f"Appointment/{appointment_id} was deleted")
         return doc, fhirjson.loads(doc["res"])
 
     @staticmethod
