@@ -28,6 +28,7 @@ TABLE_NAME = {
     "SmartInterceptor": "smart",
     "AccessInterceptor": "access",
     "SubscriptionGuard": "subscription-guard",
+    "SchedulingRules": "scheduling-rules",
     "ProvenanceInterceptor": "provenance",
     "OutboxInterceptor": "outbox",
     "AuditInterceptor": "audit",

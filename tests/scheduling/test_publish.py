@@ -62,3 +62,20 @@ def test_capability_statement_lists_the_operations(api: httpx.Client) -> None:
     assert operations["reschedule"].endswith("appointment-reschedule")
     system = {o["name"] for o in statement["rest"][0].get("operation", [])}
     assert "bulk-publish" in system
+
+
+def test_our_operation_definitions_are_shipped_and_valid() -> None:
+    from pathlib import Path
+
+    from fhir_server.api.scheduling import OURS, SCHEDULING_OPERATIONS
+    from fhir_server.validation import Validator
+
+    profiles = Path(__file__).resolve().parents[2] / "profiles"
+    validator = Validator(profiles)
+    for name, url in SCHEDULING_OPERATIONS.items():
+        if not url.startswith(OURS):
+            continue
+        definition = json.loads((profiles / f"OperationDefinition-{url.removeprefix(OURS)}.json").read_text())
+        assert definition["url"] == url and definition["code"] == name
+        result = validator.validate(definition, resource_type="OperationDefinition")
+        assert not [i for i in result.issues if i.is_error], result.issues
