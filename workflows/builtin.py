@@ -9,4 +9,5 @@ from __future__ import annotations
 
 BUILTIN: tuple[str, ...] = (
     "workflows.scheduling:scheduling",
+    "workflows.visit:visit",
 )
