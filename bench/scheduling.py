@@ -213,8 +213,9 @@ async def bench_race(base: str, slots: int, clients: int, server: int) -> None:
                     named[ref["reference"]] = named.get(ref["reference"], 0) + 1
             url = next((link["url"].removeprefix(base) for link in page.get("link", [])
                         if link["relation"] == "next"), None)
-        busy = sum(1 for n in range(slots)
-                   if (await api.get(f"/Slot/race-{n}")).json()["status"] == "busy")
+        busy = 0
+        for n in range(slots):
+            busy += (await api.get(f"/Slot/race-{n}")).json()["status"] == "busy"
     raced = {k: v for k, v in named.items() if k.startswith("Slot/race-")}
     doubles = sum(1 for v in raced.values() if v > 1)
     plain_n = per_client * clients
