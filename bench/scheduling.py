@@ -235,6 +235,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--port", type=int, default=18090)
     args = parser.parse_args()
     practitioners = args.practitioners or (10 if args.quick else 50)
     days = args.days or (7 if args.quick else 30)
@@ -243,7 +244,7 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}  practitioners: {practitioners}  "
           f"days: {days}  Slots: {practitioners * days * 32}")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp)) as db:
-        port = 18090
+        port = args.port
         base = f"http://127.0.0.1:{port}/fhir"
         server = start_server(db.uri, port)
         try:
