@@ -117,6 +117,13 @@ def test_book_a_proposal_directly_and_refusals(api: httpx.Client) -> None:
         (parameters(appointment_resource={**proposal, "slot": []}), 422),
         (parameters(appointment_resource={**proposal, "status": "booked"}), 422),
         (parameters(appointment_reference="Appointment/nope"), 404),
+        (parameters(appointment_reference="Patient/nope"), 400),
+        (parameters(appointment_resource={**proposal, "slot": [{"reference": f"Slot/{n}"} for n in range(5000)]}), 400),
+        (parameters(appointment_resource={**proposal, "slot": "Slot/x"}), 400),
+        (parameters(appointment_resource={**proposal, "slot": [{"reference": "Slot/a/b"}]}), 400),
+        (parameters(appointment_resource={**proposal, "participant": "everyone"}), 400),
+        ({"resourceType": "Parameters", "parameter": [{"name": "appointment-resource"}]}, 400),
+        ({"resourceType": "Parameters", "parameter": "x"}, 400),
     ):
         response = api.post("/Appointment/$book", json=body)
         assert response.status_code == status, (body, response.text)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,13 +42,19 @@ Doc = dict[str, Any]
 OVERRIDE_SCOPE = "scheduling/override"
 HOLD_EXTENSION = "http://fhir.care-coord.example/StructureDefinition/appointment-hold-expires"
 PREVIOUS_EXTENSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.previousAppointment"
+# Slots one Appointment may name (one per practitioner, room, device of one visit).
+MAX_SLOTS = 50
 AUDIT_CODES = "http://fhir.care-coord.example/CodeSystem/scheduling-audit"
 
 
 def slot_ids(appointment: Doc) -> list[str]:
     """The ids of the Slots an Appointment names (`Slot/<id>` references), in order, once each."""
     ids: list[str] = []
-    for ref in appointment.get("slot") or []:
+    given = appointment.get("slot") or []
+    if not isinstance(given, list) or len(given) > MAX_SLOTS:
+        raise BadRequest(f"Appointment.slot must be a list of at most {MAX_SLOTS} references", code="value",
+                         expression=("Appointment.slot",))
+    for ref in given:
         reference = ref.get("reference") if isinstance(ref, dict) else None
         if not isinstance(reference, str) or not reference.startswith("Slot/") or "/" in reference[5:]:
             raise BadRequest("Appointment.slot must hold references Slot/<id>", code="value",
@@ -156,10 +163,17 @@ class Booker:
 
     async def _take(self, session: AsyncClientSession, unit: _Unit, context: RequestContext,
                     appointment_id: str, ids: list[str], status: str, *, mine: frozenset[str],
-                    override: bool) -> tuple[str, str]:
+                    override: bool, then: Callable[[str, str], Awaitable[None]] | None = None) -> tuple[str, str]:
         """Plans `ids` (Slots) to `status`; answers the Appointment's start and end (from the
-        Slots). `mine`: Slots this Appointment holds already (busy-tentative from its hold)."""
+        Slots). `mine`: Slots this Appointment holds already (busy-tentative from its hold).
+        `then(start, end)` plans the Appointment before the Slots are judged, so that a
+        malformed Appointment is refused as such (400/422) rather than as a conflict."""
         slots = await self._slots(session, context, ids)
+        starts = [str(s.get("start")) for _, s in slots.values()]
+        ends = [str(s.get("end")) for _, s in slots.values()]
+        start, end = min(starts, key=_instant), max(ends, key=_instant)
+        if then is not None:
+            await then(start, end)
         system = self._system()
         taken: list[tuple[str, str]] = []
         for slot_id, (doc, slot) in slots.items():
@@ -175,9 +189,7 @@ class Booker:
         if taken:
             unit.add(system, await self.repository.planner.create(
                 None, self._system("create"), self._override_event(context, f"Appointment/{appointment_id}", taken)))
-        starts = [str(s.get("start")) for _, s in slots.values()]
-        ends = [str(s.get("end")) for _, s in slots.values()]
-        return min(starts, key=_instant), max(ends, key=_instant)
+        return start, end
 
     async def _release(self, session: AsyncClientSession, unit: _Unit, appointment_id: str,
                        ids: list[str], keep: frozenset[str] = frozenset()) -> None:
@@ -241,13 +253,16 @@ class Booker:
         ids = slot_ids(new)
 
         async def build(session: AsyncClientSession, unit: _Unit) -> None:
-            start, end = await self._take(session, unit, context, appointment_id, ids, TENTATIVE,
-                                          mine=frozenset(), override=False)
-            held = {**new, "status": "pending", "start": start, "end": end}
-            _without(held, HOLD_EXTENSION)
-            held["extension"] = [*held.get("extension", []), {
-                "url": HOLD_EXTENSION, "valueInstant": format_instant(now() + hold_for)}]
-            unit.add(context, await self.repository.planner.create(None, context, held, resource_id=appointment_id))
+            async def plan(start: str, end: str) -> None:
+                held = {**new, "status": "pending", "start": start, "end": end}
+                _without(held, HOLD_EXTENSION)
+                held["extension"] = [*held.get("extension", []), {
+                    "url": HOLD_EXTENSION, "valueInstant": format_instant(now() + hold_for)}]
+                unit.add(context, await self.repository.planner.create(None, context, held,
+                                                                       resource_id=appointment_id))
+
+            await self._take(session, unit, context, appointment_id, ids, TENTATIVE, mine=frozenset(),
+                             override=False, then=plan)
 
         planned = await self._run("the Slot", build)
         return await self._stored(context, planned, appointment_id)
@@ -266,12 +281,16 @@ class Booker:
 
         async def build(session: AsyncClientSession, unit: _Unit) -> None:
             if new is not None:
-                start, end = await self._take(session, unit, context, appointment_id, slot_ids(new), BUSY,
-                                              mine=frozenset(), override=override)
-                booked = {**new, "status": "booked", "start": start, "end": end}
-                _without(booked, HOLD_EXTENSION)
-                unit.add(context, await self.repository.planner.create(None, context, booked,
-                                                                       resource_id=appointment_id))
+                proposed = new
+
+                async def plan(start: str, end: str) -> None:
+                    booked = {**proposed, "status": "booked", "start": start, "end": end}
+                    _without(booked, HOLD_EXTENSION)
+                    unit.add(context, await self.repository.planner.create(None, context, booked,
+                                                                           resource_id=appointment_id))
+
+                await self._take(session, unit, context, appointment_id, slot_ids(new), BUSY,
+                                 mine=frozenset(), override=override, then=plan)
                 return
             doc, held = await self._appointment(session, context, appointment_id)
             if held.get("status") == "booked":
@@ -331,18 +350,19 @@ class Booker:
             self._check(current.get("status"), "cancelled")
             old_ids, new_ids = slot_ids(current), slot_ids(new)
             mine = frozenset(old_ids) & frozenset(new_ids) if current.get("status") in HOLDING else frozenset()
-            start, end = await self._take(session, unit, context, new_id, new_ids, BUSY, mine=mine,
-                                          override=override)
-            booked = {**new, "status": "booked", "start": start, "end": end}
-            _without(booked, HOLD_EXTENSION)
-            _without(booked, PREVIOUS_EXTENSION)
-            booked["extension"] = [*booked.get("extension", []), {
-                "url": PREVIOUS_EXTENSION, "valueReference": {"reference": f"Appointment/{appointment_id}"}}]
-            cancelled = {**current, "status": "cancelled", "cancelationReason": {"text": "rescheduled"}}
-            _without(cancelled, HOLD_EXTENSION)
-            unit.add(context, await self.repository.planner.update_from(
-                context, "Appointment", appointment_id, cancelled, doc))
-            unit.add(context, await self.repository.planner.create(None, context, booked, resource_id=new_id))
+            async def plan(start: str, end: str) -> None:
+                booked = {**new, "status": "booked", "start": start, "end": end}
+                _without(booked, HOLD_EXTENSION)
+                _without(booked, PREVIOUS_EXTENSION)
+                booked["extension"] = [*booked.get("extension", []), {
+                    "url": PREVIOUS_EXTENSION, "valueReference": {"reference": f"Appointment/{appointment_id}"}}]
+                cancelled = {**current, "status": "cancelled", "cancelationReason": {"text": "rescheduled"}}
+                _without(cancelled, HOLD_EXTENSION)
+                unit.add(context, await self.repository.planner.update_from(
+                    context, "Appointment", appointment_id, cancelled, doc))
+                unit.add(context, await self.repository.planner.create(None, context, booked, resource_id=new_id))
+
+            await self._take(session, unit, context, new_id, new_ids, BUSY, mine=mine, override=override, then=plan)
             await self._release(session, unit, appointment_id, old_ids, keep=frozenset(new_ids))
 
         planned = await self._run(f"Appointment/{appointment_id}", build)
