@@ -33,6 +33,7 @@ from interceptors.handoff_rules import HandoffRules
 from interceptors.outbox import OutboxInterceptor
 from interceptors.provenance import ProvenanceInterceptor
 from interceptors.referral_rules import ReferralRules
+from interceptors.scheduling_rules import SchedulingRules
 from interceptors.smart import SmartInterceptor
 from interceptors.validation import ValidationInterceptor
 from subscriptions.endpoints import EndpointPolicy
@@ -116,6 +117,7 @@ def build_interceptors(
     built += [("subscription-guard", guard), ("outbox", outbox)]
     built.append(("referral-rules", ReferralRules(database.db, settings.base_url)))
     built.append(("handoff-rules", HandoffRules(database.db)))
+    built.append(("scheduling-rules", SchedulingRules()))  # the Appointment state machine
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None
     # Provenance and AuditEvents are the server's own records of a change: the change's

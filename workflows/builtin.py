@@ -11,4 +11,6 @@ BUILTIN: tuple[str, ...] = (
     "workflows.referral:referral",
     "workflows.handoff:handoff",
     "workflows.caregaps:care_gaps",
+    "workflows.scheduling:scheduling",
+    "workflows.visit:visit",
 )

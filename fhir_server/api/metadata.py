@@ -14,6 +14,7 @@ from fhir_server.api.context import services
 from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
 from fhir_server.api.route import Route
+from fhir_server.api.scheduling import SCHEDULING_OPERATIONS
 from fhir_server.auth.capability import capability_security
 from fhir_server.operations.care_gaps import DEFINITION as CARE_GAPS_DEFINITION
 from fhir_server.resource_types import APPEND_ONLY, CHANGING_INTERACTIONS, STORED_TYPES
@@ -25,6 +26,7 @@ OPERATION_DEFINITIONS = {
     "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
     "care-gaps": CARE_GAPS_DEFINITION,
+    **SCHEDULING_OPERATIONS,
     **SUBSCRIPTION_OPERATIONS,
 }
 
@@ -51,6 +53,9 @@ def capability_statement(
                                   for code in (r.interaction, *r.also)
                                   if code not in ("capabilities", "operation")})
     conditional = {r.interaction for r in routes if r.conditional}
+    # Operations on [base] itself ($bulk-publish): rest.operation.
+    system_operations = [{"name": n, "definition": OPERATION_DEFINITIONS[n]} for n in dict.fromkeys(
+        r.operation for r in routes if r.level == "system" and r.operation)]
     resources = []
     for rtype in STORED_TYPES:
         codes = [c for c in type_interactions
@@ -92,6 +97,7 @@ def capability_statement(
             **({"security": security} if security else {}),
             "resource": resources,
             "interaction": [{"code": code} for code in system_interactions],
+            **({"operation": system_operations} if system_operations else {}),
         }],
     }
 

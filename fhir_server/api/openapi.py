@@ -115,6 +115,15 @@ def _responses(item: _Concrete, method: str) -> dict[str, Any]:
         ok = {"200": _response("One document Bundle per patient (DEQM's shape)", ref("Parameters"))}
     elif code == "read" and rtype == "" and item.path.startswith("/OperationDefinition/"):
         ok = {"200": _response("An OperationDefinition this server publishes", ref("Resource"))}
+    elif item.operation == "find":
+        ok = {"200": _response("Proposed Appointments", ref("SearchsetBundle"))}
+    elif item.operation in ("hold", "book", "cancel", "reschedule"):
+        ok = {"200": _response("A collection Bundle of the Appointments written", ref("Resource"))}
+    elif item.operation == "bulk-publish" and "{file}" in item.path:
+        ok = {"200": {"description": "One resource per line",
+                      "content": {"application/fhir+ndjson": {"schema": {"type": "string"}}}}}
+    elif item.operation == "bulk-publish":
+        ok = {"200": _response("The SMART Scheduling Links manifest", {"type": "object"})}
     elif code == "capabilities":
         ok = {"200": _response("The CapabilityStatement", ref("CapabilityStatement"))}
     elif code in ("transaction",):
@@ -146,7 +155,7 @@ def _responses(item: _Concrete, method: str) -> dict[str, Any]:
 
 def _parameters(item: _Concrete, method: str, search: dict[str, list[dict[str, Any]]]) -> list[Any]:
     code, rtype = item.route.interaction, item.resource_type
-    params: list[Any] = [path_param(n) for n in ("id", "vid") if "{" + n + "}" in item.path]
+    params: list[Any] = [path_param(n) for n in ("id", "vid", "file") if "{" + n + "}" in item.path]
     if code == "search-type" and rtype not in (None, "*") and method != "POST":
         names = ["_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total"]
         params += searched(rtype, search.get(rtype, []))
@@ -159,6 +168,12 @@ def _parameters(item: _Concrete, method: str, search: dict[str, list[dict[str, A
         params += results("_count", "_since", "_at")
     elif item.operation == "everything":
         params += results("_count", "_since", "_type")
+    elif item.operation == "find" and method == "GET":
+        params += [query(n, {"type": "string"}, f"$find {n}") for n in (
+            "start", "end", "practitioner", "specialty", "service-type", "location", "patient", "visit-type",
+            "_count")]
+    elif item.operation == "bulk-publish":
+        params += results("_since")
     elif item.operation == "events" and method == "GET":
         params += [query(n, {"type": "integer"}, n) for n in ("eventsSinceNumber", "eventsUntilNumber")]
         params.append(query("content", {"enum": ["empty", "id-only", "full-resource"]}, "Payload content"))
@@ -223,6 +238,11 @@ def _base_id(item: _Concrete) -> str:
     """read-Patient, conditional-update-Task, validate-instance-Task, search-compartment-Patient-Task."""
     route = item.route
     name = f"{item.operation}-{route.level}" if item.operation else route.interaction
+    if item.operation:
+        # A route below the operation's own ($bulk-publish/{file}): named by what follows.
+        tail = route.path.split(f"${item.operation}", 1)[1].strip("/")
+        if tail:
+            name += "-" + tail.replace("{", "").replace("}", "").replace("/", "-")
     if route.conditional:
         name = f"conditional-{name}"
     if item.compartment:

@@ -52,10 +52,11 @@ def path_param(name: str) -> dict[str, Any]:
     schemas: dict[str, Schema] = {
         "id": {"type": "string", "pattern": ID_PATTERN},
         "vid": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+        "file": {"type": "string", "enum": ["Location.ndjson", "Schedule.ndjson", "Slot.ndjson"]},
     }
     return {"name": name, "in": "path", "required": True, "schema": schemas[name],
-            "description": {"id": "Logical id", "vid": "Version id"}[name],
-            "example": {"id": "example", "vid": "1"}[name]}  # the id of the spec's examples
+            "description": {"id": "Logical id", "vid": "Version id", "file": "A published file"}[name],
+            "example": {"id": "example", "vid": "1", "file": "Slot.ndjson"}[name]}  # the spec's examples
 
 
 def _search_param(param: dict[str, Any]) -> dict[str, Any]:

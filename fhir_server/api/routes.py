@@ -14,7 +14,18 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import care_gaps, everything, history, metadata, resources, search, subscriptions, system, validate
+from fhir_server.api import (
+    care_gaps,
+    everything,
+    history,
+    metadata,
+    resources,
+    scheduling,
+    search,
+    subscriptions,
+    system,
+    validate,
+)
 from fhir_server.api.route import Route
 from fhir_server.config import Settings
 
@@ -43,6 +54,14 @@ ROUTES: tuple[Route, ...] = (
           "operation", "instance"),
     Route(("GET", "POST"), "/Measure/$care-gaps", care_gaps.measure_care_gaps, "operation", "type"),
     Route(("GET", "HEAD"), "/OperationDefinition/{id}", care_gaps.operation_definition, "read", "instance"),
+    # Scheduling (IHE ITI Scheduling; SMART Scheduling Links): before /{type} and /{type}/{id}.
+    Route(("GET", "POST"), "/Appointment/$find", scheduling.find, "operation", "type"),
+    Route(("POST",), "/Appointment/$hold", scheduling.hold, "operation", "type"),
+    Route(("POST",), "/Appointment/$book", scheduling.book, "operation", "type"),
+    Route(("POST",), "/Appointment/{id}/$cancel", scheduling.cancel, "operation", "instance"),
+    Route(("POST",), "/Appointment/{id}/$reschedule", scheduling.reschedule, "operation", "instance"),
+    Route(("GET",), "/$bulk-publish", scheduling.bulk_publish, "operation", "system"),
+    Route(("GET",), "/$bulk-publish/{file}", scheduling.bulk_publish_file, "operation", "system"),
     Route(("GET", "HEAD"), "/{type}", search.search_type, "search-type", "type"),
     Route(("POST",), "/{type}", resources.create, "create", "type"),
     Route(("PUT",), "/{type}", resources.conditional_update, "update", "type", conditional=True),

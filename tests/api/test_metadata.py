@@ -91,6 +91,10 @@ def _operation(client: httpx.Client, rtype: str, rid: str, name: str, body: dict
         return client.get(f"/{rtype}/{rid}/$everything")
     if name in ("status", "get-ws-binding-token"):
         return client.get(f"/{rtype}/${name}")
+    if name in ("find", "hold", "book"):  # scheduling: type-level, Parameters in
+        return client.post(f"/{rtype}/${name}", json={"resourceType": "Parameters"})
+    if name in ("cancel", "reschedule"):
+        return client.post(f"/{rtype}/{rid}/${name}", json={"resourceType": "Parameters"})
     return client.get(f"/{rtype}/{rid}/${name}")
 
 

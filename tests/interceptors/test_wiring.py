@@ -29,6 +29,7 @@ TABLE_NAME = {
     "AccessInterceptor": "access",
     "SubscriptionGuard": "subscription-guard",
     "HandoffRules": "handoff-rules",
+    "SchedulingRules": "scheduling-rules",
     "ProvenanceInterceptor": "provenance",
     "OutboxInterceptor": "outbox",
     "AuditInterceptor": "audit",

@@ -1,0 +1,123 @@
+"""The Appointment state machine on plain REST writes (422 naming the rule, nothing written),
+participants' AppointmentResponses, and the override scope (403 without it; audited)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Mint
+from tests.scheduling.conftest import Practice, appointment_of, created, parameters, slot_status
+from tests.subscriptions.conftest import wait_until
+
+Doc = dict[str, Any]
+
+
+def appointment(status: str, *actors: str) -> Doc:
+    return {"resourceType": "Appointment", "status": status,
+            "start": "2031-03-03T09:00:00Z", "end": "2031-03-03T09:15:00Z",
+            "participant": [{"actor": {"reference": a}, "status": "needs-action"} for a in actors]}
+
+
+@pytest.mark.parametrize(("before", "after", "rule"), [
+    ("booked", "proposed", "appointment-status-transition"),
+    ("booked", "pending", "appointment-status-transition"),
+    ("pending", "fulfilled", "appointment-status-transition"),
+    ("arrived", "noshow", "appointment-status-transition"),
+    ("cancelled", "booked", "appointment-status-final"),
+    ("fulfilled", "arrived", "appointment-status-final"),
+    ("noshow", "booked", "appointment-status-final"),
+])
+def test_refused_transitions_are_422_naming_the_rule(api: httpx.Client, before: str, after: str, rule: str) -> None:
+    stored = created(api, appointment(before, "Patient/p1"))
+    response = api.put(f"/Appointment/{stored['id']}", json={**stored, "status": after})
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "business-rule" and issue["diagnostics"].startswith(f"{rule}:")
+    assert issue["expression"] == ["Appointment.status"]
+    assert api.get(f"/Appointment/{stored['id']}").json()["meta"]["versionId"] == "1"
+    patched = api.patch(f"/Appointment/{stored['id']}", content=b'[{"op":"replace","path":"/status","value":"%s"}]'
+                        % after.encode(), headers={"Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 422, patched.text
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    ("proposed", "pending"), ("pending", "booked"), ("booked", "arrived"), ("booked", "checked-in"),
+    ("arrived", "fulfilled"), ("booked", "noshow"), ("booked", "cancelled"), ("fulfilled", "entered-in-error"),
+    ("waitlist", "booked"), ("booked", "booked"),
+])
+def test_allowed_transitions(api: httpx.Client, before: str, after: str) -> None:
+    stored = created(api, appointment(before, "Patient/p1"))
+    response = api.put(f"/Appointment/{stored['id']}", json={**stored, "status": after})
+    assert response.status_code == 200, response.text
+
+
+def test_any_status_may_be_created(api: httpx.Client) -> None:
+    for status in ("proposed", "booked", "fulfilled", "cancelled", "noshow"):
+        created(api, appointment(status, "Patient/p1"))
+
+
+def test_appointment_responses_set_participant_status_and_book(api: httpx.Client) -> None:
+    practice = Practice(api)
+    doctor, slots = practice.practitioner(slots=1)
+    proposal = practice.find(practitioner=doctor, patient=practice.patient)[0]
+    held = appointment_of(api.post("/Appointment/$hold", json=parameters(appointment_resource=proposal)))
+    aid = held["id"]
+    for actor in (f"Patient/{practice.patient}", f"Practitioner/{doctor}", f"Location/{practice.video}"):
+        created(api, {"resourceType": "AppointmentResponse", "appointment": {"reference": f"Appointment/{aid}"},
+                      "actor": {"reference": actor}, "participantStatus": "accepted"})
+    booked = wait_until(lambda: (a := api.get(f"/Appointment/{aid}").json())["status"] == "booked" and a,
+                        what="booked by the answers")
+    assert {p["status"] for p in booked["participant"]} == {"accepted"}
+    assert slot_status(api, slots[0]) == "busy"
+
+
+def test_a_decline_is_recorded_and_books_nothing(api: httpx.Client) -> None:
+    practice = Practice(api)
+    doctor, slots = practice.practitioner(slots=1)
+    proposal = practice.find(practitioner=doctor, patient=practice.patient)[0]
+    held = appointment_of(api.post("/Appointment/$hold", json=parameters(appointment_resource=proposal)))
+    created(api, {"resourceType": "AppointmentResponse", "appointment": {"reference": f"Appointment/{held['id']}"},
+                  "actor": {"reference": f"Practitioner/{doctor}"}, "participantStatus": "declined"})
+
+    def declined() -> Doc | None:
+        current: Doc = api.get(f"/Appointment/{held['id']}").json()
+        statuses = {p["actor"]["reference"]: p["status"] for p in current["participant"]}
+        return current if statuses[f"Practitioner/{doctor}"] == "declined" else None
+
+    current = wait_until(declined, what="the decline recorded")
+    assert current["status"] == "pending"
+    assert slot_status(api, slots[0]) == "busy-tentative"
+
+
+# ------------------------------------------------------------------ the override scope, with SMART on
+
+WRITE = "system/Appointment.cruds system/Slot.cruds system/Schedule.cruds system/Practitioner.cruds " \
+        "system/Patient.cruds system/Location.cruds system/AuditEvent.rs"
+
+
+def test_override_needs_its_scope_and_is_audited(secure: Callable[..., httpx.Client], mint: Mint) -> None:
+    plain = secure(mint(WRITE))
+    practice = Practice(plain)
+    doctor, slots = practice.practitioner(slots=1)
+    proposal = practice.find(practitioner=doctor, patient=practice.patient)[0]
+    assert plain.post("/Appointment/$book", json=parameters(appointment_resource=proposal)).status_code == 200
+    # Taken: without the scope an override is 403, and a plain $book 409.
+    refused = plain.post("/Appointment/$book", json=parameters(appointment_resource=proposal, override=True))
+    assert refused.status_code == 403, refused.text
+    assert "scheduling/override" in refused.json()["issue"][0]["diagnostics"]
+    assert plain.post("/Appointment/$book", json=parameters(appointment_resource=proposal)).status_code == 409
+    overrider = secure(mint(f"{WRITE} scheduling/override"))
+    booked = overrider.post("/Appointment/$book", json=parameters(appointment_resource=proposal, override=True))
+    assert booked.status_code == 200, booked.text
+    second = appointment_of(booked)
+    events = plain.get("/AuditEvent", params={"subtype": "override", "_count": "50"}).json()
+    overrides = [e["resource"] for e in events.get("entry", [])]
+    assert len(overrides) == 1
+    what = [e["what"].get("reference") for e in overrides[0]["entity"] if "what" in e]
+    assert f"Slot/{slots[0]}" in what and f"Appointment/{second['id']}" in what
+    holders = plain.get("/Appointment", params={"slot": f"Slot/{slots[0]}", "status": "booked"}).json()
+    assert len(holders["entry"]) == 2
