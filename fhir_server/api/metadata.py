@@ -23,6 +23,7 @@ from subscriptions.capability import SUBSCRIPTION_OPERATIONS, add_subscriptions
 OPERATION_DEFINITIONS = {
     "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    "join": "http://fhir.care-coord.example/OperationDefinition/Appointment-join",
     **SUBSCRIPTION_OPERATIONS,
 }
 
