@@ -222,3 +222,27 @@ def test_joins_are_audited_also_when_refused(tele: TeleServer) -> None:
     users = {a.get("who", {}).get("reference") for e in found for a in e["agent"]}
     assert f"Patient/{visit.patient}" in users and f"Practitioner/{stranger}" in users
     assert isinstance(httpx, object)
+
+
+def test_the_capability_statement_declares_join(tele: TeleServer) -> None:
+    body = tele.client().get("/metadata").json()
+    appointment = next(r for r in body["rest"][0]["resource"] if r["type"] == "Appointment")
+    assert {"name": "join", "definition": "http://fhir.care-coord.example/OperationDefinition/Appointment-join"} \
+        in appointment["operation"]
+    patient = next(r for r in body["rest"][0]["resource"] if r["type"] == "Patient")
+    assert "join" not in {o["name"] for o in patient.get("operation", [])}
+
+
+def test_with_auth_off_the_participant_is_named(client: httpx.Client) -> None:
+    """Dev mode has no caller to match: `participant` is required and must take part."""
+    visit = make_visit(client)
+    TeleServer.session_address(None, client, visit.appointment)  # type: ignore[arg-type]
+    assert join(client, visit.appointment).status_code == 400
+    stranger = {"resourceType": "Parameters",
+                "parameter": [{"name": "participant", "valueReference": {"reference": "Practitioner/nobody"}}]}
+    assert join(client, visit.appointment, stranger).status_code == 403
+    named = {"resourceType": "Parameters",
+             "parameter": [{"name": "participant", "valueReference": {"reference": f"Patient/{visit.patient}"}}]}
+    joined = join(client, visit.appointment, named)
+    assert joined.status_code == 200, joined.text
+    assert output(joined)["participant"] == {"reference": f"Patient/{visit.patient}"}

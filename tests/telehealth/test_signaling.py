@@ -100,3 +100,20 @@ def test_unknown_foreign_and_expired_tokens_are_refused(tele: TeleServer) -> Non
         return refusal.get("reason") == "an expired join token" and code == REFUSED
 
     assert wait_until(refused_now, 20, "the join token expiring")
+
+
+def test_the_call_page_is_served_by_the_server_with_a_strict_policy(tele: TeleServer) -> None:
+    anyone = tele.client()
+    page = anyone.get("/$visit/some-visit")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "default-src 'none'" in policy
+    assert page.headers["referrer-policy"] == "no-referrer" and page.headers["cache-control"] == "no-store"
+    # Everything the page loads comes from the server itself (no CDN).
+    assert "http" not in page.text.replace('http-equiv', '')
+    for name, kind in (("call.js", "text/javascript"), ("call.css", "text/css")):
+        asset = anyone.get(f"/$visit-assets/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+    assert anyone.get("/$visit-assets/..%2Fservice.py").status_code == 404
+    assert anyone.get("/$visit-assets/call.html").status_code == 404
+    assert anyone.get("/$visit/bad%20id").status_code == 400
