@@ -156,6 +156,12 @@ class Join:
     async def _encounter(self, base_url: str, appointment_id: str, appointment: Doc, at: datetime) -> str:
         """The visit's Encounter, created by the first join only (conditional create on the
         visit's identifier: concurrent first joins make one)."""
+        criteria = [("identifier", f"{VISIT_SYSTEM}|Appointment/{appointment_id}")]
+        system = RequestContext.system(base_url, "create")
+        # Every join but the first finds it: a plain read, no conditional lock or transaction.
+        found = await self.repository.search(system, self.search.parse("Encounter", criteria), with_total=False)
+        if found.entries:
+            return f"Encounter/{found.entries[0].id}"
         actors = _actors(appointment, base_url)
         patient = next((r for r, _ in actors if r.startswith("Patient/")), None)
         encounter: Doc = {
@@ -172,9 +178,7 @@ class Join:
                        if r.startswith((*HOSTS, "RelatedPerson/"))]
         if individuals:
             encounter["participant"] = individuals
-        outcome = await self.repository.create(
-            RequestContext.system(base_url, "create"), encounter,
-            if_none_exist=[("identifier", f"{VISIT_SYSTEM}|Appointment/{appointment_id}")])
+        outcome = await self.repository.create(system, encounter, if_none_exist=criteria)
         return f"Encounter/{outcome.stored.id}"
 
     async def _read(self, context: RequestContext, appointment_id: str) -> StoredResource:

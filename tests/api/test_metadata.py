@@ -88,6 +88,8 @@ def _operation(client: httpx.Client, rtype: str, rid: str, name: str, body: dict
         return client.get(f"/{rtype}/{rid}/$everything")
     if name in ("status", "get-ws-binding-token"):
         return client.get(f"/{rtype}/${name}")
+    if name == "join":  # changes state (the visit's Encounter): POST only
+        return client.post(f"/{rtype}/{rid}/$join")
     return client.get(f"/{rtype}/{rid}/${name}")
 
 
