@@ -31,6 +31,8 @@ from fhir_server.storage.repository import Repository
 from fhir_server.validation import Validator, structure
 from interceptors.registry import build_interceptors
 from subscriptions.service import SubscriptionService, subscription_indexes
+from telehealth.service import Telehealth
+from telehealth.settings import TelehealthSettings
 from workflows.builtin import BUILTIN
 from workflows.definitions import Definitions
 from workflows.engine import Engine, Workflow, load_workflows
@@ -54,6 +56,7 @@ class Services:
     subscriptions: SubscriptionService
     audit: AuditWriter | None = None  # started and stopped with the app
     workflows: Engine | None = None  # None when settings.workflows.enabled is off
+    telehealth: Telehealth | None = None  # the video provider and the built-in rooms
 
     async def prepare(self) -> None:
         """Creates the collections' indexes and the signing keys (idempotent)."""
@@ -154,6 +157,7 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
         subscriptions=subscriptions,
         audit=interceptors.audit,
         workflows=build_engine(settings, definitions, database, repository, subscriptions, workflows),
+        telehealth=Telehealth.build(TelehealthSettings.from_env(), settings.base_url, database.db),
     )
 
 

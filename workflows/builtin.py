@@ -13,4 +13,5 @@ BUILTIN: tuple[str, ...] = (
     "workflows.caregaps:care_gaps",
     "workflows.scheduling:scheduling",
     "workflows.visit:visit",
+    "workflows.virtual_visit:workflow",
 )

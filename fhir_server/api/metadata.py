@@ -27,6 +27,7 @@ OPERATION_DEFINITIONS = {
     "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
     "care-gaps": CARE_GAPS_DEFINITION,
     **SCHEDULING_OPERATIONS,
+    "join": "http://fhir.care-coord.example/OperationDefinition/Appointment-join",
     **SUBSCRIPTION_OPERATIONS,
 }
 

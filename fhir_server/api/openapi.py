@@ -109,6 +109,9 @@ def _responses(item: _Concrete, method: str) -> dict[str, Any]:
         ok = {"200": _response("The patient's compartment", ref("SearchsetBundle"))}
     elif item.operation == "get-ws-binding-token":
         ok = {"200": _response("A token that binds a websocket", ref("Parameters"))}
+    elif item.operation == "join":
+        ok = {"200": _response("The participant's join into the virtual visit (url, token, expires)",
+                               ref("Parameters"))}
     elif item.operation in ("status", "events"):
         ok = {"200": _response("Subscription status", ref("Resource"))}
     elif item.operation == "care-gaps":

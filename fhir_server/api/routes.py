@@ -25,6 +25,7 @@ from fhir_server.api import (
     subscriptions,
     system,
     validate,
+    visit,
 )
 from fhir_server.api.route import Route
 from fhir_server.config import Settings
@@ -69,6 +70,7 @@ ROUTES: tuple[Route, ...] = (
     Route(("GET", "HEAD"), "/{type}/{id}/_history", history.instance_history, "history-instance",
           "instance"),
     Route(("GET", "HEAD"), "/{type}/{id}/_history/{vid}", resources.vread, "vread", "instance"),
+    Route(("POST",), "/Appointment/{id}/$join", visit.appointment_join, "operation", "instance"),
     Route(("GET", "HEAD"), "/Patient/{id}/$everything", everything.patient_everything, "operation",
           "instance"),
     # Patient compartment search (`*`: across its types); after /{type}/{id}/_history so
@@ -84,6 +86,10 @@ ROUTES: tuple[Route, ...] = (
 
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter()
+    # The built-in video rooms' call page and its files: web pages, not FHIR interactions;
+    # before the table so that /{type}/{id} does not take them.
+    router.add_api_route("/$visit/{room}", visit.call_page, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/$visit-assets/{name}", visit.call_asset, methods=["GET"], include_in_schema=False)
     for route in ROUTES:
         endpoint = route.bound()
         router.add_api_route(
@@ -95,4 +101,6 @@ def build_router(settings: Settings) -> APIRouter:
             router.add_api_route("/", endpoint, methods=list(route.methods), include_in_schema=False)
     # The subscription websocket channel (its URL is in the CapabilityStatement).
     router.add_api_websocket_route("/$subscription-ws", subscriptions.websocket)
+    # Signaling for the built-in video rooms (authenticated by the join token, not a bearer).
+    router.add_api_websocket_route("/$visit-ws", visit.websocket)
     return router

@@ -95,6 +95,8 @@ def _operation(client: httpx.Client, rtype: str, rid: str, name: str, body: dict
         return client.post(f"/{rtype}/${name}", json={"resourceType": "Parameters"})
     if name in ("cancel", "reschedule"):
         return client.post(f"/{rtype}/{rid}/${name}", json={"resourceType": "Parameters"})
+    if name == "join":  # changes state (the visit's Encounter): POST only
+        return client.post(f"/{rtype}/{rid}/$join")
     return client.get(f"/{rtype}/{rid}/${name}")
 
 
