@@ -8,4 +8,5 @@ One line per workflow, in no particular order: each has its own Subscription and
 from __future__ import annotations
 
 BUILTIN: tuple[str, ...] = (
+    "workflows.messaging:workflows",
 )

@@ -24,6 +24,9 @@ OPERATION_DEFINITIONS = {
     "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
     **SUBSCRIPTION_OPERATIONS,
+    # Messaging threads' render state (profiles/OperationDefinition-*.json, docs/messaging.md).
+    "render-cursor": "http://fhir.care-coord.example/OperationDefinition/Communication-render-cursor",
+    "render-state": "http://fhir.care-coord.example/OperationDefinition/Communication-render-state",
 }
 
 

@@ -14,7 +14,17 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import everything, history, metadata, resources, search, subscriptions, system, validate
+from fhir_server.api import (
+    everything,
+    history,
+    metadata,
+    render,
+    resources,
+    search,
+    subscriptions,
+    system,
+    validate,
+)
 from fhir_server.api.route import Route
 from fhir_server.config import Settings
 
@@ -49,6 +59,10 @@ ROUTES: tuple[Route, ...] = (
           "instance"),
     Route(("GET", "HEAD"), "/{type}/{id}/_history/{vid}", resources.vread, "vread", "instance"),
     Route(("GET", "HEAD"), "/Patient/{id}/$everything", everything.patient_everything, "operation",
+          "instance"),
+    Route(("GET",), "/Communication/$render-state", render.inbox_render_state, "operation", "type"),
+    Route(("POST",), "/Communication/{id}/$render-cursor", render.render_cursor, "operation", "instance"),
+    Route(("GET",), "/Communication/{id}/$render-state", render.thread_render_state, "operation",
           "instance"),
     # Patient compartment search (`*`: across its types); after /{type}/{id}/_history so
     # that stays a history read.
