@@ -24,6 +24,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from fhir_server.access.decision import AccessDecision
 from fhir_server.audit.events import new_id
 from fhir_server.audit.provenance import PARTICIPANT, care_location
 from fhir_server.context import RequestContext
@@ -55,6 +56,8 @@ from fhir_server.storage.pipeline import SessionWriter
 
 Doc = dict[str, Any]
 PROPOSED, SET_BY = render_state.PROPOSED, render_state.SET_BY
+# Where the access interceptor keeps this request's one AccessDecision (AccessPolicy.decision).
+DECISION = "access.decision"
 
 
 def _client_acts(context: RequestContext) -> bool:
@@ -165,6 +168,11 @@ class MessagingRules:
         identities = restricted(principal)
         if identities is not None and not identities & set(members):
             raise Forbidden("messaging rule: only a participant of the thread posts to it", code="forbidden")
+        decision = context.attributes.get(DECISION)
+        if isinstance(decision, AccessDecision) and not await decision.may_release(thread):
+            # Posting to a thread needs seeing it: the access decision of this request (the
+            # access interceptor ran before this one) judges the header, Consent included.
+            raise Forbidden("messaging rule: the thread is not available to the caller", code="forbidden")
         subject = thread.get("subject")
         if subject is not None:
             # A message is about what its thread is about (and so lies in the same patient's
