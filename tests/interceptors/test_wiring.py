@@ -31,6 +31,7 @@ TABLE_NAME = {
     "ProvenanceInterceptor": "provenance",
     "OutboxInterceptor": "outbox",
     "AuditInterceptor": "audit",
+    "MessagingRules": "messaging-rules",
 }
 
 

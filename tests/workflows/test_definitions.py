@@ -86,7 +86,8 @@ def test_a_workflow_module_that_does_not_import_stops_start_up(mongodb_uri: str)
     settings = make_settings(mongodb_uri, workflows=WorkflowSettings(modules=("tests.workflows.toy:no_such_factory",)))
     with pytest.raises(ValueError, match=r"^workflow module 'tests.workflows.toy:no_such_factory': "):
         asyncio.run(build_services(settings))
-    named = make_settings(mongodb_uri, workflows=WorkflowSettings(modules=("tests.workflows.toy:killed_after_effect",)))
+    named = make_settings(mongodb_uri, workflows=WorkflowSettings(modules=("tests.workflows.toy:killed_after_effect",),
+                                                                 builtin=False))
 
     async def start() -> None:
         services = await build_services(named)

@@ -118,13 +118,16 @@ def test_two_server_processes_write_each_effect_once(mongodb_uri: str) -> None:
         assert len(everything.get("entry", [])) == len(ids)
 
 
-def test_with_no_workflow_registered_the_engine_does_nothing(server: RunningServer, client: httpx.Client) -> None:
-    services = server.server.config.app.state.services  # type: ignore[attr-defined]
-    assert services.workflows is not None and services.workflows.workflows == {}
-    assert services.workflows.runner._task is None  # no timer polling
-    assert client.get("/Subscription").json()["total"] == 0
-    assert client.post("/Task", json=completed_task(unique())).status_code == 201
-    assert client.get("/Communication").json()["total"] == 0
+def test_with_no_workflow_registered_the_engine_does_nothing(mongodb_uri: str) -> None:
+    # No deployment workflow and the built-in ones left out (FHIR_WORKFLOW_BUILTIN=0).
+    settings = fast_settings(mongodb_uri, unique("fhir_wf_none_"), builtin=False)
+    with RunningServer(settings) as server, httpx.Client(base_url=settings.base_url, timeout=30) as client:
+        services = server.server.config.app.state.services  # type: ignore[attr-defined]
+        assert services.workflows is not None and services.workflows.workflows == {}
+        assert services.workflows.runner._task is None  # no timer polling
+        assert client.get("/Subscription").json()["total"] == 0
+        assert client.post("/Task", json=completed_task(unique())).status_code == 201
+        assert client.get("/Communication").json()["total"] == 0
 
 
 def test_sigkill_between_effect_and_acknowledgement_doubles_nothing(
