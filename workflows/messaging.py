@@ -24,7 +24,17 @@ from fhir_server.context import Principal, RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.messaging import store
 from fhir_server.messaging.settings import MessagingSettings
-from fhir_server.messaging.threads import MESSAGE, PERSON_TYPES, TAG_SYSTEM, UNRENDERED, mark, thread_of
+from fhir_server.messaging.threads import (
+    MESSAGE,
+    PERSON_TYPES,
+    TAG_SYSTEM,
+    THREAD,
+    UNRENDERED,
+    kind_of,
+    mark,
+    thread_of,
+)
+from fhir_server.storage import schema
 from workflows.effects import Effects
 from workflows.engine import Event, Workflow
 from workflows.timers import Timer
@@ -111,5 +121,27 @@ class UnrenderedAlerts(Workflow):
         return True
 
 
+class ThreadTeams(Workflow):
+    """A CareTeam changed: the threads that name it work out their participant lists again
+    (the messaging rules expand the team's current members on the header's update), so a new
+    member finds the thread and a member who left no longer does. A header whose list did not
+    change gets no new version."""
+
+    name = "messaging-care-teams"
+    criteria = "CareTeam?"
+
+    async def on_event(self, event: Event, effects: Effects) -> None:
+        if not event.focus:
+            return
+        repository = effects.repository
+        found = repository.database.current("Communication").find(
+            {schema.index_field("participant"): event.focus, schema.DELETED: False}, schema.RESOURCE_ONLY)
+        async for doc in found:
+            header = schema.resource_of(doc)
+            if header is None or kind_of(header) != THREAD:
+                continue
+            await repository.update(effects.context("update"), "Communication", str(doc["_id"]), header)
+
+
 def workflows() -> list[Workflow]:
-    return [UnrenderedAlerts()]
+    return [UnrenderedAlerts(), ThreadTeams()]

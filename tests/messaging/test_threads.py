@@ -4,6 +4,7 @@ index (one search), and who may post."""
 from __future__ import annotations
 
 from tests.messaging.conftest import TAG, World, message, ref
+from tests.subscriptions.conftest import wait_until
 
 
 def start_thread(world: World) -> tuple[str, dict]:
@@ -74,3 +75,18 @@ def test_messages_are_immutable_but_the_sender_may_mark_one_entered_in_error(wor
     assert reply.status_code == 200, reply.text
     assert reply.json()["status"] == "entered-in-error"
     assert gp.get(f"/Communication/{sent['id']}").json()["payload"] == [{"contentString": "Take 10 mg"}]
+
+
+def test_a_care_team_change_reaches_the_threads_that_name_it(world: World) -> None:
+    thread_id, _ = start_thread(world)
+    admin = world.system("dashboard")
+    team = admin.get(f"/CareTeam/team{world.u}").json()
+    team["participant"] = [{"member": ref(world.ref("paul"))}]  # Dr. Chen leaves, Dr. Paul joins
+    assert admin.put(f"/CareTeam/team{world.u}", json=team).status_code == 200
+    paul, chen = world.person("paul", "ehr"), world.person("chen", "ehr")
+    wait_until(lambda: paul.get(f"/Communication/{thread_id}").status_code == 200, what="Paul sees the thread")
+    assert chen.get(f"/Communication/{thread_id}").status_code == 404
+    found = paul.get("/Communication", params={"participant": world.ref("paul"), "_tag": f"{TAG}|thread"}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [thread_id]
+    versions = admin.get(f"/Communication/{thread_id}/_history").json()["entry"]
+    assert len(versions) == 2  # one new version of the header, by the server
