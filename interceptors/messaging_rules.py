@@ -131,13 +131,15 @@ class MessagingRules:
             self._immutable(context, resource, previous or {})
             return
         principal = context.principal
+        if was == THREAD:
+            await self._header(context, resource, previous)  # a header stays a header (422)
+            return
         thread_id = thread_of(resource, self.base_url)
         thread = await header(self.database, thread_id) if thread_id else None
         if thread is not None:
             await self._message(context, resource, thread)
-        elif was == THREAD or (looks_like_header(resource) and resource.get("recipient")
-                               and not (principal is not None and principal.is_server
-                                        and context.automation is not None)):
+        elif looks_like_header(resource) and resource.get("recipient") and not (
+                principal is not None and principal.is_server and context.automation is not None):
             await self._header(context, resource, previous)
         else:
             # Not messaging: the server's marks are never taken from a client.

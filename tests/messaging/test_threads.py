@@ -90,3 +90,24 @@ def test_a_care_team_change_reaches_the_threads_that_name_it(world: World) -> No
     assert [e["resource"]["id"] for e in found["entry"]] == [thread_id]
     versions = admin.get(f"/Communication/{thread_id}/_history").json()["entry"]
     assert len(versions) == 2  # one new version of the header, by the server
+
+
+def test_a_participant_adds_someone_to_the_header_and_it_stays_a_header(world: World) -> None:
+    thread_id, header = start_thread(world)
+    anna = world.person("anna", "portal")
+    added = {**header, "recipient": [*header["recipient"], ref(world.ref("paul"))]}
+    reply = anna.put(f"/Communication/{thread_id}", json=added)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["sender"] == ref(world.ref("gray"))  # the sender stays the GP
+    assert world.ref("paul") in [e["valueReference"]["reference"] for e in reply.json()["extension"]]
+    other, _ = start_thread(world)
+    as_message = {**reply.json(), "partOf": [ref(f"Communication/{other}")]}
+    refused = anna.put(f"/Communication/{thread_id}", json=as_message)
+    assert refused.status_code == 422, refused.text
+    assert "thread header" in refused.json()["issue"][0]["diagnostics"]
+    # Paul takes part in the first thread now, not in the other: he cannot change it (the
+    # write pipeline answers 403 for a resource hidden from the writer).
+    stranger = world.person("paul", "ehr")
+    assert stranger.get(f"/Communication/{thread_id}").status_code == 200
+    taken_over = {**header, "id": other, "recipient": [ref(world.ref("paul"))]}
+    assert stranger.put(f"/Communication/{other}", json=taken_over).status_code == 403
