@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 COORDINATION = ("CarePlan", "CareTeam", "Communication", "Appointment", "Task", "DocumentReference")
-MACHINERY = ("Subscription", "Consent", "AuditEvent", "Provenance", "Binary")
+MACHINERY = ("Subscription", "Consent", "AuditEvent", "Provenance", "Binary", "Basic")
 # The clinical facts the workflows read and write (referrals, care gaps, visit documentation).
 CLINICAL = (
     "ServiceRequest", "DetectedIssue", "Goal", "Condition", "Observation", "CommunicationRequest",

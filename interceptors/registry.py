@@ -23,6 +23,7 @@ from fhir_server.auth.tokens import TokenValidator
 from fhir_server.config import Settings
 from fhir_server.consent import ConsentEngine, ConsentSettings, consent_indexes
 from fhir_server.hooks import HookRegistry
+from fhir_server.messaging.store import messaging_indexes
 from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 from fhir_server.storage.pipeline import Versions
@@ -30,6 +31,7 @@ from fhir_server.validation import Validator
 from interceptors.access import AccessInterceptor
 from interceptors.audit import AuditInterceptor, audit_indexes
 from interceptors.handoff_rules import HandoffRules
+from interceptors.messaging_rules import MessagingRules
 from interceptors.outbox import OutboxInterceptor
 from interceptors.provenance import ProvenanceInterceptor
 from interceptors.referral_rules import ReferralRules
@@ -118,6 +120,7 @@ def build_interceptors(
     built.append(("referral-rules", ReferralRules(database.db, settings.base_url)))
     built.append(("handoff-rules", HandoffRules(database.db)))
     built.append(("scheduling-rules", SchedulingRules()))  # the Appointment state machine
+    built.append(("messaging-rules", MessagingRules(database, settings.base_url)))
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None
     # Provenance and AuditEvents are the server's own records of a change: the change's
@@ -129,4 +132,5 @@ def build_interceptors(
         writer = AuditWriter(database, Versions(search), audit)
         built.append(("audit", AuditInterceptor(writer, PatientFinder(search), settings.base_url)))
     built += [("deployment", interceptor) for interceptor in extra]
-    return Interceptors(_registry(built), guard, writer, {**consent_indexes(), **audit_indexes()})
+    return Interceptors(_registry(built), guard, writer, {**consent_indexes(), **audit_indexes(),
+                                                          **messaging_indexes()})

@@ -14,4 +14,5 @@ BUILTIN: tuple[str, ...] = (
     "workflows.scheduling:scheduling",
     "workflows.visit:visit",
     "workflows.virtual_visit:workflow",
+    "workflows.messaging:workflows",
 )

@@ -29,6 +29,9 @@ OPERATION_DEFINITIONS = {
     **SCHEDULING_OPERATIONS,
     "join": "http://fhir.care-coord.example/OperationDefinition/Appointment-join",
     **SUBSCRIPTION_OPERATIONS,
+    # Messaging threads' render state (profiles/OperationDefinition-*.json, docs/messaging.md).
+    "render-cursor": "http://fhir.care-coord.example/OperationDefinition/Communication-render-cursor",
+    "render-state": "http://fhir.care-coord.example/OperationDefinition/Communication-render-state",
 }
 
 

@@ -19,6 +19,7 @@ from fhir_server.api import (
     everything,
     history,
     metadata,
+    render,
     resources,
     scheduling,
     search,
@@ -72,6 +73,10 @@ ROUTES: tuple[Route, ...] = (
     Route(("GET", "HEAD"), "/{type}/{id}/_history/{vid}", resources.vread, "vread", "instance"),
     Route(("POST",), "/Appointment/{id}/$join", visit.appointment_join, "operation", "instance"),
     Route(("GET", "HEAD"), "/Patient/{id}/$everything", everything.patient_everything, "operation",
+          "instance"),
+    Route(("GET",), "/Communication/$render-state", render.inbox_render_state, "operation", "type"),
+    Route(("POST",), "/Communication/{id}/$render-cursor", render.render_cursor, "operation", "instance"),
+    Route(("GET",), "/Communication/{id}/$render-state", render.thread_render_state, "operation",
           "instance"),
     # Patient compartment search (`*`: across its types); after /{type}/{id}/_history so
     # that stays a history read.

@@ -38,6 +38,7 @@ def test_capability_statement(client: httpx.Client) -> None:
 # Stored types the spec examples hold no instance of, not even inside a Bundle: the smallest
 # valid resource stands in.
 _MINIMAL: dict[str, dict[str, Any]] = {
+    "Basic": {"code": {"text": "render state"}},
     "DetectedIssue": {"status": "final"},
     "Device": {"deviceName": [{"name": "coordination engine", "type": "user-friendly-name"}]},
     "HealthcareService": {"name": "Telehealth consultations"},

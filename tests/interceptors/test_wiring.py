@@ -34,6 +34,7 @@ TABLE_NAME = {
     "OutboxInterceptor": "outbox",
     "AuditInterceptor": "audit",
     "ReferralRules": "referral-rules",
+    "MessagingRules": "messaging-rules",
 }
 
 

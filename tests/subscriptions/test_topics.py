@@ -49,6 +49,13 @@ FILTER_CASES: dict[str, tuple[Callable[[str, bool], Doc], dict[str, Callable[[st
     "consent-changed": (
         lambda u, other: b.consent(u + ("x" if other else "")),
         {"patient": lambda u: f"Patient/{u}"}),
+    # An alert of the messaging workflow (auth is off here, so a client may write one).
+    "communication-unrendered": (
+        lambda u, other: {"resourceType": "Basic", "code": {"coding": [
+            {"system": "http://fhir.care-coord.example/CodeSystem/messaging", "code": "unrendered"}]},
+            "subject": {"reference": f"Communication/{u}{'x' if other else ''}"},
+            "author": {"reference": f"Practitioner/{u}{'x' if other else ''}"}},
+        {"participant": lambda u: f"Practitioner/{u}", "message": lambda u: f"Communication/{u}"}),
 }
 
 

@@ -1,0 +1,375 @@
+"""Messaging benchmark: render cursor updates, message → alert → notification, the inbox.
+
+Starts the embedded database and one server (uvicorn in a thread, SMART auth, Consent and
+audit on: the default configuration) with a short grace period, then, over HTTP:
+
+1. cursor updates: C clients move render cursors forward on distinct (thread, participant)
+   pairs (each call writes a version + its Provenance); updates/s and p50/p99, beside the
+   same-run baseline of a plain `PUT /Basic/<id>` by the same clients, in interleaved rounds;
+2. message commit → alert decision → notification received at a rest-hook receiver
+   (topic communication-unrendered, filter participant), p50/p99 beside the grace period
+   (target p99 < grace + 250 ms) and beside the same-run baseline: commit → notification of
+   an R4 criteria Subscription on the same messages (the delivery path without the timer);
+3. the inbox, `GET Communication/$render-state?participant=` over 1,000 threads, p50/p99
+   (target p99 < 100 ms), beside the baseline `GET Communication?participant=&_tag=thread
+   &_count=1000&_elements=id` (the same threads as a search).
+
+    .venv/bin/python bench/messaging.py --quick      # 200 threads, fewer samples
+    .venv/bin/python bench/messaging.py              # 1,000 threads
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from pymongo import AsyncMongoClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fhir_server.app import create_app
+from fhir_server.auth.cli import mint_dev_token
+from fhir_server.config import Settings, SubscriptionSettings
+from fhir_server.embedded_db import EmbeddedDatabase
+from fhir_server.messaging.settings import GRACE_PERIOD
+from fhir_server.services import auth_settings
+
+TAG = "http://fhir.care-coord.example/CodeSystem/messaging"
+TOPIC = "http://fhir.care-coord.example/SubscriptionTopic/communication-unrendered"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+Doc = dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values) or [float("nan")]
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def cpu_seconds() -> float:
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0
+
+
+def ms(values: list[float]) -> str:
+    return f"p50 {statistics.median(values) * 1000:.0f} ms, p99 {percentile(values, 0.99) * 1000:.0f} ms"
+
+
+class Receiver:
+    """A rest-hook endpoint: when each alerted message's (or message's) notification arrived."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.arrived: dict[str, float] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                at = time.perf_counter()
+                try:
+                    bundle = json.loads(body) if body else {}
+                except ValueError:
+                    bundle = {}
+                for entry in (bundle.get("entry") or [])[1:]:
+                    resource = entry.get("resource") or {}
+                    if resource.get("resourceType") == "Basic":
+                        key = resource["subject"]["reference"].removeprefix("Communication/")
+                    elif resource.get("resourceType") == "Communication":
+                        key = "raw:" + resource["id"]
+                    else:
+                        continue
+                    receiver.arrived.setdefault(key, at)
+                if bundle.get("resourceType") == "Communication":  # an R4 criteria payload
+                    receiver.arrived.setdefault("raw:" + bundle["id"], at)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+def serve(settings: Settings) -> uvicorn.Server:
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
+                                           log_level="warning", lifespan="on"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    return server
+
+
+async def token(settings: Settings, scope: str, client_id: str, fhir_user: str | None = None,
+                patient: str | None = None) -> str:
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongodb_uri)
+    try:
+        return await mint_dev_token(client[settings.database], auth_settings(settings), scope.split(),
+                                    patient=patient, fhir_user=fhir_user, client_id=client_id)
+    finally:
+        await client.close()
+
+
+def ref(value: str) -> Doc:
+    return {"reference": value}
+
+
+async def ok(reply: httpx.Response, *statuses: int) -> Doc:
+    if reply.status_code not in (statuses or (200, 201)):
+        raise RuntimeError(f"{reply.request.method} {reply.request.url}: {reply.status_code} {reply.text[:300]}")
+    body: Doc = reply.json() if reply.content else {}
+    return body
+
+
+async def transaction(client: httpx.AsyncClient, resources: list[Doc]) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, len(resources), 200):
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
+            for r in resources[start:start + 200]]}
+        answer = await ok(await client.post("/", json=bundle))
+        ids += [e["response"]["location"].split("/")[1] for e in answer["entry"]]
+    return ids
+
+
+async def subscribe(client: httpx.AsyncClient, sub: Doc) -> str:
+    sub_id = str((await ok(await client.post("/Subscription", json=sub)))["id"])
+    deadline = time.monotonic() + 30
+    while (await ok(await client.get(f"/Subscription/{sub_id}")))["status"] != "active":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Subscription/{sub_id} never became active")
+        await asyncio.sleep(0.1)
+    return sub_id
+
+
+async def drain(settings: Settings, grace: float) -> float:
+    """Seconds until no alert timer is pending (the alert decisions are taken)."""
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongodb_uri)
+    start = time.perf_counter()
+    try:
+        await asyncio.sleep(grace)
+        timers = client[settings.database]["timers"]
+        while await timers.count_documents({"status": "pending", "workflow": "messaging-alerts"}):
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+    return time.perf_counter() - start
+
+
+async def timed(calls: list[Callable[[], Any]], clients: int) -> tuple[list[float], float]:
+    """Runs `calls` with `clients` in flight; latencies and the wall time."""
+    queue = list(reversed(calls))
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        while queue:
+            call = queue.pop()
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return latencies, time.perf_counter() - start
+
+
+async def run(uri: str, threads: int, samples: int, clients: int, rounds: int, grace: float) -> None:
+    os.environ[GRACE_PERIOD] = str(grace)
+    port = free_port()
+    settings = Settings(host="127.0.0.1", port=port, base_url=f"http://127.0.0.1:{port}/fhir", mongodb_uri=uri,
+                        database="bench_messaging", auth_enabled=True,
+                        subscriptions=SubscriptionSettings(allowed_hosts=("127.0.0.1",)))
+    server = serve(settings)
+    u = uuid.uuid4().hex[:6]
+    gp, anna = f"Practitioner/gp{u}", f"Patient/anna{u}"
+    system_token = await token(settings, "system/*.cruds", "dashboard")
+    gp_token = await token(settings, "user/*.cruds", "ehr", fhir_user=gp)
+    anna_token = await token(settings, "patient/*.cruds", "portal", fhir_user=anna, patient=f"anna{u}")
+    base = settings.base_url
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits,
+                                 headers={"Authorization": f"Bearer {system_token}"}) as admin, \
+            httpx.AsyncClient(base_url=base, timeout=120, limits=limits,
+                              headers={"Authorization": f"Bearer {gp_token}"}) as gp_client, \
+            httpx.AsyncClient(base_url=base, timeout=120, limits=limits,
+                              headers={"Authorization": f"Bearer {anna_token}"}) as anna_client:
+        await ok(await admin.put(f"/Practitioner/gp{u}", json={"resourceType": "Practitioner", "id": f"gp{u}"}))
+        await ok(await admin.put(f"/Patient/anna{u}", json={"resourceType": "Patient", "id": f"anna{u}"}))
+
+        # ------------------------------------------------------------ the inbox's threads
+        print(f"storing {threads:,} threads ...", file=sys.stderr)
+        header = {"resourceType": "Communication", "status": "in-progress", "subject": ref(anna),
+                  "topic": {"text": "bench"}, "recipient": [ref(anna), ref(gp)], "sender": ref(gp)}
+        thread_ids = await transaction(admin, [dict(header) for _ in range(threads)])
+        # Two messages in every thread (the cursor updates move between them).
+        first = await transaction(admin, [{"resourceType": "Communication", "status": "completed",
+                                           "partOf": [ref(f"Communication/{t}")], "sender": ref(gp),
+                                           "payload": [{"contentString": "one"}]} for t in thread_ids])
+        second = await transaction(admin, [{"resourceType": "Communication", "status": "completed",
+                                            "partOf": [ref(f"Communication/{t}")], "sender": ref(gp),
+                                            "payload": [{"contentString": "two"}]} for t in thread_ids])
+
+        # The setup's messages have their alert decisions due after the grace period: let
+        # them all be taken (a measure of its own) before anything is timed.
+        drained = await drain(settings, grace)
+        print(f"alert decisions of the setup's {2 * threads:,} messages taken in {drained:.1f} s "
+              f"({2 * threads / drained:.0f} messages/s)", file=sys.stderr)
+
+        # ------------------------------------------------------------ 1. cursor updates
+        def cursor(client: httpx.AsyncClient, thread: str, message: str, who: str) -> Callable[[], Any]:
+            body = {"resourceType": "Parameters", "parameter": [
+                {"name": "participant", "valueReference": ref(who)},
+                {"name": "message", "valueReference": ref(f"Communication/{message}")}]}
+
+            async def call() -> None:
+                await ok(await client.post(f"/Communication/{thread}/$render-cursor", json=body))
+            return call
+
+        def plain_put(i: int, n: int) -> Callable[[], Any]:
+            async def call() -> None:
+                await ok(await admin.put(f"/Basic/bench{u}-{i}", json={
+                    "resourceType": "Basic", "id": f"bench{u}-{i}", "code": {"text": f"baseline {n}"}}))
+            return call
+
+        per_round = min(samples, threads)
+        op_lat: list[float] = []
+        base_lat: list[float] = []
+        op_wall = base_wall = 0.0
+        op_cpu = base_cpu = 0.0
+        for r in range(rounds):
+            # Each round moves distinct pairs: round r uses threads [r*per_round, ...) for the GP
+            # (first then second message: two real moves) — wrapping around for small stores.
+            picks = [(thread_ids[(r * per_round + i) % threads], first[(r * per_round + i) % threads],
+                      second[(r * per_round + i) % threads]) for i in range(per_round)]
+            who, client = (gp, gp_client) if r % 2 == 0 else (anna, anna_client)
+            c0 = cpu_seconds()
+            lat, wall = await timed([cursor(client, t, m, who) for t, m, _ in picks]
+                                    + [cursor(client, t, m2, who) for t, _, m2 in picks], clients)
+            op_cpu += cpu_seconds() - c0
+            op_lat += lat
+            op_wall += wall
+            c0 = cpu_seconds()
+            lat, wall = await timed([plain_put(i, r * 2 + k) for k in range(2) for i in range(per_round)], clients)
+            base_cpu += cpu_seconds() - c0
+            base_lat += lat
+            base_wall += wall
+        print(f"\nmessaging bench: {threads:,} threads, {clients} clients, {rounds} interleaved rounds, "
+              f"grace {grace:g} s (server in this process; CPU is server + client)")
+        print("| measure | rate | latency | CPU per call |")
+        print("| --- | ---: | ---: | ---: |")
+        print(f"| $render-cursor (a forward move: version + Provenance) | {len(op_lat) / op_wall:.0f}/s | "
+              f"{ms(op_lat)} | {op_cpu / len(op_lat) * 1000:.1f} ms |")
+        print(f"| baseline: PUT /Basic (a plain update) | {len(base_lat) / base_wall:.0f}/s | {ms(base_lat)} | "
+              f"{base_cpu / len(base_lat) * 1000:.1f} ms |")
+        print(f"| ratio (cursor ÷ baseline), rate / p50 | {(len(op_lat) / op_wall) / (len(base_lat) / base_wall):.2f}× | "
+              f"{statistics.median(op_lat) / statistics.median(base_lat):.2f}× | "
+              f"{(op_cpu / len(op_lat)) / (base_cpu / len(base_lat)):.2f}× |")
+
+        # ------------------------------------------------------------ 2. commit → alert → notification
+        receiver = Receiver()
+        alert_sub = await subscribe(admin, {
+            "resourceType": "Subscription", "meta": {"profile": [BACKPORT + "backport-subscription"]},
+            "status": "requested", "reason": "bench", "criteria": TOPIC,
+            "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria",
+                                         "valueString": f"participant={gp}"}]},
+            "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json",
+                        "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content",
+                                                    "valueCode": "full-resource"}]}}})
+        raw_sub = await subscribe(admin, {
+            "resourceType": "Subscription", "status": "requested", "reason": "bench baseline",
+            "criteria": f"Communication?_tag={TAG}|message&sender={anna}",
+            "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json"}})
+        committed: dict[str, float] = {}
+        thread = thread_ids[0]
+        for _ in range(samples):
+            reply = await anna_client.post("/Communication", json={
+                "resourceType": "Communication", "status": "completed", "subject": ref(anna),
+                "partOf": [ref(f"Communication/{thread}")], "payload": [{"contentString": "bench"}]})
+            committed[(await ok(reply))["id"]] = time.perf_counter()
+            await asyncio.sleep(0.2)
+        deadline = time.monotonic() + grace + 60
+        while time.monotonic() < deadline and not all(
+                m in receiver.arrived and "raw:" + m in receiver.arrived for m in committed):
+            await asyncio.sleep(0.1)
+        alerts = [receiver.arrived[m] - t for m, t in committed.items() if m in receiver.arrived] or [float("nan")]
+        raws = [receiver.arrived["raw:" + m] - t for m, t in committed.items()
+                if "raw:" + m in receiver.arrived] or [float("nan")]
+        print(f"\n| message commit → notification ({len(alerts)}/{len(committed)} alerts) | p50 | p99 | p99 − grace |")
+        print("| --- | ---: | ---: | ---: |")
+        print(f"| alert (communication-unrendered, after the {grace:g} s grace) | "
+              f"{statistics.median(alerts) * 1000:.0f} ms | {percentile(alerts, 0.99) * 1000:.0f} ms | "
+              f"{(percentile(alerts, 0.99) - grace) * 1000:.0f} ms (target < 250 ms) |")
+        print(f"| baseline: R4 criteria Subscription on the same messages | {statistics.median(raws) * 1000:.0f} ms | "
+              f"{percentile(raws, 0.99) * 1000:.0f} ms | |")
+        for sub in (alert_sub, raw_sub):
+            await admin.delete(f"/Subscription/{sub}")
+
+        # ------------------------------------------------------------ 3. the inbox
+        inbox_lat: list[float] = []
+        search_lat: list[float] = []
+        count = 0
+        for _ in range(samples):
+            start = time.perf_counter()
+            answer = await ok(await anna_client.get("/Communication/$render-state", params={"participant": anna}))
+            inbox_lat.append(time.perf_counter() - start)
+            count = sum(1 for p in answer["parameter"] if p["name"] == "thread")
+            start = time.perf_counter()
+            await ok(await anna_client.get("/Communication", params={
+                "participant": anna, "_tag": f"{TAG}|thread", "_count": "1000", "_elements": "id"}))
+            search_lat.append(time.perf_counter() - start)
+        print(f"\n| inbox of {count:,} threads (patient token, Consent + audit on) | p50 | p99 |")
+        print("| --- | ---: | ---: |")
+        print(f"| GET Communication/$render-state?participant= | {statistics.median(inbox_lat) * 1000:.0f} ms | "
+              f"{percentile(inbox_lat, 0.99) * 1000:.0f} ms (target < 100 ms) |")
+        print(f"| baseline: the same threads as a search (_count=1000, _elements=id) | "
+              f"{statistics.median(search_lat) * 1000:.0f} ms | {percentile(search_lat, 0.99) * 1000:.0f} ms |")
+    server.should_exit = True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="200 threads, 30 samples, 2 rounds")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--samples", type=int)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--grace", type=float, default=1.0, help="the grace period in seconds (default 1)")
+    args = parser.parse_args()
+    threads = args.threads or (200 if args.quick else 1000)
+    samples = args.samples or (30 if args.quick else 100)
+    rounds = args.rounds or (2 if args.quick else 4)
+    with EmbeddedDatabase(None) as db:
+        asyncio.run(run(db.uri, threads, samples, args.clients, rounds, args.grace))
+
+
+if __name__ == "__main__":
+    main()

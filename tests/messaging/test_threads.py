@@ -1,0 +1,113 @@
+"""Threads: headers and messages, the sender set by the server, immutability, the participant
+index (one search), and who may post."""
+
+from __future__ import annotations
+
+from tests.messaging.conftest import TAG, World, message, ref
+from tests.subscriptions.conftest import wait_until
+
+
+def start_thread(world: World) -> tuple[str, dict]:
+    gp = world.person("gray", "ehr")
+    reply = gp.post("/Communication", json=world.thread_header())
+    assert reply.status_code == 201, reply.text
+    return reply.json()["id"], reply.json()
+
+
+def test_a_header_is_marked_and_its_sender_and_participants_are_the_servers(world: World) -> None:
+    _, header = start_thread(world)
+    assert header["sender"] == ref(world.ref("gray"))
+    assert {"system": TAG, "code": "thread"} in header["meta"]["tag"]
+    members = [e["valueReference"]["reference"] for e in header["extension"]]
+    # recipients, the sender and the CareTeam's current member
+    assert set(members) == {world.ref("anna"), world.ref("clara"), f"CareTeam/team{world.u}",
+                            world.ref("gray"), world.ref("chen")}
+
+
+def test_a_client_cannot_send_as_someone_else(world: World) -> None:
+    thread_id, _ = start_thread(world)
+    anna = world.person("anna", "portal")
+    reply = anna.post("/Communication", json=message(thread_id, "Hello", world.ref("anna"),
+                                                          sender=ref(world.ref("gray"))))
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["sender"] == ref(world.ref("anna"))
+    assert {"system": TAG, "code": "message"} in reply.json()["meta"]["tag"]
+
+
+def test_one_search_finds_a_participants_threads_including_through_a_careteam(world: World) -> None:
+    thread_id, _ = start_thread(world)
+    chen = world.person("chen", "dashboard")
+    found = chen.get("/Communication", params={"participant": world.ref("chen"), "_tag": f"{TAG}|thread"})
+    assert found.status_code == 200
+    assert [e["resource"]["id"] for e in found.json().get("entry", [])] == [thread_id]
+
+
+def test_a_non_participant_can_neither_post_nor_see(world: World) -> None:
+    thread_id, _ = start_thread(world)
+    gp = world.person("gray", "ehr")
+    posted = gp.post("/Communication", json=message(thread_id, "Readings look fine"))
+    assert posted.status_code == 201
+    paul = world.person("paul", "ehr")
+    reply = paul.post("/Communication", json=message(thread_id, "I am not in this thread"))
+    assert reply.status_code == 403, reply.text
+    assert "participant" in reply.json()["issue"][0]["diagnostics"]
+    assert paul.get(f"/Communication/{thread_id}").status_code == 404
+    assert paul.get(f"/Communication/{posted.json()['id']}").status_code == 404
+    assert paul.get("/Communication", params={"part-of": f"Communication/{thread_id}"}).json().get("entry") is None
+    assert paul.get(f"/Communication/{thread_id}/_history").json().get("entry") is None
+    assert paul.get("/Communication/_history").json().get("entry") is None
+    assert paul.get("/Communication", params={"_id": posted.json()["id"], "_include": "Communication:part-of"}
+                    ).json().get("entry") is None
+
+
+def test_messages_are_immutable_but_the_sender_may_mark_one_entered_in_error(world: World) -> None:
+    thread_id, _ = start_thread(world)
+    gp = world.person("gray", "ehr")
+    sent = gp.post("/Communication", json=message(thread_id, "Take 10 mg")).json()
+    changed = {**sent, "payload": [{"contentString": "Take 20 mg"}]}
+    reply = gp.put(f"/Communication/{sent['id']}", json=changed)
+    assert reply.status_code == 409, reply.text
+    assert "immutable" in reply.json()["issue"][0]["diagnostics"]
+    anna = world.person("anna", "portal")
+    assert anna.put(f"/Communication/{sent['id']}", json={**sent, "status": "entered-in-error"}).status_code == 409
+    assert gp.delete(f"/Communication/{sent['id']}").status_code == 409
+    reply = gp.put(f"/Communication/{sent['id']}", json={**sent, "status": "entered-in-error"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "entered-in-error"
+    assert gp.get(f"/Communication/{sent['id']}").json()["payload"] == [{"contentString": "Take 10 mg"}]
+
+
+def test_a_care_team_change_reaches_the_threads_that_name_it(world: World) -> None:
+    thread_id, _ = start_thread(world)
+    admin = world.system("dashboard")
+    team = admin.get(f"/CareTeam/team{world.u}").json()
+    team["participant"] = [{"member": ref(world.ref("paul"))}]  # Dr. Chen leaves, Dr. Paul joins
+    assert admin.put(f"/CareTeam/team{world.u}", json=team).status_code == 200
+    paul, chen = world.person("paul", "ehr"), world.person("chen", "ehr")
+    wait_until(lambda: paul.get(f"/Communication/{thread_id}").status_code == 200, what="Paul sees the thread")
+    assert chen.get(f"/Communication/{thread_id}").status_code == 404
+    found = paul.get("/Communication", params={"participant": world.ref("paul"), "_tag": f"{TAG}|thread"}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [thread_id]
+    versions = admin.get(f"/Communication/{thread_id}/_history").json()["entry"]
+    assert len(versions) == 2  # one new version of the header, by the server
+
+
+def test_a_participant_adds_someone_to_the_header_and_it_stays_a_header(world: World) -> None:
+    thread_id, header = start_thread(world)
+    anna = world.person("anna", "portal")
+    added = {**header, "recipient": [*header["recipient"], ref(world.ref("paul"))]}
+    reply = anna.put(f"/Communication/{thread_id}", json=added)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["sender"] == ref(world.ref("gray"))  # the sender stays the GP
+    assert world.ref("paul") in [e["valueReference"]["reference"] for e in reply.json()["extension"]]
+    other, _ = start_thread(world)
+    as_message = {**reply.json(), "partOf": [ref(f"Communication/{other}")]}
+    refused = anna.put(f"/Communication/{thread_id}", json=as_message)
+    assert refused.status_code == 422, refused.text
+    assert "thread header" in refused.json()["issue"][0]["diagnostics"]
+    # Paul takes part in the first thread now, not in the other: he cannot change it (the
+    # write pipeline answers 403 for a resource hidden from the writer).
+    stranger = world.person("paul", "ehr")
+    assert stranger.get(f"/Communication/{thread_id}").status_code == 200
+    taken_over = {**header, "id": other, "recipient": [ref(world.ref("paul"))]}
+    assert stranger.put(f"/Communication/{other}", json=taken_over).status_code == 403
