@@ -100,12 +100,18 @@ class AccessQuery:
 
     filters: list[dict[str, Any]] = field(default_factory=list)
     checks: list[DocumentCheck] = field(default_factory=list)
+    # A decision on release (CAN_SEE) judges the document's index fields: the read fetches
+    # them with the resource rather than the decision reading the document a second time.
+    index_wanted: bool = False
 
     def add(self, mongo_filter: dict[str, Any]) -> None:
         self.filters.append(mongo_filter)
 
     def add_check(self, check: DocumentCheck) -> None:
         self.checks.append(check)
+
+    def want_index(self) -> None:
+        self.index_wanted = True
 
 
 def hook(pointcut: Pointcut, slot: str | None = None) -> Callable[[HookFn], HookFn]:

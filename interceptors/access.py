@@ -47,6 +47,8 @@ class AccessInterceptor:
         check = decision.query_check(resource_type)
         if check is not None:
             query.add_check(check)
+        if decision.judges_on_release(resource_type):
+            query.want_index()
 
     @hook(Pointcut.CAN_SEE)
     async def can_see(self, context: RequestContext, resource: dict[str, Any]) -> bool:

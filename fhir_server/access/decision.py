@@ -32,6 +32,8 @@ from fhir_server.errors import Forbidden, Unauthorized
 from fhir_server.hooks import DocumentCheck
 from fhir_server.search import SearchEngine
 from fhir_server.search.keyset import merge
+from fhir_server.storage import seen
+from fhir_server.storage.schema import version_key
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.client_session import AsyncClientSession
@@ -207,6 +209,11 @@ class AccessDecision:
             return None
         return consent.check(self.context, resource_type)
 
+    def judges_on_release(self, resource_type: str) -> bool:
+        """Whether `may_release` asks Consent about a stored document of `resource_type`
+        (the read's own target): the read then keeps the document's index fields for it."""
+        return not self.unrestricted and self._consent_governs(resource_type) and self._target(resource_type)
+
     async def may_release(self, resource: dict[str, Any]) -> bool:
         """May this stored version leave the server now?"""
         if self.unrestricted:
@@ -294,7 +301,11 @@ class AccessDecision:
         rtype = str(resource.get("resourceType"))
         if history:
             version = (resource.get("meta") or {}).get("versionId")
-            key: Doc = {"_id": f"{resource.get('id')}/{version}"}
+            # The document the read found (same version, same index fields), if it kept it.
+            found = seen.recall(self.context, rtype, str(resource.get("id")), int(str(version))) \
+                if str(version).isdigit() else None
+            key: Doc = {"_id": version_key(rtype, str(resource.get("id")), str(version))}
         else:
+            found = None
             key = {"_id": resource.get("id")}
-        return await consent.denies(self.context, rtype, key, history=history, action=action)
+        return await consent.denies(self.context, rtype, key, history=history, action=action, doc=found)

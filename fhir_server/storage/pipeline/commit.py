@@ -101,8 +101,9 @@ class Committer:
             result = await current.bulk_write(ops, ordered=False, session=session)
             if result.inserted_count + result.matched_count != len(ops):
                 raise StaleVersion()
-            await history.insert_many([version.history for _, version in items], ordered=False,
-                                      session=session)
+            copies = [version.history for _, version in items if version.history is not None]
+            if copies:
+                await history.insert_many(copies, ordered=False, session=session)
 
 
 async def _write_one(current: AsyncCollection[Doc], history: AsyncCollection[Doc],
@@ -114,7 +115,8 @@ async def _write_one(current: AsyncCollection[Doc], history: AsyncCollection[Doc
             {"_id": previous["_id"], "v": previous["v"]}, version.current, session=session)
         if result.matched_count != 1:
             raise StaleVersion()
-    await history.insert_one(version.history, session=session)
+    if version.history is not None:
+        await history.insert_one(version.history, session=session)
 
 
 async def store_new(database: Database, resource_type: str, versions: list[NewVersion],
@@ -125,8 +127,10 @@ async def store_new(database: Database, resource_type: str, versions: list[NewVe
         return
     for collection, docs in (
         (database.current(resource_type), [v.current for v in versions]),
-        (database.history(resource_type), [v.history for v in versions]),
+        (database.history(resource_type), [v.history for v in versions if v.history is not None]),
     ):
+        if not docs:
+            continue
         try:
             await collection.with_options(write_concern=write_concern).insert_many(docs, ordered=False)
         except BulkWriteError as exc:

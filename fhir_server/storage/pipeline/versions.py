@@ -14,9 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from fhir_server import fhirjson
+from fhir_server.errors import MethodNotAllowed
 from fhir_server.hooks import Change
 from fhir_server.search import SearchEngine
 from fhir_server.storage.documents import StoredResource, now, stamp_meta
+from fhir_server.storage.schema import APPEND_ONLY
 
 Doc = dict[str, Any]
 _METHOD = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
@@ -27,7 +29,7 @@ class NewVersion:
     """A version about to be written: its two documents and what it means."""
 
     current: Doc
-    history: Doc
+    history: Doc | None  # None for an append-only type (its current document stands for it)
     change: Change
     stored: StoredResource
 
@@ -84,6 +86,11 @@ class Versions:
         """The documents of the next version of `resource_id` after `previous`. A resource is
         stamped and indexed here unless the planner has done so (`stamped`: its time, index
         and JSON text)."""
+        if previous is not None and resource_type in APPEND_ONLY:
+            # Kept here, below every configuration: with no history copy, a second version
+            # would erase the first (the audit interceptor refuses it earlier, when on).
+            raise MethodNotAllowed(f"{resource_type} resources are append-only: they cannot be "
+                                   f"updated or deleted")
         number = previous["v"] + 1 if previous else 1
         raw: bytes | None = None
         if resource is not None:
@@ -98,8 +105,12 @@ class Versions:
         deleted = resource is None
         method = _METHOD[interaction]
         current = {"_id": resource_id, "v": number, "ts": at, "del": deleted, "res": raw, **index}
-        history = {"_id": f"{resource_id}/{number}", "id": resource_id, "v": number, "ts": at,
-                   "del": deleted, "res": raw, "m": method, **index}
+        history: Doc | None = None
+        if resource_type in APPEND_ONLY:
+            current.update({"id": resource_id, "m": method})  # read as its own history too
+        else:
+            history = {"_id": f"{resource_id}/{number}", "id": resource_id, "v": number, "ts": at,
+                       "del": deleted, "res": raw, "m": method, **index}
         prior = fhirjson.loads(previous["res"]) if previous and previous.get("res") else None
         change = Change(resource_type, resource_id, number, interaction, at, resource, prior)
         stored = StoredResource(resource_type, resource_id, number, at, deleted, raw, method)
