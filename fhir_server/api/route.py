@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 Handler = Callable[[Request], Awaitable[Response]]
-_SCOPE_KEY = "fhir_server.route"
+SCOPE_KEY = "fhir_server.route"
 
 # FHIR's own interaction codes (CodeSystem restful-interaction, without the abstract
 # `history` and `search`): the only names a route may give.
@@ -52,7 +52,7 @@ class Route:
         handler = self.handler
 
         async def endpoint(request: Request) -> Response:
-            request.scope[_SCOPE_KEY] = self
+            request.scope[SCOPE_KEY] = self
             return await handler(request)
 
         endpoint.__name__ = handler.__name__
@@ -61,7 +61,7 @@ class Route:
 
 
 def route_of(request: Request) -> Route:
-    route = request.scope.get(_SCOPE_KEY)
+    route = request.scope.get(SCOPE_KEY)
     if not isinstance(route, Route):
         raise LookupError(f"{request.url.path} was not routed through the route table")
     return route
