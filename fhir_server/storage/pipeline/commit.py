@@ -22,10 +22,12 @@ from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.context import RequestContext
+from fhir_server.errors import MethodNotAllowed
 from fhir_server.hooks import Change, HookRegistry, Pointcut
 from fhir_server.storage.database import Database
 from fhir_server.storage.pipeline.retry import DUPLICATE_KEY, StaleVersion
 from fhir_server.storage.pipeline.versions import Doc, NewVersion, Planned, Versions
+from fhir_server.storage.schema import APPEND_ONLY
 
 # Records about records about changes: Provenance has an outbox event, and there it stops.
 MAX_ROUNDS = 3
@@ -63,6 +65,12 @@ class Committer:
                      planned: list[Planned]) -> list[Change]:
         """Writes every planned version (each resource once) in `session`; returns the changes."""
         written = [(p.previous, p.version) for p in planned if p.version is not None]
+        for previous, version in written:
+            if previous is not None and version.change.resource_type in APPEND_ONLY:
+                # Below every configuration: with no history copy, a second version would
+                # erase the first (the audit interceptor refuses it earlier, when it is on).
+                raise MethodNotAllowed(f"{version.change.resource_type} resources are append-only: "
+                                       f"they cannot be updated or deleted")
         await self._write(session, written)
         changes = [version.change for _, version in written]
         writer = SessionWriter(self.versions)

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from fhir_server import fhirjson
-from fhir_server.errors import MethodNotAllowed
 from fhir_server.hooks import Change
 from fhir_server.search import SearchEngine
 from fhir_server.storage.documents import StoredResource, now, stamp_meta
@@ -86,11 +85,6 @@ class Versions:
         """The documents of the next version of `resource_id` after `previous`. A resource is
         stamped and indexed here unless the planner has done so (`stamped`: its time, index
         and JSON text)."""
-        if previous is not None and resource_type in APPEND_ONLY:
-            # Kept here, below every configuration: with no history copy, a second version
-            # would erase the first (the audit interceptor refuses it earlier, when on).
-            raise MethodNotAllowed(f"{resource_type} resources are append-only: they cannot be "
-                                   f"updated or deleted")
         number = previous["v"] + 1 if previous else 1
         raw: bytes | None = None
         if resource is not None:
