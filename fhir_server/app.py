@@ -19,7 +19,9 @@ from starlette.responses import Response
 
 from fhir_server.api import errors as api_errors
 from fhir_server.api import openapi
+from fhir_server.api.fastpath import install_read_fast_path
 from fhir_server.api.health import Readiness, Supervised, build_health_router
+from fhir_server.api.route import routed
 from fhir_server.api.routes import build_router
 from fhir_server.api.unavailable import DatabaseGate, DatabaseStatus
 from fhir_server.audit.completion import InteractionCompletion
@@ -105,12 +107,13 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = (),
     app.add_middleware(InteractionCompletion, token_path="/auth/token")
     app.include_router(build_well_known_router(auth), prefix=settings.path_prefix)
     app.include_router(build_router(settings), prefix=settings.path_prefix)
+    install_read_fast_path(app, settings.path_prefix)
     app.include_router(build_auth_router(auth), prefix="/auth")
     app.include_router(build_health_router())
     if metrics is not None:
         app.add_route("/metrics", metrics_endpoint(metrics), methods=["GET"], include_in_schema=False)
     # Outermost: every request gets its id, is counted and timed, whatever answers it.
-    app.add_middleware(Observe, metrics=metrics, tracing=tracing, prefix=settings.path_prefix)
+    app.add_middleware(Observe, routed=routed, metrics=metrics, tracing=tracing, prefix=settings.path_prefix)
     return app
 
 

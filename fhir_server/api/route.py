@@ -7,8 +7,9 @@ the table, never from the handler; `api.context.request_context` reads it from t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -58,6 +59,20 @@ class Route:
         endpoint.__name__ = handler.__name__
         endpoint.__doc__ = handler.__doc__
         return endpoint
+
+
+def routed(scope: MutableMapping[str, Any]) -> tuple[str, str | None, str] | None:
+    """(interaction, the resource type its path names, route path) of a request the table
+    routed; None for one it did not (for metrics and traces, which sit outside routing)."""
+    route = scope.get(SCOPE_KEY)
+    if not isinstance(route, Route):
+        return None
+    first = route.path.split("/")[1] if route.path.count("/") else ""
+    if first == "{type}":
+        rtype = (scope.get("path_params") or {}).get("type")
+    else:
+        rtype = first if first[:1].isupper() else None
+    return route.interaction, rtype if isinstance(rtype, str) else None, route.path
 
 
 def route_of(request: Request) -> Route:

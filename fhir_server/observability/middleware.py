@@ -1,16 +1,17 @@
 """The outermost ASGI middleware: gives each request its id (`requestid`, answered in
 `X-Request-Id`), counts and times it by FHIR interaction, type and status (`metrics`), and,
 with tracing on, opens its server span. The interaction comes from the route table (the
-matched `Route` is in the scope once routed); a request no route matched counts as `other`."""
+matched `Route` is in the scope once routed, read by the `routed` function the application
+hands in: this module sits below the HTTP layer); a request no route matched is `other`."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fhir_server.api.route import SCOPE_KEY, Route
 from fhir_server.observability import requestid
 from fhir_server.observability.metrics import Metrics, type_label
 
@@ -18,23 +19,24 @@ if TYPE_CHECKING:
     from fhir_server.observability.tracing import Tracing
 
 
-def _labels(scope: Scope) -> tuple[str, str, str]:
-    """(interaction, type, route path) of a routed request."""
-    route = scope.get(SCOPE_KEY)
-    if not isinstance(route, Route):
+Routed = Callable[[Scope], "tuple[str, str | None, str] | None"]
+
+
+def _labels(routed: Routed, scope: Scope) -> tuple[str, str, str]:
+    """(interaction, type label, route path); `other` for a request no route matched."""
+    found = routed(scope)
+    if found is None:
         return "other", "-", ""
-    first = route.path.split("/")[1] if route.path.count("/") else ""
-    if first == "{type}":
-        rtype = type_label((scope.get("path_params") or {}).get("type"))
-    else:
-        rtype = type_label(first) if first[:1].isupper() else "-"
-    return route.interaction, rtype, route.path
+    interaction, rtype, path = found
+    return interaction, type_label(rtype), path
 
 
 class Observe:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics | None, tracing: Tracing | None,
+    def __init__(self, app: ASGIApp, *, routed: Routed, metrics: Metrics | None, tracing: Tracing | None,
                  prefix: str = "") -> None:
+        """`routed`: what the route table says about a routed request (api.route.routed)."""
         self.app = app
+        self.routed = routed
         self.metrics = metrics
         self.tracing = tracing
         self.prefix = prefix
@@ -64,7 +66,7 @@ class Observe:
         finally:
             requestid.unbind(token)
             if self.metrics is not None:
-                interaction, rtype, _ = _labels(scope)
+                interaction, rtype, _ = _labels(self.routed, scope)
                 self.metrics.observe(interaction, rtype, status, time.perf_counter() - started)
 
     async def _traced(self, scope: Scope, receive: Receive, send: Send, request_id: str,
@@ -78,7 +80,7 @@ class Observe:
             try:
                 await self.app(scope, receive, send)
             finally:
-                interaction, rtype, path = _labels(scope)
+                interaction, rtype, path = _labels(self.routed, scope)
                 span.update_name(f"{method} {self.prefix}{path}" if path else method)
                 span.set_attribute("http.response.status_code", status())
                 span.set_attribute("fhir.interaction", interaction)
