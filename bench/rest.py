@@ -219,7 +219,8 @@ def _env(uri: str, database: str, **extra: str) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, name: str, uri: str, database: str, data_dir: Path, settings: dict[str, str]) -> None:
+    def __init__(self, name: str, uri: str, database: str, data_dir: Path, settings: dict[str, str],
+                 checkout: Path | None = None) -> None:
         self.name = name
         self.uri = uri
         self.database = database
@@ -227,9 +228,13 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.env = _env(uri, database, FHIR_DATA_DIR=str(data_dir), FHIR_BASE_URL=self.base, **settings)
+        self.cwd = None
+        if checkout is not None:  # another checkout's code (a baseline), this venv's libraries
+            self.env["PYTHONPATH"] = str(checkout)
+            self.cwd = checkout
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fhir_server", "serve", "--port", str(self.port), "--log-level", "warning"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.bearer: str | None = None
         self.task_id = ""
 
@@ -237,7 +242,7 @@ class Server:
         """`fhir-server token`, as an operator would mint one, for this server."""
         args = [sys.executable, "-m", "fhir_server", "token", "--scope", scope, "--base-url", self.base,
                 "--fhir-user", fhir_user, "--database", self.database]
-        done = subprocess.run(args, env=self.env, capture_output=True, text=True, check=True)
+        done = subprocess.run(args, env=self.env, cwd=self.cwd, capture_output=True, text=True, check=True)
         return done.stdout.strip().splitlines()[-1]
 
     def seed(self) -> None:
@@ -299,9 +304,15 @@ def summary(kind: str, results: dict[str, list[dict[str, float]]]) -> None:
         return statistics.median((x["server_ms"] + x["db_ms"]) / max(1e-9, y["server_ms"] + y["db_ms"])
                                  for x, y in pairs)
 
-    if "default" in results and "auth off" in results:
-        print(f"  default / auth off: time per request {ratio('default', 'auth off', 'time'):.2f}x, "
-              f"CPU per request {ratio('default', 'auth off', 'cpu'):.2f}x")
+    for prefix in ("", "before: "):
+        if f"{prefix}default" in results and f"{prefix}auth off" in results:
+            print(f"  {prefix}default / auth off: time per request "
+                  f"{ratio(f'{prefix}default', f'{prefix}auth off', 'time'):.2f}x, "
+                  f"CPU per request {ratio(f'{prefix}default', f'{prefix}auth off', 'cpu'):.2f}x")
+    for mode in ("default", "auth off"):
+        if f"before: {mode}" in results:
+            print(f"  {mode}, after / before: time per request {ratio(mode, f'before: {mode}', 'time'):.2f}x, "
+                  f"CPU per request {ratio(mode, f'before: {mode}', 'cpu'):.2f}x")
     if "driver" in results:
         for mode in ("auth off", "default"):
             if mode in results:
@@ -317,6 +328,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="read,search,create")
     parser.add_argument("--no-driver", action="store_true")
+    parser.add_argument("--baseline", type=Path, help="another checkout (e.g. `git archive main | tar -x -C "
+                        "/tmp/base`): its servers run beside these, same run, as `before: ...`")
     args = parser.parse_args()
     kinds = args.only.split(",")
     print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds: {args.seconds}  rounds: {args.rounds}  "
@@ -328,10 +341,17 @@ def main() -> None:
             "default": Server("default", db.uri, "bench_default", Path(tmp) / "default", {}),
             "auth off": Server("auth off", db.uri, "bench_off", Path(tmp) / "off", {"FHIR_AUTH_DISABLED": "1"}),
         }
+        if args.baseline:
+            servers["before: default"] = Server("before: default", db.uri, "bench_before_default",
+                                                Path(tmp) / "before-default", {}, args.baseline)
+            servers["before: auth off"] = Server("before: auth off", db.uri, "bench_before_off",
+                                                 Path(tmp) / "before-off", {"FHIR_AUTH_DISABLED": "1"}, args.baseline)
         try:
             for server in servers.values():
                 wait_up(server.base, server.process)
-            servers["default"].bearer = servers["default"].token(SCOPE, USER)
+            for s in servers.values():
+                if "default" in s.name:
+                    s.bearer = s.token(SCOPE, USER)
             for server in servers.values():
                 server.seed()
             driver = None if args.no_driver else Driver(db.uri, args.clients)
