@@ -84,6 +84,9 @@ class Change:
     last_updated: datetime
     resource: dict[str, Any] | None  # the new version; None for a delete
     previous: dict[str, Any] | None = None
+    # The stored current document's index fields (`_id`, `ts`, `sp`, `compartments`), as the
+    # write computed them: a check inside the transaction judges these, not a re-read.
+    stored: dict[str, Any] | None = None
 
 
 # Decides, per stored document (its index fields: `_id`, `id`, `ts`, `sp`, `compartments`),

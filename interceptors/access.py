@@ -88,4 +88,5 @@ class AccessInterceptor:
             if change.resource is not None:
                 # A new resource (a create, an update-as-create, a re-creation) is collected.
                 interaction = "create" if change.previous is None else change.interaction
-                await decision.may_store(change.resource_type, change.id, interaction, session)
+                await decision.may_store(change.resource_type, change.id, interaction, session,
+                                         stored=change.stored)

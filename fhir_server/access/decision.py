@@ -282,16 +282,17 @@ class AccessDecision:
             raise Forbidden(f"A Consent of the patient does not permit this change to {resource_type}")
 
     async def may_store(self, resource_type: str, resource_id: str, interaction: str,
-                        session: AsyncClientSession | None = None) -> None:
+                        session: AsyncClientSession | None = None, *, stored: Doc | None = None) -> None:
         """Inside the write's transaction: the stored new version must not fall where a
-        Consent denies this requester `collect` (a create) or `correct` (a change)."""
+        Consent denies this requester `collect` (a create) or `correct` (a change).
+        `stored`: that version's current document as the write built it (else it is read)."""
         consent = self.policy.consent
         if self.unrestricted or consent is None or not self._consent_governs(resource_type) \
                 or resource_type in AUDIT_RECORDS:
             return
         action = "collect" if interaction == "create" else "correct"
         if await consent.denies(self.context, resource_type, {"_id": resource_id}, history=False,
-                                action=action, session=session):
+                                action=action, session=session, doc=stored):
             raise Forbidden(f"A Consent of the patient does not permit this change to {resource_type}")
 
     async def _consent_denies(self, resource: dict[str, Any], *, action: str, history: bool) -> bool:

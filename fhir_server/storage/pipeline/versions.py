@@ -106,7 +106,8 @@ class Versions:
             history = {"_id": f"{resource_id}/{number}", "id": resource_id, "v": number, "ts": at,
                        "del": deleted, "res": raw, "m": method, **index}
         prior = fhirjson.loads(previous["res"]) if previous and previous.get("res") else None
-        change = Change(resource_type, resource_id, number, interaction, at, resource, prior)
+        stored_index = {k: v for k, v in current.items() if k != "res"}
+        change = Change(resource_type, resource_id, number, interaction, at, resource, prior, stored_index)
         stored = StoredResource(resource_type, resource_id, number, at, deleted, raw, method)
         return NewVersion(current, history, change, stored)
 
