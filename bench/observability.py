@@ -3,7 +3,8 @@ three servers over one embedded database, in one run, interleaved: metrics off
 (`FHIR_METRICS=off`); metrics on (the default: request counters, latency histograms, a
 MongoDB command listener); metrics and OpenTelemetry on (`FHIR_OTEL=on`: a span per
 request, per repository call and per MongoDB command, exported by OTLP/HTTP to a local sink
-that answers 200 to everything, in this process). CPU per request from /proc (server +
+that answers 200 to everything, in this process); and OpenTelemetry with 1 % of requests
+sampled (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.01`). CPU per request from /proc (server +
 database), as bench/rest.py measures it. JSON logs cost nothing per request (a read logs
 nothing unless uvicorn's access log is on).
 
@@ -56,6 +57,9 @@ def main() -> None:
             "metrics on": Server("metrics on", db.uri, "obs_metrics", Path(tmp) / "b", off),
             "metrics + OTel": Server("metrics + OTel", db.uri, "obs_otel", Path(tmp) / "c",
                                      {**off, "FHIR_OTEL": "on", **otlp}),
+            "OTel, 1% sampled": Server("OTel, 1% sampled", db.uri, "obs_otel_1", Path(tmp) / "d", {
+                **off, "FHIR_OTEL": "on", **otlp, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.01"}),
         }
         try:
             for s in servers.values():

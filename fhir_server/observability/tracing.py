@@ -2,7 +2,9 @@
 repository call under it, and a client span per MongoDB command under that (a pymongo
 command listener: the async driver runs each command in the caller's task, so the current
 span is its parent). Exported in batches by OTLP/HTTP; the SDK's own variables
-(`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, ...) configure where to."""
+(`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, ...) configure
+where to and how many: every request by default; a request the sampler leaves out costs
+its spans' checks only (docs/performance.md measures both)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class Tracing:
 
         @functools.wraps(method)
         async def traced(*args: Any, **kwargs: Any) -> Any:
+            if not trace.get_current_span().is_recording():
+                return await method(*args, **kwargs)  # a request the sampler left out
             with tracer.start_as_current_span(name):
                 return await method(*args, **kwargs)
 
@@ -59,8 +63,10 @@ class _CommandSpans(monitoring.CommandListener):
         self._open: dict[tuple[int, Any], trace.Span] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if not trace.get_current_span().get_span_context().is_valid:
-            return  # the server's background work outside any request: not traced
+        if not trace.get_current_span().is_recording():
+            # Outside any request (background work), or in a request the sampler left out
+            # (OTEL_TRACES_SAMPLER): no span, and no cost beyond this check.
+            return
         collection = event.command.get(event.command_name)
         span = self.tracer.start_span(f"mongodb.{event.command_name}", kind=trace.SpanKind.CLIENT, attributes={
             "db.system": "mongodb", "db.operation.name": event.command_name, "db.namespace": event.database_name,
