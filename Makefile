@@ -87,3 +87,6 @@ bench-search bench-auth bench-consent bench-subscriptions bench-validation: benc
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+bench-observability: $(STAMP) $(WRK)
+	$(BIN)/python bench/observability.py

@@ -1,11 +1,18 @@
-"""REST core benchmark: read and create through the server vs the raw driver (the floor).
+"""REST core benchmark: the default configuration (SMART auth, Consent and audit on) beside
+auth off and the raw driver (the floor), in one run, interleaved.
 
-Starts the embedded database and `fhir-server serve` as separate processes (like production:
-the server is its own process, so the load generator does not steal its event loop), then
-drives them with N concurrent HTTP connections on loopback from wrk (Debian package `wrk`;
-`make bench` installs it).
+Starts the embedded database and two `fhir-server serve` processes on it (separate database
+names): the default configuration, read with a `user/` token; and auth off
+(`FHIR_AUTH_DISABLED=1`, so Consent, audit and Provenance are off too). wrk (Debian package
+`wrk`; `make bench` installs it) drives each with N connections on loopback; pymongo's async
+driver drives the database directly for the floor. Rounds take turns (driver, default, auth
+off, for each of read, search, create), so whatever else the machine does falls on every mode
+alike. Besides req/s and latency, the CPU time per request of the server process and of the
+database process, from /proc (utime + stime over each measurement and a short settle after
+it, so the audit writer's batched inserts of that window count; idle CPU, measured first, is
+subtracted), which holds up under a noisy machine better than req/s.
 
-    .venv/bin/python bench/rest.py [--clients 16] [--seconds 10]
+    .venv/bin/python bench/rest.py [--clients 16] [--seconds 5] [--rounds 3] [--only read,search,create]
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ import argparse
 import asyncio
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +47,10 @@ TASK = {
     "identifier": [{"system": "urn:bench", "value": "t"}],
     "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
 }
+TICKS = os.sysconf("SC_CLK_TCK")
+SETTLE = 1.0  # seconds after each measurement: the audit writer flushes every 0.5 s
+SCOPE = "user/Task.cruds"
+USER = "Practitioner/dr1"
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -70,34 +83,94 @@ async def run_clients(clients: int, seconds: float, op) -> tuple[list[float], fl
     return latencies, time.perf_counter() - started
 
 
-async def bench_driver(uri: str, clients: int, seconds: float, ids: list[str]) -> dict[str, dict[str, float]]:
-    client: AsyncMongoClient[dict] = AsyncMongoClient(uri, maxPoolSize=clients)
-    db = client["bench_raw"]
-    doc = {"res": b"x" * 600, "v": 1, "del": False}
-    await db.t.insert_many([{**doc, "_id": i} for i in ids])
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
-    async def find(n: int, i: int) -> None:
-        await db.t.find_one({"_id": ids[(n * 7919 + i) % len(ids)]})
 
-    async def insert(n: int, i: int) -> None:
-        key = uuid.uuid4().hex
+class Meter:
+    """CPU seconds of the server and database processes over one measurement, less idle."""
 
-        async def work(s: Any) -> None:
-            await db.c.insert_one({**doc, "_id": key}, session=s)
-            await db.ch.insert_one({**doc, "_id": f"{key}/1"}, session=s)
+    def __init__(self, db_pid: int, idle: dict[int, float]) -> None:
+        self.db_pid = db_pid
+        self.idle = idle  # pid -> idle CPU seconds per second
 
-        # As the server does: with_transaction retries on transient errors (SecantusDB reports
-        # write conflicts between concurrent transactions inserting into the same collection).
-        async with client.start_session() as s:
-            await s.with_transaction(work)
+    def measure(self, server_pid: int | None, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+        pids = [p for p in (server_pid, self.db_pid) if p is not None]
+        before = {p: cpu_seconds(p) for p in pids}
+        t0 = time.perf_counter()
+        result = run()
+        time.sleep(SETTLE)
+        elapsed = time.perf_counter() - t0
+        used = {p: max(0.0, cpu_seconds(p) - before[p] - self.idle.get(p, 0.0) * elapsed) for p in pids}
+        n = max(1.0, result["count"])
+        result["server_ms"] = used[server_pid] / n * 1000 if server_pid is not None else 0.0
+        result["db_ms"] = used[self.db_pid] / n * 1000
+        return result
 
-    out = {}
-    out["read"] = report("driver find-by-id", *await run_clients(clients, seconds, find))
-    out["create"] = report("driver insert (current+history txn)", *await run_clients(clients, seconds, insert))
-    await client.drop_database("bench_raw")
-    await client.close()
-    return out
 
+def idle_rates(pids: list[int], seconds: float = 3.0) -> dict[int, float]:
+    before = {p: cpu_seconds(p) for p in pids}
+    time.sleep(seconds)
+    return {p: (cpu_seconds(p) - before[p]) / seconds for p in pids}
+
+
+# ---------------------------------------------------------------- the raw driver (the floor)
+
+class Driver:
+    def __init__(self, uri: str, clients: int) -> None:
+        self.uri = uri
+        self.clients = clients
+        self.ids = [uuid.uuid4().hex for _ in range(200)]
+        self.doc = {"res": b"x" * 600, "v": 1, "del": False}
+
+    async def _with(self, work: Callable[[AsyncMongoClient[dict[str, Any]]], Any]) -> Any:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.uri, maxPoolSize=self.clients)
+        try:
+            return await work(client)
+        finally:
+            await client.close()
+
+    def setup(self) -> None:
+        async def work(client: AsyncMongoClient[dict[str, Any]]) -> None:
+            await client["bench_raw"].t.insert_many([{**self.doc, "_id": i} for i in self.ids])
+        asyncio.run(self._with(work))
+
+    def read(self, seconds: float) -> dict[str, float]:
+        async def work(client: AsyncMongoClient[dict[str, Any]]) -> dict[str, float]:
+            t = client["bench_raw"].t
+
+            async def find(n: int, i: int) -> None:
+                await t.find_one({"_id": self.ids[(n * 7919 + i) % len(self.ids)]})
+            got = report("driver find-by-id", *await run_clients(self.clients, seconds, find))
+            return got
+        return self._counted(work)
+
+    def create(self, seconds: float) -> dict[str, float]:
+        async def work(client: AsyncMongoClient[dict[str, Any]]) -> dict[str, float]:
+            db = client["bench_raw"]
+
+            async def insert(n: int, i: int) -> None:
+                key = uuid.uuid4().hex
+
+                async def txn(s: Any) -> None:
+                    await db.c.insert_one({**self.doc, "_id": key}, session=s)
+                    await db.ch.insert_one({**self.doc, "_id": f"{key}/1"}, session=s)
+
+                # As the server does: with_transaction retries on transient errors.
+                async with client.start_session() as s:
+                    await s.with_transaction(txn)
+            return report("driver insert current+history txn", *await run_clients(self.clients, seconds, insert))
+        return self._counted(work)
+
+    def _counted(self, work: Callable[[AsyncMongoClient[dict[str, Any]]], Any]) -> dict[str, float]:
+        started = time.perf_counter()
+        result: dict[str, float] = asyncio.run(self._with(work))
+        result["count"] = result["rate"] * (time.perf_counter() - started)
+        return result
+
+
+# ---------------------------------------------------------------- the server, by wrk
 
 WRK_POST = """
 wrk.method = "POST"
@@ -107,17 +180,20 @@ wrk.headers["Prefer"] = "return=minimal"
 """
 
 
-def wrk(name: str, url: str, clients: int, seconds: float, script: str | None = None) -> dict[str, float]:
+def wrk(name: str, url: str, clients: int, seconds: float, script: str | None = None,
+        bearer: str | None = None) -> dict[str, float]:
     """Drives the server with wrk (a C load generator): a Python generator on the same two
     cores measured itself more than the server (176 vs 665 req/s for the same GET)."""
-    cmd = ["wrk", "-t2", f"-c{clients}", f"-d{int(seconds)}s", "--latency"]
+    cmd = ["wrk", "-t2", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency"]
+    lua_text = (script or "") + (f'\nwrk.headers["Authorization"] = "Bearer {bearer}"\n' if bearer else "")
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
-        if script:
-            lua.write(script)
+        if lua_text:
+            lua.write(lua_text)
             lua.flush()
             cmd += ["-s", lua.name]
         out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    count = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
     def ms(pct: str) -> float:
         value, unit = re.search(rf"{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -126,22 +202,66 @@ def wrk(name: str, url: str, clients: int, seconds: float, script: str | None = 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     suffix = f"   NON-2xx: {errors.group(1)}" if errors else ""
     print(f"{name:<34} {rate:>9.0f} req/s   p50 {ms('50'):6.2f} ms   p99 {ms('99'):6.2f} ms{suffix}")
-    return {"rate": rate, "p50": ms("50"), "p99": ms("99")}
+    return {"rate": rate, "p50": ms("50"), "p99": ms("99"), "count": count,
+            "errors": float(errors.group(1)) if errors else 0.0}
 
 
-def bench_server(base: str, clients: int, seconds: float) -> dict[str, dict[str, float]]:
-    with httpx.Client(base_url=base, timeout=30) as http:
-        r = http.post("/Task", json=TASK)
-        r.raise_for_status()
-        task_id = r.json()["id"]
-    out = {}
-    out["read"] = wrk("server GET /Task/{id}", f"{base}/Task/{task_id}", clients, seconds)
-    script = WRK_POST.format(body=orjson.dumps(TASK).decode())
-    out["create"] = wrk("server POST /Task (validated)", f"{base}/Task", clients, seconds, script)
-    return out
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(uri: str, database: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_")}
+    env.update({"MONGODB_URI": uri, "FHIR_DATABASE": database, **extra})
+    return env
+
+
+class Server:
+    def __init__(self, name: str, uri: str, database: str, data_dir: Path, settings: dict[str, str],
+                 checkout: Path | None = None) -> None:
+        self.name = name
+        self.uri = uri
+        self.database = database
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.env = _env(uri, database, FHIR_DATA_DIR=str(data_dir), FHIR_BASE_URL=self.base, **settings)
+        self.cwd = None
+        if checkout is not None:  # another checkout's code (a baseline), this venv's libraries
+            self.env["PYTHONPATH"] = str(checkout)
+            self.cwd = checkout
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fhir_server", "serve", "--port", str(self.port), "--log-level", "warning"],
+            env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.bearer: str | None = None
+        self.task_id = ""
+
+    def token(self, scope: str, fhir_user: str) -> str:
+        """`fhir-server token`, as an operator would mint one, for this server."""
+        args = [sys.executable, "-m", "fhir_server", "token", "--scope", scope, "--base-url", self.base,
+                "--fhir-user", fhir_user, "--database", self.database]
+        done = subprocess.run(args, env=self.env, cwd=self.cwd, capture_output=True, text=True, check=True)
+        return done.stdout.strip().splitlines()[-1]
+
+    def seed(self) -> None:
+        headers = {"Authorization": f"Bearer {self.bearer}"} if self.bearer else {}
+        with httpx.Client(base_url=self.base, timeout=30, headers=headers) as http:
+            r = http.post("/Task", json={**TASK, "identifier": [{"system": "urn:seed", "value": "s1"}]})
+            r.raise_for_status()
+            self.task_id = r.json()["id"]
+            for path in (f"/Task/{self.task_id}", "/Task?identifier=urn:seed|s1"):
+                r = http.get(path)
+                r.raise_for_status()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
 
 
 def start_server(uri: str, port: int) -> subprocess.Popen[bytes]:
+    """An auth-off server (for benches that measure something else than security)."""
     env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": "bench", "FHIR_AUTH_DISABLED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning"],
@@ -149,39 +269,121 @@ def start_server(uri: str, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_up(base: str) -> None:
-    deadline = time.monotonic() + 60
+def wait_up(base: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"the server for {base} exited")
         try:
             if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     raise SystemExit("server did not start")
+
+
+# ---------------------------------------------------------------- the run
+
+def summary(kind: str, results: dict[str, list[dict[str, float]]]) -> None:
+    def med(mode: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[mode])
+
+    print(f"\n{kind}: medians over {len(next(iter(results.values())))} interleaved rounds")
+    print(f"  {'mode':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server ms/req':>14} {'db ms/req':>10} {'total':>7}")
+    for mode in results:
+        total = med(mode, "server_ms") + med(mode, "db_ms")
+        print(f"  {mode:<22} {med(mode, 'rate'):>8.0f} {med(mode, 'p50'):>8.2f} {med(mode, 'p99'):>8.2f} "
+              f"{med(mode, 'server_ms'):>14.2f} {med(mode, 'db_ms'):>10.2f} {total:>7.2f}")
+
+    def ratio(a: str, b: str, key: str) -> float:
+        """Per round a/b, then the median: drift over the run falls on both."""
+        pairs = zip(results[a], results[b], strict=True)
+        if key == "time":
+            return statistics.median(y["rate"] / x["rate"] for x, y in pairs)
+        return statistics.median((x["server_ms"] + x["db_ms"]) / max(1e-9, y["server_ms"] + y["db_ms"])
+                                 for x, y in pairs)
+
+    for prefix in ("", "before: "):
+        if f"{prefix}default" in results and f"{prefix}auth off" in results:
+            print(f"  {prefix}default / auth off: time per request "
+                  f"{ratio(f'{prefix}default', f'{prefix}auth off', 'time'):.2f}x, "
+                  f"CPU per request {ratio(f'{prefix}default', f'{prefix}auth off', 'cpu'):.2f}x")
+    for mode in ("default", "auth off"):
+        if f"before: {mode}" in results:
+            print(f"  {mode}, after / before: time per request {ratio(mode, f'before: {mode}', 'time'):.2f}x, "
+                  f"CPU per request {ratio(mode, f'before: {mode}', 'cpu'):.2f}x")
+    if "driver" in results:
+        for mode in ("auth off", "default"):
+            if mode in results:
+                print(f"  {mode} / driver: time per request {ratio(mode, 'driver', 'time'):.2f}x, "
+                      f"database CPU per request "
+                      f"{med(mode, 'db_ms') / max(1e-9, med('driver', 'db_ms')):.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="read,search,create")
+    parser.add_argument("--no-driver", action="store_true")
+    parser.add_argument("--baseline", type=Path, help="another checkout (e.g. `git archive main | tar -x -C "
+                        "/tmp/base`): its servers run beside these, same run, as `before: ...`")
     args = parser.parse_args()
-    print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds per measurement: {args.seconds}")
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp)) as db:
-        port = 18080
-        base = f"http://127.0.0.1:{port}/fhir"
-        server = start_server(db.uri, port)
+    kinds = args.only.split(",")
+    print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds: {args.seconds}  rounds: {args.rounds}  "
+          f"load average: {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp) / "db") as db:
+        assert db._process is not None
+        db_pid = db._process.pid
+        servers = {
+            "default": Server("default", db.uri, "bench_default", Path(tmp) / "default", {}),
+            "auth off": Server("auth off", db.uri, "bench_off", Path(tmp) / "off", {"FHIR_AUTH_DISABLED": "1"}),
+        }
+        if args.baseline:
+            servers["before: default"] = Server("before: default", db.uri, "bench_before_default",
+                                                Path(tmp) / "before-default", {}, args.baseline)
+            servers["before: auth off"] = Server("before: auth off", db.uri, "bench_before_off",
+                                                 Path(tmp) / "before-off", {"FHIR_AUTH_DISABLED": "1"}, args.baseline)
         try:
-            wait_up(base)
-            ids = [uuid.uuid4().hex for _ in range(200)]
-            raw = asyncio.run(bench_driver(db.uri, args.clients, args.seconds, ids))
-            api = bench_server(base, args.clients, args.seconds)
+            for server in servers.values():
+                wait_up(server.base, server.process)
+            for s in servers.values():
+                if "default" in s.name:
+                    s.bearer = s.token(SCOPE, USER)
+            for server in servers.values():
+                server.seed()
+            driver = None if args.no_driver else Driver(db.uri, args.clients)
+            if driver:
+                driver.setup()
+            meter = Meter(db_pid, idle_rates([db_pid, *(s.process.pid for s in servers.values())]))
+            print("idle CPU (subtracted): " + ", ".join(f"{pid}: {rate * 100:.1f}%" for pid, rate in meter.idle.items()))
+            results: dict[str, dict[str, list[dict[str, float]]]] = {k: {} for k in kinds}
+            post = WRK_POST.format(body=orjson.dumps(TASK).decode())
+            for turn in range(args.rounds):
+                print(f"-- round {turn + 1}")
+                for kind in kinds:
+                    if driver and kind in ("read", "create"):
+                        run = driver.read if kind == "read" else driver.create
+                        results[kind].setdefault("driver", []).append(
+                            meter.measure(None, lambda run=run: run(args.seconds)))  # type: ignore[misc]
+                    for name, s in servers.items():
+                        url, script = {
+                            "read": (f"{s.base}/Task/{s.task_id}", None),
+                            "search": (f"{s.base}/Task?identifier=urn:seed%7Cs1", None),
+                            "create": (f"{s.base}/Task", post),
+                        }[kind]
+                        results[kind].setdefault(name, []).append(meter.measure(
+                            s.process.pid,
+                            lambda n=f"{name}: {kind}", u=url, sc=script, b=s.bearer: wrk(  # type: ignore[misc]
+                                n, u, args.clients, args.seconds, sc, b)))
+            for kind in kinds:
+                summary(kind, results[kind])
         finally:
-            server.terminate()
-            server.wait(30)
-    for kind in ("read", "create"):
-        ratio = raw[kind]["rate"] / api[kind]["rate"]
-        print(f"{kind}: server time per request = {ratio:.2f}x the raw driver's "
-              f"(p50 {api[kind]['p50'] / raw[kind]['p50']:.2f}x)")
+            for server in servers.values():
+                server.stop()
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
 
 from fhir_server.api import errors as api_errors
 from fhir_server.api import openapi
+from fhir_server.api.fastpath import install_read_fast_path
 from fhir_server.api.health import Readiness, Supervised, build_health_router
+from fhir_server.api.route import routed
 from fhir_server.api.routes import build_router
 from fhir_server.api.unavailable import DatabaseGate, DatabaseStatus
 from fhir_server.audit.completion import InteractionCompletion
 from fhir_server.auth.cors import install_cors
 from fhir_server.auth.routes import build_auth_router, build_well_known_router
 from fhir_server.config import Settings
+from fhir_server.observability.metrics import CONTENT_TYPE, Metrics
+from fhir_server.observability.middleware import Observe
+from fhir_server.observability.settings import ObservabilitySettings
 from fhir_server.services import auth_settings, build_services
 from fhir_server.web_apps import build_web_apps_router, register_web_apps
 
@@ -49,10 +56,20 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = (),
     auth = auth_settings(settings)
     status = DatabaseStatus(embedded)
     readiness = Readiness(status)
+    observing = ObservabilitySettings.from_settings(settings)
+    metrics = Metrics() if observing.metrics else None
+    tracing = None
+    if observing.otel:
+        from fhir_server.observability.tracing import Tracing  # the SDK loads only when asked for
+
+        tracing = Tracing()
+    listeners = [x.commands for x in (metrics, tracing) if x is not None]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings, auth, extra_interceptors, workflows)
+        services = await build_services(settings, auth, extra_interceptors, workflows, listeners)
+        if tracing is not None:
+            tracing.instrument(services.repository)
         app.state.services = services
         if auth.enabled:
             # The server's own SMART apps: public clients with fixed ids (fhir_server.web_apps).
@@ -70,6 +87,8 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = (),
                 # Shutdown must end: whatever was still running is abandoned, the database
                 # keeps what was committed (audit events wait in the write-ahead log).
                 log.warning("shutdown did not finish within %ss; exiting anyway", CLOSE_TIMEOUT)
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title="FHIR R4 care-coordination server",
@@ -92,7 +111,21 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = (),
     app.add_middleware(InteractionCompletion, token_path="/auth/token")
     app.include_router(build_well_known_router(auth), prefix=settings.path_prefix)
     app.include_router(build_router(settings), prefix=settings.path_prefix)
+    install_read_fast_path(app, settings.path_prefix)
     app.include_router(build_auth_router(auth), prefix="/auth")
     app.include_router(build_health_router())
     app.include_router(build_web_apps_router(settings))
+    if metrics is not None:
+        app.add_route("/metrics", metrics_endpoint(metrics), methods=["GET"], include_in_schema=False)
+    # Outermost: every request gets its id, is counted and timed, whatever answers it.
+    app.add_middleware(Observe, routed=routed, metrics=metrics, tracing=tracing, prefix=settings.path_prefix)
     return app
+
+
+def metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        """GET /metrics: Prometheus' text format (no patient data: counts, times, lags)."""
+        body = await metrics.render(request.app.state.services)
+        return Response(body, media_type=CONTENT_TYPE)
+
+    return endpoint

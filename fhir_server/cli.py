@@ -226,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     # Parsed first: --help and usage errors are answered before anything starts.
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from fhir_server.observability import logs
+    from fhir_server.observability.settings import ObservabilitySettings
+
+    logs.configure(ObservabilitySettings.from_settings().log_format)  # FHIR_LOG_FORMAT
     code: int = args.func(args)
     return code
 

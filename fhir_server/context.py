@@ -6,9 +6,10 @@ interceptor. SMART fills in the principal; Consent reads it; audit records it.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from fhir_server.observability import requestid
 
 # Who a principal is: a bearer of an access token, the server itself (SYSTEM), or anyone while
 # auth is switched off (AUTH_DISABLED, dev mode). Never None: a missing principal is a bug.
@@ -59,7 +60,8 @@ class Automation:
 @dataclass
 class RequestContext:
     base_url: str
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The HTTP request's id (X-Request-Id, in its logs and AuditEvent); a new one elsewhere.
+    request_id: str = field(default_factory=requestid.new_id)
     interaction: str = ""  # FHIR interaction code: read, vread, update, create, search-type, ...
     resource_type: str | None = None
     resource_id: str | None = None

@@ -84,6 +84,9 @@ class Change:
     last_updated: datetime
     resource: dict[str, Any] | None  # the new version; None for a delete
     previous: dict[str, Any] | None = None
+    # The stored current document's index fields (`_id`, `ts`, `sp`, `compartments`), as the
+    # write computed them: a check inside the transaction judges these, not a re-read.
+    stored: dict[str, Any] | None = None
 
 
 # Decides, per stored document (its index fields: `_id`, `id`, `ts`, `sp`, `compartments`),
@@ -100,12 +103,18 @@ class AccessQuery:
 
     filters: list[dict[str, Any]] = field(default_factory=list)
     checks: list[DocumentCheck] = field(default_factory=list)
+    # A decision on release (CAN_SEE) judges the document's index fields: the read fetches
+    # them with the resource rather than the decision reading the document a second time.
+    index_wanted: bool = False
 
     def add(self, mongo_filter: dict[str, Any]) -> None:
         self.filters.append(mongo_filter)
 
     def add_check(self, check: DocumentCheck) -> None:
         self.checks.append(check)
+
+    def want_index(self) -> None:
+        self.index_wanted = True
 
 
 def hook(pointcut: Pointcut, slot: str | None = None) -> Callable[[HookFn], HookFn]:

@@ -86,7 +86,7 @@ class Services:
 SOCKET_TIMEOUT_MS = 60_000
 
 
-def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+def connect(settings: Settings, listeners: Sequence[Any] = ()) -> AsyncMongoClient[dict[str, Any]]:
     if not settings.mongodb_uri:
         raise ValueError("settings.mongodb_uri is not set (serve starts the embedded database)")
     # Without these, a request to a dead database waits 30 s for server selection and then
@@ -95,7 +95,7 @@ def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(
         settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard",
         serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-        socketTimeoutMS=SOCKET_TIMEOUT_MS,
+        socketTimeoutMS=SOCKET_TIMEOUT_MS, event_listeners=list(listeners),
     )
 
 
@@ -122,16 +122,18 @@ def build_engine(settings: Settings, definitions: Definitions | None, database: 
 
 
 def assemble(settings: Settings, auth: AuthSettings | None = None,
-             extra_interceptors: Sequence[object] = (), workflows: Sequence[Workflow] = ()) -> Services:
+             extra_interceptors: Sequence[object] = (), workflows: Sequence[Workflow] = (),
+             listeners: Sequence[Any] = ()) -> Services:
     """Builds every object (no I/O yet: see `Services.prepare`). `auth`: the application's
-    auth settings when it has built them for its routers already."""
+    auth settings when it has built them for its routers already. `listeners`: pymongo
+    command listeners (metrics, tracing)."""
     auth = auth if auth is not None else auth_settings(settings)
     # Before any connection: a wrong definitions file or workflow name leaks nothing.
     definitions = load_definitions(settings)
     if definitions is not None:
         w = settings.workflows
         workflows = [*workflows, *load_workflows((*(BUILTIN if w.builtin else ()), *w.modules))]
-    client = connect(settings)
+    client = connect(settings, listeners)
     database = Database(client, settings.database)
     search = SearchEngine(settings)
     validator = Validator(settings.profiles_dir)
@@ -163,8 +165,8 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
 
 async def build_services(settings: Settings, auth: AuthSettings | None = None,
                          extra_interceptors: Sequence[object] = (),
-                         workflows: Sequence[Workflow] = ()) -> Services:
+                         workflows: Sequence[Workflow] = (), listeners: Sequence[Any] = ()) -> Services:
     """The services with their database prepared (indexes, signing keys); not started."""
-    services = assemble(settings, auth, extra_interceptors, workflows)
+    services = assemble(settings, auth, extra_interceptors, workflows, listeners)
     await services.prepare()
     return services

@@ -16,6 +16,8 @@ import uvicorn
 
 from fhir_server.config import Settings
 from fhir_server.connections import TimedHttpToolsProtocol
+from fhir_server.observability import logs
+from fhir_server.observability.settings import ObservabilitySettings
 
 # Seconds uvicorn waits for requests in progress at shutdown before cancelling them; the app's
 # own shutdown and the embedded database's stop have their own budgets (all within 5 s).
@@ -72,4 +74,6 @@ def server(app: Any, settings: Settings, *, log_level: str, access_log: bool) ->
         timeout_keep_alive=max(1, round(settings.keep_alive_timeout)),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,  # type: ignore[arg-type]
     )
+    # After uvicorn.Config, which installs uvicorn's own handlers: they get the format too.
+    logs.configure(ObservabilitySettings.from_settings(settings).log_format)
     return Server(config)

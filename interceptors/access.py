@@ -47,6 +47,8 @@ class AccessInterceptor:
         check = decision.query_check(resource_type)
         if check is not None:
             query.add_check(check)
+        if decision.judges_on_release(resource_type):
+            query.want_index()
 
     @hook(Pointcut.CAN_SEE)
     async def can_see(self, context: RequestContext, resource: dict[str, Any]) -> bool:
@@ -86,4 +88,5 @@ class AccessInterceptor:
             if change.resource is not None:
                 # A new resource (a create, an update-as-create, a re-creation) is collected.
                 interaction = "create" if change.previous is None else change.interaction
-                await decision.may_store(change.resource_type, change.id, interaction, session)
+                await decision.may_store(change.resource_type, change.id, interaction, session,
+                                         stored=change.stored)

@@ -32,6 +32,7 @@ from pymongo.write_concern import WriteConcern
 from fhir_server.config import SubscriptionSettings
 from fhir_server.storage.database import Database
 from fhir_server.storage.outbox import OUTBOX
+from fhir_server.storage.schema import history_key, version_key
 from subscriptions.active import ActiveSubscriptions
 from subscriptions.hub import Hub
 from subscriptions.leases import Leases, utcnow
@@ -170,13 +171,13 @@ class Matcher:
         """The history documents of each event's version and of the version before it."""
         wanted: dict[str, list[str]] = defaultdict(list)
         for e in events:
-            wanted[e["t"]].append(f"{e['r']}/{e['v']}")
+            wanted[e["t"]].append(version_key(e["t"], e["r"], e["v"]))
             if e["v"] > 1:
-                wanted[e["t"]].append(f"{e['r']}/{e['v'] - 1}")
+                wanted[e["t"]].append(version_key(e["t"], e["r"], e["v"] - 1))
         out: dict[tuple[str, str], Doc] = {}
         for rtype, ids in wanted.items():
             async for doc in self.database.history(rtype).find({"_id": {"$in": ids}}):
-                out[(rtype, doc["_id"])] = doc
+                out[(rtype, history_key(str(doc.get("id", doc["_id"])), doc["v"]))] = doc
         return out
 
     async def handle(self, events: list[Doc]) -> None:

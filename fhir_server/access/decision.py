@@ -32,6 +32,8 @@ from fhir_server.errors import Forbidden, Unauthorized
 from fhir_server.hooks import DocumentCheck
 from fhir_server.search import SearchEngine
 from fhir_server.search.keyset import merge
+from fhir_server.storage import seen
+from fhir_server.storage.schema import version_key
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.client_session import AsyncClientSession
@@ -207,6 +209,11 @@ class AccessDecision:
             return None
         return consent.check(self.context, resource_type)
 
+    def judges_on_release(self, resource_type: str) -> bool:
+        """Whether `may_release` asks Consent about a stored document of `resource_type`
+        (the read's own target): the read then keeps the document's index fields for it."""
+        return not self.unrestricted and self._consent_governs(resource_type) and self._target(resource_type)
+
     async def may_release(self, resource: dict[str, Any]) -> bool:
         """May this stored version leave the server now?"""
         if self.unrestricted:
@@ -275,16 +282,17 @@ class AccessDecision:
             raise Forbidden(f"A Consent of the patient does not permit this change to {resource_type}")
 
     async def may_store(self, resource_type: str, resource_id: str, interaction: str,
-                        session: AsyncClientSession | None = None) -> None:
+                        session: AsyncClientSession | None = None, *, stored: Doc | None = None) -> None:
         """Inside the write's transaction: the stored new version must not fall where a
-        Consent denies this requester `collect` (a create) or `correct` (a change)."""
+        Consent denies this requester `collect` (a create) or `correct` (a change).
+        `stored`: that version's current document as the write built it (else it is read)."""
         consent = self.policy.consent
         if self.unrestricted or consent is None or not self._consent_governs(resource_type) \
                 or resource_type in AUDIT_RECORDS:
             return
         action = "collect" if interaction == "create" else "correct"
         if await consent.denies(self.context, resource_type, {"_id": resource_id}, history=False,
-                                action=action, session=session):
+                                action=action, session=session, doc=stored):
             raise Forbidden(f"A Consent of the patient does not permit this change to {resource_type}")
 
     async def _consent_denies(self, resource: dict[str, Any], *, action: str, history: bool) -> bool:
@@ -294,7 +302,11 @@ class AccessDecision:
         rtype = str(resource.get("resourceType"))
         if history:
             version = (resource.get("meta") or {}).get("versionId")
-            key: Doc = {"_id": f"{resource.get('id')}/{version}"}
+            # The document the read found (same version, same index fields), if it kept it.
+            found = seen.recall(self.context, rtype, str(resource.get("id")), int(str(version))) \
+                if str(version).isdigit() else None
+            key: Doc = {"_id": version_key(rtype, str(resource.get("id")), str(version))}
         else:
+            found = None
             key = {"_id": resource.get("id")}
-        return await consent.denies(self.context, rtype, key, history=history, action=action)
+        return await consent.denies(self.context, rtype, key, history=history, action=action, doc=found)

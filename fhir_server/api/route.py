@@ -7,14 +7,15 @@ the table, never from the handler; `api.context.request_context` reads it from t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 Handler = Callable[[Request], Awaitable[Response]]
-_SCOPE_KEY = "fhir_server.route"
+SCOPE_KEY = "fhir_server.route"
 
 # FHIR's own interaction codes (CodeSystem restful-interaction, without the abstract
 # `history` and `search`): the only names a route may give.
@@ -52,7 +53,7 @@ class Route:
         handler = self.handler
 
         async def endpoint(request: Request) -> Response:
-            request.scope[_SCOPE_KEY] = self
+            request.scope[SCOPE_KEY] = self
             return await handler(request)
 
         endpoint.__name__ = handler.__name__
@@ -60,8 +61,22 @@ class Route:
         return endpoint
 
 
+def routed(scope: MutableMapping[str, Any]) -> tuple[str, str | None, str] | None:
+    """(interaction, the resource type its path names, route path) of a request the table
+    routed; None for one it did not (for metrics and traces, which sit outside routing)."""
+    route = scope.get(SCOPE_KEY)
+    if not isinstance(route, Route):
+        return None
+    first = route.path.split("/")[1] if route.path.count("/") else ""
+    if first == "{type}":
+        rtype = (scope.get("path_params") or {}).get("type")
+    else:
+        rtype = first if first[:1].isupper() else None
+    return route.interaction, rtype if isinstance(rtype, str) else None, route.path
+
+
 def route_of(request: Request) -> Route:
-    route = request.scope.get(_SCOPE_KEY)
+    route = request.scope.get(SCOPE_KEY)
     if not isinstance(route, Route):
         raise LookupError(f"{request.url.path} was not routed through the route table")
     return route

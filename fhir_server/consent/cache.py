@@ -18,10 +18,17 @@ events) starts from an empty cache rather than trust events that may have been r
 
 A lookup racing with an invalidation keeps its answer for its own request but does not
 store it (the epoch check), so a cache entry never predates the last event applied.
+
+Concurrent requests share a sync: a request waits for the first sync whose query starts
+after it asked (never one already in flight), and every request that asked before that
+query started is served by it. So the guarantee above holds, and under load one query
+serves many requests instead of each paying its own round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -61,6 +68,9 @@ class ConsentCache:
         self._synced: float | None = None  # wall time the latest sync started
         self._epoch = 0  # bumped by every invalidation
         self.lookups = 0  # database lookups (for tests and the bench)
+        self.syncs = 0  # sync queries sent (for tests and the bench)
+        self._running: asyncio.Task[None] | None = None  # the sync whose query is in flight
+        self._next: asyncio.Task[None] | None = None  # the sync that starts after it
 
     def clear(self) -> None:
         self._by_patient.clear()
@@ -68,13 +78,32 @@ class ConsentCache:
         self._epoch += 1
 
     async def sync(self) -> None:
-        """Applies the Consent change events committed since the previous sync."""
+        """Applies the Consent change events committed before this call (and maybe since),
+        by a query that starts after it: shared with the requests that ask meanwhile."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_task(self._after(self._running))
+        await asyncio.shield(self._next)
+
+    async def _after(self, running: asyncio.Task[None] | None) -> None:
+        if running is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(running)
+        # From here the query starts: whoever joined this sync asked before it did.
+        self._running, self._next = asyncio.current_task(), None
+        try:
+            await self._sync_once()
+        finally:
+            if self._running is asyncio.current_task():
+                self._running = None
+
+    async def _sync_once(self) -> None:
         started = time.time()
         if self._synced is None or started - self._synced > RESET_SECONDS:
             self.clear()
             self._synced = started
             return
         floor = min(self._synced, started) - GRACE_SECONDS
+        self.syncs += 1
         events = await self.db[OUTBOX].find(
             {"t": "Consent", "_id": {"$gte": _floor(floor)}}, {"r": 1}).to_list()
         changed = {str(e["r"]) for e in events if e["_id"] not in self._applied}

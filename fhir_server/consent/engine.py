@@ -239,11 +239,13 @@ class ConsentEngine:
         return check
 
     async def denies(self, context: RequestContext, rtype: str, key: Doc, *, history: bool,
-                     action: str, session: AsyncClientSession | None = None) -> bool:
+                     action: str, session: AsyncClientSession | None = None, doc: Doc | None = None) -> bool:
         """Does a Consent deny the one stored document `key` selects (in the current or the
-        history collection of `rtype`)? Records the decision."""
+        history collection of `rtype`)? Records the decision. `doc`: that document, when the
+        caller has it whole already (the read pipeline's own find)."""
         if rtype not in self.governed or await self.policy(context) is None:
             return False
-        collection = self.database.history(rtype) if history else self.database.current(rtype)
-        doc = await collection.find_one(key, _MATCHED, session=session) or {}
+        if doc is None:
+            collection = self.database.history(rtype) if history else self.database.current(rtype)
+            doc = await collection.find_one(key, _MATCHED, session=session) or {}
         return (await self.refused(context, rtype, [doc], action))[0]

@@ -41,8 +41,13 @@ WORKLIST_INDEXES: dict[str, list[Key]] = {
     "PractitionerRole": [[("sp.practitioner", ASCENDING)]],
     "Consent": [[("sp.patient", ASCENDING)]],
     "Provenance": [[("sp.target", ASCENDING)]],
-    "AuditEvent": [[("sp.patient", ASCENDING)]],
+    # AuditEvent: only what the audit queries of docs/consent.md need (an AuditEvent is
+    # written per request): `patient` + `date` is interceptors/audit.py's audit_patient_date,
+    # `entity` (every request a Consent decided) is here; identifier is not indexed.
+    "AuditEvent": [[("sp.entity", ASCENDING)]],
 }
+# Types whose identifier is searched rarely enough not to be worth an index on every write.
+UNINDEXED_IDENTIFIER = frozenset({"AuditEvent"})
 
 
 def _index_name(keys: Key) -> str:
@@ -87,7 +92,7 @@ class SearchEngine:
         models: dict[str, list[IndexModel]] = {}
         for rtype in STORED_TYPES:
             keys: list[Key] = [[("compartments.Patient", ASCENDING)]]
-            if self.registry.get(rtype, "identifier") is not None:
+            if self.registry.get(rtype, "identifier") is not None and rtype not in UNINDEXED_IDENTIFIER:
                 keys += [[("sp.identifier", ASCENDING)], [("sp.identifier|", ASCENDING)]]
             keys += WORKLIST_INDEXES.get(rtype, [])
             models[rtype] = [IndexModel(k, name=_index_name(k)) for k in keys]

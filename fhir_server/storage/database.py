@@ -48,6 +48,8 @@ class Database:
         for rtype in STORED_TYPES:
             newest = [(schema.LAST_UPDATED, DESCENDING), ("_id", DESCENDING)]
             indexes[rtype] = [IndexModel(newest, name="ts_id")]
+            if rtype in schema.APPEND_ONLY:
+                continue  # no history copy (schema.APPEND_ONLY)
             indexes[schema.history_collection(rtype)] = [
                 IndexModel([(schema.RESOURCE_ID, ASCENDING), (schema.VERSION, DESCENDING)], name="id_v",
                            unique=True),

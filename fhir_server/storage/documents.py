@@ -96,7 +96,8 @@ class StoredResource:
 
     @classmethod
     def from_history(cls, resource_type: str, doc: Doc) -> StoredResource:
+        # An append-only type's current document stands for its (only) version.
         return cls(
-            resource_type, doc["id"], doc["v"], doc["ts"], doc.get("del", False), doc.get("res"),
-            doc.get("m", ""),
+            resource_type, str(doc.get("id", doc["_id"])), doc["v"], doc["ts"], doc.get("del", False),
+            doc.get("res"), doc.get("m", "POST"),
         )

@@ -19,6 +19,7 @@ from fhir_server.storage import paging
 from fhir_server.storage.documents import StoredResource
 from fhir_server.storage.reads import checked_projection
 from fhir_server.storage.repository import INDEX_PROJECTION, Repository, _and
+from fhir_server.storage.schema import versions_of
 
 Doc = dict[str, Any]
 # A total of checked versions (Consent decides per document) is counted one by one, up to this.
@@ -64,7 +65,7 @@ async def _type_filter(
     after: tuple[datetime, str, str] | None,
 ) -> tuple[Doc, AccessQuery]:
     access = await repo.access(context, rtype)
-    base = _and({"id": query.resource_id} if query.resource_id else None, *access.filters)
+    base = _and(versions_of(rtype, query.resource_id) if query.resource_id else None, *access.filters)
     flt = _and(base, {"ts": {"$gte": query.since}} if query.since else None)
     if query.at:
         flt = _and(flt, await _at_filter(repo, rtype, base, query.at))

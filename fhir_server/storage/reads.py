@@ -14,6 +14,7 @@ from fhir_server.errors import (
 from fhir_server.hooks import AccessQuery, HookRegistry, Pointcut
 from fhir_server.search import SearchEngine, keyset
 from fhir_server.search.query import Clause, build_filter
+from fhir_server.storage import seen
 from fhir_server.storage.database import Database
 from fhir_server.storage.documents import StoredResource
 from fhir_server.storage.records import (
@@ -22,11 +23,12 @@ from fhir_server.storage.records import (
     Doc,
     _and,
 )
+from fhir_server.storage.schema import versions_of
 
 
 def checked_projection(access: AccessQuery, projection: Doc | None) -> Doc | None:
     """`projection`, widened to the whole document when checks need the index fields."""
-    return None if access.checks else projection
+    return None if access.checks or access.index_wanted else projection
 
 
 class ReadPipeline:
@@ -93,6 +95,8 @@ class ReadPipeline:
             doc = None
         if doc is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
+        if access.index_wanted:
+            seen.remember(context, resource_type, doc)
         return StoredResource.from_current(resource_type, doc)
 
     async def read(
@@ -108,13 +112,15 @@ class ReadPipeline:
     ) -> StoredResource:
         access = await self.access(context, resource_type)
         doc = await self.database.history(resource_type).find_one(
-            _and({"id": resource_id, "v": version_id}, *access.filters),
+            _and(versions_of(resource_type, resource_id), {"v": version_id}, *access.filters),
             checked_projection(access, INDEX_PROJECTION),
         )
         if doc is not None and not await self.passing(access, [doc]):
             doc = None
         if doc is None:
             raise NotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
+        if access.index_wanted:
+            seen.remember(context, resource_type, doc)
         stored = StoredResource.from_history(resource_type, doc)
         if stored.deleted:
             raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")

@@ -27,6 +27,11 @@ RESOURCE_ID = "id"  # the resource's id (the document's _id is `id/version`)
 METHOD = "m"  # the HTTP method that wrote the version: POST, PUT, PATCH, DELETE
 
 PATIENT_COMPARTMENT = f"{COMPARTMENTS}.Patient"
+
+# Append-only types: every resource has one version, ever (updates and deletes are refused),
+# so no history copy is kept. Their current document carries the history fields too (`id`,
+# `m`) and stands for version 1 wherever history is read (`history_collection`).
+APPEND_ONLY = frozenset({"AuditEvent"})
 # Projections: the resource alone; the index fields a client never sees, left out.
 RESOURCE_ONLY: Doc = {RESOURCE: 1}
 WITHOUT_INDEX: Doc = {INDEX: 0, COMPARTMENTS: 0}
@@ -34,12 +39,24 @@ LIVE: Doc = {DELETED: False}
 
 
 def history_collection(resource_type: str) -> str:
-    return f"{resource_type}_history"
+    """Where the versions of `resource_type` are: its own current collection if append-only."""
+    return resource_type if resource_type in APPEND_ONLY else f"{resource_type}_history"
 
 
 def history_key(resource_id: str, version: int | str) -> str:
     """The `_id` of one version in the history collection."""
     return f"{resource_id}/{version}"
+
+
+def version_key(resource_type: str, resource_id: str, version: int | str) -> str:
+    """The `_id` of one version in `history_collection(resource_type)`."""
+    return resource_id if resource_type in APPEND_ONLY else history_key(resource_id, version)
+
+
+def versions_of(resource_type: str, resource_id: str) -> Doc:
+    """A filter on `history_collection(resource_type)`: the versions of one resource (by the
+    key an index serves: `_id` of an append-only type, else `id`)."""
+    return {"_id" if resource_type in APPEND_ONLY else RESOURCE_ID: resource_id}
 
 
 def compartment_field(compartment: str) -> str:

@@ -22,10 +22,12 @@ from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.context import RequestContext
+from fhir_server.errors import MethodNotAllowed
 from fhir_server.hooks import Change, HookRegistry, Pointcut
 from fhir_server.storage.database import Database
 from fhir_server.storage.pipeline.retry import DUPLICATE_KEY, StaleVersion
 from fhir_server.storage.pipeline.versions import Doc, NewVersion, Planned, Versions
+from fhir_server.storage.schema import APPEND_ONLY
 
 # Records about records about changes: Provenance has an outbox event, and there it stops.
 MAX_ROUNDS = 3
@@ -72,6 +74,12 @@ class Committer:
         changes."""
         written = [[(p.previous, p.version) for p in planned if p.version is not None]
                    for _, planned in units]
+        for previous, version in (w for unit in written for w in unit):
+            if previous is not None and version.change.resource_type in APPEND_ONLY:
+                # Below every configuration: with no history copy, a second version would
+                # erase the first (the audit interceptor refuses it earlier, when it is on).
+                raise MethodNotAllowed(f"{version.change.resource_type} resources are append-only: "
+                                       f"they cannot be updated or deleted")
         await self._write(session, [w for unit in written for w in unit])
         changes = [[version.change for _, version in unit] for unit in written]
         writers = [SessionWriter(self.versions) for _ in units]
@@ -111,8 +119,9 @@ class Committer:
             result = await current.bulk_write(ops, ordered=False, session=session)
             if result.inserted_count + result.matched_count != len(ops):
                 raise StaleVersion()
-            await history.insert_many([version.history for _, version in items], ordered=False,
-                                      session=session)
+            copies = [version.history for _, version in items if version.history is not None]
+            if copies:
+                await history.insert_many(copies, ordered=False, session=session)
 
 
 async def _write_one(current: AsyncCollection[Doc], history: AsyncCollection[Doc],
@@ -124,7 +133,8 @@ async def _write_one(current: AsyncCollection[Doc], history: AsyncCollection[Doc
             {"_id": previous["_id"], "v": previous["v"]}, version.current, session=session)
         if result.matched_count != 1:
             raise StaleVersion()
-    await history.insert_one(version.history, session=session)
+    if version.history is not None:
+        await history.insert_one(version.history, session=session)
 
 
 async def store_new(database: Database, resource_type: str, versions: list[NewVersion],
@@ -135,8 +145,10 @@ async def store_new(database: Database, resource_type: str, versions: list[NewVe
         return
     for collection, docs in (
         (database.current(resource_type), [v.current for v in versions]),
-        (database.history(resource_type), [v.history for v in versions]),
+        (database.history(resource_type), [v.history for v in versions if v.history is not None]),
     ):
+        if not docs:
+            continue
         try:
             await collection.with_options(write_concern=write_concern).insert_many(docs, ordered=False)
         except BulkWriteError as exc:

@@ -17,6 +17,7 @@ from fhir_server import fhirjson
 from fhir_server.hooks import Change
 from fhir_server.search import SearchEngine
 from fhir_server.storage.documents import StoredResource, now, stamp_meta
+from fhir_server.storage.schema import APPEND_ONLY
 
 Doc = dict[str, Any]
 _METHOD = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
@@ -27,7 +28,7 @@ class NewVersion:
     """A version about to be written: its two documents and what it means."""
 
     current: Doc
-    history: Doc
+    history: Doc | None  # None for an append-only type (its current document stands for it)
     change: Change
     stored: StoredResource
 
@@ -98,10 +99,15 @@ class Versions:
         deleted = resource is None
         method = _METHOD[interaction]
         current = {"_id": resource_id, "v": number, "ts": at, "del": deleted, "res": raw, **index}
-        history = {"_id": f"{resource_id}/{number}", "id": resource_id, "v": number, "ts": at,
-                   "del": deleted, "res": raw, "m": method, **index}
+        history: Doc | None = None
+        if resource_type in APPEND_ONLY:
+            current.update({"id": resource_id, "m": method})  # read as its own history too
+        else:
+            history = {"_id": f"{resource_id}/{number}", "id": resource_id, "v": number, "ts": at,
+                       "del": deleted, "res": raw, "m": method, **index}
         prior = fhirjson.loads(previous["res"]) if previous and previous.get("res") else None
-        change = Change(resource_type, resource_id, number, interaction, at, resource, prior)
+        stored_index = {k: v for k, v in current.items() if k != "res"}
+        change = Change(resource_type, resource_id, number, interaction, at, resource, prior, stored_index)
         stored = StoredResource(resource_type, resource_id, number, at, deleted, raw, method)
         return NewVersion(current, history, change, stored)
 

@@ -1,0 +1,83 @@
+"""AuditEvents are append-only in storage: no history copy, only the indexes the audit
+queries need, and still readable as their own (single) version everywhere history is read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pymongo import MongoClient
+
+from tests.audit.conftest import audit_events
+from tests.conftest import RunningServer
+from tests.consent.conftest import World
+
+EVENT: dict[str, Any] = {
+    "resourceType": "AuditEvent", "recorded": "2026-11-20T10:00:00Z", "action": "E",
+    "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+    "agent": [{"requestor": True, "who": {"display": "a device"}}],
+    "source": {"observer": {"display": "elsewhere"}},
+    "entity": [{"what": {"reference": "Patient/anna"}}],
+}
+
+
+def test_a_read_stores_its_event_without_a_history_copy(
+        world: World, secure_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> None:
+    assert world.gray.get("/Task/anna-task").status_code == 200
+    [event] = [e for e in audit_events(world, subtype="read") if any(
+        x.get("what", {}).get("reference", "").startswith("Task/anna-task") for x in e["entity"])]
+    db = mongo[secure_server.settings.database]
+    assert db["AuditEvent"].find_one({"_id": event["id"]}) is not None
+    assert "AuditEvent_history" not in db.list_collection_names()
+    # Its one version reads back as vread, in its instance history and in the type's.
+    assert world.auditor.get(f"/AuditEvent/{event['id']}/_history/1").json()["id"] == event["id"]
+    assert world.auditor.get(f"/AuditEvent/{event['id']}/_history/2").status_code == 404
+    history = world.auditor.get(f"/AuditEvent/{event['id']}/_history").json()
+    assert [(e["resource"]["id"], e["request"]["method"]) for e in history["entry"]] == [(event["id"], "POST")]
+    assert event["id"] in {e["resource"]["id"] for e in world.auditor.get(
+        "/AuditEvent/_history", params={"_count": "500"}).json()["entry"]}
+
+
+def test_audit_events_have_only_the_indexes_the_audit_queries_need(
+        secure_server: RunningServer, mongo: MongoClient[dict[str, Any]], world: World) -> None:
+    db = mongo[secure_server.settings.database]
+    keys = sorted(tuple(ix["key"].items()) for ix in db["AuditEvent"].list_indexes())
+    assert keys == sorted([
+        (("_id", 1),),
+        (("ts", -1), ("_id", -1)),  # _lastUpdated order, type history
+        (("compartments.Patient", 1),),  # a patient's own events
+        (("sp.patient", 1), ("sp.date.e", -1)),  # who saw this patient's data, when
+        (("sp.entity", 1),),  # every request a Consent decided
+    ])
+    # The audit queries of docs/consent.md are served by them.
+    plan = db.command("explain", {"find": "AuditEvent", "filter": {"sp.entity": "Consent/c1"}})
+    assert "IXSCAN" in str(plan)
+
+
+def test_a_client_posted_audit_event_is_stored_once_and_cannot_change(world: World) -> None:
+    created = world.admin.post("/AuditEvent", json=EVENT)
+    assert created.status_code == 201, created.text
+    event = created.json()
+    assert world.admin.put(f"/AuditEvent/{event['id']}", json={**event, "action": "R"}).status_code == 405
+    assert world.admin.delete(f"/AuditEvent/{event['id']}").status_code == 405
+    assert world.auditor.get(f"/AuditEvent/{event['id']}").json()["action"] == "E"
+
+
+def test_append_only_holds_with_audit_off(client: httpx.Client, mongo: MongoClient[dict[str, Any]],
+                                          server: RunningServer) -> None:
+    # Auth off (so the audit interceptor is off): storage itself refuses a second version,
+    # which would otherwise overwrite the only copy.
+    created = client.post("/AuditEvent", json=EVENT)
+    assert created.status_code == 201, created.text
+    event = created.json()
+    refused = client.put(f"/AuditEvent/{event['id']}", json={**event, "action": "R"})
+    assert refused.status_code == 405, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert client.delete(f"/AuditEvent/{event['id']}").status_code == 405
+    assert client.patch(f"/AuditEvent/{event['id']}", json=[{"op": "replace", "path": "/action", "value": "R"}],
+                        headers={"Content-Type": "application/json-patch+json"}).status_code == 405
+    # An update that says nothing new writes nothing, so it is no change (200, same version).
+    same = client.put(f"/AuditEvent/{event['id']}", json=event)
+    assert same.status_code == 200 and same.json()["meta"]["versionId"] == "1"
+    assert client.get(f"/AuditEvent/{event['id']}").json()["action"] == "E"
+    assert mongo[server.settings.database]["AuditEvent_history"].count_documents({}) == 0
