@@ -26,12 +26,14 @@ from fhir_server.hooks import HookRegistry
 from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 from fhir_server.storage.pipeline import Versions
+from fhir_server.storage.sort_buckets import SortBuckets, sort_bucket_indexes
 from fhir_server.validation import Validator
 from interceptors.access import AccessInterceptor
 from interceptors.audit import AuditInterceptor, audit_indexes
 from interceptors.outbox import OutboxInterceptor
 from interceptors.provenance import ProvenanceInterceptor
 from interceptors.smart import SmartInterceptor
+from interceptors.sort_buckets import SortBucketInterceptor
 from interceptors.validation import ValidationInterceptor
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.guard import SubscriptionGuard
@@ -62,6 +64,8 @@ ORDER: dict[str, int] = {
     "provenance": 400,
     # The change event is the last write of a transaction.
     "outbox": 500,
+    # After the commit: the sort-key buckets search pages are placed by (search.seek).
+    "sort-buckets": 600,
     # A deployment's own interceptors: after every built-in decision, before audit notes
     # what leaves.
     "deployment": 800,
@@ -112,6 +116,7 @@ def build_interceptors(
         # With auth on, every path data leaves or enters by asks one access decision.
         built.append(("access", AccessInterceptor(AccessPolicy(search, engine))))
     built += [("subscription-guard", guard), ("outbox", outbox)]
+    built.append(("sort-buckets", SortBucketInterceptor(SortBuckets(database.db), search)))
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None
     # Provenance and AuditEvents are the server's own records of a change: the change's
@@ -123,4 +128,5 @@ def build_interceptors(
         writer = AuditWriter(database, Versions(search), audit)
         built.append(("audit", AuditInterceptor(writer, PatientFinder(search), settings.base_url)))
     built += [("deployment", interceptor) for interceptor in extra]
-    return Interceptors(_registry(built), guard, writer, {**consent_indexes(), **audit_indexes()})
+    return Interceptors(_registry(built), guard, writer, {**consent_indexes(), **audit_indexes(),
+                                                            **sort_bucket_indexes()})

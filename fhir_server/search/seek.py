@@ -1,0 +1,227 @@
+"""Seek pagination over date sort keys: a page whose index lookups match about a page.
+
+SecantusDB answers a query by materializing every document its index lookup matches, then
+sorting and cutting to `limit`; a search sorted newest first over 200,000 matches therefore
+costs 200,000 documents, whatever `_count` says. MongoDB walks an index in sort order and
+stops at `limit`, but only when the index holds the filter's equalities followed by the sort
+key. So a page is read as a series of *windows* on the first sort key K: each window is the
+filter's equalities plus one range on K, which both databases serve from one compound index
+(equalities, K) touching only the window's matches. Windows are read in sort order (newest
+first for a descending sort) until the page is full; their widths adapt to how many matches
+the previous window held.
+
+Where to put the windows comes from a small directory of *buckets*: the UTC days in which a
+type holds some value of K (storage.sort_buckets, noted at write time). The walk jumps over
+days without data in one window instead of galloping through them. The directory is only a
+hint: windows always tile the whole axis (the first and last are open-ended), so a bucket
+missing from it makes a page cost more, never lose a match.
+
+A filter this cannot bound falls back to one query per page (storage.searches): a `$in`
+with more than MAX_SPLIT values, several range operators, an access filter on fields outside
+the index, or a sort key that is not a date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fhir_server.search.engine import SearchEngine
+
+Doc = dict[str, Any]
+Key = list[tuple[str, int]]
+
+# Date sort keys the buckets cover, per type ("*": every type). `ts` is meta.lastUpdated,
+# the default sort; the others are the sort keys of the worklists' compound indexes.
+BUCKETED: Mapping[str, tuple[str, ...]] = {
+    "*": ("ts",),
+    "Communication": ("sp.sent.s",),
+}
+BUCKET = timedelta(days=1)
+# A `$in` over this many values or fewer is read as one walk per value, merged.
+MAX_SPLIT = 8
+FIRST_WIDTH = timedelta(minutes=15)
+# Each later window is at most this many times wider than the one before.
+MAX_GROWTH = 16.0
+
+
+def bucketed_fields(resource_type: str) -> tuple[str, ...]:
+    return (*BUCKETED["*"], *BUCKETED.get(resource_type, ()))
+
+
+def bucket_values(engine: SearchEngine, resource_type: str, resource: Doc | None,
+                  last_updated: datetime) -> dict[str, list[datetime]]:
+    """The values of a version that its buckets are noted from, by sort field."""
+    out: dict[str, list[datetime]] = {"ts": [last_updated]}
+    for field in BUCKETED.get(resource_type, ()):
+        code = field.removeprefix("sp.").removesuffix(".s")
+        param = engine.param(resource_type, code)
+        if resource is None or param is None:
+            continue
+        value = engine.extractor.extract([param], resource).get(code)
+        ranges = value if isinstance(value, list) else [value]
+        out[field] = [r["s"] for r in ranges if isinstance(r, dict)
+                      and isinstance(r.get("s"), datetime)]
+    return out
+
+
+def bucket_of(value: datetime) -> datetime:
+    """The start of the UTC day holding `value` (naive values are UTC, as the driver's)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SeekPlan:
+    field: str
+    direction: int
+    # One equality filter per value of a split `$in` (one, without `$in`).
+    filters: list[Doc]
+    # True: the range on K goes first in the filter, for an index that leads with K (a
+    # search with no criteria, whose filter is only `del: false`): SecantusDB looks up the
+    # first clause an index serves and tests the rest on what it found.
+    lead: bool = False
+
+    def window(self, flt: Doc, cond: Doc) -> Doc:
+        """`flt` AND the range `cond` on the sort key, in the order the planner needs."""
+        return {self.field: cond, **flt} if self.lead else {**flt, self.field: cond}
+
+
+def plan(resource_type: str, base: Doc, keys: Key,
+         index_keys: Sequence[Sequence[tuple[str, int]]]) -> SeekPlan | None:
+    """How to seek this search's pages, or None where windows would not be bounded.
+
+    `base` must be equalities only (bare values) but for at most one `$in` of scalars, so
+    that base + a range on K is the shape a compound index (equalities..., K) serves."""
+    field, direction = keys[0]
+    if field not in bucketed_fields(resource_type) or field in base:
+        return None
+    eq: Doc = {}
+    split: tuple[str, list[Any]] | None = None
+    for name, value in base.items():
+        if name.startswith("$"):
+            return None
+        if isinstance(value, dict):
+            values = value.get("$in")
+            if (split is not None or set(value) != {"$in"} or not isinstance(values, list)
+                    or not 0 < len(values) <= MAX_SPLIT
+                    or any(isinstance(v, dict | list) or v is None for v in values)):
+                return None
+            split = (name, values)
+        elif isinstance(value, list) or value is None:
+            return None
+        else:
+            eq[name] = value
+    fields = set(eq) | ({split[0]} if split else set())
+    if fields == {"del"} and split is None:
+        if any(k and k[0][0] == field for k in index_keys):
+            return SeekPlan(field, direction, [eq], lead=True)
+        return None
+    if not fields or not any(_serves(fields, field, k) for k in index_keys):
+        return None
+    if split is None:
+        return SeekPlan(field, direction, [eq])
+    name, values = split
+    return SeekPlan(field, direction, [{**eq, name: v} for v in dict.fromkeys(values)])
+
+
+def _serves(fields: set[str], sort_field: str, key: Sequence[tuple[str, int]]) -> bool:
+    names = [k for k, _ in key]
+    return (len(names) > len(fields) and set(names[: len(fields)]) == fields
+            and names[len(fields)] == sort_field)
+
+
+class Windows:
+    """Successive ranges on the sort key, in sort order, tiling the axis from the cursor on.
+
+    The axis runs in sort order: for a descending sort "forward" is back in time. `starts`
+    are the bucket starts (any order). `after` is the cursor's sort value (inclusive: ties
+    are dropped by the caller), None for a first page."""
+
+    def __init__(self, direction: int, starts: Sequence[datetime], after: datetime | None,
+                 now: datetime) -> None:
+        self.direction = direction
+        # Bucket [start, start + BUCKET) as an interval on the axis, in axis order.
+        spans = sorted(((s, s + BUCKET) for s in starts), reverse=direction < 0)
+        self.spans = spans
+        self.width = FIRST_WIDTH
+        self.done = False
+        if after is not None:
+            self.edge: datetime | None = (
+                after.replace(tzinfo=UTC) if after.tzinfo is None else after)
+            self.open_start = False
+        else:
+            # A first page starts at the newest data (descending) or the oldest (ascending);
+            # that first window is open towards where no bucket is, to catch unnoted values.
+            if spans:
+                self.edge = spans[0][1] if direction < 0 else spans[0][0]
+            else:
+                self.edge = now if direction < 0 else None
+            self.open_start = True
+        self.first = True
+
+    def _toward(self, point: datetime, width: timedelta) -> datetime:
+        return point - width if self.direction < 0 else point + width
+
+    def _beyond(self, a: datetime, b: datetime) -> bool:
+        """a lies strictly further along the axis than b."""
+        return a < b if self.direction < 0 else a > b
+
+    def next(self, found: int | None, wanted: int) -> Doc | None:
+        """The next range (a condition on K), given the matches the previous one held and
+        how many the page still wants; None when the axis is covered."""
+        if self.done:
+            return None
+        if self.edge is None:  # ascending with no data noted: the whole axis at once
+            self.done = True
+            return {"$ne": None}
+        if not self.first:
+            if found == 0:
+                self.width *= 4
+            elif found is not None:
+                grow = min(MAX_GROWTH, max(1.0, 1.5 * wanted / found))
+                self.width = self.width * grow
+        start = self.edge
+        end = self._toward(start, self.width)
+        # Jump over a gap of the directory: the window reaches into the next bucket with data.
+        ahead = [span for span in self.spans if self._beyond(self._far(span), start)]
+        if not ahead:
+            self.done = True
+            return self._range(start, None, include_start=self.first)
+        near = self._near(ahead[0])
+        if self._beyond(near, end) or near == end:
+            end = self._toward(near, self.width) if self._beyond(near, start) else end
+        if self.first and self.open_start:
+            cond = self._range(None, end, include_start=True)
+        else:
+            cond = self._range(start, end, include_start=self.first)
+        self.first = False
+        self.edge = end
+        return cond
+
+    def _near(self, span: tuple[datetime, datetime]) -> datetime:
+        return span[1] if self.direction < 0 else span[0]
+
+    def _far(self, span: tuple[datetime, datetime]) -> datetime:
+        return span[0] if self.direction < 0 else span[1]
+
+    def _range(self, start: datetime | None, end: datetime | None, *, include_start: bool) -> Doc:
+        """The condition for [start, end) along the axis; None bounds are open."""
+        cond: Doc = {}
+        if self.direction < 0:
+            if start is not None:
+                cond["$lte" if include_start else "$lt"] = start
+            if end is not None:
+                cond["$gte"] = end
+        else:
+            # Ascending windows are [start, end): the previous one stopped short of start.
+            if start is not None:
+                cond["$gte"] = start
+            if end is not None:
+                cond["$lt"] = end
+        return cond or {"$ne": None}
