@@ -10,7 +10,7 @@ filter's equalities plus one range on K, which both databases serve from one com
 first for a descending sort) until the page is full; their widths adapt to how many matches
 the previous window held.
 
-Where to put the windows comes from a small directory of *buckets*: the UTC days in which a
+Where to put the windows comes from a small directory of *buckets*: the UTC hours in which a
 type holds some value of K (storage.sort_buckets, noted at write time). The walk jumps over
 days without data in one window instead of galloping through them. The directory is only a
 hint: windows always tile the whole axis (the first and last are open-ended), so a bucket
@@ -23,6 +23,7 @@ the index, or a sort key that is not a date.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,12 +41,16 @@ BUCKETED: Mapping[str, tuple[str, ...]] = {
     "*": ("ts",),
     "Communication": ("sp.sent.s",),
 }
-BUCKET = timedelta(days=1)
+# Fine enough that the empty end of the newest bucket costs little, coarse enough that a
+# year is 8,760 directory entries per type and field.
+BUCKET = timedelta(hours=1)
 # A `$in` over this many values or fewer is read as one walk per value, merged.
 MAX_SPLIT = 8
 FIRST_WIDTH = timedelta(minutes=15)
-# Each later window is at most this many times wider than the one before.
+# Each later window is at most this many times wider than the one before; after an empty
+# one, this many.
 MAX_GROWTH = 16.0
+EMPTY_GROWTH = 8.0
 
 
 def bucketed_fields(resource_type: str) -> tuple[str, ...]:
@@ -69,11 +74,11 @@ def bucket_values(engine: SearchEngine, resource_type: str, resource: Doc | None
 
 
 def bucket_of(value: datetime) -> datetime:
-    """The start of the UTC day holding `value` (naive values are UTC, as the driver's)."""
+    """The start of the UTC hour holding `value` (naive values are UTC, as the driver's)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
-    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return datetime(value.year, value.month, value.day, value.hour, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -140,37 +145,38 @@ class Windows:
     """Successive ranges on the sort key, in sort order, tiling the axis from the cursor on.
 
     The axis runs in sort order: for a descending sort "forward" is back in time. `starts`
-    are the bucket starts (any order). `after` is the cursor's sort value (inclusive: ties
-    are dropped by the caller), None for a first page."""
+    are the bucket starts. `after` is the cursor's sort value (inclusive: ties are dropped by
+    the caller), None for a first page."""
 
     def __init__(self, direction: int, starts: Sequence[datetime], after: datetime | None,
                  now: datetime) -> None:
         self.direction = direction
-        # Bucket [start, start + BUCKET) as an interval on the axis, in axis order.
-        spans = sorted(((s, s + BUCKET) for s in starts), reverse=direction < 0)
-        self.spans = spans
+        self.starts = sorted(starts)
         self.width = FIRST_WIDTH
         self.done = False
+        self.first = True
+        self.open_start = after is None
         if after is not None:
             self.edge: datetime | None = (
                 after.replace(tzinfo=UTC) if after.tzinfo is None else after)
-            self.open_start = False
-        else:
+        elif self.starts:
             # A first page starts at the newest data (descending) or the oldest (ascending);
             # that first window is open towards where no bucket is, to catch unnoted values.
-            if spans:
-                self.edge = spans[0][1] if direction < 0 else spans[0][0]
-            else:
-                self.edge = now if direction < 0 else None
-            self.open_start = True
-        self.first = True
+            self.edge = self.starts[-1] + BUCKET if direction < 0 else self.starts[0]
+        else:
+            self.edge = now if direction < 0 else None
 
     def _toward(self, point: datetime, width: timedelta) -> datetime:
         return point - width if self.direction < 0 else point + width
 
-    def _beyond(self, a: datetime, b: datetime) -> bool:
-        """a lies strictly further along the axis than b."""
-        return a < b if self.direction < 0 else a > b
+    def _near_ahead(self, position: datetime) -> datetime | None:
+        """Where the next bucket with data begins, walking on from `position` (inside one:
+        `position` itself); None past the last bucket."""
+        if self.direction < 0:
+            i = bisect_left(self.starts, position) - 1  # the latest start before position
+            return None if i < 0 else min(self.starts[i] + BUCKET, position)
+        i = bisect_right(self.starts, position - BUCKET)  # the first bucket ending after it
+        return None if i >= len(self.starts) else max(self.starts[i], position)
 
     def next(self, found: int | None, wanted: int) -> Doc | None:
         """The next range (a condition on K), given the matches the previous one held and
@@ -180,35 +186,24 @@ class Windows:
         if self.edge is None:  # ascending with no data noted: the whole axis at once
             self.done = True
             return {"$ne": None}
-        if not self.first:
-            if found == 0:
-                self.width *= 4
-            elif found is not None:
-                grow = min(MAX_GROWTH, max(1.0, 1.5 * wanted / found))
-                self.width = self.width * grow
+        if not self.first and found is not None:
+            grow = EMPTY_GROWTH if found == 0 else min(MAX_GROWTH, max(1.0, 1.5 * wanted / found))
+            self.width = self.width * grow
         start = self.edge
-        end = self._toward(start, self.width)
-        # Jump over a gap of the directory: the window reaches into the next bucket with data.
-        ahead = [span for span in self.spans if self._beyond(self._far(span), start)]
-        if not ahead:
+        near = self._near_ahead(start)
+        if near is None:
             self.done = True
             return self._range(start, None, include_start=self.first)
-        near = self._near(ahead[0])
-        if self._beyond(near, end) or near == end:
-            end = self._toward(near, self.width) if self._beyond(near, start) else end
+        # Over a gap of the directory in one step: the window reaches `width` into the next
+        # bucket with data.
+        end = self._toward(near, self.width)
         if self.first and self.open_start:
-            cond = self._range(None, end, include_start=True)
+            condition = self._range(None, end, include_start=True)
         else:
-            cond = self._range(start, end, include_start=self.first)
+            condition = self._range(start, end, include_start=self.first)
         self.first = False
         self.edge = end
-        return cond
-
-    def _near(self, span: tuple[datetime, datetime]) -> datetime:
-        return span[1] if self.direction < 0 else span[0]
-
-    def _far(self, span: tuple[datetime, datetime]) -> datetime:
-        return span[0] if self.direction < 0 else span[1]
+        return condition
 
     def _range(self, start: datetime | None, end: datetime | None, *, include_start: bool) -> Doc:
         """The condition for [start, end) along the axis; None bounds are open."""

@@ -4,6 +4,7 @@ the matching of conditional criteria."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from functools import cached_property, cmp_to_key
 from typing import Any
@@ -252,9 +253,12 @@ class SearchPipeline(ReadPipeline):
         """One walk of windows per equality filter of the plan, merged in sort order."""
         wanted = count + 1
         merged: dict[Any, Doc] = {}
-        for flt in plan.filters:
-            for doc in await self._seek_one(
-                    collection, plan, flt, starts, keys, cursor, wanted, projection, access):
+        # The walks of a split `$in` run side by side: a page waits for the slowest only.
+        walks = await asyncio.gather(*(
+            self._seek_one(collection, plan, flt, starts, keys, cursor, wanted, projection,
+                           access) for flt in plan.filters))
+        for docs in walks:
+            for doc in docs:
                 merged.setdefault(doc["_id"], doc)
         docs = list(merged.values())
         if len(plan.filters) > 1:

@@ -1,16 +1,18 @@
-"""The bucket directory: per type and date sort key, the UTC days that hold some value.
+"""The bucket directory: per type and date sort key, the UTC hours that hold some value.
 
 Seek pagination (fhir_server.search.seek) places its windows by it. It is a hint, never a
 source of truth: a page's windows tile the whole sort axis whatever it says, so a missing or
 extra bucket changes what a page costs, never what it returns. That is why it is written
-outside the write's transaction (after the commit), once per day per process, and why reads
-may be a few seconds stale.
+outside the write's transaction (after the commit), once per hour per process, and why reads
+may be stale: a process rereads the newest buckets every TTL_SECONDS and the whole directory
+every FULL_SECONDS (a bucket noted in the past, e.g. a back-dated `sent`, shows then).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,8 +23,9 @@ from fhir_server.search.seek import bucket_of, bucketed_fields
 
 Doc = dict[str, Any]
 SORT_BUCKETS = "sort_buckets"
-# How long a process trusts the directory it read (another process may add a day).
+# How long a process trusts the directory it read (another process may add an hour).
 TTL_SECONDS = 5.0
+FULL_SECONDS = 300.0
 
 
 def sort_bucket_indexes() -> dict[str, list[IndexModel]]:
@@ -30,32 +33,53 @@ def sort_bucket_indexes() -> dict[str, list[IndexModel]]:
                                       name="t_f_d")]}
 
 
-def bucket_update(resource_type: str, field: str, day: datetime) -> UpdateOne:
+def bucket_update(resource_type: str, field: str, start: datetime) -> UpdateOne:
     """The idempotent upsert that notes one bucket (also used by bulk loaders)."""
-    return UpdateOne({"_id": f"{resource_type}|{field}|{day:%Y%m%d}"},
-                     {"$setOnInsert": {"t": resource_type, "f": field, "d": day}}, upsert=True)
+    return UpdateOne({"_id": f"{resource_type}|{field}|{start:%Y%m%d%H}"},
+                     {"$setOnInsert": {"t": resource_type, "f": field, "d": start}}, upsert=True)
+
+
+@dataclass(frozen=True)
+class _Read:
+    full: float  # when the whole directory was last read (time.monotonic)
+    newest: float  # when its newest end was last reread
+    starts: list[datetime]
 
 
 class SortBuckets:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.collection = db[SORT_BUCKETS]
-        self._read: dict[tuple[str, str], tuple[float, list[datetime]]] = {}
+        self._read: dict[tuple[str, str], _Read] = {}
         self._noted: set[tuple[str, str, datetime]] = set()
 
     async def starts(self, resource_type: str, field: str) -> list[datetime]:
-        """Bucket starts (ascending) for `field` of `resource_type`, at most TTL_SECONDS old."""
+        """Bucket starts (ascending) for `field` of `resource_type`."""
         key = (resource_type, field)
+        now = time.monotonic()
         cached = self._read.get(key)
-        if cached is not None and time.monotonic() - cached[0] < TTL_SECONDS:
-            return cached[1]
-        docs = await self.collection.find({"t": resource_type, "f": field}, {"d": 1, "_id": 0}
-                                          ).sort("d", ASCENDING).to_list()
-        starts = [bucket_of(d["d"]) for d in docs if isinstance(d.get("d"), datetime)]
-        self._read[key] = (time.monotonic(), starts)
-        return starts
+        if cached is None or now - cached.full > FULL_SECONDS:
+            cached = _Read(now, now, await self._find(resource_type, field, None))
+            self._read[key] = cached
+        elif now - cached.newest > TTL_SECONDS:
+            # Only the newest end grows as a server writes: reread from the newest known on.
+            since = cached.starts[-1] if cached.starts else None
+            newer = [d for d in await self._find(resource_type, field, since)
+                     if since is None or d > since]
+            cached = _Read(cached.full, now, cached.starts + newer)
+            self._read[key] = cached
+        return cached.starts
+
+    async def _find(self, resource_type: str, field: str, since: datetime | None
+                    ) -> list[datetime]:
+        query: Doc = {"t": resource_type, "f": field}
+        if since is not None:
+            query["d"] = {"$gte": since}
+        docs = await self.collection.find(query, {"d": 1, "_id": 0}).sort(
+            "d", ASCENDING).to_list()
+        return sorted({bucket_of(d["d"]) for d in docs if isinstance(d.get("d"), datetime)})
 
     async def note(self, resource_type: str, field: str, values: Iterable[datetime]) -> None:
-        """Records the days of `values` this process has not noted yet."""
+        """Records the buckets of `values` this process has not noted yet."""
         fresh = {day for day in map(bucket_of, values)
                  if (resource_type, field, day) not in self._noted}
         if not fresh:

@@ -144,10 +144,10 @@ def test_previous_link_returns_the_page_before(loaded: httpx.Client) -> None:
 def test_the_directory_holds_the_days_written(loaded: httpx.Client,
                                               mongo: MongoClient[dict[str, Any]]) -> None:
     def days() -> set[str]:
-        return {d["d"].strftime("%Y-%m-%d") for d in mongo["fhir_seek"][SORT_BUCKETS].find(
+        return {d["d"].strftime("%Y-%m-%dT%H") for d in mongo["fhir_seek"][SORT_BUCKETS].find(
             {"t": "Communication", "f": "sp.sent.s"})}
 
-    wait_until(lambda: {"1991-03-04", "1993-01-01", "1995-06-01", "1995-06-13"} <= days(),
+    wait_until(lambda: {"1991-03-04T06", "1993-01-01T12", "1995-06-01T00", "1995-06-13T07"} <= days(),
                what="buckets of the sent days")
 
 
