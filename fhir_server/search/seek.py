@@ -206,17 +206,30 @@ class Windows:
         return condition
 
     def _range(self, start: datetime | None, end: datetime | None, *, include_start: bool) -> Doc:
-        """The condition for [start, end) along the axis; None bounds are open."""
+        """The condition for [start, end) along the axis; None bounds are open.
+
+        Bounds are whole milliseconds (BSON's precision) and always exclusive: `>= x` is
+        written `> x - 1 ms`. The same documents on any database, and SecantusDB 0.7 drops
+        the documents equal to an inclusive bound on a compound index whose range field has
+        more fields after it (`{r: 1, s: -1, _id: -1}` with `s: {$gte: x}` misses s == x)."""
         cond: Doc = {}
-        if self.direction < 0:
-            if start is not None:
-                cond["$lte" if include_start else "$lt"] = start
-            if end is not None:
-                cond["$gte"] = end
-        else:
-            # Ascending windows are [start, end): the previous one stopped short of start.
-            if start is not None:
-                cond["$gte"] = start
-            if end is not None:
-                cond["$lt"] = end
+        low: datetime | None
+        high: datetime | None
+        if self.direction < 0:  # [end, start] or [end, start) in time
+            low, high = end, start
+            high_inclusive, low_inclusive = include_start, True
+        else:  # [start, end) in time
+            low, high = start, end
+            high_inclusive, low_inclusive = False, True
+        if low is not None:
+            cond["$gt"] = _ms(low) - MS if low_inclusive else _ms(low)
+        if high is not None:
+            cond["$lt"] = _ms(high) + MS if high_inclusive else _ms(high)
         return cond or {"$ne": None}
+
+
+MS = timedelta(milliseconds=1)
+
+
+def _ms(value: datetime) -> datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
