@@ -10,8 +10,9 @@ process), the Consent cache (invalidated through the outbox), search paging curs
 with FHIR_CURSOR_KEY, the same in every worker) and the sort-key bucket directory (a hint).
 
 The first worker starts alone and the others once it is ready, so first-time set-up
-(collections, indexes, signing keys) runs once. A worker that dies is started again; SIGTERM
-or SIGINT to the parent stops every worker, then the database.
+(collections, indexes, signing keys) runs once. A worker that dies is started again (at most
+once per RESTART_PAUSE seconds each); SIGTERM or SIGINT to the parent stops every worker,
+then the database.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ log = logging.getLogger("fhir_server")
 
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 5.0
-# A worker that dies sooner than this after starting is not restarted in a loop: serve ends.
-SHORTEST_LIFE = 10.0
+# A worker that keeps dying is started again no more often than this.
+RESTART_PAUSE = 1.0
 
 
 def _worker(settings: Settings, sock: socket.socket, log_level: str, access_log: bool,
@@ -67,6 +68,8 @@ class Workers:
         self.access_log = access_log
         self.context = multiprocessing.get_context("spawn")
         self.procs: list[tuple[SpawnProcess, float]] = []
+        # Each worker's ready event, kept alive: the child unpickles it after it starts.
+        self.events: dict[int, Event] = {}
         self.stopping = threading.Event()
 
     def _start(self, n: int) -> tuple[SpawnProcess, Event]:
@@ -75,6 +78,7 @@ class Workers:
             target=_worker, name=f"fhir-worker-{n}",
             args=(self.settings, self.sock, self.log_level, self.access_log, ready))
         proc.start()
+        self.events[n] = ready
         log.info("worker %d started (pid %s)", n, proc.pid)
         return proc, ready
 
@@ -93,11 +97,8 @@ class Workers:
             for n, (proc, started) in enumerate(self.procs):
                 if proc.is_alive() or self.stopping.is_set():
                     continue
-                if time.monotonic() - started < SHORTEST_LIFE:
-                    log.critical("worker %d exited %s right after starting: stopping", n,
-                                 proc.exitcode)
-                    self.stop()
-                    return 1
+                if time.monotonic() - started < RESTART_PAUSE:
+                    continue
                 log.error("worker %d exited (%s): starting it again", n, proc.exitcode)
                 self.procs[n] = (self._start(n)[0], time.monotonic())
         return 0

@@ -225,7 +225,8 @@ class SearchPipeline(ReadPipeline):
         """Up to count + 1 documents after `cursor`: sought window by window where the filter
         allows it (search.seek), else in one query."""
         collection = self.database.current(rtype)
-        plan = seek.plan(rtype, base, walk, self._index_keys(rtype))
+        plan = seek.plan(rtype, base, walk, self._index_keys(rtype)) if (
+            self.settings.search_seek) else None
         if plan is not None and (cursor is None or isinstance(cursor[0], datetime)):
             starts = await self._sort_buckets.starts(rtype, plan.field)
             if starts:

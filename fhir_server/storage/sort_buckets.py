@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, UpdateOne
@@ -34,9 +34,12 @@ def sort_bucket_indexes() -> dict[str, list[IndexModel]]:
 
 
 def bucket_update(resource_type: str, field: str, start: datetime) -> UpdateOne:
-    """The idempotent upsert that notes one bucket (also used by bulk loaders)."""
-    return UpdateOne({"_id": f"{resource_type}|{field}|{start:%Y%m%d%H}"},
-                     {"$setOnInsert": {"t": resource_type, "f": field, "d": start}}, upsert=True)
+    """The idempotent upsert that notes one bucket (also used by bulk loaders). One document
+    per day lists that day's hours: a year is 365 documents to read, not 8,760."""
+    day = start.replace(hour=0)
+    return UpdateOne({"_id": f"{resource_type}|{field}|{day:%Y%m%d}"},
+                     {"$setOnInsert": {"t": resource_type, "f": field, "d": day},
+                      "$addToSet": {"h": start.hour}}, upsert=True)
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,11 @@ class SortBuckets:
                     ) -> list[datetime]:
         query: Doc = {"t": resource_type, "f": field}
         if since is not None:
-            query["d"] = {"$gte": since}
-        docs = await self.collection.find(query, {"d": 1, "_id": 0}).sort(
-            "d", ASCENDING).to_list()
-        return sorted({bucket_of(d["d"]) for d in docs if isinstance(d.get("d"), datetime)})
+            query["d"] = {"$gte": since.replace(hour=0)}
+        docs = await self.collection.find(query, {"d": 1, "h": 1, "_id": 0}).to_list()
+        return sorted({bucket_of(d["d"]) + timedelta(hours=h) for d in docs
+                       if isinstance(d.get("d"), datetime)
+                       for h in d.get("h") or [] if isinstance(h, int) and 0 <= h < 24})
 
     async def note(self, resource_type: str, field: str, values: Iterable[datetime]) -> None:
         """Records the buckets of `values` this process has not noted yet."""

@@ -141,14 +141,14 @@ def test_previous_link_returns_the_page_before(loaded: httpx.Client) -> None:
         e["resource"]["id"] for e in second["entry"]]
 
 
-def test_the_directory_holds_the_days_written(loaded: httpx.Client,
+def test_the_directory_holds_the_hours_written(loaded: httpx.Client,
                                               mongo: MongoClient[dict[str, Any]]) -> None:
-    def days() -> set[str]:
-        return {d["d"].strftime("%Y-%m-%dT%H") for d in mongo["fhir_seek"][SORT_BUCKETS].find(
-            {"t": "Communication", "f": "sp.sent.s"})}
+    def hours() -> set[str]:
+        return {f"{d['d']:%Y-%m-%d}T{h:02d}" for d in mongo["fhir_seek"][SORT_BUCKETS].find(
+                {"t": "Communication", "f": "sp.sent.s"}) for h in d["h"]}
 
-    wait_until(lambda: {"1991-03-04T06", "1993-01-01T12", "1995-06-01T00", "1995-06-13T07"} <= days(),
-               what="buckets of the sent days")
+    wait_until(lambda: {"1991-03-04T06", "1993-01-01T12", "1995-06-01T00",
+                        "1995-06-13T07"} <= hours(), what="buckets of the sent hours")
 
 
 def examined(mongo: MongoClient[dict[str, Any]], finds: list[dict[str, Any]],
