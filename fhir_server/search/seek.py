@@ -50,7 +50,7 @@ FIRST_WIDTH = timedelta(minutes=15)
 # Each later window is at most this many times wider than the one before; after an empty
 # one, this many.
 MAX_GROWTH = 16.0
-EMPTY_GROWTH = 8.0
+EMPTY_GROWTH = 4.0
 
 
 def bucketed_fields(resource_type: str) -> tuple[str, ...]:
