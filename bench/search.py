@@ -185,7 +185,7 @@ async def bench_http(servers: dict[str, tuple[str, list[int]]], clients: int, se
         "GET /Task/{id} (baseline)": lambda: f"/Task/{ids[rng.randrange(len(ids))]}",
         **worklists(rng)}
     for name, url in queries.items():
-        if only and only not in name:
+        if only and not any(part in name for part in only.split(",")):
             continue
         samples: dict[str, list[float]] = {label: [] for label in servers}
         cpu: dict[str, float] = dict.fromkeys(servers, 0.0)
@@ -308,7 +308,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 20,000 resources, 4 clients, 3 s per measurement")
     parser.add_argument("--repetitions", type=int, default=2)
-    parser.add_argument("--only", help="only the queries whose name holds this")
+    parser.add_argument("--only", help="only the queries whose name holds one of these (comma-separated)")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.clients, args.seconds, args.no_explain = "20000", 4, 2.0, True

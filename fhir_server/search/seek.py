@@ -51,6 +51,9 @@ FIRST_WIDTH = timedelta(minutes=15)
 # one, this many.
 MAX_GROWTH = 16.0
 EMPTY_GROWTH = 4.0
+# When the rest of the axis is expected to hold at most this many matches (or four pages),
+# it is read as one last window.
+FEW = 64
 
 
 def bucketed_fields(resource_type: str) -> tuple[str, ...]:
@@ -156,6 +159,7 @@ class Windows:
         self.done = False
         self.first = True
         self.open_start = after is None
+        self.found = 0  # matches the windows so far held
         if after is not None:
             self.edge: datetime | None = (
                 after.replace(tzinfo=UTC) if after.tzinfo is None else after)
@@ -165,6 +169,7 @@ class Windows:
             self.edge = self.starts[-1] + BUCKET if direction < 0 else self.starts[0]
         else:
             self.edge = now if direction < 0 else None
+        self.origin = self.edge  # where the walk began
 
     def _toward(self, point: datetime, width: timedelta) -> datetime:
         return point - width if self.direction < 0 else point + width
@@ -189,9 +194,10 @@ class Windows:
         if not self.first and found is not None:
             grow = EMPTY_GROWTH if found == 0 else min(MAX_GROWTH, max(1.0, 1.5 * wanted / found))
             self.width = self.width * grow
+            self.found += found
         start = self.edge
         near = self._near_ahead(start)
-        if near is None:
+        if near is None or (not self.first and self._few_left(start, wanted)):
             self.done = True
             return self._range(start, None, include_start=self.first)
         # Over a gap of the directory in one step: the window reaches `width` into the next
@@ -204,6 +210,19 @@ class Windows:
         self.first = False
         self.edge = end
         return condition
+
+    def _few_left(self, position: datetime, wanted: int) -> bool:
+        """True when the rest of the axis, at the rate seen so far, holds few enough matches
+        for one last open window: a sparse filter then pays one query, not many windows.
+        Both spans are counted in buckets, the directory's measure of how much data lies
+        where (a gap of a year counts nothing)."""
+        if self.origin is None:
+            return False
+        here, origin = bisect_left(self.starts, position), bisect_left(self.starts, self.origin)
+        covered, rest = (origin - here, here) if self.direction < 0 else (
+            here - origin, len(self.starts) - here)
+        expected = (self.found + 1) * rest / max(1, covered)
+        return expected <= max(FEW, 4 * wanted)
 
     def _range(self, start: datetime | None, end: datetime | None, *, include_start: bool) -> Doc:
         """The condition for [start, end) along the axis; None bounds are open.
