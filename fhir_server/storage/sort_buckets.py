@@ -102,7 +102,7 @@ async def rebuild(db: AsyncDatabase[Doc], resource_types: Iterable[str]) -> int:
         days: dict[str, set[datetime]] = {f: set() for f in fields}
         async for doc in db[rtype].find({}, {f: 1 for f in fields}):
             for field in fields:
-                for value in _values(doc, field):
+                for value in values_of(doc, field):
                     days[field].add(bucket_of(value))
         updates += [bucket_update(rtype, f, d) for f, found in days.items() for d in found]
     if updates:
@@ -110,7 +110,8 @@ async def rebuild(db: AsyncDatabase[Doc], resource_types: Iterable[str]) -> int:
     return len(updates)
 
 
-def _values(doc: Doc, dotted: str) -> list[datetime]:
+def values_of(doc: Doc, dotted: str) -> list[datetime]:
+    """The dates at `dotted` in a stored document (a list at any step is walked)."""
     nodes: list[Any] = [doc]
     for part in dotted.split("."):
         nodes = [n.get(part) for n in nodes if isinstance(n, dict)]
