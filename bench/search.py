@@ -35,6 +35,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import BulkWriteError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.rest import report, run_clients, wait_up
@@ -131,9 +132,9 @@ def load(uri: str, engine: SearchEngine, start: int, stop: int, rng: random.Rand
         for field in bucketed_fields(rtype):
             noted.update((rtype, field, bucket_of(v)) for v in sort_buckets.values_of(doc, field))
         if len(batches[rtype]) >= 2000:
-            db[rtype].insert_many(batches.pop(rtype), ordered=False)
+            insert(db[rtype], batches.pop(rtype))
     for rtype, docs in batches.items():
-        db[rtype].insert_many(docs, ordered=False)
+        insert(db[rtype], docs)
     # The loader bypasses the write pipeline: note the sort-key buckets its writes would have.
     db[sort_buckets.SORT_BUCKETS].bulk_write(
         [sort_buckets.bucket_update(t, f, d) for t, f, d in sorted(noted)], ordered=False)
@@ -146,6 +147,15 @@ async def note_buckets(uri: str) -> None:
     await sort_buckets.rebuild(client["bench"], [t for t, _ in MIX] + [
         "Patient", "Practitioner"])
     await client.close()
+
+
+def insert(collection: Any, docs: list[dict[str, Any]]) -> None:
+    """insert_many that resumes an interrupted load: documents already there are skipped."""
+    try:
+        collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+            raise
 
 
 def worklists(rng: random.Random) -> dict[str, Callable[[], str]]:

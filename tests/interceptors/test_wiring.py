@@ -30,6 +30,7 @@ TABLE_NAME = {
     "SubscriptionGuard": "subscription-guard",
     "ProvenanceInterceptor": "provenance",
     "OutboxInterceptor": "outbox",
+    "SortBucketInterceptor": "sort-buckets",
     "AuditInterceptor": "audit",
 }
 
