@@ -44,6 +44,16 @@ BUCKETED: Mapping[str, tuple[str, ...]] = {
 # Fine enough that the empty end of the newest bucket costs little, coarse enough that a
 # year is 8,760 directory entries per type and field.
 BUCKET = timedelta(hours=1)
+def first_width(rate: float | None, wanted: int) -> timedelta:
+    """The first window for a page of `wanted`, from the rate (matches per hour) that the
+    same kind of search saw before: half what should fill the page (growth does the rest,
+    and a search with a denser value than the last one overshoots less)."""
+    if not rate:
+        return FIRST_WIDTH
+    hours = min(max(0.5 * wanted / rate, 1 / 60), 24 * 365 * 10)
+    return timedelta(hours=hours)
+
+
 # A `$in` over this many values or fewer is read as one walk per value, merged.
 MAX_SPLIT = 8
 FIRST_WIDTH = timedelta(minutes=15)
@@ -152,10 +162,10 @@ class Windows:
     the caller), None for a first page."""
 
     def __init__(self, direction: int, starts: Sequence[datetime], after: datetime | None,
-                 now: datetime) -> None:
+                 now: datetime, first_width: timedelta = FIRST_WIDTH) -> None:
         self.direction = direction
-        self.starts = sorted(starts)
-        self.width = FIRST_WIDTH
+        self.starts = starts  # ascending (SortBuckets.starts)
+        self.width = first_width
         self.done = False
         self.first = True
         self.open_start = after is None
@@ -210,6 +220,14 @@ class Windows:
         self.first = False
         self.edge = end
         return condition
+
+    def rate(self, found: int) -> float | None:
+        """Matches per hour of axis, given the `found` the walk's windows held (gaps
+        included); None when the walk says nothing about it."""
+        if self.origin is None or self.edge is None or not found or self.done:
+            return None
+        hours = abs((self.origin - self.edge).total_seconds()) / 3600
+        return found / hours if hours > 0 else None
 
     def _few_left(self, position: datetime, wanted: int) -> bool:
         """True when the rest of the axis, at the rate seen so far, holds few enough matches

@@ -286,14 +286,20 @@ class SearchPipeline(ReadPipeline):
         # Missing values sort first ascending, last descending (as MongoDB sorts them).
         if nulls and direction > 0 and cursor is None:
             await read(None)
+        # How dense this kind of search was last time (per type, fields and sort; values
+        # differ, so it is a starting width, not a promise).
+        shape = "|".join([collection.name, *sorted(flt), field, str(direction)])
+        rates: dict[str, float] = self.__dict__.setdefault("_seek_rates", {})
         windows = seek.Windows(direction, starts, cursor[0] if cursor else None,
-                               datetime.now(UTC))
+                               datetime.now(UTC), seek.first_width(rates.get(shape), wanted))
         found: int | None = None
         while len(out) < wanted:
             condition = windows.next(found, wanted - len(out))
             if condition is None:
                 break
             found = await read(condition)
+        if (rate := windows.rate(len(out))) is not None:
+            rates[shape] = rate if shape not in rates else 0.7 * rates[shape] + 0.3 * rate
         if nulls and direction < 0 and len(out) < wanted:
             await read(None)
         return out
