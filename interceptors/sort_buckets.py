@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import logging
+
+from pymongo.errors import PyMongoError
+
 from fhir_server.context import RequestContext
 from fhir_server.hooks import Change, Pointcut, hook
 from fhir_server.search import SearchEngine, seek
 from fhir_server.storage.sort_buckets import SortBuckets
 
 __all__ = ["SortBucketInterceptor"]
+log = logging.getLogger(__name__)
 
 
 class SortBucketInterceptor:
@@ -20,5 +25,10 @@ class SortBucketInterceptor:
     async def note(self, context: RequestContext, change: Change) -> None:
         values = seek.bucket_values(self.search, change.resource_type, change.resource,
                                     change.last_updated)
-        for field, found in values.items():
-            await self.buckets.note(change.resource_type, field, found)
+        try:
+            for field, found in values.items():
+                await self.buckets.note(change.resource_type, field, found)
+        except PyMongoError as exc:
+            # A hint lost costs later pages a few windows, never a match: the write stands.
+            log.warning("sort-key buckets of %s/%s not noted: %s", change.resource_type,
+                        change.id, exc)
