@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: apps run test test-deps lint typecheck unit bench bench-rest bench-bundles bench-search bench-auth \
+.PHONY: apps run test test-deps lint typecheck unit bench bench-rest bench-bundles bench-search bench-workers bench-auth \
 	bench-consent bench-subscriptions bench-validation clean
 
 # `make run` needs only the server and its embedded database; the test tools (pytest, mypy,
@@ -74,7 +74,10 @@ WRK := /usr/bin/wrk
 $(WRK):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 
-bench: bench-rest bench-bundles bench-search bench-auth bench-consent bench-subscriptions bench-validation
+# `make bench` runs every benchmark; `make bench QUICK=1` runs each in its --quick mode where
+# it has one (bench/run_all.py says which ran at full length).
+bench: $(STAMP) $(WRK)
+	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick,)
 
 bench-rest: $(STAMP) $(WRK)
 	$(BIN)/python bench/rest.py
@@ -82,7 +85,7 @@ bench-rest: $(STAMP) $(WRK)
 bench-bundles: $(STAMP)
 	$(BIN)/python bench/bundles.py
 
-bench-search bench-auth bench-consent bench-subscriptions bench-validation: bench-%: $(STAMP) $(WRK)
+bench-search bench-workers bench-auth bench-consent bench-subscriptions bench-validation: bench-%: $(STAMP) $(WRK)
 	$(BIN)/python bench/$*.py
 
 clean:

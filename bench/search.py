@@ -4,12 +4,16 @@ Loads coordination resources (Tasks, Appointments, CarePlans, CareTeams, Communi
 5,000 Patients and 200 Practitioners) straight into the database with `insert_many`, each
 document built by the server's own write-path code (`stamp_meta`, `SearchEngine.index_fields`,
 `compartments`), because loading 100,000+ resources through HTTP would take hours. Only the
-current collections are filled (search never reads history). Then starts `fhir-server serve`
-as its own process and measures each worklist query (median, p99, throughput), beside
-GET-by-id and the raw driver running the worklist's filter, in the same run; prints the
-planner's choice (explain) for each worklist filter and what deep pages cost.
+current collections are filled (search never reads history), and the sort-key bucket
+directory is noted as the write pipeline would (storage.sort_buckets.rebuild). Then starts
+`fhir-server serve` twice on that database, with seek pagination (docs/search.md) and without
+it (FHIR_SEARCH_SEEK=0: the same-run baseline), and measures each worklist query on both,
+interleaved (median, p99, throughput, CPU per request of server + database from /proc),
+beside GET-by-id and the raw driver running a worklist's filter; prints the planner's choice
+(explain) for each worklist filter and what deep pages cost.
 
-    .venv/bin/python bench/search.py [--sizes 100000,300000] [--clients 16] [--seconds 10]
+    .venv/bin/python bench/search.py [--sizes 100000,1000000] [--clients 16] [--seconds 10]
+        [--data-dir DIR --loaded N] [--only NAME] [--quick]
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from urllib.parse import quote
 import httpx
 import orjson
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import BulkWriteError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.rest import report, run_clients, wait_up
 from fhir_server.config import Settings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.search import SearchEngine
+from fhir_server.search.seek import bucket_of, bucketed_fields
+from fhir_server.storage import sort_buckets
 from fhir_server.storage.documents import stamp_meta
 
 PATIENTS = 5_000
@@ -116,16 +123,39 @@ def load(uri: str, engine: SearchEngine, start: int, stop: int, rng: random.Rand
             "participant": [{"member": ref("Practitioner", i % PRACTITIONERS)}]},
             f"team{i}", EPOCH) for i in range(PATIENTS)]
     weights = [w for _, w in MIX]
+    noted: set[tuple[str, str, datetime]] = set()
     for n in range(start, stop):
         rtype = rng.choices([t for t, _ in MIX], weights)[0]
         ts = EPOCH + timedelta(seconds=n * 3)
-        batches.setdefault(rtype, []).append(document(engine, make(rtype, n, rng), f"r{n}", ts))
+        doc = document(engine, make(rtype, n, rng), f"r{n}", ts)
+        batches.setdefault(rtype, []).append(doc)
+        for field in bucketed_fields(rtype):
+            noted.update((rtype, field, bucket_of(v)) for v in sort_buckets.values_of(doc, field))
         if len(batches[rtype]) >= 2000:
-            db[rtype].insert_many(batches.pop(rtype), ordered=False)
+            insert(db[rtype], batches.pop(rtype))
     for rtype, docs in batches.items():
-        db[rtype].insert_many(docs, ordered=False)
+        insert(db[rtype], docs)
+    # The loader bypasses the write pipeline: note the sort-key buckets its writes would have.
+    db[sort_buckets.SORT_BUCKETS].bulk_write(
+        [sort_buckets.bucket_update(t, f, d) for t, f, d in sorted(noted)], ordered=False)
     db.client.close()
     return time.perf_counter() - began
+
+
+async def note_buckets(uri: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
+    await sort_buckets.rebuild(client["bench"], [t for t, _ in MIX] + [
+        "Patient", "Practitioner"])
+    await client.close()
+
+
+def insert(collection: Any, docs: list[dict[str, Any]]) -> None:
+    """insert_many that resumes an interrupted load: documents already there are skipped."""
+    try:
+        collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+            raise
 
 
 def worklists(rng: random.Random) -> dict[str, Callable[[], str]]:
@@ -133,6 +163,7 @@ def worklists(rng: random.Random) -> dict[str, Callable[[], str]]:
         return f"Practitioner/pr{rng.randrange(PRACTITIONERS)}"
 
     return {
+        "Task status=requested, _count=10": lambda: "/Task?status=requested&_count=10",
         "Task owner+status, -_lastUpdated": lambda: (
             f"/Task?owner={pr()}&status=requested,in-progress&_sort=-_lastUpdated"),
         "Appointment actor, January": lambda: (
@@ -147,23 +178,58 @@ def worklists(rng: random.Random) -> dict[str, Callable[[], str]]:
     }
 
 
-async def bench_http(base: str, clients: int, seconds: float, ids: list[str],
-                     rng: random.Random) -> dict[str, dict[str, float]]:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time these processes used so far (Linux /proc; children included
+    for worker processes)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def bench_http(servers: dict[str, tuple[str, list[int]]], clients: int, seconds: float,
+                     ids: list[str], rng: random.Random, repetitions: int = 2,
+                     only: str | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Every worklist against every server (same database), interleaved: for each query,
+    repetition after repetition, each server in turn; p50/p99 over all repetitions, and the
+    CPU (server + database, from /proc) per request."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    out: dict[str, dict[str, float]] = {}
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
-        async def read(n: int, i: int) -> None:
-            r = await http.get(f"/Task/{ids[(n * 7919 + i) % len(ids)]}")
-            assert r.status_code == 200
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    queries: dict[str, Callable[[], str]] = {
+        "GET /Task/{id} (baseline)": lambda: f"/Task/{ids[rng.randrange(len(ids))]}",
+        **worklists(rng)}
+    for name, url in queries.items():
+        if only and not any(part in name for part in only.split(",")):
+            continue
+        samples: dict[str, list[float]] = {label: [] for label in servers}
+        cpu: dict[str, float] = dict.fromkeys(servers, 0.0)
+        for _ in range(repetitions):
+            for label, (base, pids) in servers.items():
+                async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as http:
+                    async def search(n: int, i: int, http: Any = http,
+                                     url: Callable[[], str] = url) -> None:
+                        r = await http.get(url())
+                        assert r.status_code == 200, r.text
 
-        out["GET /Task/{id} (baseline)"] = report(
-            "GET /Task/{id} (baseline)", *await run_clients(clients, seconds, read))
-        for name, url in worklists(rng).items():
-            async def search(n: int, i: int, url: Callable[[], str] = url) -> None:
-                r = await http.get(url())
-                assert r.status_code == 200, r.text
-
-            out[name] = report(name, *await run_clients(clients, seconds, search))
+                    before = cpu_seconds(pids)
+                    latencies, _ = await run_clients(clients, seconds, search)
+                    cpu[label] += cpu_seconds(pids) - before
+                    samples[label] += latencies
+        out[name] = {}
+        for label, latencies in samples.items():
+            row = report(f"{name} [{label}]", latencies, seconds * repetitions)
+            row["cpu_ms"] = cpu[label] / max(1, len(latencies)) * 1000
+            print(f"{'':<34} CPU per request (server + database) {row['cpu_ms']:.1f} ms")
+            out[name][label] = row
+        labels = list(servers)
+        if len(labels) == 2:
+            a, b = (out[name][x] for x in labels)
+            print(f"{'':<34} {labels[1]} / {labels[0]}: p50 {b['p50'] / a['p50']:.2f}x  "
+                  f"p99 {b['p99'] / a['p99']:.2f}x  CPU {b['cpu_ms'] / max(a['cpu_ms'], 1e-9):.2f}x")
     return out
 
 
@@ -237,8 +303,9 @@ def deep_pages(base: str) -> None:
               + f"  ({page} pages of 1)")
 
 
-def start_server(uri: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": "bench", "FHIR_AUTH_DISABLED": "1"}
+def start_server(uri: str, port: int, log: Path, **env_extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": "bench", "FHIR_AUTH_DISABLED": "1",
+           **env_extra}
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
@@ -253,40 +320,75 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="keep the database here (default: tmp)")
     parser.add_argument("--loaded", type=int, default=0,
                         help="resources already in --data-dir from an earlier run (not reloaded)")
+    parser.add_argument("--port", type=int, default=18090)
+    parser.add_argument("--no-explain", action="store_true",
+                        help="skip the planner report (its forced scans take minutes at 1M)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 20,000 resources, 4 clients, 3 s per measurement")
+    parser.add_argument("--repetitions", type=int, default=2)
+    parser.add_argument("--no-deep-pages", action="store_true")
+    parser.add_argument("--rebuild-buckets", action="store_true",
+                        help="note the buckets from the stored documents before measuring")
+    parser.add_argument("--only", help="only the queries whose name holds one of these (comma-separated)")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.clients, args.seconds, args.no_explain = "20000", 4, 2.0, True
+        args.repetitions = 1
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds per measurement: "
           f"{args.seconds}")
-    port = 18090
+    port = args.port
     base = f"http://127.0.0.1:{port}/fhir"
     engine = SearchEngine(Settings(base_url=base))
     rng = random.Random(42)
     with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(
             Path(args.data_dir or tmp)) as db:
         server = start_server(db.uri, port, Path(args.data_dir or tmp) / "server.log")
+        # The same-run baseline: the same code and database with seek pagination off.
+        baseline = start_server(db.uri, port + 1, Path(args.data_dir or tmp) / "server0.log",
+                                FHIR_SEARCH_SEEK="0")
+        db_pid = db._process.pid if db._process else 0
+        servers = {"seek off": (f"http://127.0.0.1:{port + 1}/fhir", [baseline.pid, db_pid]),
+                   "seek": (base, [server.pid, db_pid])}
         try:
             wait_up(base)  # the server has created the collections and indexes
+            wait_up(servers["seek off"][0])
             loaded = args.loaded
             for size in sizes:
                 seconds = load(db.uri, engine, loaded, size, rng) if size > loaded else 0.0
                 print(f"\n== {size:,} coordination resources (+{PATIENTS:,} patients, "
                       f"{PRACTITIONERS} practitioners, {PATIENTS:,} care teams); loaded "
                       f"{size - loaded:,} in {seconds:.0f} s ==")
+                if args.rebuild_buckets or not seconds:
+                    # A database loaded by an earlier version of this script: note the
+                    # buckets from what is stored (idempotent; one read of each collection).
+                    t0 = time.perf_counter()
+                    asyncio.run(note_buckets(db.uri))
+                    print(f"  sort-key buckets noted in {time.perf_counter() - t0:.1f} s")
                 loaded = size
                 print("  load average before measuring (other work on the machine): "
                       + " ".join(f"{x:.1f}" for x in os.getloadavg()))
-                explain(db.uri, engine)
-                deep_pages(base)
+                if not args.no_explain:
+                    explain(db.uri, engine)
+                if not args.no_deep_pages:
+                    deep_pages(base)
+                    deep_pages(servers["seek off"][0])
                 ids = [f"p{i}" for i in range(100)]
                 with MongoClient(db.uri)["bench"]["Task"].find({}, {"_id": 1}).limit(
                         200) as cursor:
                     ids = [d["_id"] for d in cursor]
                 asyncio.run(bench_driver(db.uri, args.clients, args.seconds, engine, rng))
-                asyncio.run(bench_http(base, args.clients, args.seconds, ids, rng))
+                # Warm-up: each server reads the bucket directory once.
+                for url in worklists(rng).values():
+                    for address, _ in servers.values():
+                        httpx.get(address + url(), timeout=600)
+                asyncio.run(bench_http(servers, args.clients, args.seconds, ids, rng,
+                                       args.repetitions, args.only))
                 print("  load average after: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
         finally:
-            server.terminate()
-            server.wait(30)
+            for process in (server, baseline):
+                process.terminate()
+                process.wait(30)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with database as settings:
             log.info("FHIR endpoint: %s (listening on %s:%s)", settings.base_url, settings.host, settings.port)
             embedded = database.embedded
+            if args.workers > 1:
+                from fhir_server.workers import serve_workers
+
+                return serve_workers(args.workers, settings, sock, embedded,
+                                     log_level=args.log_level.lower(), access_log=args.access_log)
             server = serving.server(create_app(settings, embedded=embedded), settings,
                                     log_level=args.log_level.lower(), access_log=args.access_log)
             if embedded is not None:
@@ -194,6 +199,9 @@ def parser() -> argparse.ArgumentParser:
                        help="seconds a client has to send a request's body (FHIR_BODY_TIMEOUT, 60)")
     serve.add_argument("--keep-alive-timeout", type=float,
                        help="seconds an idle keep-alive connection stays open (FHIR_KEEP_ALIVE_TIMEOUT, 5)")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("FHIR_WORKERS", "1")),
+                       help="server processes sharing the socket and the database, one per "
+                            "core to use (FHIR_WORKERS, 1)")
     _database_flags(serve)
     serve.set_defaults(func=cmd_serve)
     load = sub.add_parser(

@@ -125,6 +125,8 @@ class Settings:
     batch_group_commit: bool = True
     default_page_size: int = 50
     max_page_size: int = 1000
+    # Seek pagination (fhir_server.search.seek); off only to measure what it saves.
+    search_seek: bool = True
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     # Connection timeouts (seconds): a client has this long to send a request's headers
     # (from connecting, or from the first byte of a next request), then its body; an idle
@@ -168,6 +170,7 @@ class Settings:
             batch_group_commit=os.environ.get("FHIR_BATCH_GROUP_COMMIT", "1") not in ("0", "false"),
             default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", cls.max_page_size),
+            search_seek=os.environ.get("FHIR_SEARCH_SEEK", "1") != "0",
             subscriptions=SubscriptionSettings.from_env(),
             header_timeout=_env_float("FHIR_HEADER_TIMEOUT", cls.header_timeout),
             body_timeout=_env_float("FHIR_BODY_TIMEOUT", cls.body_timeout),

@@ -27,6 +27,7 @@ from fhir_server.messaging.store import messaging_indexes
 from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 from fhir_server.storage.pipeline import Versions
+from fhir_server.storage.sort_buckets import SortBuckets, sort_bucket_indexes
 from fhir_server.validation import Validator
 from interceptors.access import AccessInterceptor
 from interceptors.audit import AuditInterceptor, audit_indexes
@@ -37,6 +38,7 @@ from interceptors.provenance import ProvenanceInterceptor
 from interceptors.referral_rules import ReferralRules
 from interceptors.scheduling_rules import SchedulingRules
 from interceptors.smart import SmartInterceptor
+from interceptors.sort_buckets import SortBucketInterceptor
 from interceptors.validation import ValidationInterceptor
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.guard import SubscriptionGuard
@@ -67,6 +69,8 @@ ORDER: dict[str, int] = {
     "provenance": 400,
     # The change event is the last write of a transaction.
     "outbox": 500,
+    # After the commit: the sort-key buckets search pages are placed by (search.seek).
+    "sort-buckets": 600,
     # A deployment's own interceptors: after every built-in decision, before audit notes
     # what leaves.
     "deployment": 800,
@@ -121,6 +125,7 @@ def build_interceptors(
     built.append(("handoff-rules", HandoffRules(database.db)))
     built.append(("scheduling-rules", SchedulingRules()))  # the Appointment state machine
     built.append(("messaging-rules", MessagingRules(database, settings.base_url)))
+    built.append(("sort-buckets", SortBucketInterceptor(SortBuckets(database.db), search)))
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None
     # Provenance and AuditEvents are the server's own records of a change: the change's
@@ -133,4 +138,4 @@ def build_interceptors(
         built.append(("audit", AuditInterceptor(writer, PatientFinder(search), settings.base_url)))
     built += [("deployment", interceptor) for interceptor in extra]
     return Interceptors(_registry(built), guard, writer, {**consent_indexes(), **audit_indexes(),
-                                                          **messaging_indexes()})
+                                                          **messaging_indexes(), **sort_bucket_indexes()})

@@ -24,6 +24,8 @@ Key = list[tuple[str, int]]
 # costs every write, and the rest are searched by scanning the (smaller) candidate set.
 WORKLIST_INDEXES: dict[str, list[Key]] = {
     "Task": [[("sp.owner", ASCENDING), ("sp.status", ASCENDING), ("ts", DESCENDING)],
+             # The broad worklist `Task?status=x`, newest first, sought window by window.
+             [("sp.status", ASCENDING), ("ts", DESCENDING)],
              [("sp.patient", ASCENDING)], [("sp.focus", ASCENDING)],
              [("sp.requester", ASCENDING)], [("sp.based-on", ASCENDING)]],
     "Appointment": [[("sp.actor", ASCENDING), ("sp.date.s", ASCENDING)],

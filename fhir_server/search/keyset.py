@@ -65,6 +65,15 @@ def is_after(doc: Doc, keys: list[tuple[str, int]], cursor: list[Any]) -> bool:
     return False
 
 
+def compare_docs(a: Doc, b: Doc, keys: list[tuple[str, int]]) -> int:
+    """-1, 0 or 1: whether `a` comes before `b` in `keys` order."""
+    for field, direction in keys:
+        order = _compare(value_of(a, field, direction), value_of(b, field, direction)) * direction
+        if order:
+            return order
+    return 0
+
+
 def phases(keys: list[tuple[str, int]], cursor: list[Any] | None) -> list[Doc]:
     """Filters on the first sort key, in order, that together cover every later document."""
     if cursor is None:

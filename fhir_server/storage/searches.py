@@ -4,6 +4,9 @@ the matching of conditional criteria."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+from functools import cached_property, cmp_to_key
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -14,7 +17,7 @@ from fhir_server.errors import (
 )
 from fhir_server.hooks import AccessQuery
 from fhir_server.resource_types import STORED
-from fhir_server.search import Join, SearchQuery, keyset
+from fhir_server.search import Join, SearchQuery, keyset, seek
 from fhir_server.search.query import Clause, build_filter
 from fhir_server.storage import paging
 from fhir_server.storage.documents import StoredResource
@@ -28,6 +31,7 @@ from fhir_server.storage.records import (
     SearchPage,
     _and,
 )
+from fhir_server.storage.sort_buckets import SortBuckets
 
 # What a document check reads of a stored document (see fhir_server.hooks.DocumentCheck).
 CHECKED_FIELDS = {"_id": 1, "id": 1, "ts": 1, "sp": 1, "compartments": 1}
@@ -56,8 +60,7 @@ class SearchPipeline(ReadPipeline):
         projection = checked_projection(access, {"compartments": 0} if wants_sp else INDEX_PROJECTION)
         docs: list[Doc] = []
         if query.count > 0:
-            docs = await self._keyset_page(
-                self.database.current(rtype), base, walk, cursor, query.count, projection, access)
+            docs = await self._page(rtype, base, walk, cursor, query.count, projection, access)
         more = len(docs) > query.count
         docs = docs[: query.count]
         if backward:
@@ -214,6 +217,108 @@ class SearchPipeline(ReadPipeline):
                 return None
             counted += len(await self.passing(access, batch))
         return counted
+
+    async def _page(
+        self, rtype: str, base: Doc, walk: list[tuple[str, int]], cursor: list[Any] | None,
+        count: int, projection: Doc | None, access: AccessQuery,
+    ) -> list[Doc]:
+        """Up to count + 1 documents after `cursor`: sought window by window where the filter
+        allows it (search.seek), else in one query."""
+        collection = self.database.current(rtype)
+        plan = seek.plan(rtype, base, walk, self._index_keys(rtype)) if (
+            self.settings.search_seek) else None
+        if plan is not None and (cursor is None or isinstance(cursor[0], datetime)):
+            starts = await self._sort_buckets.starts(rtype, plan.field)
+            if starts:
+                return await self._seek_page(
+                    collection, plan, starts, walk, cursor, count, projection, access)
+        return await self._keyset_page(collection, base, walk, cursor, count, projection, access)
+
+    @cached_property
+    def _sort_buckets(self) -> SortBuckets:
+        return SortBuckets(self.database.db)
+
+    def _index_keys(self, rtype: str) -> list[list[tuple[str, int]]]:
+        cache: dict[str, list[list[tuple[str, int]]]] = self.__dict__.setdefault(
+            "_index_key_cache", {})
+        if rtype not in cache:
+            cache[rtype] = [list(model.document["key"].items())
+                            for model in self.database.declared_indexes().get(rtype, [])]
+        return cache[rtype]
+
+    async def _seek_page(
+        self, collection: Any, plan: seek.SeekPlan, starts: list[datetime],
+        keys: list[tuple[str, int]], cursor: list[Any] | None, count: int,
+        projection: Doc | None, access: AccessQuery,
+    ) -> list[Doc]:
+        """One walk of windows per equality filter of the plan, merged in sort order."""
+        wanted = count + 1
+        merged: dict[Any, Doc] = {}
+        # The walks of a split `$in` run side by side: a page waits for the slowest only.
+        walks = await asyncio.gather(*(
+            self._seek_one(collection, plan, flt, starts, keys, cursor, wanted, projection,
+                           access) for flt in plan.filters))
+        for docs in walks:
+            for doc in docs:
+                merged.setdefault(doc["_id"], doc)
+        docs = list(merged.values())
+        if len(plan.filters) > 1:
+            docs.sort(key=cmp_to_key(lambda a, b: keyset.compare_docs(a, b, keys)))
+        return docs[:wanted]
+
+    async def _seek_one(
+        self, collection: Any, plan: seek.SeekPlan, flt: Doc, starts: list[datetime],
+        keys: list[tuple[str, int]], cursor: list[Any] | None, wanted: int,
+        projection: Doc | None, access: AccessQuery,
+    ) -> list[Doc]:
+        field, direction = plan.field, plan.direction
+        nulls = field not in keyset.NEVER_NULL
+        out: list[Doc] = []
+        seen: set[Any] = set()
+
+        async def read(condition: Any) -> int:
+            docs = await self._window(collection, plan.window(flt, condition), keys, cursor,
+                                      wanted - len(out), projection, access, seen)
+            out.extend(docs)
+            seen.update(d["_id"] for d in docs)
+            return len(docs)
+
+        # Missing values sort first ascending, last descending (as MongoDB sorts them).
+        if nulls and direction > 0 and cursor is None:
+            await read(None)
+        # How dense this kind of search was last time (per type, fields and sort; values
+        # differ, so it is a starting width, not a promise).
+        shape = "|".join([collection.name, *sorted(flt), field, str(direction)])
+        rates: dict[str, float] = self.__dict__.setdefault("_seek_rates", {})
+        windows = seek.Windows(direction, starts, cursor[0] if cursor else None,
+                               datetime.now(UTC), seek.first_width(rates.get(shape), wanted))
+        found: int | None = None
+        while len(out) < wanted:
+            condition = windows.next(found, wanted - len(out))
+            if condition is None:
+                break
+            found = await read(condition)
+        if (rate := windows.rate(len(out))) is not None:
+            rates[shape] = rate if shape not in rates else 0.7 * rates[shape] + 0.3 * rate
+        if nulls and direction < 0 and len(out) < wanted:
+            await read(None)
+        return out
+
+    async def _window(
+        self, collection: Any, flt: Doc, keys: list[tuple[str, int]], cursor: list[Any] | None,
+        need: int, projection: Doc | None, access: AccessQuery, seen: set[Any],
+    ) -> list[Doc]:
+        """Up to `need` documents of one window, in order, after the cursor, not yet seen,
+        passing the access checks (refused ones are read past)."""
+        limit = need
+        while True:
+            docs = await collection.find(flt, projection).sort(keys).limit(limit).to_list()
+            fresh = [d for d in docs if d["_id"] not in seen
+                     and (cursor is None or keyset.is_after(d, keys, cursor))]
+            fresh = await self.passing(access, fresh)
+            if len(fresh) >= need or len(docs) < limit:
+                return fresh[:need]
+            limit *= 4
 
     async def _keyset_page(
         self, collection: Any, base: Doc, keys: list[tuple[str, int]], cursor: list[Any] | None,

@@ -32,6 +32,7 @@ TABLE_NAME = {
     "SchedulingRules": "scheduling-rules",
     "ProvenanceInterceptor": "provenance",
     "OutboxInterceptor": "outbox",
+    "SortBucketInterceptor": "sort-buckets",
     "AuditInterceptor": "audit",
     "ReferralRules": "referral-rules",
     "MessagingRules": "messaging-rules",

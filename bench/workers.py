@@ -1,0 +1,154 @@
+"""Workers benchmark: GET by id from `serve --workers 1` and `serve --workers 2`, same run.
+
+Both servers run at once on one embedded database (each `serve` is started with MONGODB_URI,
+so neither owns it); wrk (a C load generator, Debian package `wrk`) drives one after the
+other, interleaved over repetitions, and the ratio of their throughput is printed with the
+CPU per request (server processes + database, from /proc). On this machine's 2 cores the
+load generator and the database share the cores with the workers: the ratio says what a
+second process buys here, not on a bigger machine (docs/scaling.md).
+
+    .venv/bin/python bench/workers.py [--workers 2] [--clients 16] [--seconds 10]
+        [--repetitions 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fhir_server.embedded_db import EmbeddedDatabase
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (the workers of a `serve --workers N`)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    out, frontier = [pid], [pid]
+    while frontier:
+        frontier = [c for c, p in parents.items() if p in frontier]
+        out += frontier
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def wrk(url: str, clients: int, seconds: float) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{int(seconds)}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not found or not total or errors:
+        raise SystemExit(f"wrk failed or saw errors:\n{out}")
+
+    def ms(pct: str) -> float:
+        match = re.search(rf"{pct}%\s+([\d.]+)(us|ms|s)", out)
+        assert match
+        return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+
+    return {"rate": float(found.group(1)), "n": float(total.group(1)), "p50": ms("50"),
+            "p99": ms("99")}
+
+
+def start(uri: str, port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": "bench_workers",
+           "FHIR_AUTH_DISABLED": "1"}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
+             "--workers", str(workers), "--log-level", "warning"],
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_up(base: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{base} did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--port", type=int, default=18460)
+    parser.add_argument("--quick", action="store_true", help="2 repetitions of 3 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.repetitions = 3, 2
+    print(f"cores: {os.cpu_count()}  clients: {args.clients}  seconds: {args.seconds}  "
+          f"repetitions: {args.repetitions} (interleaved)")
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp) / "db") as db:
+        counts = {1: args.port, args.workers: args.port + 1}
+        servers = {n: start(db.uri, port, n, Path(tmp) / f"serve{n}.log")
+                   for n, port in counts.items()}
+        db_pid = db._process.pid if db._process else 0
+        try:
+            for port in counts.values():
+                wait_up(f"http://127.0.0.1:{port}")
+            created = httpx.post(f"http://127.0.0.1:{args.port}/fhir/Task", json={
+                "resourceType": "Task", "status": "requested", "intent": "order"}, timeout=30)
+            created.raise_for_status()
+            rid = created.json()["id"]
+            rows: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+            for _ in range(args.repetitions):
+                for n, port in counts.items():
+                    pids = [*descendants(servers[n].pid), db_pid]
+                    before = cpu_seconds(pids)
+                    row = wrk(f"http://127.0.0.1:{port}/fhir/Task/{rid}", args.clients,
+                              args.seconds)
+                    row["cpu_ms"] = (cpu_seconds(pids) - before) / row["n"] * 1000
+                    rows[n].append(row)
+            print("  load average: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+            for n, measured in rows.items():
+                rate = statistics.median(r["rate"] for r in measured)
+                print(f"GET /Task/{{id}}, --workers {n}: {rate:8.0f} req/s (median of "
+                      f"{len(measured)})  p50 {statistics.median(r['p50'] for r in measured):6.2f}"
+                      f" ms  p99 {statistics.median(r['p99'] for r in measured):6.2f} ms  CPU "
+                      f"{statistics.median(r['cpu_ms'] for r in measured):.2f} ms/request")
+            one, many = (statistics.median(r["rate"] for r in rows[n]) for n in counts)
+            ratios = [b["rate"] / a["rate"] for a, b in zip(*rows.values(), strict=True)]
+            print(f"--workers {args.workers} / --workers 1 throughput: {many / one:.2f}x "
+                  f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios)})")
+        finally:
+            for process in servers.values():
+                process.send_signal(signal.SIGTERM)
+            for process in servers.values():
+                process.wait(30)
+
+
+if __name__ == "__main__":
+    main()

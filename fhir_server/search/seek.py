@@ -1,0 +1,272 @@
+"""Seek pagination over date sort keys: a page whose index lookups match about a page.
+
+SecantusDB answers a query by materializing every document its index lookup matches, then
+sorting and cutting to `limit`; a search sorted newest first over 200,000 matches therefore
+costs 200,000 documents, whatever `_count` says. MongoDB walks an index in sort order and
+stops at `limit`, but only when the index holds the filter's equalities followed by the sort
+key. So a page is read as a series of *windows* on the first sort key K: each window is the
+filter's equalities plus one range on K, which both databases serve from one compound index
+(equalities, K) touching only the window's matches. Windows are read in sort order (newest
+first for a descending sort) until the page is full; their widths adapt to how many matches
+the previous window held.
+
+Where to put the windows comes from a small directory of *buckets*: the UTC hours in which a
+type holds some value of K (storage.sort_buckets, noted at write time). The walk jumps over
+days without data in one window instead of galloping through them. The directory is only a
+hint: windows always tile the whole axis (the first and last are open-ended), so a bucket
+missing from it makes a page cost more, never lose a match.
+
+A filter this cannot bound falls back to one query per page (storage.searches): a `$in`
+with more than MAX_SPLIT values, several range operators, an access filter on fields outside
+the index, or a sort key that is not a date.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fhir_server.search.engine import SearchEngine
+
+Doc = dict[str, Any]
+Key = list[tuple[str, int]]
+
+# Date sort keys the buckets cover, per type ("*": every type). `ts` is meta.lastUpdated,
+# the default sort; the others are the sort keys of the worklists' compound indexes.
+BUCKETED: Mapping[str, tuple[str, ...]] = {
+    "*": ("ts",),
+    "Communication": ("sp.sent.s",),
+}
+# Fine enough that the empty end of the newest bucket costs little, coarse enough that a
+# year is 8,760 directory entries per type and field.
+BUCKET = timedelta(hours=1)
+def first_width(rate: float | None, wanted: int) -> timedelta:
+    """The first window for a page of `wanted`, from the rate (matches per hour) that the
+    same kind of search saw before: half what should fill the page (growth does the rest,
+    and a search with a denser value than the last one overshoots less)."""
+    if not rate:
+        return FIRST_WIDTH
+    hours = min(max(0.5 * wanted / rate, 1 / 60), 24 * 365 * 10)
+    return timedelta(hours=hours)
+
+
+# A `$in` over this many values or fewer is read as one walk per value, merged.
+MAX_SPLIT = 8
+FIRST_WIDTH = timedelta(minutes=15)
+# Each later window is at most this many times wider than the one before; after an empty
+# one, this many.
+MAX_GROWTH = 16.0
+EMPTY_GROWTH = 4.0
+# When the rest of the axis is expected to hold at most this many matches (or four pages),
+# it is read as one last window.
+FEW = 64
+
+
+def bucketed_fields(resource_type: str) -> tuple[str, ...]:
+    return (*BUCKETED["*"], *BUCKETED.get(resource_type, ()))
+
+
+def bucket_values(engine: SearchEngine, resource_type: str, resource: Doc | None,
+                  last_updated: datetime) -> dict[str, list[datetime]]:
+    """The values of a version that its buckets are noted from, by sort field."""
+    out: dict[str, list[datetime]] = {"ts": [last_updated]}
+    for field in BUCKETED.get(resource_type, ()):
+        code = field.removeprefix("sp.").removesuffix(".s")
+        param = engine.param(resource_type, code)
+        if resource is None or param is None:
+            continue
+        value = engine.extractor.extract([param], resource).get(code)
+        ranges = value if isinstance(value, list) else [value]
+        out[field] = [r["s"] for r in ranges if isinstance(r, dict)
+                      and isinstance(r.get("s"), datetime)]
+    return out
+
+
+def bucket_of(value: datetime) -> datetime:
+    """The start of the UTC hour holding `value` (naive values are UTC, as the driver's)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return datetime(value.year, value.month, value.day, value.hour, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SeekPlan:
+    field: str
+    direction: int
+    # One equality filter per value of a split `$in` (one, without `$in`).
+    filters: list[Doc]
+    # True: the range on K goes first in the filter, for an index that leads with K (a
+    # search with no criteria, whose filter is only `del: false`): SecantusDB looks up the
+    # first clause an index serves and tests the rest on what it found.
+    lead: bool = False
+
+    def window(self, flt: Doc, cond: Doc) -> Doc:
+        """`flt` AND the range `cond` on the sort key, in the order the planner needs."""
+        return {self.field: cond, **flt} if self.lead else {**flt, self.field: cond}
+
+
+def plan(resource_type: str, base: Doc, keys: Key,
+         index_keys: Sequence[Sequence[tuple[str, int]]]) -> SeekPlan | None:
+    """How to seek this search's pages, or None where windows would not be bounded.
+
+    `base` must be equalities only (bare values) but for at most one `$in` of scalars, so
+    that base + a range on K is the shape a compound index (equalities..., K) serves."""
+    field, direction = keys[0]
+    if field not in bucketed_fields(resource_type) or field in base:
+        return None
+    eq: Doc = {}
+    split: tuple[str, list[Any]] | None = None
+    for name, value in base.items():
+        if name.startswith("$"):
+            return None
+        if isinstance(value, dict):
+            values = value.get("$in")
+            if (split is not None or set(value) != {"$in"} or not isinstance(values, list)
+                    or not 0 < len(values) <= MAX_SPLIT
+                    or any(isinstance(v, dict | list) or v is None for v in values)):
+                return None
+            split = (name, values)
+        elif isinstance(value, list) or value is None:
+            return None
+        else:
+            eq[name] = value
+    fields = set(eq) | ({split[0]} if split else set())
+    if fields == {"del"} and split is None:
+        if any(k and k[0][0] == field for k in index_keys):
+            return SeekPlan(field, direction, [eq], lead=True)
+        return None
+    if not fields or not any(_serves(fields, field, k) for k in index_keys):
+        return None
+    if split is None:
+        return SeekPlan(field, direction, [eq])
+    name, values = split
+    return SeekPlan(field, direction, [{**eq, name: v} for v in dict.fromkeys(values)])
+
+
+def _serves(fields: set[str], sort_field: str, key: Sequence[tuple[str, int]]) -> bool:
+    names = [k for k, _ in key]
+    return (len(names) > len(fields) and set(names[: len(fields)]) == fields
+            and names[len(fields)] == sort_field)
+
+
+class Windows:
+    """Successive ranges on the sort key, in sort order, tiling the axis from the cursor on.
+
+    The axis runs in sort order: for a descending sort "forward" is back in time. `starts`
+    are the bucket starts. `after` is the cursor's sort value (inclusive: ties are dropped by
+    the caller), None for a first page."""
+
+    def __init__(self, direction: int, starts: Sequence[datetime], after: datetime | None,
+                 now: datetime, first_width: timedelta = FIRST_WIDTH) -> None:
+        self.direction = direction
+        self.starts = starts  # ascending (SortBuckets.starts)
+        self.width = first_width
+        self.done = False
+        self.first = True
+        self.open_start = after is None
+        self.found = 0  # matches the windows so far held
+        if after is not None:
+            self.edge: datetime | None = (
+                after.replace(tzinfo=UTC) if after.tzinfo is None else after)
+        elif self.starts:
+            # A first page starts at the newest data (descending) or the oldest (ascending);
+            # that first window is open towards where no bucket is, to catch unnoted values.
+            self.edge = self.starts[-1] + BUCKET if direction < 0 else self.starts[0]
+        else:
+            self.edge = now if direction < 0 else None
+        self.origin = self.edge  # where the walk began
+
+    def _toward(self, point: datetime, width: timedelta) -> datetime:
+        return point - width if self.direction < 0 else point + width
+
+    def _near_ahead(self, position: datetime) -> datetime | None:
+        """Where the next bucket with data begins, walking on from `position` (inside one:
+        `position` itself); None past the last bucket."""
+        if self.direction < 0:
+            i = bisect_left(self.starts, position) - 1  # the latest start before position
+            return None if i < 0 else min(self.starts[i] + BUCKET, position)
+        i = bisect_right(self.starts, position - BUCKET)  # the first bucket ending after it
+        return None if i >= len(self.starts) else max(self.starts[i], position)
+
+    def next(self, found: int | None, wanted: int) -> Doc | None:
+        """The next range (a condition on K), given the matches the previous one held and
+        how many the page still wants; None when the axis is covered."""
+        if self.done:
+            return None
+        if self.edge is None:  # ascending with no data noted: the whole axis at once
+            self.done = True
+            return {"$ne": None}
+        if not self.first and found is not None:
+            grow = EMPTY_GROWTH if found == 0 else min(MAX_GROWTH, max(1.0, 1.5 * wanted / found))
+            self.width = self.width * grow
+            self.found += found
+        start = self.edge
+        near = self._near_ahead(start)
+        if near is None or (not self.first and self._few_left(start, wanted)):
+            self.done = True
+            return self._range(start, None, include_start=self.first)
+        # Over a gap of the directory in one step: the window reaches `width` into the next
+        # bucket with data.
+        end = self._toward(near, self.width)
+        if self.first and self.open_start:
+            condition = self._range(None, end, include_start=True)
+        else:
+            condition = self._range(start, end, include_start=self.first)
+        self.first = False
+        self.edge = end
+        return condition
+
+    def rate(self, found: int) -> float | None:
+        """Matches per hour of axis, given the `found` the walk's windows held (gaps
+        included); None when the walk says nothing about it."""
+        if self.origin is None or self.edge is None or not found or self.done:
+            return None
+        hours = abs((self.origin - self.edge).total_seconds()) / 3600
+        return found / hours if hours > 0 else None
+
+    def _few_left(self, position: datetime, wanted: int) -> bool:
+        """True when the rest of the axis, at the rate seen so far, holds few enough matches
+        for one last open window: a sparse filter then pays one query, not many windows.
+        Both spans are counted in buckets, the directory's measure of how much data lies
+        where (a gap of a year counts nothing)."""
+        if self.origin is None:
+            return False
+        here, origin = bisect_left(self.starts, position), bisect_left(self.starts, self.origin)
+        covered, rest = (origin - here, here) if self.direction < 0 else (
+            here - origin, len(self.starts) - here)
+        expected = (self.found + 1) * rest / max(1, covered)
+        return expected <= max(FEW, 4 * wanted)
+
+    def _range(self, start: datetime | None, end: datetime | None, *, include_start: bool) -> Doc:
+        """The condition for [start, end) along the axis; None bounds are open.
+
+        Bounds are whole milliseconds (BSON's precision) and always exclusive: `>= x` is
+        written `> x - 1 ms`. The same documents on any database, and SecantusDB 0.7 drops
+        the documents equal to an inclusive bound on a compound index whose range field has
+        more fields after it (`{r: 1, s: -1, _id: -1}` with `s: {$gte: x}` misses s == x)."""
+        cond: Doc = {}
+        low: datetime | None
+        high: datetime | None
+        if self.direction < 0:  # [end, start] or [end, start) in time
+            low, high = end, start
+            high_inclusive, low_inclusive = include_start, True
+        else:  # [start, end) in time
+            low, high = start, end
+            high_inclusive, low_inclusive = False, True
+        if low is not None:
+            cond["$gt"] = _ms(low) - MS if low_inclusive else _ms(low)
+        if high is not None:
+            cond["$lt"] = _ms(high) + MS if high_inclusive else _ms(high)
+        return cond or {"$ne": None}
+
+
+MS = timedelta(milliseconds=1)
+
+
+def _ms(value: datetime) -> datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
