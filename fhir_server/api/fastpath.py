@@ -20,9 +20,14 @@ from fhir_server.api.routes import ROUTES
 
 
 def install_read_fast_path(app: FastAPI, prefix: str) -> None:
-    read = next(r for r in ROUTES if r.interaction == "read")
+    # The generic read (not a type's own read route, such as /OperationDefinition/{id}).
+    read = next(r for r in ROUTES if r.interaction == "read" and r.path == "/{type}/{id}")
     route = StarletteRoute(f"{prefix}/{{type}}/{{id}}", read.bound(), methods=list(read.methods),
                            include_in_schema=False, name="read:fast")
+    # Types with a read route of their own keep it (the table matches them).
+    own = sorted(r.path.split("/")[1] for r in ROUTES
+                 if r.interaction == "read" and r.path != "/{type}/{id}" and r.path.count("/") == 2)
+    not_own = "".join(rf"(?!{re.escape(t)}/)" for t in own)
     route.path_regex = re.compile(
-        rf"^{re.escape(prefix)}/(?P<type>[A-Z][A-Za-z]{{0,63}})/(?P<id>[A-Za-z0-9\-.]{{1,64}})$")
+        rf"^{re.escape(prefix)}/{not_own}(?P<type>[A-Z][A-Za-z]{{0,63}})/(?P<id>[A-Za-z0-9\-.]{{1,64}})$")
     app.router.routes.insert(0, route)
