@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-deps lint typecheck unit bench bench-rest bench-bundles bench-search bench-auth \
+.PHONY: apps run test test-deps lint typecheck unit bench bench-rest bench-bundles bench-search bench-auth \
 	bench-consent bench-subscriptions bench-validation clean
 
 # `make run` needs only the server and its embedded database; the test tools (pytest, mypy,
@@ -20,8 +20,25 @@ $(DEV_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[embedded,dev]'
 	touch $(DEV_STAMP)
 
-run: $(STAMP)
+run: $(STAMP) apps
 	$(BIN)/fhir-server serve
+
+# The server's own SMART apps (fhir_server/web_apps.py): TypeScript compiled by npm into
+# apps/dist/ (not committed), with the vendored browser libraries, served under /apps/.
+APPS_DIR := apps
+APPS_MODULES := $(APPS_DIR)/node_modules/.installed
+APPS_BUILT := $(APPS_DIR)/dist/.built
+APPS_SOURCES := $(shell find $(APPS_DIR)/src -type f) $(APPS_DIR)/build.mjs $(APPS_DIR)/tsconfig.json
+
+apps: $(APPS_BUILT)
+
+$(APPS_MODULES): $(APPS_DIR)/package.json $(APPS_DIR)/package-lock.json
+	cd $(APPS_DIR) && npm ci --omit=optional --ignore-scripts --no-audit --no-fund
+	touch $@
+
+$(APPS_BUILT): $(APPS_MODULES) $(APPS_SOURCES)
+	cd $(APPS_DIR) && npm run build
+	touch $@
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
@@ -29,7 +46,7 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(DEV_STAMP) test-deps
+unit: $(DEV_STAMP) test-deps apps
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

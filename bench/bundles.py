@@ -213,8 +213,9 @@ def main() -> None:
     parser.add_argument("--batch-entries", type=int, default=1000)
     parser.add_argument("--batch-rounds", type=int, default=3)
     parser.add_argument("--only", choices=["batch"], help="run only the batch vs transaction comparison")
-    parser.add_argument("--batch-concurrency", default="8,1",
-                        help="FHIR_BATCH_CONCURRENCY of each batch server compared (1 = one entry at a time)")
+    parser.add_argument("--batch-concurrency", default="32,32:alone,8",
+                        help="FHIR_BATCH_CONCURRENCY of each batch server compared (1 = one entry at a "
+                             "time); ':alone' = without group commit (FHIR_BATCH_GROUP_COMMIT=0)")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp) / "db") as db:
@@ -224,7 +225,8 @@ def main() -> None:
         levels = ["8", *[c for c in levels if c != "8"]]
         servers = {}
         for n, level in enumerate(levels):
-            os.environ["FHIR_BATCH_CONCURRENCY"] = level
+            os.environ["FHIR_BATCH_CONCURRENCY"] = level.split(":")[0]
+            os.environ["FHIR_BATCH_GROUP_COMMIT"] = "0" if level.endswith(":alone") else "1"
             servers[level] = (start_server(db.uri, port + n), f"http://127.0.0.1:{port + n}/fhir")
         try:
             for _, url in servers.values():

@@ -25,6 +25,7 @@ from fhir_server.auth.cors import install_cors
 from fhir_server.auth.routes import build_auth_router, build_well_known_router
 from fhir_server.config import Settings
 from fhir_server.services import auth_settings, build_services
+from fhir_server.web_apps import build_web_apps_router, register_web_apps
 
 if TYPE_CHECKING:
     from workflows.engine import Workflow
@@ -53,6 +54,9 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = (),
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings, auth, extra_interceptors, workflows)
         app.state.services = services
+        if auth.enabled:
+            # The server's own SMART apps: public clients with fixed ids (fhir_server.web_apps).
+            await register_web_apps(services.database.db, settings)
         readiness.indexes_built = True
         await services.start()
         try:
@@ -90,4 +94,5 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = (),
     app.include_router(build_router(settings), prefix=settings.path_prefix)
     app.include_router(build_auth_router(auth), prefix="/auth")
     app.include_router(build_health_router())
+    app.include_router(build_web_apps_router(settings))
     return app

@@ -120,7 +120,9 @@ class Settings:
     auth_enabled: bool | None = None
     max_bundle_entries: int = 1000
     # Batch entries on distinct resources run this many at a time (fhir_server/batch/batch.py).
-    batch_concurrency: int = 8
+    batch_concurrency: int = 32
+    # Those running at once share transactions (fhir_server/storage/pipeline/group.py).
+    batch_group_commit: bool = True
     default_page_size: int = 50
     max_page_size: int = 1000
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
@@ -163,6 +165,7 @@ class Settings:
             max_body_bytes=_env_int("FHIR_MAX_BODY_BYTES", cls.max_body_bytes),
             max_bundle_entries=_env_int("FHIR_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
             batch_concurrency=max(1, _env_int("FHIR_BATCH_CONCURRENCY", cls.batch_concurrency)),
+            batch_group_commit=os.environ.get("FHIR_BATCH_GROUP_COMMIT", "1") not in ("0", "false"),
             default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", cls.max_page_size),
             subscriptions=SubscriptionSettings.from_env(),

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
+import time
+from collections.abc import Coroutine
 from typing import Any
 
+import pymongo
 from pymongo.errors import PyMongoError
 
 from fhir_server.errors import FhirError
@@ -32,6 +36,12 @@ Doc = dict[str, Any]
 PREFIX = "sub:"
 
 
+def _background(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A long-running task started from a scan, in a fresh context: a task copies its
+    creator's context, and the scan's (pymongo's deadline) must not bound the task's life."""
+    return asyncio.create_task(work, context=contextvars.Context())
+
+
 class Dispatcher:
     def __init__(self, delivery: Delivery, matcher: Matcher, leases: Leases, parser: SpecParser) -> None:
         self.delivery = delivery
@@ -41,23 +51,51 @@ class Dispatcher:
         self.workers: dict[str, tuple[asyncio.Task[None], Worker]] = {}
         self.matcher_task: asyncio.Task[None] | None = None
         self._parsed: dict[str, tuple[int, Spec | None]] = {}
-        # True while run() loops (the ready check asks); _stopping ends the loop even if a
-        # cancellation were lost.
+        # True while run() loops; `scanned` (monotonic) when a scan last finished: the ready
+        # check asks both, so a dispatcher that stalls is seen. _stopping ends the loop even
+        # if a cancellation were lost.
         self.running = False
+        self.scanned: float | None = None
         self._stopping = False
+
+    @property
+    def scan_bound(self) -> float:
+        """How long one scan may take before it is abandoned (and the next one starts)."""
+        return max(5.0, 10 * self.delivery.settings.scan_interval)
+
+    def stalled(self) -> bool:
+        """No scan finished within twice the bound: the loop is stuck or dead."""
+        last = self.scanned
+        return not self.running or last is None or time.monotonic() - last > 2 * self.scan_bound
 
     async def run(self) -> None:
         settings = self.delivery.settings
         self.running = True
+        self.scanned = time.monotonic()
         try:
             while not self._stopping:
-                try:
-                    await self.scan()
-                except (PyMongoError, FhirError) as exc:
-                    log.warning("subscription dispatcher scan failed: %s", exc)
+                await self._scan_once()
                 await self.delivery.hub.wait_any(settings.scan_interval)
         finally:
             self.running = False
+
+    async def _scan_once(self) -> None:
+        """One scan, bounded: every database command of it shares one deadline (pymongo's
+        client-side timeout), so a command that never answers (a lock held by an abandoned
+        transaction) costs one scan, not the dispatcher. Nothing a scan raises ends the loop:
+        a dead loop would leave every Subscription undelivered without a word."""
+        bound = self.scan_bound
+        try:
+            with pymongo.timeout(bound):
+                async with asyncio.timeout(bound + 1.0):
+                    await self.scan()
+            self.scanned = time.monotonic()
+        except (PyMongoError, FhirError) as exc:
+            log.warning("subscription dispatcher scan failed: %s", exc)
+        except TimeoutError:
+            log.error("subscription dispatcher scan did not finish in %.1f s; abandoned", bound + 1.0)
+        except Exception:
+            log.exception("subscription dispatcher scan failed")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -110,7 +148,7 @@ class Dispatcher:
         running = self.matcher_task is not None and not self.matcher_task.done()
         if MATCHER_LEASE in held or await self.leases.acquire(MATCHER_LEASE):
             if not running:
-                self.matcher_task = asyncio.create_task(self.matcher.run())
+                self.matcher_task = _background(self.matcher.run())
         elif running and self.matcher_task is not None:
             self.matcher_task.cancel()
             self.matcher_task = None
@@ -160,7 +198,7 @@ class Dispatcher:
             # Changed, or ended although still wanted (a lost status write, a crash): again.
             task.cancel()
         worker = Worker(self.delivery, spec, owner)
-        self.workers[spec.id] = (asyncio.create_task(worker.run()), worker)
+        self.workers[spec.id] = (_background(worker.run()), worker)
 
     async def _stop(self, sub: str) -> None:
         current = self.workers.pop(sub, None)

@@ -15,6 +15,8 @@ from fhir_server.api.route import route_of
 from fhir_server.context import AUTH_DISABLED, RequestContext
 from fhir_server.errors import BadRequest
 from fhir_server.hooks import Pointcut
+from fhir_server.storage.pipeline.group import ATTRIBUTE as GROUP_ATTRIBUTE
+from fhir_server.storage.pipeline.group import SCOPE_KEY as GROUP_SCOPE_KEY
 
 if TYPE_CHECKING:
     from fhir_server.services import Services
@@ -79,6 +81,10 @@ async def request_context(
     if route.operation:
         context.attributes[OPERATION] = route.operation
     context.attributes[REQUESTED_PURPOSE] = purposes
+    group = request.scope.get(GROUP_SCOPE_KEY)
+    if group is not None:
+        # An entry of a batch (set in process by fhir_server.batch.dispatch, never by a client).
+        context.attributes[GROUP_ATTRIBUTE] = group
     if not svc.auth.enabled:
         # Dev mode: an explicit principal, so that no code ever reads "no principal" as a grant.
         context.principal = AUTH_DISABLED

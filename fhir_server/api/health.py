@@ -83,7 +83,9 @@ def build_health_router() -> APIRouter:
         checks["database"] = problem or "pass"
         checks["indexes"] = "pass" if readiness.indexes_built else "not built"
         if services is not None and services.settings.subscriptions.dispatcher:
-            checks["dispatcher"] = "pass" if services.subscriptions.dispatcher.running else "not running"
+            dispatcher = services.subscriptions.dispatcher
+            checks["dispatcher"] = "not running" if not dispatcher.running else \
+                "stalled" if dispatcher.stalled() else "pass"
         healthy = all(v == "pass" for v in checks.values())
         body = {"status": "pass" if healthy else "fail", "checks": checks}
         if healthy:

@@ -15,6 +15,7 @@ from fhir_server.batch.dispatch import Dispatcher
 from fhir_server.batch.entries import parse_entries
 from fhir_server.batch.transaction import Transaction
 from fhir_server.errors import BadRequest
+from fhir_server.storage.pipeline.group import SCOPE_KEY as GROUP_SCOPE_KEY
 
 
 async def batch_or_transaction(request: Request) -> Response:
@@ -32,7 +33,10 @@ async def batch_or_transaction(request: Request) -> Response:
     context = await request_context(request, interaction=kind)
     entries = parse_entries(body, svc.settings.base_url, svc.settings.max_bundle_entries,
                             per_entry_errors=kind == "batch")
-    dispatcher = Dispatcher(request.app, request, svc.settings.base_url)
+    # A batch's independent writes share transactions (storage/pipeline/group.py).
+    grouped = kind == "batch" and svc.settings.batch_group_commit
+    scope = {GROUP_SCOPE_KEY: svc.repository.commit_group()} if grouped else None
+    dispatcher = Dispatcher(request.app, request, svc.settings.base_url, scope)
     try:
         if kind == "batch":
             responses = await run_batch(entries, dispatcher, svc.settings.batch_concurrency)

@@ -183,6 +183,11 @@ class ClientRegistry:
         await self._collection.insert_one(client.to_document())
         return client, secret
 
+    async def ensure(self, client: Client) -> None:
+        """Registers `client` under its own fixed id, or brings its registration up to date
+        (the server's own apps, registered at every start-up)."""
+        await self._collection.replace_one({"_id": client.client_id}, client.to_document(), upsert=True)
+
     async def get(self, client_id: str) -> Client | None:
         doc = await self._collection.find_one({"_id": client_id})
         return Client.from_document(doc) if doc else None

@@ -17,8 +17,9 @@ from typing import Any
 from fhir_server.batch.dispatch import Dispatcher
 from fhir_server.batch.entries import Entry
 
-# Entries of one wave in flight at once (each holds a connection and a transaction).
-CONCURRENCY = 8
+# Entries of one wave in flight at once (most wait on the batch's group commit, not in a
+# transaction of their own: storage/pipeline/group.py).
+CONCURRENCY = 32
 # Writes that change the access decision of every later entry.
 ACCESS_TYPES = ("Consent",)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from starlette.requests import Request
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_server import fhirjson
 from fhir_server.batch.entries import Entry, relative_url
@@ -83,13 +83,26 @@ def _http_date(instant: str | None) -> str | None:
         return instant
 
 
+def _in_scope(app: ASGIApp, extra: dict[str, Any]) -> ASGIApp:
+    """`app`, with `extra` in the ASGI scope of every request: only in-process requests made
+    here carry it, so no client can claim it."""
+    async def scoped(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, **extra}, receive, send)
+
+    return scoped
+
+
 class Dispatcher:
-    def __init__(self, app: ASGIApp, request: Request, base_url: str) -> None:
+    """`scope`: what every entry's request carries in its ASGI scope (a batch's commit group)."""
+
+    def __init__(self, app: ASGIApp, request: Request, base_url: str,
+                 scope: dict[str, Any] | None = None) -> None:
         self.base_url = base_url
         self.prefix = httpx.URL(base_url).path.rstrip("/")
         self.headers = {k: v for k, v in request.headers.items() if k in PASSED_THROUGH}
         self.headers["accept"] = "application/fhir+json"
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+        target = _in_scope(app, scope) if scope else app
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=target), base_url=base_url)
 
     async def close(self) -> None:
         await self.client.aclose()

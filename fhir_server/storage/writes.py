@@ -11,11 +11,13 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhir_server.config import Settings
 from fhir_server.context import RequestContext
-from fhir_server.hooks import HookRegistry
+from fhir_server.hooks import Change, HookRegistry
 from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 from fhir_server.storage.documents import StoredResource
 from fhir_server.storage.pipeline import Committer, Planned, Planner, Versions, run_unit
+from fhir_server.storage.pipeline.group import ATTRIBUTE as GROUP_ATTRIBUTE
+from fhir_server.storage.pipeline.group import CommitGroup
 from fhir_server.storage.records import WriteOutcome
 from fhir_server.storage.searches import SearchPipeline
 
@@ -31,12 +33,30 @@ class WritePipeline(SearchPipeline):
         self.planner = Planner(self, self.versions)
         self.committer = Committer(database, hooks, self.versions)
 
-    async def _unit(self, context: RequestContext, plan: Plan, what: str) -> Planned:
-        async def work(session: AsyncClientSession) -> tuple[Planned, Any]:
-            planned = await plan(session)
-            return planned, await self.committer.commit(session, context, [planned])
+    def commit_group(self) -> CommitGroup:
+        """A group commit for the independent writes of one batch (pipeline/group.py)."""
+        async def commit_many(session: AsyncClientSession,
+                              units: list[tuple[RequestContext, Planned]]) -> list[list[Change]]:
+            return await self.committer.commit_many(session, [(c, [p]) for c, p in units])
 
-        planned, changes = await run_unit(self.database, work, what)
+        return CommitGroup(self.database.in_transaction, commit_many)
+
+    async def _unit(self, context: RequestContext, plan: Plan, what: str, *,
+                    groupable: bool = False) -> Planned:
+        """Plans and commits one write. `groupable`: the write is confined to one resource
+        named by id (no conditional criteria, no lock), so a batch may commit it together
+        with its other entries (pipeline/group.py); alone otherwise, and whenever the group
+        sends it back."""
+        group = context.attributes.get(GROUP_ATTRIBUTE) if groupable else None
+        grouped = await group.submit(context, plan) if isinstance(group, CommitGroup) else None
+        if grouped is not None:
+            planned, changes = grouped
+        else:
+            async def work(session: AsyncClientSession) -> tuple[Planned, Any]:
+                planned = await plan(session)
+                return planned, await self.committer.commit(session, context, [planned])
+
+            planned, changes = await run_unit(self.database, work, what)
         await self.committer.after_commit(context, changes)
         return planned
 
@@ -53,7 +73,8 @@ class WritePipeline(SearchPipeline):
     async def create(self, context: RequestContext, resource: dict[str, Any], *,
                      if_none_exist: Criteria | None = None) -> WriteOutcome:
         planned = await self._unit(context, lambda s: self.planner.create(
-            s, context, resource, if_none_exist=if_none_exist), f"{resource['resourceType']}")
+            s, context, resource, if_none_exist=if_none_exist), f"{resource['resourceType']}",
+            groupable=if_none_exist is None)
         return await self._outcome(context, planned)
 
     async def update(self, context: RequestContext, resource_type: str, resource_id: str,
@@ -61,7 +82,7 @@ class WritePipeline(SearchPipeline):
         """PUT: update, or update-as-create when the id is new (or was deleted)."""
         planned = await self._unit(context, lambda s: self.planner.update(
             s, context, resource_type, resource_id, resource, if_match=if_match),
-            f"{resource_type}/{resource_id}")
+            f"{resource_type}/{resource_id}", groupable=True)
         return await self._outcome(context, planned)
 
     async def conditional_update(self, context: RequestContext, resource_type: str,
@@ -76,7 +97,7 @@ class WritePipeline(SearchPipeline):
                     operations: Any, *, if_match: int | None = None) -> WriteOutcome:
         planned = await self._unit(context, lambda s: self.planner.patch(
             s, context, resource_type, resource_id, operations, if_match=if_match),
-            f"{resource_type}/{resource_id}")
+            f"{resource_type}/{resource_id}", groupable=True)
         return await self._outcome(context, planned)
 
     async def delete(self, context: RequestContext, resource_type: str, resource_id: str, *,
@@ -84,7 +105,7 @@ class WritePipeline(SearchPipeline):
         """Deletes; returns the tombstone, or None when there was nothing to delete."""
         planned = await self._unit(context, lambda s: self.planner.delete(
             s, context, resource_type, resource_id, if_match=if_match),
-            f"{resource_type}/{resource_id}")
+            f"{resource_type}/{resource_id}", groupable=True)
         return planned.version.stored if planned.version is not None else None
 
     async def conditional_delete(self, context: RequestContext, resource_type: str,

@@ -121,8 +121,14 @@ def create_active(api: httpx.Client, subscription: dict[str, Any]) -> str:
     assert response.status_code == 201, response.text
     assert response.json()["status"] == "requested"
     sub_id: str = response.json()["id"]
-    wait_until(lambda: api.get(f"/Subscription/{sub_id}").json()["status"] == "active",
-               what=f"Subscription/{sub_id} active")
+    try:
+        wait_until(lambda: api.get(f"/Subscription/{sub_id}").json()["status"] == "active",
+                   what=f"Subscription/{sub_id} active")
+    except AssertionError as exc:
+        # What the server says of itself, so that a stalled dispatcher names itself.
+        ready = api.get(str(api.base_url.join("/health/ready"))).text
+        status = api.get(f"/Subscription/{sub_id}/$status").text
+        raise AssertionError(f"{exc}; ready: {ready[:500]}; $status: {status[:1000]}") from None
     return sub_id
 
 

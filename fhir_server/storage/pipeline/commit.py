@@ -62,20 +62,30 @@ class Committer:
     async def commit(self, session: AsyncClientSession, context: RequestContext,
                      planned: list[Planned]) -> list[Change]:
         """Writes every planned version (each resource once) in `session`; returns the changes."""
-        written = [(p.previous, p.version) for p in planned if p.version is not None]
-        await self._write(session, written)
-        changes = [version.change for _, version in written]
-        writer = SessionWriter(self.versions)
+        return (await self.commit_many(session, [(context, planned)]))[0]
+
+    async def commit_many(self, session: AsyncClientSession,
+                          units: list[tuple[RequestContext, list[Planned]]]) -> list[list[Change]]:
+        """Commits several units in one transaction (a batch's group commit, group.py): all
+        their versions in one bulk write per type, then the IN_TRANSACTION hooks of each unit
+        with its own context, so each is recorded as if committed alone. Returns each unit's
+        changes."""
+        written = [[(p.previous, p.version) for p in planned if p.version is not None]
+                   for _, planned in units]
+        await self._write(session, [w for unit in written for w in unit])
+        changes = [[version.change for _, version in unit] for unit in written]
+        writers = [SessionWriter(self.versions) for _ in units]
         hooked = changes
         for _ in range(MAX_ROUNDS):
-            if hooked:
-                await self.hooks.call(Pointcut.IN_TRANSACTION, context=context, changes=hooked,
-                                      session=session, db=self.database.db, writer=writer)
-            records = writer.take()
-            if not records:
+            for (context, _), writer, unit_changes in zip(units, writers, hooked, strict=True):
+                if unit_changes:
+                    await self.hooks.call(Pointcut.IN_TRANSACTION, context=context, changes=unit_changes,
+                                          session=session, db=self.database.db, writer=writer)
+            records = [writer.take() for writer in writers]
+            if not any(records):
                 break
-            await self._write(session, [(None, version) for version, _ in records])
-            hooked = [version.change for version, hooks in records if hooks]
+            await self._write(session, [(None, version) for unit in records for version, _ in unit])
+            hooked = [[version.change for version, hooks in unit if hooks] for unit in records]
         return changes
 
     async def after_commit(self, context: RequestContext, changes: list[Change]) -> None:
