@@ -130,6 +130,7 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
     auth = auth if auth is not None else auth_settings(settings)
     # Before any connection: a wrong definitions file or workflow name leaks nothing.
     definitions = load_definitions(settings)
+    telehealth = TelehealthSettings.from_env()  # a wrong video provider setting stops start-up here too
     if definitions is not None:
         w = settings.workflows
         workflows = [*workflows, *load_workflows((*(BUILTIN if w.builtin else ()), *w.modules))]
@@ -159,7 +160,7 @@ def assemble(settings: Settings, auth: AuthSettings | None = None,
         subscriptions=subscriptions,
         audit=interceptors.audit,
         workflows=build_engine(settings, definitions, database, repository, subscriptions, workflows),
-        telehealth=Telehealth.build(TelehealthSettings.from_env(), settings.base_url, database.db),
+        telehealth=Telehealth.build(telehealth, settings.base_url, database.db),
     )
 
 

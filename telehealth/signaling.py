@@ -122,8 +122,8 @@ class Rooms:
                 if target is None or target is peer or not isinstance(data, dict) or len(str(data)) > MAX_SIGNAL:
                     continue
                 await target.send({"type": "signal", "from": peer.id, "data": data})
-        except (WebSocketDisconnect, RuntimeError, ValueError):
-            pass
+        except (WebSocketDisconnect, RuntimeError, ValueError, KeyError):
+            pass  # closed, or not JSON text: the peer leaves
         finally:
             members = self.rooms.get(room, {})
             if members.get(peer.id) is peer:

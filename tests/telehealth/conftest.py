@@ -150,3 +150,16 @@ def tele(tele_server: RunningServer) -> Iterator[TeleServer]:
     for c in server.clients:
         c.close()
 
+
+
+def closing_visit(tele: TeleServer, admin: httpx.Client) -> tuple[Visit, dict[str, Any]]:
+    """A visit whose join window closes within seconds, and its patient's join (which expires
+    with the window). On a slow machine the window may close before the join: then again with
+    a wider margin."""
+    for margin in (20, 40, 80):
+        visit = make_visit(admin, datetime.now(UTC) - timedelta(hours=2) + timedelta(seconds=margin))
+        tele.session_address(admin, visit.appointment)
+        joined = join(tele.patient(visit.patient), visit.appointment)
+        if joined.status_code == 200:
+            return visit, output(joined)
+    raise AssertionError(f"no join inside a window closing in {margin} s: {joined.text}")

@@ -13,6 +13,7 @@ import httpx
 from fhir_server.operations.join import VISIT_SYSTEM
 from telehealth.builtin import CHANNEL
 from telehealth.virtual_service import URL as VIRTUAL_SERVICE
+from telehealth.virtual_service import VirtualService, with_service
 from telehealth.virtual_service import read as read_service
 from tests.subscriptions.conftest import wait_until
 from tests.telehealth.conftest import TeleServer, join, make_visit, output, virtual_appointment
@@ -236,7 +237,12 @@ def test_the_capability_statement_declares_join(tele: TeleServer) -> None:
 def test_with_auth_off_the_participant_is_named(client: httpx.Client) -> None:
     """Dev mode has no caller to match: `participant` is required and must take part."""
     visit = make_visit(client)
-    TeleServer.session_address(None, client, visit.appointment)  # type: ignore[arg-type]
+    # The shared dev-mode server's database is emptied per test, its engine's Subscription with
+    # it: the session is recorded here as the engine records it (the engine is tested above).
+    appointment = client.get(f"/Appointment/{visit.appointment}").json()
+    session = VirtualService(CHANNEL, f"{client.base_url}/$visit/{visit.appointment}".replace("fhir//", "fhir/"),
+                             (), 4)
+    assert client.put(f"/Appointment/{visit.appointment}", json=with_service(appointment, session)).status_code == 200
     assert join(client, visit.appointment).status_code == 400
     stranger = {"resourceType": "Parameters",
                 "parameter": [{"name": "participant", "valueReference": {"reference": "Practitioner/nobody"}}]}
