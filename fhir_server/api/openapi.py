@@ -110,6 +110,9 @@ def _responses(item: _Concrete, method: str) -> dict[str, Any]:
         ok = {"200": _response("A token that binds a websocket", ref("Parameters"))}
     elif item.operation in ("status", "events"):
         ok = {"200": _response("Subscription status", ref("Resource"))}
+    elif item.operation in ("render-cursor", "render-state"):
+        ok = {"200": _response("Render state: what systems rendered, per participant (docs/messaging.md)",
+                               ref("Parameters"))}
     elif code == "capabilities":
         ok = {"200": _response("The CapabilityStatement", ref("CapabilityStatement"))}
     elif code in ("transaction",):
@@ -157,6 +160,10 @@ def _parameters(item: _Concrete, method: str, search: dict[str, list[dict[str, A
     elif item.operation == "events" and method == "GET":
         params += [query(n, {"type": "integer"}, n) for n in ("eventsSinceNumber", "eventsUntilNumber")]
         params.append(query("content", {"enum": ["empty", "id-only", "full-resource"]}, "Payload content"))
+    elif item.operation == "render-state":
+        params.append(query("participant", {"type": "string"}, "Type/id: the participant's inbox")
+                      if "{id}" not in item.path else
+                      query("rebuild", {"type": "boolean"}, "Rebuild the cursors from the message history"))
     elif item.operation in ("status", "get-ws-binding-token") and "{id}" not in item.path and method == "GET":
         params.append(query("id", STRINGS, "Subscription ids"))
     elif code in ("update", "delete") and "{id}" not in item.path and rtype is not None:

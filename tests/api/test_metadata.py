@@ -89,6 +89,8 @@ def _operation(client: httpx.Client, rtype: str, rid: str, name: str, body: dict
         return client.get(f"/{rtype}/{rid}/$everything")
     if name in ("status", "get-ws-binding-token"):
         return client.get(f"/{rtype}/${name}")
+    if name == "render-cursor":
+        return client.post(f"/{rtype}/{rid}/${name}", json={"resourceType": "Parameters"})
     return client.get(f"/{rtype}/{rid}/${name}")
 
 
