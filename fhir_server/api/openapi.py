@@ -127,6 +127,9 @@ def _responses(item: _Concrete, method: str) -> dict[str, Any]:
                       "content": {"application/fhir+ndjson": {"schema": {"type": "string"}}}}}
     elif item.operation == "bulk-publish":
         ok = {"200": _response("The SMART Scheduling Links manifest", {"type": "object"})}
+    elif item.operation in ("render-cursor", "render-state"):
+        ok = {"200": _response("Render state: what systems rendered, per participant (docs/messaging.md)",
+                               ref("Parameters"))}
     elif code == "capabilities":
         ok = {"200": _response("The CapabilityStatement", ref("CapabilityStatement"))}
     elif code in ("transaction",):
@@ -182,6 +185,10 @@ def _parameters(item: _Concrete, method: str, search: dict[str, list[dict[str, A
         params.append(query("content", {"enum": ["empty", "id-only", "full-resource"]}, "Payload content"))
     elif item.operation == "care-gaps" and method == "GET":
         params += [query(n, {"type": "string"}, n) for n in CARE_GAPS_PARAMETERS]
+    elif item.operation == "render-state":
+        params.append(query("participant", {"type": "string"}, "Type/id: the participant's inbox")
+                      if "{id}" not in item.path else
+                      query("rebuild", {"type": "boolean"}, "Rebuild the cursors from the message history"))
     elif item.operation in ("status", "get-ws-binding-token") and "{id}" not in item.path and method == "GET":
         params.append(query("id", STRINGS, "Subscription ids"))
     elif code in ("update", "delete") and "{id}" not in item.path and rtype is not None:

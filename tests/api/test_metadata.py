@@ -98,6 +98,8 @@ def _operation(client: httpx.Client, rtype: str, rid: str, name: str, body: dict
         return client.post(f"/{rtype}/{rid}/${name}", json={"resourceType": "Parameters"})
     if name == "join":  # changes state (the visit's Encounter): POST only
         return client.post(f"/{rtype}/{rid}/$join")
+    if name == "render-cursor":
+        return client.post(f"/{rtype}/{rid}/${name}", json={"resourceType": "Parameters"})
     return client.get(f"/{rtype}/{rid}/${name}")
 
 
