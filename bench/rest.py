@@ -270,7 +270,7 @@ def start_server(uri: str, port: int) -> subprocess.Popen[bytes]:
 
 
 def wait_up(base: str, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240  # a loaded machine starts four servers slowly
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise SystemExit(f"the server for {base} exited")
