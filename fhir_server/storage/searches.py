@@ -247,13 +247,14 @@ class SearchPipeline(ReadPipeline):
     def _sort_buckets(self) -> SortBuckets:
         return SortBuckets(self.database.db)
 
+    @cached_property
+    def _declared_keys(self) -> dict[str, list[list[tuple[str, int]]]]:
+        """The key patterns of each collection's declared indexes (fixed before start-up)."""
+        return {name: [list(model.document["key"].items()) for model in models]
+                for name, models in self.database.declared_indexes().items()}
+
     def _index_keys(self, rtype: str) -> list[list[tuple[str, int]]]:
-        cache: dict[str, list[list[tuple[str, int]]]] = self.__dict__.setdefault(
-            "_index_key_cache", {})
-        if rtype not in cache:
-            cache[rtype] = [list(model.document["key"].items())
-                            for model in self.database.declared_indexes().get(rtype, [])]
-        return cache[rtype]
+        return self._declared_keys.get(rtype, [])
 
     async def _seek_page(
         self, collection: Any, plan: seek.SeekPlan, starts: list[datetime],
