@@ -38,7 +38,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import BulkWriteError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.rest import report, run_clients, wait_up
+from bench.rest import report, run_clients
 from fhir_server.config import Settings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.search import SearchEngine
@@ -147,6 +147,19 @@ async def note_buckets(uri: str) -> None:
     await sort_buckets.rebuild(client["bench"], [t for t, _ in MIX] + [
         "Patient", "Practitioner"])
     await client.close()
+
+
+def wait_long(base: str, timeout: float = 600) -> None:
+    """Waits for a server that may build indexes over a loaded database first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/metadata", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{base} did not start")
 
 
 def insert(collection: Any, docs: list[dict[str, Any]]) -> None:
@@ -351,8 +364,8 @@ def main() -> None:
         servers = {"seek off": (f"http://127.0.0.1:{port + 1}/fhir", [baseline.pid, db_pid]),
                    "seek": (base, [server.pid, db_pid])}
         try:
-            wait_up(base)  # the server has created the collections and indexes
-            wait_up(servers["seek off"][0])
+            for address, _ in servers.values():
+                wait_long(address)  # the servers have created the collections and indexes
             loaded = args.loaded
             for size in sizes:
                 seconds = load(db.uri, engine, loaded, size, rng) if size > loaded else 0.0

@@ -224,10 +224,14 @@ class Windows:
     def rate(self, found: int) -> float | None:
         """Matches per hour of axis, given the `found` the walk's windows held (gaps
         included); None when the walk says nothing about it."""
-        if self.origin is None or self.edge is None or not found or self.done:
+        if self.origin is None or self.edge is None or not found:
             return None
-        hours = abs((self.origin - self.edge).total_seconds()) / 3600
+        end = self.edge
+        if self.done and self.starts:  # the last window reached the end of the directory
+            end = self.starts[0] if self.direction < 0 else self.starts[-1] + BUCKET
+        hours = abs((self.origin - end).total_seconds()) / 3600
         return found / hours if hours > 0 else None
+
 
     def _few_left(self, position: datetime, wanted: int) -> bool:
         """True when the rest of the axis, at the rate seen so far, holds few enough matches
@@ -270,3 +274,15 @@ MS = timedelta(milliseconds=1)
 
 def _ms(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def expected(rate: float | None, starts: Sequence[datetime], after: datetime | None,
+             direction: int) -> float | None:
+    """How many matches the rest of the axis holds at `rate` (matches per hour), or None."""
+    if rate is None or not starts:
+        return None
+    top, bottom = starts[-1] + BUCKET, starts[0]
+    if after is not None:
+        after = after.replace(tzinfo=UTC) if after.tzinfo is None else after
+        top, bottom = (min(top, after), bottom) if direction < 0 else (top, max(bottom, after))
+    return rate * max(0.0, (top - bottom).total_seconds() / 3600)

@@ -229,22 +229,32 @@ class SearchPipeline(ReadPipeline):
             self.settings.search_seek) else None
         if plan is not None and (cursor is None or isinstance(cursor[0], datetime)):
             starts = await self._sort_buckets.starts(rtype, plan.field)
-            if starts:
+            # A kind of search that matched few last time is cheaper as one query: seeking
+            # pays a round trip per window (and per `$in` value).
+            few = seek.expected(self._seek_rates.get(_shape(collection, plan.filters[0], plan)),
+                                starts, cursor[0] if cursor else None, plan.direction)
+            if starts and (few is None or few * len(plan.filters) > max(seek.FEW, 4 * count)):
                 return await self._seek_page(
                     collection, plan, starts, walk, cursor, count, projection, access)
         return await self._keyset_page(collection, base, walk, cursor, count, projection, access)
 
     @cached_property
+    def _seek_rates(self) -> dict[str, float]:
+        """Matches per hour of the sort axis each kind of search saw (search.seek.Windows)."""
+        return {}
+
+    @cached_property
     def _sort_buckets(self) -> SortBuckets:
         return SortBuckets(self.database.db)
 
+    @cached_property
+    def _declared_keys(self) -> dict[str, list[list[tuple[str, int]]]]:
+        """The key patterns of each collection's declared indexes (fixed before start-up)."""
+        return {name: [list(model.document["key"].items()) for model in models]
+                for name, models in self.database.declared_indexes().items()}
+
     def _index_keys(self, rtype: str) -> list[list[tuple[str, int]]]:
-        cache: dict[str, list[list[tuple[str, int]]]] = self.__dict__.setdefault(
-            "_index_key_cache", {})
-        if rtype not in cache:
-            cache[rtype] = [list(model.document["key"].items())
-                            for model in self.database.declared_indexes().get(rtype, [])]
-        return cache[rtype]
+        return self._declared_keys.get(rtype, [])
 
     async def _seek_page(
         self, collection: Any, plan: seek.SeekPlan, starts: list[datetime],
@@ -288,8 +298,8 @@ class SearchPipeline(ReadPipeline):
             await read(None)
         # How dense this kind of search was last time (per type, fields and sort; values
         # differ, so it is a starting width, not a promise).
-        shape = "|".join([collection.name, *sorted(flt), field, str(direction)])
-        rates: dict[str, float] = self.__dict__.setdefault("_seek_rates", {})
+        shape = _shape(collection, flt, plan)
+        rates = self._seek_rates
         windows = seek.Windows(direction, starts, cursor[0] if cursor else None,
                                datetime.now(UTC), seek.first_width(rates.get(shape), wanted))
         found: int | None = None
@@ -398,6 +408,11 @@ class SearchPipeline(ReadPipeline):
             refs.extend(v for v in (value if isinstance(value, list) else [value])
                         if isinstance(v, str))
         return refs
+
+
+def _shape(collection: Any, flt: Doc, plan: seek.SeekPlan) -> str:
+    """A kind of search: type, equality fields (not their values), sort key and direction."""
+    return "|".join([collection.name, *sorted(flt), plan.field, str(plan.direction)])
 
 
 def _with_checked(projection: Doc, access: AccessQuery) -> Doc:
