@@ -112,8 +112,9 @@ async def capabilities(request: Request, routes: Sequence[Route]) -> Response:
     require_fhir(fmt)
     svc = services(request)
     security = capability_security(svc.auth) if svc.auth.enabled else None
-    # The audit trail (when on) refuses changes to AuditEvents: do not advertise them then.
-    append_only = APPEND_ONLY if svc.audit is not None else frozenset()
+    # Append-only in storage whatever the configuration (no history copy: a second version
+    # would erase the first), so never advertised as changeable.
+    append_only = APPEND_ONLY
     body = capability_statement(routes, svc.settings.base_url, svc.search.capability_params(), security,
                                 append_only)
     add_subscriptions(body, svc.subscriptions.websocket_url, list(svc.subscriptions.topics))

@@ -1,5 +1,6 @@
-"""What a newcomer runs first: `make run` installs the runtime only, `make test` the dev tools
-(npm ci: the lock file exactly, the tree left clean); the docs' examples use stored types."""
+"""What a newcomer runs first: `make run` installs the runtime only (and builds the web apps
+with npm), `make test` the dev tools (npm ci: the lock file exactly, the tree left clean); the
+docs' examples use stored types."""
 
 from __future__ import annotations
 
@@ -36,7 +37,11 @@ def _pip_installs(commands: str) -> list[str]:
 def test_make_run_installs_only_the_runtime() -> None:
     commands = _dry_run("run")
     assert _pip_installs(commands) == [".venv/bin/pip install --quiet -e '.[embedded]'"]
-    assert "dev" not in commands and "npm" not in commands and "apt-get" not in commands
+    assert "dev" not in commands and "apt-get" not in commands
+    # The server's own apps are built (apps/dist/), from their lock file exactly; no test tools.
+    npm = [line for line in commands.splitlines() if "npm " in line]
+    assert [line.split("&&")[0].strip() for line in npm] == ["cd apps", "cd apps"], npm
+    assert " npm ci " in npm[0] and "npm run build" in npm[1], npm
     assert commands.rstrip().endswith(".venv/bin/fhir-server serve")
 
 
@@ -44,7 +49,9 @@ def test_make_test_installs_the_dev_extras_and_runs_npm_ci() -> None:
     commands = _dry_run("test")
     assert ".venv/bin/pip install --quiet -e '.[embedded,dev]'" in _pip_installs(commands)
     npm = [line for line in commands.splitlines() if "npm " in line]
-    assert len(npm) == 1 and " npm ci " in npm[0], npm
+    # The JS client of tests/clients, then the apps (installed, then built).
+    assert len(npm) == 3 and all(" npm ci " in line for line in npm[:2]), npm
+    assert "npm run build" in npm[2], npm
     assert "apt-get" in commands  # Chromium, when missing: the README says so
     readme = (ROOT / "README.md").read_text()
     assert re.search(r"make\s+test.{0,400}`chromium` with `apt-get` — as root", readme, re.S)

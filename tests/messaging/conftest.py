@@ -21,6 +21,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from fhir_server.auth.cli import mint_dev_token
+from fhir_server.config import WorkflowSettings
 from fhir_server.messaging.settings import GRACE_PERIOD
 from fhir_server.services import auth_settings
 from tests.conftest import RunningServer
@@ -38,7 +39,8 @@ def messaging_server(mongodb_uri: str) -> Iterator[RunningServer]:
     before = os.environ.get(GRACE_PERIOD)
     os.environ[GRACE_PERIOD] = str(GRACE)
     try:
-        with RunningServer(fast_settings(mongodb_uri, "fhir_messaging", auth_enabled=True)) as running:
+        with RunningServer(fast_settings(mongodb_uri, "fhir_messaging", auth_enabled=True,
+                                                   workflows=WorkflowSettings(builtin=True))) as running:
             yield running
     finally:
         if before is None:

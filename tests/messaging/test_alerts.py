@@ -13,6 +13,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
+from fhir_server.config import WorkflowSettings
 from fhir_server.messaging import store
 from tests.conftest import RunningServer
 from tests.consent.conftest import actor, classes, consent
@@ -143,7 +144,7 @@ def test_two_server_processes_alert_each_participant_once(
     subscribe(ehr, receivers["ehr"].url, world.ref("gray"))
     # A second process of the same deployment: same database, same base URL (token issuer).
     second = fast_settings(mongodb_uri, "fhir_messaging", auth_enabled=True,
-                           base_url=messaging_server.settings.base_url)
+                           base_url=messaging_server.settings.base_url, workflows=WorkflowSettings(builtin=True))
     with RunningServer(second) as other:
         thread_id = two_person_thread(world)
         anna = world.person("anna", "portal")

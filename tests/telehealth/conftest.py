@@ -16,6 +16,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from fhir_server.auth.cli import mint_dev_token
+from fhir_server.config import WorkflowSettings
 from fhir_server.services import auth_settings
 from telehealth.virtual_service import URL as VIRTUAL_SERVICE
 from telehealth.virtual_service import read as read_service
@@ -126,7 +127,9 @@ def output(response: httpx.Response) -> dict[str, Any]:
 
 
 def start_server(mongodb_uri: str, database: str, env: dict[str, str]) -> RunningServer:
-    settings = make_settings(mongodb_uri, database=database, auth_enabled=True)
+    # With the shipped workflows: the virtual-visit workflow records each booked visit's room.
+    settings = make_settings(mongodb_uri, database=database, auth_enabled=True,
+                             workflows=WorkflowSettings(builtin=True))
     # The telehealth settings are read from the environment when the app starts.
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():

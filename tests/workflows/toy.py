@@ -28,7 +28,8 @@ FAST = SubscriptionSettings(retry_initial=0.05, retry_max=0.25, retry_window=360
 def fast_settings(mongodb_uri: str, database: str, **workflow: Any) -> Settings:
     # Provenance and audit on (dev mode has them off): the effects' records are part of the proof.
     return make_settings(mongodb_uri, database=database, subscriptions=FAST,
-                         workflows=WorkflowSettings(timer_poll=0.05, builtin=False, **workflow),
+                         # Without the shipped workflows unless the test asks (builtin=True).
+                         workflows=WorkflowSettings(**{"timer_poll": 0.05, "builtin": False, **workflow}),
                          extra={"provenance": "on", "audit": "on"})
 
 
