@@ -8,6 +8,7 @@ drive it exactly as a client would.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import socket
 import threading
@@ -47,7 +48,16 @@ class RunningServer:
             log_level="warning", lifespan="on",
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except OSError as exc:
+            # uvloop refuses to close a loop that still holds a handle (EBUSY): the server has
+            # stopped serving by then; only its thread's loop is left to the process's exit.
+            if exc.errno != errno.EBUSY:
+                raise
 
     def __enter__(self) -> RunningServer:
         self.thread.start()
