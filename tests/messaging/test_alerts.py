@@ -20,6 +20,8 @@ from tests.consent.conftest import actor, classes, consent
 from tests.messaging.conftest import GRACE, TAG, World, cursor_parameters, message, ref, unrendered_subscription
 from tests.subscriptions.conftest import fast_settings, wait_until
 from tests.subscriptions.receiver import Receiver
+from workflows.timers import COLLECTION as TIMERS
+from workflows.timers import DONE
 
 
 @pytest.fixture
@@ -57,6 +59,15 @@ def stored_alerts(client: httpx.Client, message_id: str) -> list[str]:
     return sorted(e["resource"]["author"]["reference"] for e in found.get("entry", []))
 
 
+def wait_decided(mongo: MongoClient[dict[str, Any]], server: RunningServer, *messages: str) -> None:
+    """Until the alert decision of each message is taken (its durable timer done): no alert
+    of these messages can follow after that, so counting them then is final."""
+    timers = mongo[server.settings.database][TIMERS]
+    keys = [f"messaging-alerts/unrendered/{m}" for m in messages]
+    wait_until(lambda: timers.count_documents({"_id": {"$in": keys}, "status": DONE}) == len(keys),
+               timeout=GRACE + 30, what=f"the alert decisions of {len(keys)} message(s)")
+
+
 def two_person_thread(world: World) -> str:
     """Anna and her GP only."""
     header = {**world.thread_header(), "recipient": [ref(world.ref("gray"))]}
@@ -66,7 +77,8 @@ def two_person_thread(world: World) -> str:
 
 
 def test_a_message_the_gps_ehr_renders_in_the_grace_period_alerts_no_one(
-        world: World, receivers: dict[str, Receiver]) -> None:
+        world: World, receivers: dict[str, Receiver], mongo: MongoClient[dict[str, Any]],
+        messaging_server: RunningServer) -> None:
     ehr, dashboard = world.system("ehr"), world.system("dashboard")
     subscribe(ehr, receivers["ehr"].url, world.ref("gray"))
     subscribe(dashboard, receivers["dashboard"].url, world.ref("gray"))
@@ -80,7 +92,7 @@ def test_a_message_the_gps_ehr_renders_in_the_grace_period_alerts_no_one(
     unrendered = world.person("anna", "portal").post(
         "/Communication", json=message(thread_id, "Also dizzy", world.ref("anna"))).json()["id"]
     receivers["ehr"].wait_for(lambda _: len(alerts(receivers["ehr"])) >= 1, timeout=GRACE + 20)
-    time.sleep(0.5)  # would a second (wrong) alert follow? the first arrived
+    wait_decided(mongo, messaging_server, rendered, unrendered)
     assert alerts(receivers["ehr"]) == [(world.ref("gray"), f"Communication/{unrendered}")]
     assert stored_alerts(ehr, rendered) == []
 
@@ -100,7 +112,7 @@ def test_a_message_nobody_renders_alerts_each_participant_exactly_once(
     for name in ("ehr", "dashboard"):
         receivers[name].wait_for(lambda _, n=name: len(alerts(receivers[n])) >= 1, timeout=GRACE + 20)
     assert time.monotonic() - sent_at >= GRACE  # not before the grace period
-    time.sleep(1.0)
+    wait_decided(mongo, messaging_server, m)
     assert alerts(receivers["ehr"]) == alerts(receivers["dashboard"]) == [(world.ref("gray"), f"Communication/{m}")]
     assert alerts(receivers["portal"]) == []  # the sender is not alerted of her own message
     assert stored_alerts(ehr, m) == [world.ref("gray")]
@@ -109,7 +121,8 @@ def test_a_message_nobody_renders_alerts_each_participant_exactly_once(
 
 
 def test_consent_denying_the_daughter_she_neither_sees_the_thread_nor_is_alerted(
-        world: World, receivers: dict[str, Receiver]) -> None:
+        world: World, receivers: dict[str, Receiver], mongo: MongoClient[dict[str, Any]],
+        messaging_server: RunningServer) -> None:
     anna = world.person("anna", "portal")
     reply = anna.post("/Consent", json=consent({"type": "deny", "actor": [actor(world.ref("clara"))],
                                                 "class": classes("Communication")}, patient=f"anna{world.u}"))
@@ -131,14 +144,14 @@ def test_consent_denying_the_daughter_she_neither_sees_the_thread_nor_is_alerted
     assert clara.post("/Communication", json=message(thread_id, "Hi", world.ref("anna"))).status_code == 403
     # Chen (through the CareTeam) is alerted: the decision for everyone was taken then.
     receivers["dashboard"].wait_for(lambda _: len(alerts(receivers["dashboard"])) >= 1, timeout=GRACE + 20)
-    time.sleep(0.5)
+    wait_decided(mongo, messaging_server, m)
     assert alerts(receivers["portal"]) == []
     assert world.ref("clara") not in stored_alerts(world.system("ehr"), m)
     assert set(stored_alerts(world.system("ehr"), m)) == {world.ref("anna"), world.ref("chen")}
 
 
 def test_two_server_processes_alert_each_participant_once(
-        world: World, receivers: dict[str, Receiver], mongodb_uri: str,
+        world: World, receivers: dict[str, Receiver], mongodb_uri: str, mongo: MongoClient[dict[str, Any]],
         messaging_server: RunningServer) -> None:
     ehr = world.system("ehr")
     subscribe(ehr, receivers["ehr"].url, world.ref("gray"))
@@ -157,7 +170,7 @@ def test_two_server_processes_alert_each_participant_once(
                 assert reply.status_code == 201, reply.text
                 sent.append(reply.json()["id"])
         receivers["ehr"].wait_for(lambda _: len(alerts(receivers["ehr"])) >= 6, timeout=GRACE + 30)
-        time.sleep(1.0)
+        wait_decided(mongo, messaging_server, *sent)
     assert sorted(alerts(receivers["ehr"])) == sorted((world.ref("gray"), f"Communication/{m}") for m in sent)
     for m in sent:
         assert stored_alerts(ehr, m) == [world.ref("gray")]
