@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fhir_server.observability import requestid
+from fhir_server import requestid
 
 # Who a principal is: a bearer of an access token, the server itself (SYSTEM), or anyone while
 # auth is switched off (AUTH_DISABLED, dev mode). Never None: a missing principal is a bug.

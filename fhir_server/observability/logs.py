@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from fhir_server.observability import requestid
+from fhir_server import requestid
 
 
 class RequestIdFilter(logging.Filter):

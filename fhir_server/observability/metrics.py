@@ -101,7 +101,9 @@ class Metrics:
 
     async def render(self, services: Services) -> bytes:
         await self.refresh(services)
-        return generate_latest(self.registry)
+        # Typed `bytes` here: prometheus_client's own annotation varies between releases.
+        body: bytes = generate_latest(self.registry)
+        return body
 
     async def refresh(self, services: Services) -> None:
         """The scrape-time figures: a few bounded, indexed queries."""

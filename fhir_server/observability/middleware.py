@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fhir_server.observability import requestid
+from fhir_server import requestid
 from fhir_server.observability.metrics import Metrics, type_label
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""The request id: taken from the client's `X-Request-Id` when it is a sane token, else made
+"""The request id (a leaf module, so the request context can carry it without the context
+reaching up into `observability`): taken from the client's `X-Request-Id` when it is a sane token, else made
 here; it names the request in every log line (`logs`), in the response's `X-Request-Id`
 header and in the request's AuditEvent (`RequestContext.request_id` reads it)."""
 
