@@ -95,7 +95,7 @@ def test_writes_are_recorded_with_their_provenance(world: World) -> None:
     assert provenance["activity"]["coding"][0]["code"] == "CREATE"
     assert Validator(DEFAULT_PROFILES_DIR).validate(provenance).valid
     assert world.gray.put(f"/Task/{tid}", json={**created, "status": "cancelled"}).status_code == 200
-    assert world.admin.delete(f"/Task/{tid}").status_code in (200, 204)
+    assert world.admin.delete(f"/Task/{tid}").status_code == 200
     provenances = world.auditor.get("/Provenance", params={"target": f"Task/{tid}"}).json()["entry"]
     assert sorted(p["resource"]["target"][0]["reference"] for p in provenances) == [
         f"Task/{tid}/_history/{v}" for v in (1, 2, 3)]
@@ -191,7 +191,7 @@ def test_token_issuance_is_recorded(world: World, secure_server: RunningServer) 
     assert _agent(login, "UserOauthAgent")["policy"] == [jti(issued.json()["access_token"])]
     assert _agent(login, "110153")["who"]["identifier"]["value"] == client_id
     refused = httpx.post(token_url, data={"grant_type": "client_credentials", "client_id": "nobody"})
-    assert refused.status_code in (400, 401)
+    assert refused.status_code == 401
     [event] = audit_events(world, type=f"{DCM}|110114", outcome="4")
     assert event["subtype"][0]["code"] == "110122" and event["outcome"] == "4"
     assert _agent(event, "110153")["who"]["identifier"]["value"] == "nobody"

@@ -107,7 +107,7 @@ def test_everything_respects_patient_scopes(secure: Callable[..., httpx.Client],
         assert r.status_code == 200
         assert _modes(r.json())["match"] == P1_COMPARTMENT
     else:
-        assert r.status_code in (403, 404)
+        assert r.status_code == 404
 
 
 def test_compartment_reads(client: httpx.Client) -> None:

@@ -147,8 +147,8 @@ def test_outbox_holds_one_event_per_committed_change(api: httpx.Client, mongo: M
     assert api.put(f"/Task/{t['id']}", json={**t, "status": "ready"}, headers={"If-Match": 'W/"1"'}).status_code == 412
     assert api.patch(f"/Task/{t['id']}", content=b'[{"op": "replace", "path": "/status", "value": "in-progress"}]',
                      headers={"Content-Type": "application/json-patch+json"}).status_code == 200
-    assert api.post("/Task", json={**task(u), "status": "not-a-status"}).status_code in (400, 422)
-    assert api.delete(f"/Task/{t['id']}").status_code in (200, 204)
+    assert api.post("/Task", json={**task(u), "status": "not-a-status"}).status_code == 422
+    assert api.delete(f"/Task/{t['id']}").status_code == 200
     assert events(t["id"]) == [(1, "create"), (2, "update"), (3, "patch"), (4, "delete")]
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": task(u), "request": {"method": "POST", "url": "Task"}},
