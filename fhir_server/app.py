@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.responses import Response
 
 from fhir_server.api import errors as api_errors
 from fhir_server.api import openapi
@@ -28,7 +26,8 @@ from fhir_server.audit.completion import InteractionCompletion
 from fhir_server.auth.cors import install_cors
 from fhir_server.auth.routes import build_auth_router, build_well_known_router
 from fhir_server.config import Settings
-from fhir_server.observability.metrics import CONTENT_TYPE, Metrics
+from fhir_server.observability.endpoint import metrics_endpoint
+from fhir_server.observability.metrics import Metrics
 from fhir_server.observability.middleware import Observe
 from fhir_server.observability.settings import ObservabilitySettings
 from fhir_server.services import auth_settings, build_services
@@ -116,16 +115,8 @@ def create_app(settings: Settings, extra_interceptors: Sequence[object] = (),
     app.include_router(build_health_router())
     app.include_router(build_web_apps_router(settings))
     if metrics is not None:
-        app.add_route("/metrics", metrics_endpoint(metrics), methods=["GET"], include_in_schema=False)
+        endpoint = metrics_endpoint(metrics, auth_enabled=auth.enabled, token=observing.metrics_token)
+        app.add_route("/metrics", endpoint, methods=["GET"], include_in_schema=False)
     # Outermost: every request gets its id, is counted and timed, whatever answers it.
     app.add_middleware(Observe, routed=routed, metrics=metrics, tracing=tracing, prefix=settings.path_prefix)
     return app
-
-
-def metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        """GET /metrics: Prometheus' text format (no patient data: counts, times, lags)."""
-        body = await metrics.render(request.app.state.services)
-        return Response(body, media_type=CONTENT_TYPE)
-
-    return endpoint

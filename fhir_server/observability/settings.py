@@ -3,6 +3,7 @@
 | extra key / variable | default | meaning |
 | --- | --- | --- |
 | `metrics` / `FHIR_METRICS` | on | `off`: no `GET /metrics`, nothing counted |
+| `metrics_token` / `FHIR_METRICS_TOKEN` | none | the bearer token `GET /metrics` asks for (auth on, none set: 401) |
 | `log_format` / `FHIR_LOG_FORMAT` | text | `json`: one JSON object per log line, with `request_id` |
 | `otel` / `FHIR_OTEL` | off | `on`: OpenTelemetry spans by OTLP/HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT`) |
 """
@@ -22,11 +23,18 @@ def _option(settings: Settings | None, key: str, variable: str, default: str) ->
     return str(extra.get(key) or os.environ.get(variable) or default).lower()
 
 
+def _secret(settings: Settings | None, key: str, variable: str) -> str | None:
+    """A secret keeps its case (an option word is lowered)."""
+    extra = settings.extra if settings is not None else {}
+    return str(extra.get(key) or os.environ.get(variable) or "") or None
+
+
 @dataclass(frozen=True)
 class ObservabilitySettings:
     metrics: bool = True
     log_format: str = "text"
     otel: bool = False
+    metrics_token: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ObservabilitySettings:
@@ -37,4 +45,5 @@ class ObservabilitySettings:
             metrics=_option(settings, "metrics", "FHIR_METRICS", "on") in _ON,
             log_format=log_format,
             otel=_option(settings, "otel", "FHIR_OTEL", "off") in _ON,
+            metrics_token=_secret(settings, "metrics_token", "FHIR_METRICS_TOKEN"),
         )

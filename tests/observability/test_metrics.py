@@ -9,7 +9,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.audit.conftest import audit_events
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, make_settings
 from tests.consent.conftest import World
 
 TASK = {"resourceType": "Task", "status": "requested", "intent": "order"}
@@ -71,3 +71,30 @@ def test_the_request_id_reaches_the_audit_event(world: World) -> None:
               if {"identifier": {"value": "req-from-the-gateway-1"}} in [x.get("what") for x in e["entity"]]]
     assert len(events) == 1
     assert any(x["what"].get("reference", "").startswith("Task/anna-task") for x in events[0]["entity"])
+
+
+def _scrape(server: RunningServer, authorization: str | None = None) -> httpx.Response:
+    headers = {"Authorization": authorization} if authorization else {}
+    return httpx.get(f"http://127.0.0.1:{server.settings.port}/metrics", headers=headers)
+
+
+def test_with_auth_on_metrics_answer_only_the_configured_token(mongodb_uri: str) -> None:
+    settings = make_settings(mongodb_uri, database="fhir_metrics_auth", auth_enabled=True,
+                             extra={"metrics_token": "Scrape-Me-7f3a"})
+    with RunningServer(settings) as server:
+        for wrong in (None, "Bearer scrape-me-7f3a", "Bearer Scrape-Me-7f3", "Basic Scrape-Me-7f3a"):
+            refused = _scrape(server, wrong)
+            assert refused.status_code == 401, wrong
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert refused.json()["resourceType"] == "OperationOutcome"
+            assert "fhir_requests_total" not in refused.text
+        allowed = _scrape(server, "Bearer Scrape-Me-7f3a")
+        assert allowed.status_code == 200
+        assert "fhir_requests_total" in allowed.text
+
+
+def test_with_auth_on_and_no_token_configured_metrics_fail_closed(mongodb_uri: str) -> None:
+    with RunningServer(make_settings(mongodb_uri, database="fhir_metrics_closed", auth_enabled=True)) as server:
+        refused = _scrape(server)
+        assert refused.status_code == 401
+        assert "FHIR_METRICS_TOKEN" in refused.json()["issue"][0]["diagnostics"]
