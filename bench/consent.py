@@ -42,6 +42,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.measures import cpu_seconds
 from bench.rest import report, run_clients, wait_up
 from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import Settings
@@ -130,14 +131,6 @@ def seed(base: str, token: str, tasks: int) -> dict[str, list[str]]:
     return ids
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time used so far by these processes (Linux /proc)."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
 
 async def measure(base: str, token: str, clients: int, seconds: float, name: str,
                   path: str | list[str], expect: int | None = None, pids: list[int] | None = None) -> dict[str, float]:
@@ -160,9 +153,9 @@ async def measure(base: str, token: str, clients: int, seconds: float, name: str
                 assert len(r.json().get("entry", [])) == expect
 
         await run_clients(clients, 1.0, op)  # warm up
-        before = cpu_seconds(pids or [])
+        before = (cpu_seconds(*pids) if pids else 0.0)
         latencies, elapsed = await run_clients(clients, seconds, op)
-        cpu = (cpu_seconds(pids or []) - before) / len(latencies) * 1000
+        cpu = ((cpu_seconds(*pids) if pids else 0.0) - before) / len(latencies) * 1000
         stats = report(name, latencies, elapsed)
         print(f"{'':<34} CPU {cpu:6.2f} ms per request (server + database)")
         return {**stats, "served": served, "cpu": cpu}

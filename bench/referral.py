@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.measures import cpu_seconds, percentile
 from fhir_server.config import Settings
 from fhir_server.context import Principal, RequestContext
 from fhir_server.embedded_db import EmbeddedDatabase
@@ -40,15 +41,6 @@ FULFILL = {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "co
 OTHER = {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "approve"}]}
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
-
-def cpu_seconds(pid: str = "self") -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime
 
 
 def as_user(settings: Settings, user: str, interaction: str) -> RequestContext:

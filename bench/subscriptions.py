@@ -33,16 +33,13 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.measures import cpu_seconds, percentile
 from fhir_server.embedded_db import EmbeddedDatabase
 
 TOPIC = "http://fhir.care-coord.example/SubscriptionTopic/task-status"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 SUBSCRIPTIONS = 100
 
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
 class Receiver:
@@ -192,11 +189,6 @@ async def create_rate(client: httpx.AsyncClient, seconds: float, clients: int = 
     await asyncio.gather(*(worker(k) for k in range(clients)))
     return done / (time.perf_counter() - start), done
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (robust to other load on the machine)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Cpu:

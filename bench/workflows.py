@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.measures import cpu_seconds, percentile
 from fhir_server.config import Settings
 from fhir_server.context import RequestContext
 from fhir_server.embedded_db import EmbeddedDatabase
@@ -56,15 +57,6 @@ from workflows.caregaps import CareGaps
 Doc = dict[str, Any]
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
-
-def cpu_seconds() -> float:
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks of 10 ms
 
 
 class Bench(Workflow):
