@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import socket
@@ -85,7 +86,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                at = time.perf_counter()
+                at = time.time()
                 try:
                     bundle = json.loads(body) if body else {}
                 except ValueError:
@@ -199,6 +200,40 @@ async def timed(calls: list[Callable[[], Any]], clients: int) -> tuple[list[floa
     return latencies, time.perf_counter() - start
 
 
+async def phases(settings: Settings, admin: httpx.AsyncClient, committed: dict[str, float],
+                 receiver: Receiver, grace: float) -> None:
+    """Where an alert's time goes, per message: commit → timer due (the grace period) → timer
+    fired (the runner's lag) → the alert committed (the decision) → notification received
+    (the delivery). Wall clock times of this one machine."""
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongodb_uri)
+    lags: dict[str, list[float]] = {"due": [], "fired": [], "alert": [], "delivered": []}
+    try:
+        timers = client[settings.database]["timers"]
+        for m, at in committed.items():
+            timer = await timers.find_one({"_id": f"messaging-alerts/unrendered/{m}"})
+            found = (await ok(await admin.get("/Basic", params={
+                "code": f"{TAG}|unrendered", "subject": f"Communication/{m}"}))).get("entry") or []
+            if timer is None or not found or m not in receiver.arrived:
+                continue
+            due = timer["due"].replace(tzinfo=datetime.UTC).timestamp()
+            ended = timer.get("ended")
+            alert_at = datetime.datetime.fromisoformat(
+                found[0]["resource"]["meta"]["lastUpdated"].replace("Z", "+00:00")).timestamp()
+            lags["due"].append(due - at)
+            if ended is not None:
+                lags["fired"].append(ended.replace(tzinfo=datetime.UTC).timestamp() - due)
+            lags["alert"].append(alert_at - due)
+            lags["delivered"].append(receiver.arrived[m] - alert_at)
+    finally:
+        await client.close()
+    names = {"due": "commit → timer due (grace)", "fired": "due → timer done (decision taken)",
+             "alert": "due → alert committed", "delivered": "alert committed → notification received"}
+    print("\n| phase | p50 | p99 |\n| --- | ---: | ---: |")
+    for key, values in lags.items():
+        if values:
+            print(f"| {names[key]} | {statistics.median(values) * 1000:.0f} ms | {percentile(values, 0.99) * 1000:.0f} ms |")
+
+
 async def run(uri: str, threads: int, samples: int, clients: int, rounds: int, grace: float) -> None:
     os.environ[GRACE_PERIOD] = "86400"  # read when a message arrives: see below
     port = free_port()
@@ -310,7 +345,7 @@ async def run(uri: str, threads: int, samples: int, clients: int, rounds: int, g
             reply = await anna_client.post("/Communication", json={
                 "resourceType": "Communication", "status": "completed", "subject": ref(anna),
                 "partOf": [ref(f"Communication/{thread}")], "payload": [{"contentString": "bench"}]})
-            committed[(await ok(reply))["id"]] = time.perf_counter()
+            committed[(await ok(reply))["id"]] = time.time()
             await asyncio.sleep(0.2)
         deadline = time.monotonic() + grace + 60
         while time.monotonic() < deadline and not all(
@@ -326,6 +361,7 @@ async def run(uri: str, threads: int, samples: int, clients: int, rounds: int, g
               f"{(percentile(alerts, 0.99) - grace) * 1000:.0f} ms (target < 250 ms) |")
         print(f"| baseline: R4 criteria Subscription on the same messages | {statistics.median(raws) * 1000:.0f} ms | "
               f"{percentile(raws, 0.99) * 1000:.0f} ms | |")
+        await phases(settings, admin, committed, receiver, grace)
         for sub in (alert_sub, raw_sub):
             await admin.delete(f"/Subscription/{sub}")
 
