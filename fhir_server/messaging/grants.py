@@ -24,6 +24,10 @@ from fhir_server.messaging.access import is_system_client
 from fhir_server.messaging.store import GRANTS
 
 Doc = dict[str, Any]
+# The grants this process wrote lately (database, participant, client, token id): an inbox
+# opened again with the same token writes nothing. Oldest forgotten first.
+_RECORDED: dict[tuple[int, str | None, str | None, str | None], None] = {}
+_REMEMBERED = 10_000
 
 
 def personal(principal: Principal | None) -> bool:
@@ -40,6 +44,9 @@ async def record(db: AsyncDatabase[Doc], principal: Principal | None, participan
     # member's patient-context token is never recorded as the patient's own grant.
     person = principal.fhir_user or (f"Patient/{principal.patient}" if principal.patient else None)
     for who in {person} & set(participants):
+        key = (id(db), who, principal.client_id, principal.token_id)
+        if principal.token_id and key in _RECORDED:
+            continue  # this process recorded this very token for them already
         await db[GRANTS].update_one(
             {"_id": f"{who}|{principal.client_id or ''}"},
             {"$set": {"participant": who, "client": principal.client_id, "user": principal.fhir_user,
@@ -47,6 +54,10 @@ async def record(db: AsyncDatabase[Doc], principal: Principal | None, participan
                       "issuer": principal.issuer, "token": principal.token_id,
                       "at": datetime.now(UTC)}},
             upsert=True, session=session)
+        if principal.token_id and session is None:  # a transaction's write may yet roll back
+            _RECORDED[key] = None
+            while len(_RECORDED) > _REMEMBERED:
+                _RECORDED.pop(next(iter(_RECORDED)))
 
 
 async def held(db: AsyncDatabase[Doc], participant: str) -> list[Principal]:

@@ -204,16 +204,6 @@ class RenderState:
             parts.append(_param("participant", part=part))
         return {"resourceType": "Parameters", "parameter": parts}
 
-    async def _counts_without_rows(self, participant: str, ids: list[str]) -> dict[str, tuple[int, int]]:
-        """Threads written before the inbox rows existed: their numbers, read in small `$in`
-        batches (the embedded database's `$in` grows quadratically with its length)."""
-        out: dict[str, tuple[int, int]] = {}
-        for start in range(0, len(ids), 50):
-            chunk = ids[start:start + 50]
-            latest = await store.latest(self.database.db, chunk)
-            furthest = await store.furthest(self.database.db, participant, chunk)
-            out.update({i: (latest.get(i, 0), furthest.get(i, 0)) for i in chunk})
-        return out
 
     async def rebuild(self, context: RequestContext, thread_id: str, thread: Doc) -> None:
         """Cursors from the message history: a participant has at least rendered, through
