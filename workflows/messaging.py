@@ -17,6 +17,7 @@ filtered by `participant`. Alerts are derived from render state, never the truth
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,20 +110,27 @@ class UnrenderedAlerts(Workflow):
         if message is None:
             return  # the message was never committed with its number (nothing to alert)
         thread_id, position = str(message["thread"]), int(message["seq"])
-        for participant in message.get("participants") or []:
-            if participant == message.get("sender") or participant.split("/", 1)[0] not in PERSON_TYPES:
-                continue
-            furthest = (await store.furthest(db, participant, [thread_id])).get(thread_id, 0)
-            if furthest >= position:
-                continue  # a system rendered it (or a later one) for them in time
-            if not await self._may_see(effects, participant, message_id):
-                continue
-            if not await store.claim(db, message_id, participant, timer.key):
-                continue
-            await effects.create(alert(message_id, thread_id, participant, position,
-                                       await self._channel(effects, participant)),
-                                 name=f"alert/{participant}")
-            await store.claimed(db, message_id, participant)
+        people = [p for p in message.get("participants") or []
+                  if p != message.get("sender") and p.split("/", 1)[0] in PERSON_TYPES]
+        # Each participant's decision stands alone (its own claim, its own named effect), so
+        # they are taken side by side: a thread of ten waits for the slowest, not the sum.
+        await asyncio.gather(*(self._decide(effects, timer, message_id, thread_id, position, p)
+                               for p in people))
+
+    async def _decide(self, effects: Effects, timer: Timer, message_id: str, thread_id: str,
+                      position: int, participant: str) -> None:
+        db = effects.repository.database.db
+        furthest = (await store.furthest(db, participant, [thread_id])).get(thread_id, 0)
+        if furthest >= position:
+            return  # a system rendered it (or a later one) for them in time
+        if not await self._may_see(effects, participant, message_id):
+            return
+        if not await store.claim(db, message_id, participant, timer.key):
+            return
+        await effects.create(alert(message_id, thread_id, participant, position,
+                                   await self._channel(effects, participant)),
+                             name=f"alert/{participant}")
+        await store.claimed(db, message_id, participant)
 
     @staticmethod
     async def _channel(effects: Effects, participant: str) -> str:
