@@ -219,6 +219,7 @@ class MessagingRules:
     @hook(Pointcut.IN_TRANSACTION)
     async def record(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
                      db: AsyncDatabase[Doc], writer: SessionWriter) -> None:
+        self._no_message_before_its_header(changes)
         for change in changes:
             kind = kind_of(change.resource if change.resource is not None else change.previous)
             if change.resource_type == "Communication" and kind == MESSAGE and change.previous is None \
@@ -236,6 +237,19 @@ class MessagingRules:
                 await grants.record(db, context.principal, participants(change.resource), session)
             elif change.resource_type == "Basic" and kind == RENDER_STATE:
                 await self._render_change(context, change, session, db, writer)
+
+    def _no_message_before_its_header(self, changes: list[Change]) -> None:
+        """A Communication `partOf` a header this same transaction creates, planned before
+        the header (its entry came first), could not be recognised as a message: refused,
+        never stored as a plain Communication that participation would not guard."""
+        created = {c.id for c in changes if c.resource_type == "Communication" and c.previous is None
+                   and kind_of(c.resource) == THREAD}
+        for change in changes:
+            if (change.resource_type == "Communication" and change.resource is not None
+                    and kind_of(change.resource) != MESSAGE
+                    and thread_of(change.resource, self.base_url) in created):
+                raise InvalidResource("messaging rule: a message's thread header must come before "
+                                      "it in the transaction Bundle", code="business-rule")
 
     async def _render_change(self, context: RequestContext, change: Change, session: AsyncClientSession,
                              db: AsyncDatabase[Doc], writer: SessionWriter) -> None:

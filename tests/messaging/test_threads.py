@@ -140,3 +140,18 @@ def test_a_message_posted_in_the_same_transaction_as_its_header_is_recognised(wo
     assert rows == [{"thread": ref(f"Communication/{thread_id}"), "messages": 1, "beyond": 1}]
     # It cannot be changed like any message (immutability applies to it too).
     assert gp.put(f"/Communication/{message_id}", json={**posted, "payload": [{"contentString": "x"}]}).status_code == 409
+
+
+def test_a_message_before_its_header_in_the_transaction_is_refused_not_stored_unguarded(world: World) -> None:
+    gp = world.person("gray", "ehr")
+    first = {k: v for k, v in message("x", "First note").items() if k != "partOf"}
+    header_url = "urn:uuid:0c7d2a8e-5b1f-4c3a-9e2d-1f0a9b8c7d6e"
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {**first, "partOf": [ref(header_url)]}, "request": {"method": "POST", "url": "Communication"}},
+        {"fullUrl": header_url, "resource": world.thread_header(),
+         "request": {"method": "POST", "url": "Communication"}}]}
+    reply = gp.post("/", json=bundle)
+    assert reply.status_code == 422, reply.text
+    assert "must come before it" in reply.text
+    found = gp.get("/Communication", params={"participant": world.ref("gray"), "_tag": f"{TAG}|thread"}).json()
+    assert found.get("entry") is None  # nothing of the Bundle was written
