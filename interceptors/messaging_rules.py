@@ -30,7 +30,7 @@ from fhir_server.audit.provenance import PARTICIPANT, care_location
 from fhir_server.context import RequestContext
 from fhir_server.errors import Conflict, Forbidden, InvalidResource
 from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
-from fhir_server.messaging import render_state, store
+from fhir_server.messaging import grants, render_state, store
 from fhir_server.messaging.access import document_allowed, is_system_client, may_see, restricted
 from fhir_server.messaging.threads import (
     MESSAGE,
@@ -58,6 +58,8 @@ Doc = dict[str, Any]
 PROPOSED, SET_BY = render_state.PROPOSED, render_state.SET_BY
 # Where the access interceptor keeps this request's one AccessDecision (AccessPolicy.decision).
 DECISION = "access.decision"
+# The headers this request (one transaction) creates, by id: its later entries' messages.
+PENDING_THREADS = "messaging.pending_threads"
 
 
 def _client_acts(context: RequestContext) -> bool:
@@ -136,6 +138,10 @@ class MessagingRules:
             return
         thread_id = thread_of(resource, self.base_url)
         thread = await header(self.database, thread_id) if thread_id else None
+        if thread is None and thread_id:
+            # A header written earlier in this same transaction (a Bundle posting a thread
+            # with its first message): the entries of one transaction share their attributes.
+            thread = context.attributes.get(PENDING_THREADS, {}).get(thread_id)
         if thread is not None:
             await self._message(context, resource, thread)
         elif looks_like_header(resource) and resource.get("recipient") and not (
@@ -163,6 +169,8 @@ class MessagingRules:
         mark(resource, THREAD)
         set_participants(resource, await expand(self.database, named_participants(resource, self.base_url),
                                                 self.base_url))
+        if previous is None and isinstance(resource.get("id"), str):
+            context.attributes.setdefault(PENDING_THREADS, {})[resource["id"]] = resource
 
     async def _message(self, context: RequestContext, resource: Doc, thread: Doc) -> None:
         principal = context.principal
@@ -211,6 +219,7 @@ class MessagingRules:
     @hook(Pointcut.IN_TRANSACTION)
     async def record(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
                      db: AsyncDatabase[Doc], writer: SessionWriter) -> None:
+        self._no_message_before_its_header(changes)
         for change in changes:
             kind = kind_of(change.resource if change.resource is not None else change.previous)
             if change.resource_type == "Communication" and kind == MESSAGE and change.previous is None \
@@ -222,8 +231,25 @@ class MessagingRules:
                     await store.number_message(db, session, thread_id, change.id, sender,
                                                participants(change.resource),
                                                principal.client_id if principal else None)
+                    await grants.record(db, principal, participants(change.resource), session)
+            elif change.resource_type == "Communication" and kind == THREAD and change.resource is not None:
+                await store.open_rows(db, session, change.id, participants(change.resource))
+                await grants.record(db, context.principal, participants(change.resource), session)
             elif change.resource_type == "Basic" and kind == RENDER_STATE:
                 await self._render_change(context, change, session, db, writer)
+
+    def _no_message_before_its_header(self, changes: list[Change]) -> None:
+        """A Communication `partOf` a header this same transaction creates, planned before
+        the header (its entry came first), could not be recognised as a message: refused,
+        never stored as a plain Communication that participation would not guard."""
+        created = {c.id for c in changes if c.resource_type == "Communication" and c.previous is None
+                   and kind_of(c.resource) == THREAD}
+        for change in changes:
+            if (change.resource_type == "Communication" and change.resource is not None
+                    and kind_of(change.resource) != MESSAGE
+                    and thread_of(change.resource, self.base_url) in created):
+                raise InvalidResource("messaging rule: a message's thread header must come before "
+                                      "it in the transaction Bundle", code="business-rule")
 
     async def _render_change(self, context: RequestContext, change: Change, session: AsyncClientSession,
                              db: AsyncDatabase[Doc], writer: SessionWriter) -> None:

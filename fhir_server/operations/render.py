@@ -14,13 +14,14 @@ not see the thread learns nothing about it. Cursors are written as the server's 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.context import RequestContext
 from fhir_server.datetimes import DateFormatError, parse_instant
 from fhir_server.errors import BadRequest, Conflict, Forbidden, InvalidResource
-from fhir_server.messaging import render_state, store
+from fhir_server.messaging import grants, render_state, store
 from fhir_server.messaging.access import is_system_client
 from fhir_server.messaging.render_state import Cursor
 from fhir_server.messaging.settings import MessagingSettings
@@ -130,6 +131,7 @@ class RenderState:
         await self.write(thread_id, participant, cursor,
                          {"who": who, "client_id": principal.client_id if principal else None,
                           "source": source})
+        await grants.record(self.database.db, principal, [participant])
         return await self.state(context, thread_id, thread, only=participant)
 
     async def write(self, thread_id: str, participant: str, cursor: Cursor, by: Doc) -> bool:
@@ -202,6 +204,7 @@ class RenderState:
             parts.append(_param("participant", part=part))
         return {"resourceType": "Parameters", "parameter": parts}
 
+
     async def rebuild(self, context: RequestContext, thread_id: str, thread: Doc) -> None:
         """Cursors from the message history: a participant has at least rendered, through
         the system they posted from, their own latest message."""
@@ -231,17 +234,36 @@ class RenderState:
         """Every thread of `participant` the caller may see, with how many messages lie
         beyond the participant's furthest cursor: one request."""
         self._may_act_for(context, participant)
-        found = await self.repository.find_matches(
-            context, "Communication", [("participant", participant), ("_tag", f"{TAG_SYSTEM}|{THREAD}")],
-            limit=MAX_INBOX)
+        # Two index reads side by side: the threads the access decision releases to the
+        # caller (scopes, Consent, participation: every thread answered passes it, as a
+        # batch), and the participant's inbox rows (last number, furthest cursor per thread).
+        found, rows, _ = await asyncio.gather(
+            self.repository.find_matches(
+                context, "Communication", [("participant", participant), ("_tag", f"{TAG_SYSTEM}|{THREAD}")],
+                limit=MAX_INBOX),
+            store.inbox_rows(self.database.db, participant),
+            grants.record(self.database.db, context.principal, [participant]))
         ids = [str(d["_id"]) for d in found]
-        latest = await store.latest(self.database.db, ids)
-        furthest = await store.furthest(self.database.db, participant, ids)
-        rows = sorted(((latest.get(i, 0) - furthest.get(i, 0), i) for i in ids), key=lambda r: (-r[0], r[1]))
+        counts = {i: rows[i] for i in ids if i in rows}
+        if missing := [i for i in ids if i not in rows]:
+            counts.update(await self._counts_without_rows(participant, missing))
+        rows_out = sorted(((max(0, seq - far), i) for i, (seq, far) in counts.items()), key=lambda r: (-r[0], r[1]))
+        latest = {i: seq for i, (seq, _) in counts.items()}
         parts: list[Doc] = [_param("participant", valueReference={"reference": participant})]
-        for beyond, thread_id in rows:
+        for beyond, thread_id in rows_out:
             parts.append(_param("thread", part=[
                 _param("thread", valueReference={"reference": f"Communication/{thread_id}"}),
                 _param("messages", valueInteger=latest.get(thread_id, 0)),
                 _param("beyond", valueInteger=max(0, beyond))]))
         return {"resourceType": "Parameters", "parameter": parts}
+
+    async def _counts_without_rows(self, participant: str, ids: list[str]) -> dict[str, tuple[int, int]]:
+        """Threads written before the inbox rows existed: their numbers, read in small `$in`
+        batches (the embedded database's `$in` grows quadratically with its length)."""
+        out: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(ids), 50):
+            chunk = ids[start:start + 50]
+            latest = await store.latest(self.database.db, chunk)
+            furthest = await store.furthest(self.database.db, participant, chunk)
+            out.update({i: (latest.get(i, 0), furthest.get(i, 0)) for i in chunk})
+        return out

@@ -5,8 +5,11 @@ the `communication-unrendered` topic, and never to someone the patient's Consent
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -68,6 +71,12 @@ def wait_decided(mongo: MongoClient[dict[str, Any]], server: RunningServer, *mes
                timeout=GRACE + 30, what=f"the alert decisions of {len(keys)} message(s)")
 
 
+def opens_inbox(world: World, who: str, via: str) -> None:
+    """`who` opens their inbox through `via`: the server verifies, and records, their grant."""
+    reply = world.person(who, via).get("/Communication/$render-state", params={"participant": world.ref(who)})
+    assert reply.status_code == 200, reply.text
+
+
 def two_person_thread(world: World) -> str:
     """Anna and her GP only."""
     header = {**world.thread_header(), "recipient": [ref(world.ref("gray"))]}
@@ -82,6 +91,7 @@ def test_a_message_the_gps_ehr_renders_in_the_grace_period_alerts_no_one(
     ehr, dashboard = world.system("ehr"), world.system("dashboard")
     subscribe(ehr, receivers["ehr"].url, world.ref("gray"))
     subscribe(dashboard, receivers["dashboard"].url, world.ref("gray"))
+    opens_inbox(world, "gray", "ehr")
     thread_id = two_person_thread(world)
     gp = world.person("gray", "ehr")
     rendered = world.person("anna", "portal").post(
@@ -105,6 +115,7 @@ def test_a_message_nobody_renders_alerts_each_participant_exactly_once(
     subscribe(ehr, receivers["ehr"].url, world.ref("gray"))
     subscribe(dashboard, receivers["dashboard"].url, world.ref("gray"))
     subscribe(portal, receivers["portal"].url, world.ref("anna"))
+    opens_inbox(world, "gray", "ehr")
     thread_id = two_person_thread(world)
     sent_at = time.monotonic()
     m = world.person("anna", "portal").post(
@@ -129,6 +140,8 @@ def test_consent_denying_the_daughter_she_neither_sees_the_thread_nor_is_alerted
     assert reply.status_code == 201, reply.text
     portal = world.system("portal")
     subscribe(portal, receivers["portal"].url, world.ref("clara"))
+    for who, via in (("anna", "portal"), ("chen", "dashboard"), ("clara", "portal")):
+        opens_inbox(world, who, via)
     subscribe(world.system("dashboard"), receivers["dashboard"].url, world.ref("chen"))
     gp = world.person("gray", "ehr")
     thread_id = gp.post("/Communication", json=world.thread_header()).json()["id"]
@@ -158,6 +171,7 @@ def test_two_server_processes_alert_each_participant_once(
     # A second process of the same deployment: same database, same base URL (token issuer).
     second = fast_settings(mongodb_uri, "fhir_messaging", auth_enabled=True,
                            base_url=messaging_server.settings.base_url, workflows=WorkflowSettings(builtin=True))
+    opens_inbox(world, "gray", "ehr")
     with RunningServer(second) as other:
         thread_id = two_person_thread(world)
         anna = world.person("anna", "portal")
@@ -187,3 +201,63 @@ def test_the_claim_is_taken_once_by_sixteen_contenders(mongodb_uri: str, messagi
             await client.close()
 
     assert sorted(asyncio.run(contend())) == [False] * 15 + [True]
+
+
+def test_without_a_grant_the_server_holds_for_the_participant_no_alert(
+        world: World, receivers: dict[str, Receiver], mongo: MongoClient[dict[str, Any]],
+        messaging_server: RunningServer) -> None:
+    """The server never makes a grant up: the GP has never acted in a thread (no verified
+    authorization of his is recorded), so he is not alerted, though the EHR subscribed for
+    him; once his token is revoked, the grant it recorded no longer counts either."""
+    subscribe(world.system("ehr"), receivers["ehr"].url, world.ref("gray"))
+    thread_id = two_person_thread(world)
+    anna = world.person("anna", "portal")
+    first = anna.post("/Communication", json=message(thread_id, "Any news?", world.ref("anna"))).json()["id"]
+    wait_decided(mongo, messaging_server, first)
+    assert stored_alerts(world.system("ehr"), first) == []
+    # He opens his inbox with a token that is then revoked: still no alert.
+    token = world._person_token("gray", "ehr")
+    with httpx.Client(base_url=messaging_server.settings.base_url, timeout=60,
+                      headers={"Authorization": f"Bearer {token}"}) as gp:
+        reply = gp.get("/Communication/$render-state", params={"participant": world.ref("gray")})
+        assert reply.status_code == 200, reply.text
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    mongo[messaging_server.settings.database]["auth_revoked"].insert_one(
+        {"_id": claims["jti"], "expires_at": datetime.fromtimestamp(claims["exp"], UTC)})
+    second = anna.post("/Communication", json=message(thread_id, "Hello?", world.ref("anna"))).json()["id"]
+    wait_decided(mongo, messaging_server, second)
+    assert stored_alerts(world.system("ehr"), second) == []
+    assert alerts(receivers["ehr"]) == []
+    # A grant he holds (a token not revoked): the next message alerts him.
+    opens_inbox(world, "gray", "ehr")
+    third = anna.post("/Communication", json=message(thread_id, "Still there?", world.ref("anna"))).json()["id"]
+    receivers["ehr"].wait_for(lambda _: len(alerts(receivers["ehr"])) >= 1, timeout=GRACE + 20)
+    wait_decided(mongo, messaging_server, third)
+    assert alerts(receivers["ehr"]) == [(world.ref("gray"), f"Communication/{third}")]
+
+
+def test_the_participants_communication_preferences_decide_the_alerts_channel(
+        world: World, receivers: dict[str, Receiver], mongo: MongoClient[dict[str, Any]],
+        messaging_server: RunningServer) -> None:
+    """The GP prefers SMS (his telecom of rank 1): his alert goes by SMSWRIT, so the system
+    subscribed for his SMS alerts is notified and the one for his email alerts is not."""
+    admin = world.system("dashboard")
+    gray = world.ref("gray")
+    reply = admin.put(f"/{gray}", json={
+        "resourceType": "Practitioner", "id": gray.split("/")[1], "telecom": [
+            {"system": "email", "value": "gray@gp.example", "rank": 2},
+            {"system": "sms", "value": "+15550100", "rank": 1}]})
+    assert reply.status_code == 200, reply.text
+    subscribe(world.system("ehr"), receivers["ehr"].url, f"{gray}&channel=SMSWRIT")
+    subscribe(world.system("dashboard"), receivers["dashboard"].url, f"{gray}&channel=EMAILWRIT")
+    opens_inbox(world, "gray", "ehr")
+    thread_id = two_person_thread(world)
+    m = world.person("anna", "portal").post(
+        "/Communication", json=message(thread_id, "Pharmacy called", world.ref("anna"))).json()["id"]
+    receivers["ehr"].wait_for(lambda _: len(alerts(receivers["ehr"])) >= 1, timeout=GRACE + 20)
+    wait_decided(mongo, messaging_server, m)
+    assert alerts(receivers["ehr"]) == [(gray, f"Communication/{m}")]
+    assert alerts(receivers["dashboard"]) == []
+    found = admin.get("/Basic", params={"code": f"{TAG}|unrendered", "subject": f"Communication/{m}",
+                                        "channel": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode|SMSWRIT"})
+    assert [e["resource"]["author"]["reference"] for e in found.json().get("entry", [])] == [gray]

@@ -12,10 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import MongoClient
 
+from fhir_server.messaging import store
 from fhir_server.messaging.render_state import state_id
 from fhir_server.messaging.settings import RENDER_RETENTION
-from tests.messaging.conftest import World, cursor_parameters, message, part
+from tests.conftest import RunningServer
+from tests.messaging.conftest import World, cursor_parameters, message, part, ref
+from tests.subscriptions.conftest import wait_until
 
 
 def thread_with_messages(world: World, n: int) -> tuple[str, list[str]]:
@@ -242,3 +246,64 @@ def test_nothing_says_a_person_read_a_message(world: World) -> None:
         codes = [definition.get("code", ""), definition.get("name", ""), definition.get("title", ""),
                  *(p["name"] for p in definition.get("parameter", []))]
         assert not _READ_WORDS.search(" ".join(codes)), name
+
+
+def inbox_rows(client: httpx.Client, who: str) -> dict[str, tuple[int, int]]:
+    reply = client.get("/Communication/$render-state", params={"participant": who})
+    assert reply.status_code == 200, reply.text
+    rows = {}
+    for t in part(reply.json(), "thread"):
+        values = {p["name"]: p for p in t["part"]}
+        rows[values["thread"]["valueReference"]["reference"]] = (values["messages"]["valueInteger"],
+                                                                 values["beyond"]["valueInteger"])
+    return rows
+
+
+def test_the_inbox_is_read_from_indexes_not_from_every_communication(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    """The participant search (the inbox's access-checked read, and a client's own search for
+    their threads) is answered from an index on the participant values, and a participant's
+    inbox rows by one equality on theirs: neither scans the collection."""
+    thread_with_messages(world, 1)
+    db = mongo[messaging_server.settings.database]
+
+    def stages(plan: dict[str, Any]) -> set[str]:
+        found = {str(plan.get("stage"))}
+        for key in ("inputStage", "queryPlan"):
+            if isinstance(plan.get(key), dict):
+                found |= stages(plan[key])
+        for child in plan.get("inputStages") or []:
+            found |= stages(child)
+        return found
+
+    explained = db["Communication"].find({"sp.participant": world.ref("anna")}).explain()
+    assert "IXSCAN" in stages(explained["queryPlanner"]["winningPlan"]), explained
+    rows = db[store.INBOX].find({"participant": world.ref("anna")}).explain()
+    assert "IXSCAN" in stages(rows["queryPlanner"]["winningPlan"]), rows
+
+
+def test_the_inbox_rows_follow_messages_cursors_new_members_and_lost_render_state(world: World) -> None:
+    thread_id, ids = thread_with_messages(world, 2)
+    anna, admin = world.person("anna", "portal"), world.system("dashboard")
+    key = f"Communication/{thread_id}"
+    assert inbox_rows(anna, world.ref("anna"))[key] == (2, 2)
+    assert set_cursor(anna, thread_id, world.ref("anna"), ids[1]).status_code == 200
+    assert inbox_rows(anna, world.ref("anna"))[key] == (2, 0)
+    # Dr. Paul joins through the CareTeam after two messages: his row starts from them.
+    team = admin.get(f"/CareTeam/team{world.u}").json()
+    team["participant"].append({"member": ref(world.ref("paul"))})
+    assert admin.put(f"/CareTeam/team{world.u}", json=team).status_code == 200
+    paul = world.person("paul", "ehr")
+    wait_until(lambda: key in inbox_rows(paul, world.ref("paul")), what="Paul's inbox names the thread")
+    assert inbox_rows(paul, world.ref("paul"))[key] == (2, 2)
+    reply = world.person("gray", "ehr").post("/Communication", json=message(thread_id, "One more"))
+    assert reply.status_code == 201, reply.text
+    assert inbox_rows(anna, world.ref("anna"))[key] == (3, 1)
+    assert inbox_rows(paul, world.ref("paul"))[key] == (3, 3)
+    # Render state deleted: the row forgets the cursor with it.
+    assert admin.delete(f"/Basic/{state_id(thread_id, world.ref('anna'))}").status_code == 200
+    assert inbox_rows(anna, world.ref("anna"))[key] == (3, 3)
+    # 16 inboxes at once answer the same.
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: inbox_rows(anna, world.ref("anna"))[key], range(16)))
+    assert answers == [(3, 3)] * 16

@@ -111,3 +111,47 @@ def test_a_participant_adds_someone_to_the_header_and_it_stays_a_header(world: W
     assert stranger.get(f"/Communication/{thread_id}").status_code == 200
     taken_over = {**header, "id": other, "recipient": [ref(world.ref("paul"))]}
     assert stranger.put(f"/Communication/{other}", json=taken_over).status_code == 403
+
+
+def test_a_message_posted_in_the_same_transaction_as_its_header_is_recognised(world: World) -> None:
+    """A Bundle that opens a thread with its first message: the message is a message of the
+    thread (marked, numbered, with the thread's participants) like one posted after it."""
+    gp = world.person("gray", "ehr")
+    first = {k: v for k, v in message("x", "First note").items() if k != "partOf"}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:7f1c3c52-8f0e-4b59-9a39-6a3a2f1f0a01", "resource": world.thread_header(),
+         "request": {"method": "POST", "url": "Communication"}},
+        {"resource": {**first, "partOf": [ref("urn:uuid:7f1c3c52-8f0e-4b59-9a39-6a3a2f1f0a01")]},
+         "request": {"method": "POST", "url": "Communication"}}]}
+    reply = gp.post("/", json=bundle)
+    assert reply.status_code == 200, reply.text
+    thread_id, message_id = (e["response"]["location"].split("/")[1] for e in reply.json()["entry"])
+    posted = gp.get(f"/Communication/{message_id}").json()
+    assert {"system": TAG, "code": "message"} in posted["meta"]["tag"]
+    assert posted["sender"] == ref(world.ref("gray"))
+    assert posted["subject"] == ref(world.ref("anna"))
+    assert {e["valueReference"]["reference"] for e in posted["extension"]} >= {world.ref("anna"), world.ref("chen")}
+    state = gp.get(f"/Communication/{thread_id}/$render-state").json()
+    assert [p["valueInteger"] for p in state["parameter"] if p["name"] == "messages"] == [1]
+    inbox = world.person("anna", "portal").get("/Communication/$render-state",
+                                               params={"participant": world.ref("anna")}).json()
+    rows = [{q["name"]: q.get("valueInteger", q.get("valueReference")) for q in p["part"]}
+            for p in inbox["parameter"] if p["name"] == "thread"]
+    assert rows == [{"thread": ref(f"Communication/{thread_id}"), "messages": 1, "beyond": 1}]
+    # It cannot be changed like any message (immutability applies to it too).
+    assert gp.put(f"/Communication/{message_id}", json={**posted, "payload": [{"contentString": "x"}]}).status_code == 409
+
+
+def test_a_message_before_its_header_in_the_transaction_is_refused_not_stored_unguarded(world: World) -> None:
+    gp = world.person("gray", "ehr")
+    first = {k: v for k, v in message("x", "First note").items() if k != "partOf"}
+    header_url = "urn:uuid:0c7d2a8e-5b1f-4c3a-9e2d-1f0a9b8c7d6e"
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {**first, "partOf": [ref(header_url)]}, "request": {"method": "POST", "url": "Communication"}},
+        {"fullUrl": header_url, "resource": world.thread_header(),
+         "request": {"method": "POST", "url": "Communication"}}]}
+    reply = gp.post("/", json=bundle)
+    assert reply.status_code == 422, reply.text
+    assert "must come before it" in reply.text
+    found = gp.get("/Communication", params={"participant": world.ref("gray"), "_tag": f"{TAG}|thread"}).json()
+    assert found.get("entry") is None  # nothing of the Bundle was written

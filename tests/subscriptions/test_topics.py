@@ -22,6 +22,7 @@ from tests.subscriptions.conftest import (
 from tests.subscriptions.receiver import Received, Receiver
 
 Doc = dict[str, Any]
+PARTICIPATION_MODE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode"
 
 # topic -> (resource builder: (u, other) -> resource, {filter: value(u)})
 FILTER_CASES: dict[str, tuple[Callable[[str, bool], Doc], dict[str, Callable[[str], str]]]] = {
@@ -54,8 +55,11 @@ FILTER_CASES: dict[str, tuple[Callable[[str, bool], Doc], dict[str, Callable[[st
         lambda u, other: {"resourceType": "Basic", "code": {"coding": [
             {"system": "http://fhir.care-coord.example/CodeSystem/messaging", "code": "unrendered"}]},
             "subject": {"reference": f"Communication/{u}{'x' if other else ''}"},
-            "author": {"reference": f"Practitioner/{u}{'x' if other else ''}"}},
-        {"participant": lambda u: f"Practitioner/{u}", "message": lambda u: f"Communication/{u}"}),
+            "author": {"reference": f"Practitioner/{u}{'x' if other else ''}"},
+            "extension": [{"url": "http://fhir.care-coord.example/StructureDefinition/alert-channel",
+                           "valueCoding": {"system": PARTICIPATION_MODE, "code": "EMAILWRIT" if other else "SMSWRIT"}}]},
+        {"participant": lambda u: f"Practitioner/{u}", "message": lambda u: f"Communication/{u}",
+         "channel": lambda u: f"{PARTICIPATION_MODE}|SMSWRIT"}),
 }
 
 
