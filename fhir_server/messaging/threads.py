@@ -111,11 +111,16 @@ def caller_reference(principal: Principal) -> str | None:
 
 
 def caller_identities(principal: Principal) -> frozenset[str]:
-    """The references a caller takes part in threads as."""
-    refs = {r for r in (principal.fhir_user, f"Patient/{principal.patient}" if principal.patient else None) if r}
-    if not refs and principal.client_id:
-        refs.add(f"Device/{principal.client_id}")
-    return frozenset(refs)
+    """The references a caller takes part in threads as: who the user is (`fhirUser`), never
+    the patient in context beside it. A practitioner launched in a patient's record, or a
+    family member acting for the patient, is not that patient: taking them for her would show
+    them her every thread and let them set her cursors and withdraw her messages. Only a
+    token that names no user stands for the patient in its context."""
+    if principal.fhir_user:
+        return frozenset({principal.fhir_user})
+    if principal.patient:
+        return frozenset({f"Patient/{principal.patient}"})
+    return frozenset({f"Device/{principal.client_id}"}) if principal.client_id else frozenset()
 
 
 def _current_members(team: Doc, now: datetime, base_url: str) -> list[str]:

@@ -3,7 +3,7 @@ index (one search), and who may post."""
 
 from __future__ import annotations
 
-from tests.messaging.conftest import TAG, World, message, ref
+from tests.messaging.conftest import TAG, World, cursor_parameters, message, ref
 from tests.subscriptions.conftest import wait_until
 
 
@@ -155,3 +155,35 @@ def test_a_message_before_its_header_in_the_transaction_is_refused_not_stored_un
     assert "must come before it" in reply.text
     found = gp.get("/Communication", params={"participant": world.ref("gray"), "_tag": f"{TAG}|thread"}).json()
     assert found.get("entry") is None  # nothing of the Bundle was written
+
+
+def test_a_user_in_the_patients_context_is_not_the_patient(world: World) -> None:
+    """A family member acting for Anna, or a doctor launched in Anna's record, takes part as
+    themself: they neither see Anna's other threads nor act as her in them."""
+    u = world.u
+    anna = world.person("anna", "portal")
+    private = anna.post("/Communication", json={
+        "resourceType": "Communication", "status": "in-progress", "subject": ref(world.ref("anna")),
+        "topic": {"text": "Just between Dr. Gray and me"},
+        "recipient": [ref(world.ref("gray"))]})
+    assert private.status_code == 201, private.text
+    said = anna.post("/Communication", json=message(private.json()["id"], "A private question", world.ref("anna")))
+    assert said.status_code == 201, said.text
+    # Dr. Paul, launched by the EHR in Anna's record; Clara, with Anna in context.
+    paul = world.client(world.token("user/*.cruds", client_id="ehr", patient=f"anna{u}",
+                                    fhir_user=f"Practitioner/paul{u}"))
+    clara = world.person("clara", "portal")
+    for outsider in (paul, clara):
+        assert outsider.get(f"/Communication/{private.json()['id']}").status_code == 404
+        assert outsider.get("/Communication", params={"part-of": f"Communication/{private.json()['id']}"}
+                            ).json().get("entry") is None
+    # In a thread Clara takes part in, she still is not Anna.
+    thread_id, _ = start_thread(world)
+    annas = anna.post("/Communication", json=message(thread_id, "Readings attached", world.ref("anna"))).json()
+    withdrawn = clara.put(f"/Communication/{annas['id']}", json={**annas, "status": "entered-in-error"})
+    assert withdrawn.status_code == 409, withdrawn.text
+    cursor = clara.post(f"/Communication/{thread_id}/$render-cursor",
+                        json=cursor_parameters(world.ref("anna"), annas["id"]))
+    assert cursor.status_code == 403, cursor.text
+    assert clara.post(f"/Communication/{thread_id}/$render-cursor",
+                      json=cursor_parameters(world.ref("clara"), annas["id"])).status_code == 200
