@@ -25,6 +25,8 @@ from fhir_server.storage.changes import ChangeFeed
 
 Doc = dict[str, Any]
 UNCACHED = frozenset({"AuditEvent"})
+MAX_DOCUMENT_BYTES = 256 * 1024  # larger resources (a Binary, a big Bundle) are read each time
+MAX_BYTES = 64 * 1024 * 1024  # the JSON text held in all, at most
 
 
 class ReadCache:
@@ -36,6 +38,7 @@ class ReadCache:
         # flight may still store; bounded: forgetting one bumps the epoch instead.
         self._latest: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._epoch = 0
+        self._bytes = 0  # JSON text held
         self.hits = 0  # for tests and the bench
         self.misses = 0
         feed.subscribe(self._apply, self._reset)
@@ -66,15 +69,24 @@ class ReadCache:
         key = (resource_type, resource_id)
         if ticket != self._epoch or int(doc["v"]) < self._latest.get(key, 0):
             return  # a change the lookup may not have seen was applied meanwhile
+        size = _size(doc)
+        if size > MAX_DOCUMENT_BYTES:
+            return
+        self._drop(key)
         self._docs[key] = dict(doc)
-        self._docs.move_to_end(key)
-        while len(self._docs) > self.max_entries:
-            self._docs.popitem(last=False)
+        self._bytes += size
+        while len(self._docs) > self.max_entries or self._bytes > MAX_BYTES:
+            self._drop(next(iter(self._docs)))
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        doc = self._docs.pop(key, None)
+        if doc is not None:
+            self._bytes -= _size(doc)
 
     def _apply(self, events: list[Doc]) -> None:
         for event in events:
             key = (str(event.get("t")), str(event.get("r")))
-            self._docs.pop(key, None)
+            self._drop(key)
             self._latest[key] = max(int(event.get("v") or 0), self._latest.get(key, 0))
             self._latest.move_to_end(key)
         while len(self._latest) > self.max_entries:
@@ -87,5 +99,11 @@ class ReadCache:
 
     def _reset(self) -> None:
         self._docs.clear()
+        self._bytes = 0
         self._latest.clear()
         self._epoch += 1
+
+
+def _size(doc: Doc) -> int:
+    raw = doc.get("res")
+    return len(raw) if isinstance(raw, bytes | bytearray) else 0

@@ -223,3 +223,16 @@ def _consent_cache(running: RunningServer) -> Any:
             if isinstance(owner, AccessInterceptor) and owner.policy.consent is not None:
                 return owner.policy.consent.cache
     raise AssertionError("no Consent engine")
+
+
+def test_a_large_resource_is_not_held(
+        pair: tuple[RunningServer, RunningServer], clients: tuple[httpx.Client, httpx.Client]) -> None:
+    _, cb = clients
+    _, b = pair
+    big = cb.post("/Task", json={**TASK, "description": "x" * 300_000}).json()["id"]
+    small = cb.post("/Task", json=TASK).json()["id"]
+    for tid in (big, small, big):
+        assert cb.get(f"/Task/{tid}").status_code == 200
+    cache = cache_of(b)
+    assert cache.get("Task", big) is None
+    assert cache.get("Task", small) is not None
