@@ -154,6 +154,9 @@ def test_a_broken_change_stream_fails_closed(
         assert read.json()["description"] == "after"
     assert cache.hits == hits
     assert cache.get("Task", tid) is None  # forgotten, and nothing stored meanwhile
+    cache.feed._failed_at = None  # the next request opens a new stream (no 5 s wait for later tests)
+    assert _version(cb.get(f"/Task/{tid}")) == "2"
+    assert cache.get("Task", tid) is not None
 
 
 def test_the_cache_forgets_what_it_holds_past_its_size(mongodb_uri: str) -> None:
