@@ -298,9 +298,10 @@ def summary(kind: str, results: dict[str, list[dict[str, float]]]) -> None:
 
     def ratio(a: str, b: str, key: str) -> float:
         """Per round a/b, then the median: drift over the run falls on both."""
-        pairs = zip(results[a], results[b], strict=True)
-        if key == "time":
-            return statistics.median(y["rate"] / x["rate"] for x, y in pairs)
+        pairs = list(zip(results[a], results[b], strict=True))
+        if key == "time":  # a round in which a mode answered nothing (an overloaded machine) is left out
+            rated = [y["rate"] / x["rate"] for x, y in pairs if x["rate"] > 0]
+            return statistics.median(rated) if rated else float("nan")
         return statistics.median((x["server_ms"] + x["db_ms"]) / max(1e-9, y["server_ms"] + y["db_ms"])
                                  for x, y in pairs)
 

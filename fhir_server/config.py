@@ -127,6 +127,8 @@ class Settings:
     max_page_size: int = 1000
     # Seek pagination (fhir_server.search.seek); off only to measure what it saves.
     search_seek: bool = True
+    # Current documents kept per process for reads by id (storage/readcache.py); 0: none.
+    read_cache: int = 10_000
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     # Connection timeouts (seconds): a client has this long to send a request's headers
     # (from connecting, or from the first byte of a next request), then its body; an idle
@@ -171,6 +173,7 @@ class Settings:
             default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", cls.max_page_size),
             search_seek=os.environ.get("FHIR_SEARCH_SEEK", "1") != "0",
+            read_cache=max(0, _env_int("FHIR_READ_CACHE", cls.read_cache)),
             subscriptions=SubscriptionSettings.from_env(),
             header_timeout=_env_float("FHIR_HEADER_TIMEOUT", cls.header_timeout),
             body_timeout=_env_float("FHIR_BODY_TIMEOUT", cls.body_timeout),

@@ -122,8 +122,17 @@ def clean_db(mongo: MongoClient[dict[str, Any]], settings: Settings) -> None:
         db[name].delete_many({})
 
 
+def forget_cached_reads(running: RunningServer) -> None:
+    """Empties the server's read cache: a clean-up deletes documents behind the server's back,
+    without the change events the cache follows (fhir_server/storage/readcache.py)."""
+    cache = running.server.config.app.state.services.repository.read_cache  # type: ignore[attr-defined]
+    if cache is not None:
+        cache.clear()
+
+
 @pytest.fixture
 def client(server: RunningServer, clean_db: None) -> Iterator[httpx.Client]:
+    forget_cached_reads(server)
     with httpx.Client(base_url=server.settings.base_url, timeout=30) as c:
         yield c
 
@@ -189,6 +198,7 @@ def secure(secure_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> 
         if not name.startswith("auth_"):  # keep the signing keys
             db[name].delete_many({})
     forget_cached_consents(secure_server)
+    forget_cached_reads(secure_server)
     clients: list[httpx.Client] = []
 
     def client(token: str | None = None) -> httpx.Client:

@@ -23,6 +23,11 @@ Concurrent requests share a sync: a request waits for the first sync whose query
 after it asked (never one already in flight), and every request that asked before that
 query started is served by it. So the guarantee above holds, and under load one query
 serves many requests instead of each paying its own round trip.
+
+Where the database has change streams, the sync is the process's change feed instead
+(storage/changes.py, shared with the read cache): Consent events arrive in commit order, so
+no window is read again, and the one pull per batch of requests serves both caches. The
+query above is the fallback when the feed is unavailable (a standalone MongoDB).
 """
 
 from __future__ import annotations
@@ -71,6 +76,9 @@ class ConsentCache:
         self.syncs = 0  # sync queries sent (for tests and the bench)
         self._running: asyncio.Task[None] | None = None  # the sync whose query is in flight
         self._next: asyncio.Task[None] | None = None  # the sync that starts after it
+        self.feed = database.changes
+        self._pending: set[str] = set()  # Consent ids changed per the feed, not yet applied
+        self.feed.subscribe(self._note, self._forget)
 
     def clear(self) -> None:
         self._by_patient.clear()
@@ -96,7 +104,25 @@ class ConsentCache:
             if self._running is asyncio.current_task():
                 self._running = None
 
+    def _note(self, events: list[dict[str, object]]) -> None:
+        self._pending.update(str(e.get("r")) for e in events if e.get("t") == "Consent")
+
+    def _forget(self) -> None:
+        # The feed (re)opened or failed: what it told us may be incomplete; start afresh.
+        self.clear()
+        self._pending.clear()
+        self._synced = None
+
     async def _sync_once(self) -> None:
+        if await self.feed.sync():
+            changed, self._pending = self._pending, set()
+            if changed:
+                try:
+                    await self._invalidate(changed)
+                except BaseException:
+                    self.clear()  # which patients they named is unknown: forget them all
+                    raise
+            return
         started = time.time()
         if self._synced is None or started - self._synced > RESET_SECONDS:
             self.clear()
@@ -108,19 +134,24 @@ class ConsentCache:
             {"t": "Consent", "_id": {"$gte": _floor(floor)}}, {"r": 1}).to_list()
         changed = {str(e["r"]) for e in events if e["_id"] not in self._applied}
         if changed:
-            self._epoch += 1
-            stale = {c.patient for consents, _ in self._by_patient.values() for c in consents
-                     if c.id in changed}
-            stale |= await self.store.patients_of(changed)
-            for patient in stale:
-                self._by_patient.pop(patient, None)
-            self._epoch += 1
+            await self._invalidate(changed)
         for event in events:
             self._applied.setdefault(event["_id"], started)
         horizon = _floor(floor)
         for event_id in [e for e in self._applied if e < horizon]:
             del self._applied[event_id]
         self._synced = max(self._synced, started)
+
+    async def _invalidate(self, changed: set[str]) -> None:
+        """Drops the cached Consents of the patients the changed Consents named before and
+        name now."""
+        self._epoch += 1
+        stale = {c.patient for consents, _ in self._by_patient.values() for c in consents
+                 if c.id in changed}
+        stale |= await self.store.patients_of(changed)
+        for patient in stale:
+            self._by_patient.pop(patient, None)
+        self._epoch += 1
 
     async def of(self, patients: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         """Patient id -> active Consents, from the cache or (for the others) one lookup."""

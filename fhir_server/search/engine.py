@@ -11,6 +11,7 @@ from fhir_server.resource_types import STORED_TYPES
 from fhir_server.search import registry as registry_module
 from fhir_server.search.clauses import ClauseBuilder
 from fhir_server.search.extract import Extractor
+from fhir_server.search.memo import MEMOIZED, MemoExtractor
 from fhir_server.search.parser import SPECIAL, Parser
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.registry import SearchParam
@@ -64,6 +65,8 @@ class SearchEngine:
         self.clauses = ClauseBuilder(self.registry, self.extractor)
         self.parser = Parser(settings, self.registry, self.clauses)
         self._params = {t: list(self.registry.for_type(t).values()) for t in STORED_TYPES}
+        # The types written at every request extract through a memo (memo.py).
+        self._memo = {t: MemoExtractor(self.extractor, self._params[t]) for t in MEMOIZED if t in self._params}
 
     # ------------------------------------------------------------------ registry
 
@@ -102,6 +105,9 @@ class SearchEngine:
 
     def index_fields(self, resource_type: str, resource: dict[str, Any]) -> Doc:
         """The normalized search values of a resource, stored under `sp`."""
+        memo = self._memo.get(resource_type)
+        if memo is not None:
+            return memo.extract(resource)
         return self.extractor.extract(self._params.get(resource_type, ()), resource)
 
     def compartments(self, resource_type: str, resource: dict[str, Any], sp: Doc) -> Doc:

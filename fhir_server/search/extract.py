@@ -52,8 +52,9 @@ class Extractor:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/") + "/"
 
-    def extract(self, params: Iterable[SearchParam], resource: Doc) -> Doc:
-        out: Doc = {}
+    def extract(self, params: Iterable[SearchParam], resource: Doc, out: Doc | None = None) -> Doc:
+        """The values of `params` in `resource`, added to `out` (a new dict by default)."""
+        out = {} if out is None else out
         for param in params:
             if not param.branches or param.code in ("_id", "_lastUpdated"):
                 continue

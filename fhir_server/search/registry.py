@@ -77,6 +77,9 @@ def compile_path(path: str) -> Evaluator:
 class Branch:
     evaluate: Evaluator
     is_type: str | None  # from `.where(resolve() is T)`: keep references to T only
+    # The top-level element a plain dotted path starts at (`Task.owner`: "owner"); None when
+    # the expression may read anything (FHIRPath functions): what the values depend on.
+    root: str | None = None
 
 
 # Composite component types matched by the exact, normalized value.
@@ -132,7 +135,12 @@ class Registry:
 
 
 def _branches(entries: list[dict[str, str]]) -> tuple[Branch, ...]:
-    return tuple(Branch(compile_path(e["path"]), e.get("is")) for e in entries)
+    return tuple(Branch(compile_path(e["path"]), e.get("is"), _root(e["path"])) for e in entries)
+
+
+def _root(path: str) -> str | None:
+    steps = path.split(".")
+    return steps[1] if SIMPLE_PATH.match(path) and len(steps) > 1 else None
 
 
 def _param(rtype: str, code: str, entry: dict[str, Any]) -> SearchParam:

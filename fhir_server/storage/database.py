@@ -19,6 +19,7 @@ from pymongo.write_concern import WriteConcern
 
 from fhir_server.resource_types import STORED_TYPES
 from fhir_server.storage import schema
+from fhir_server.storage.changes import ChangeFeed
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -33,6 +34,8 @@ class Database:
         self.db: AsyncDatabase[Doc] = client[name]
         # Extra index declarations contributed by other layers (search, compartments, auth).
         self._extra_indexes: dict[str, list[IndexModel]] = {}
+        # The committed changes, in commit order, for this process's caches (one stream each).
+        self.changes = ChangeFeed(self.db)
 
     def current(self, resource_type: str) -> AsyncCollection[Doc]:
         return self.db[resource_type]

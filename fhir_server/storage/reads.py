@@ -17,6 +17,7 @@ from fhir_server.search.query import Clause, build_filter
 from fhir_server.storage import seen
 from fhir_server.storage.database import Database
 from fhir_server.storage.documents import StoredResource
+from fhir_server.storage.readcache import ReadCache
 from fhir_server.storage.records import (
     INDEX_PROJECTION,
     MAX_INCLUDED,
@@ -42,6 +43,9 @@ class ReadPipeline:
         self.hooks = hooks
         self.settings = settings
         self.search_engine = search
+        # Reads by id from memory, invalidated by the outbox's change stream (readcache.py).
+        self.read_cache = ReadCache(database.changes, settings.read_cache) \
+            if settings.read_cache > 0 else None
 
     async def access(self, context: RequestContext, resource_type: str) -> AccessQuery:
         """The access decision for a query on `resource_type`: filters and document checks."""
@@ -88,9 +92,7 @@ class ReadPipeline:
         self, context: RequestContext, resource_type: str, resource_id: str
     ) -> StoredResource:
         access = await self.access(context, resource_type)
-        doc = await self.database.current(resource_type).find_one(
-            _and({"_id": resource_id}, *access.filters), checked_projection(access, INDEX_PROJECTION)
-        )
+        doc = await self._current_doc(access, resource_type, resource_id)
         if doc is not None and not await self.passing(access, [doc]):
             doc = None
         if doc is None:
@@ -98,6 +100,22 @@ class ReadPipeline:
         if access.index_wanted:
             seen.remember(context, resource_type, doc)
         return StoredResource.from_current(resource_type, doc)
+
+    async def _current_doc(self, access: AccessQuery, resource_type: str, resource_id: str) -> Doc | None:
+        """The current document of `resource_id` within the access filter: from the read cache
+        when the filter is empty and the cache is up to date, else from the database."""
+        cache = self.read_cache
+        if cache is not None and not access.filters and cache.caches(resource_type) and await cache.ready():
+            doc = cache.get(resource_type, resource_id)
+            if doc is None:
+                ticket = cache.ticket()
+                doc = await self.database.current(resource_type).find_one({"_id": resource_id})
+                if doc is not None:
+                    cache.put(resource_type, resource_id, doc, ticket)
+            return doc
+        return await self.database.current(resource_type).find_one(
+            _and({"_id": resource_id}, *access.filters), checked_projection(access, INDEX_PROJECTION)
+        )
 
     async def read(
         self, context: RequestContext, resource_type: str, resource_id: str
