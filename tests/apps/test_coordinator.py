@@ -247,6 +247,10 @@ def test_task_actions_write_the_task(browser: Browser, world: World) -> None:  #
     page.wait_for_function("() => document.getElementById('count-mine').textContent === '1'")
     # Reassign: a hand-off Task to dr3 with the notes; the focus keeps its owner until accepted.
     page.click(f"tr[data-id='{ids['upcoming']}'] button[data-action=reassign]")
+    page.wait_for_selector("dialog[open] #ask-owner")
+    # Offered while typing: my CareTeam (my own role is not offered to me).
+    offered = page.locator("dialog datalist option").evaluate_all("os => os.map(o => o.value)")
+    assert offered == ["CareTeam/ct1"], offered
     _answer(page, owner="Practitioner/dr3", actions="book the echo before Friday")
     page.wait_for_function("() => !document.querySelector('dialog[open]')")
     handoffs: list[Doc] = []
