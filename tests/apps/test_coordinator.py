@@ -352,6 +352,13 @@ def test_book_move_and_cancel_a_visit_from_free_slots(browser: Browser, world: W
     assert world.read(f"Slot/{ids['slot-23']}")["status"] == "free"
     page.wait_for_function(f"() => !document.querySelector(\"tr[data-id='{moved}']\")")
     _no_error(page)
+    # Join asks `$join` with the user's token; the seeded visit is not a virtual one (no
+    # session recorded), so the server's 409 is what the user is shown, and no window opens.
+    popups: list[Page] = []
+    page.context.on("page", lambda popup: popups.append(popup))
+    page.click(f"tr[data-id='{ids['visit']}'] button[data-action=join]")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('error: 409')")
+    assert popups == []
     page.context.close()
 
 
