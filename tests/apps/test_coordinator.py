@@ -450,6 +450,29 @@ def test_a_stale_claim_is_refused_not_lost(browser: Browser, world: World) -> No
         page.context.close()
 
 
+def test_without_a_subscription_the_view_still_works_and_says_it_is_not_live(
+        browser: Browser, world: World) -> None:  # noqa: F811
+    """A server (or an EHR's registration) refusing the Subscription: the worklist is shown,
+    and the header says it will not update by itself, instead of "connecting" for ever."""
+    page = _page(browser, "desktop")
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "forbidden",
+                                                              "diagnostics": "no Subscription scope"}]}
+
+    def refuse(route: Any) -> None:
+        if route.request.method == "POST":
+            route.fulfill(status=403, content_type="application/fhir+json", json=outcome)
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/fhir/Subscription$"), refuse)
+    _sign_in(page, world.smart, "coordinator", "Practitioner/dr1")
+    assert _rows(page) == [world.ids["overdue"], world.ids["upcoming"]]
+    page.wait_for_function("() => document.getElementById('live').textContent === 'no live updates'")
+    assert page.get_attribute("#live", "data-state") == "lost"
+    assert "no Subscription scope" in (page.get_attribute("#live", "title") or "")
+    page.context.close()
+
+
 def _open_unlive(page: Page, view: str) -> None:
     page.click(f"nav a[data-view={view}]")
     page.wait_for_selector(f"#{view}-title")
