@@ -234,8 +234,11 @@ def test_task_actions_write_the_task(browser: Browser, world: World) -> None:  #
     ids = world.ids
     page = _page(browser, "desktop")
     _sign_in(page, world.smart, "coordinator", "Practitioner/dr1")
-    # Accept, then complete with an outcome.
-    page.click(f"tr[data-id='{ids['overdue']}'] button[data-action=accept]")
+    # Accept (from the keyboard: the buttons are native, named after their row), then complete.
+    accept = f"tr[data-id='{ids['overdue']}'] button[data-action=accept]"
+    assert page.get_attribute(accept, "aria-label") == "Accept: Call the patient"
+    page.focus(accept)
+    page.keyboard.press("Enter")
     _row_gone_or_changed(page, ids["overdue"], "accepted")
     assert world.read(f"Task/{ids['overdue']}")["status"] == "accepted"
     page.click(f"tr[data-id='{ids['overdue']}'] button[data-action=complete]")

@@ -27,7 +27,7 @@ const list = new Worklist<Task>({
   include: ["Task:patient"],
   columns,
   actions: (t, ctx) => WAITING.split(",").includes(t.status)
-    ? [actionButton(ctx, "Accept", "accept", () => accept(ctx, t)), actionButton(ctx, "Reject", "reject", () => reject(ctx, t))]
+    ? [actionButton(ctx, "Accept", "accept", () => accept(ctx, t), taskLabel(t)), actionButton(ctx, "Reject", "reject", () => reject(ctx, t), taskLabel(t))]
     : [],
   empty: "No hand-offs are waiting for you.",
 });

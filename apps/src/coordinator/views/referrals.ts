@@ -28,7 +28,7 @@ const list = new Worklist<Task>({
   group: (t) => conceptText(t.businessStatus) || "(no business status)",
   actions: (t, ctx) => ["requested", "received"].includes(t.status) && t.owner?.reference
     && ctx.me.refs.includes(t.owner.reference)
-    ? [actionButton(ctx, "Accept", "accept", () => accept(ctx, t)), actionButton(ctx, "Decline", "reject", () => reject(ctx, t))]
+    ? [actionButton(ctx, "Accept", "accept", () => accept(ctx, t), taskLabel(t)), actionButton(ctx, "Decline", "reject", () => reject(ctx, t), taskLabel(t))]
     : [],
   empty: "No referrals.",
 });

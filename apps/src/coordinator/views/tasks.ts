@@ -79,16 +79,16 @@ export function taskActions(task: Task, ctx: ViewContext): HTMLElement[] {
   const buttons: HTMLElement[] = [];
   const open = OPEN.split(",").includes(task.status);
   if (["requested", "received", "ready"].includes(task.status) || (!task.owner && open)) {
-    buttons.push(actionButton(ctx, "Accept", "accept", () => accept(ctx, task)));
+    buttons.push(actionButton(ctx, "Accept", "accept", () => accept(ctx, task), taskLabel(task)));
   }
   if (["requested", "received"].includes(task.status)) {
-    buttons.push(actionButton(ctx, "Reject", "reject", () => reject(ctx, task)));
+    buttons.push(actionButton(ctx, "Reject", "reject", () => reject(ctx, task), taskLabel(task)));
   }
   if (open && task.owner) {
-    buttons.push(actionButton(ctx, "Reassign", "reassign", () => reassign(ctx, task)));
+    buttons.push(actionButton(ctx, "Reassign", "reassign", () => reassign(ctx, task), taskLabel(task)));
   }
   if (open && task.status !== "requested") {
-    buttons.push(actionButton(ctx, "Complete", "complete", () => complete(ctx, task)));
+    buttons.push(actionButton(ctx, "Complete", "complete", () => complete(ctx, task), taskLabel(task)));
   }
   return buttons;
 }
