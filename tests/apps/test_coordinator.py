@@ -79,7 +79,7 @@ def world(smart: SmartServer) -> World:
     _seed(smart, [
         {"resourceType": "Patient", "id": "p1", "name": [{"family": "Chalmers"}]},
         {"resourceType": "Practitioner", "id": "dr1"},
-        {"resourceType": "Practitioner", "id": "dr2"},
+        {"resourceType": "Practitioner", "id": "dr2", "name": [{"given": ["Ada"], "family": "Okafor"}]},
         {"resourceType": "Practitioner", "id": "dr3"},
         {"resourceType": "PractitionerRole", "id": "r1", "active": True, "practitioner": {"reference": "Practitioner/dr1"},
          "code": [COORDINATOR_ROLE]},
@@ -201,6 +201,7 @@ def test_every_worklist_shows_what_is_mine(browser: Browser, world: World, size:
     _open(page, "referrals")
     assert _rows(page) == [ids["ref-in"]]
     assert page.locator("#view section.group h3").all_text_contents() == ["Service Request Created (1)"]
+    assert page.text_content(f"tr[data-id='{ids['ref-in']}'] td[data-label=From]") == "Ada Okafor"
     page.select_option("#referrals-filter", label="Sent")
     page.wait_for_function(f"() => document.querySelector('#view tbody tr')?.dataset.id === '{ids['ref-out']}'")
     _shoot(page, f"coordinator-referrals-{size}")

@@ -98,7 +98,8 @@ export class Worklist<T extends { id?: string }> {
       element("tbody", {}, ...rows.map((row) => {
         const cells = this.spec.columns.map((c) => element("td", { "data-label": c.label }, c.cell(row, now, this.names)));
         if (this.spec.actions) {
-          cells.push(element("td", { "data-label": "Actions", class: "actions" }, ...this.spec.actions(row, ctx)));
+          const buttons = this.spec.actions(row, ctx);
+          cells.push(element("td", { "data-label": "Actions", class: "actions" }, ...(buttons.length ? buttons : ["—"])));
         }
         return element("tr", { "data-id": row.id ?? "", class: this.spec.rowClass?.(row, now) ?? "" }, ...cells);
       })));
