@@ -1,16 +1,26 @@
-// After tsc: copies each app's static files and the vendored browser libraries into dist/,
-// so that the server serves everything itself (no CDN; the apps work offline).
-import { cpSync, mkdirSync, readdirSync } from "node:fs";
+// After tsc: copies each app's static files (everything but the TypeScript, at any depth) and
+// the vendored browser libraries into dist/, so that the server serves everything itself (no
+// CDN; the apps work offline).
+import { cpSync, mkdirSync, rmSync } from "node:fs";
 
-const apps = ["coordinator", "portal"];
+// `node build.mjs clean` (before tsc): nothing of an earlier build survives (a view removed
+// from src/ must not stay servable from dist/).
+if (process.argv[2] === "clean") {
+  rmSync("dist", { recursive: true, force: true });
+  process.exit(0);
+}
+
+const apps = ["coordinator", "portal", "shared"];
 for (const app of apps) {
-  for (const file of readdirSync(`src/${app}`)) {
-    if (!file.endsWith(".ts")) cpSync(`src/${app}/${file}`, `dist/${app}/${file}`);
-  }
+  cpSync(`src/${app}`, `dist/${app}`, {
+    recursive: true,
+    filter: (source) => !source.endsWith(".ts"),
+  });
 }
 mkdirSync("dist/vendor", { recursive: true });
-cpSync("src/shared/app.css", "dist/shared/app.css");
 // The SMART JS client's browser bundle (the global FHIR).
 cpSync("node_modules/fhirclient/build/fhir-client.min.js", "dist/vendor/fhir-client.js");
-// Shoelace: its components (loaded on demand by the autoloader) and its light theme.
-cpSync("node_modules/@shoelace-style/shoelace/dist", "dist/vendor/shoelace", { recursive: true });
+// Shoelace: its components (loaded on demand by the autoloader) and its light theme. Its
+// browser build (`cdn/`, Lit bundled in), not `dist/`: that one is for bundlers and imports
+// `lit` by bare name, which a browser cannot resolve — why the badges stayed unstyled.
+cpSync("node_modules/@shoelace-style/shoelace/cdn", "dist/vendor/shoelace", { recursive: true });
