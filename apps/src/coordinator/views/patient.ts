@@ -186,7 +186,7 @@ async function render(client: Client, host: HTMLElement, hash: string): Promise<
     list.replaceChildren(itemTable(items, range, href));
   };
   const button = (label: string, id: string, change: () => Range): HTMLElement => {
-    const b = element("sl-button", { size: "small", id }, label);
+    const b = element("button", { type: "button", id }, label);
     b.addEventListener("click", () => { range = change(); paint(); });
     return b;
   };
