@@ -182,11 +182,6 @@ def test_at_a_glance_counts_open_overdue_and_the_referral_funnel(
     def task(**more: Any) -> dict[str, Any]:
         return {"resourceType": "Task", "status": "requested", "intent": "order", "for": _ref(patient), **more}
 
-    def referral(code: str, status: str, **more: Any) -> dict[str, Any]:
-        return task(status=status, authoredOn=_at(now - 45 * day), focus=_ref(f"ServiceRequest/sr-{suffix}"),
-                    code={"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
-                    businessStatus={"coding": [{"system": BSER, "code": code}]}, **more)
-
     _seed(smart, [
         {"resourceType": "Practitioner", "id": me.split("/")[1]}, {"resourceType": "Practitioner", "id": other.split("/")[1]},
         {"resourceType": "Patient", "id": patient.split("/")[1]},
@@ -197,10 +192,27 @@ def test_at_a_glance_counts_open_overdue_and_the_referral_funnel(
         task(owner=_ref(me), authoredOn=_at(now), status="completed"),
         task(owner=_ref(me), authoredOn=_at(now - 10 * day)),
         task(owner=_ref(other), authoredOn=_at(now)),  # someone else's
-        referral("2.0", "requested", requester=_ref(me), owner=_ref(other)),
-        referral("3.0", "accepted", requester=_ref(me), owner=_ref(other)),
-        referral("3.0", "accepted", requester=_ref(other), owner=_ref(me)),
     ])
+    # Referrals, as their two sides make them (the referral rules refuse anyone else): sent by me
+    # (one still created, one accepted by the other side) and received (accepted by me).
+    with _api(smart, smart.mint("user/*.cruds", fhir_user=me)) as mine, \
+            _api(smart, smart.mint("user/*.cruds", fhir_user=other)) as theirs:
+        def refer(by: httpx.Client, requester: str, owner: str) -> dict[str, Any]:
+            r = by.post("/Task", json=task(authoredOn=_at(now - 45 * day), focus=_ref(f"ServiceRequest/sr-{suffix}"),
+                                           requester=_ref(requester), owner=_ref(owner),
+                                           code={"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code",
+                                                             "code": "fulfill"}]}))
+            assert r.status_code == 201, r.text
+            return dict(r.json())
+
+        def accept(by: httpx.Client, referral: dict[str, Any]) -> None:
+            r = by.put(f"/Task/{referral['id']}", json={**referral, "status": "accepted"})
+            assert r.status_code == 200, r.text
+            assert r.json()["businessStatus"]["coding"][0]["code"] == "3.0"
+
+        refer(mine, me, other)
+        accept(theirs, refer(mine, me, other))
+        accept(mine, refer(theirs, other, me))
     page = _page(browser, size)
     _sign_in(page, smart, "coordinator", me)
     _open(page, "#glance", "#chart-funnel")
@@ -325,7 +337,7 @@ def test_demo_seed_creates_users_who_open_the_dashboard_and_seeds_once(
     page.fill("input[name=password]", password)
     page.fill("input[name=totp]", pyotp.TOTP(totp).now())
     page.click("button[type=submit]")
-    page.wait_for_function("() => document.getElementById('status').textContent === 'ready'")
+    page.wait_for_function("() => document.getElementById('status')?.textContent === 'ready'")
     assert page.text_content("#user") == "Practitioner/demo-coordinator"
     _open(page, "#patient/demo-patient", "svg.timeline")
     lanes = set(page.locator("svg.timeline a").evaluate_all("as => as.map(a => a.dataset.lane)"))
