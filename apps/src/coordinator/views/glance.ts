@@ -23,7 +23,7 @@ const DAY = 86_400_000;
 const PARALLEL = 6; // count searches in flight at once: the charts must not crowd out the worklists
 
 interface Series { name: string; queries: string[] }
-interface Chart { id: string; title: string; labels: string[]; series: Series[] }
+interface Chart { id: string; title: string; labels: string[]; series: Series[]; horizontal?: boolean }
 
 function day(d: Date): string { return d.toISOString().slice(0, 10); }
 
@@ -56,7 +56,7 @@ export function charts(owners: string[], now: Date): Chart[] {
     openVsOverdue("pool", "Team pool", "Task?owner:missing=true", now),
     openVsOverdue("gaps", "Care gaps", `Task?code=${encodeURIComponent(CAREGAP)}`, now),
     {
-      id: "funnel", title: "Referral funnel", labels: FUNNEL.map(([, name]) => name),
+      id: "funnel", title: "Referral funnel", labels: FUNNEL.map(([, name]) => name), horizontal: true,
       series: [
         { name: "sent", queries: FUNNEL.map(([code]) => `Task?code=${encodeURIComponent(FULFILL)}&requester=${mine}&business-status=${encodeURIComponent(`${BSER}|${code}`)}`) },
         { name: "received", queries: FUNNEL.map(([code]) => `Task?code=${encodeURIComponent(FULFILL)}&owner=${mine}&business-status=${encodeURIComponent(`${BSER}|${code}`)}`) },
@@ -89,26 +89,42 @@ function svg(tag: string, attributes: Record<string, string | number>, label?: s
 
 /** Grouped bars, one group per label, with the numbers also in a table (screen readers). */
 function drawChart(chart: Chart, values: number[][]): HTMLElement {
-  const width = 320, height = 140, bottom = 28, left = 6;
   const top = Math.max(1, ...values.flat());
-  const group = (width - left) / chart.labels.length;
-  const bar = (group - 4) / chart.series.length;
-  const figure = svg("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img",
-    "aria-label": `${chart.title}: ${chart.series.map((s, k) => `${s.name} ${values[k].reduce((a, b) => a + b, 0)}`).join(", ")}` });
-  chart.labels.forEach((label, i) => {
-    chart.series.forEach((s, k) => {
-      const n = values[k][i];
-      const h = ((height - bottom - 14) * n) / top;
-      const rect = svg("rect", { x: left + i * group + k * bar, y: height - bottom - h, width: bar - 1, height: h,
-        class: `bar ${s.name}`, "data-series": s.name, "data-label": label, "data-count": n });
-      rect.append(svg("title", {}, `${label} · ${s.name}: ${n}`));
-      figure.append(rect);
+  const total = (k: number): number => values[k].reduce((a, b) => a + b, 0);
+  const bar = (k: number, i: number, at: Record<string, number>): SVGElement => {
+    const s = chart.series[k], label = chart.labels[i], n = values[k][i];
+    const rect = svg("rect", { ...at, class: `bar ${s.name}`, "data-series": s.name, "data-label": label, "data-count": n });
+    rect.append(svg("title", {}, `${label} · ${s.name}: ${n}`));
+    return rect;
+  };
+  const ariaLabel = `${chart.title}: ${chart.series.map((s, k) => `${s.name} ${total(k)}`).join(", ")}`;
+  let figure: SVGElement;
+  if (chart.horizontal) {
+    // One row per step, its name at the left: long names stay readable.
+    const width = 320, row = 16, left = 96, height = chart.labels.length * row + 4;
+    const bh = (row - 4) / chart.series.length;
+    figure = svg("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img", "aria-label": ariaLabel });
+    chart.labels.forEach((label, i) => {
+      figure.append(svg("text", { x: left - 4, y: i * row + row / 2 + 4, "text-anchor": "end", class: "bar-label" }, label));
+      chart.series.forEach((_, k) => {
+        figure.append(bar(k, i, { x: left, y: i * row + 2 + k * bh, height: bh - 0.5,
+          width: ((width - left - 4) * values[k][i]) / top }));
+      });
     });
-    if (chart.labels.length <= 10 || i % 2 === 0) {
+  } else {
+    const width = 320, height = 140, bottom = 28, left = 6;
+    const group = (width - left) / chart.labels.length;
+    const bw = (group - 4) / chart.series.length;
+    figure = svg("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img", "aria-label": ariaLabel });
+    chart.labels.forEach((label, i) => {
+      chart.series.forEach((_, k) => {
+        const h = ((height - bottom - 14) * values[k][i]) / top;
+        figure.append(bar(k, i, { x: left + i * group + k * bw, y: height - bottom - h, width: bw - 1, height: h }));
+      });
       figure.append(svg("text", { x: left + i * group + group / 2, y: height - bottom + 12, "text-anchor": "middle",
-        class: "bar-label" }, label.length > 9 ? label.slice(0, 8) + "…" : label));
-    }
-  });
+        class: "bar-label" }, label));
+    });
+  }
   const legend = element("p", { class: "legend" }, ...chart.series.map((s) =>
     element("span", { class: `key ${s.name}` }, s.name)));
   const table = element("table", { class: "chart-data" },
