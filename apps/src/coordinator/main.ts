@@ -3,6 +3,7 @@
 // keeps ONE live Subscription for the open view (shared/live.ts): on every change it paints
 // the view again and refreshes the counts. Each view is its own module in views/, registered
 // in VIEWS below; everything goes through the FHIR API with the user's own token.
+import { describe } from "../shared/fhir.js";
 import { Live, type LiveState } from "../shared/live.js";
 import { type Client, connect, count, element, resources, showError } from "../shared/smart.js";
 import type { Me, View, ViewContext } from "./view.js";
@@ -62,7 +63,7 @@ class Frame {
       client, me,
       root: document.getElementById("view") as HTMLElement,
       changed: () => { this.repaint(); this.refreshCounts(); },
-      fail: showError,
+      fail: (error: unknown) => showError(new Error(describe(error))),
       open: (id: string) => { this.show(id).catch(showError); },
       count: (query: string) => count(client, query),
     };
