@@ -344,3 +344,26 @@ def test_demo_seed_creates_users_who_open_the_dashboard_and_seeds_once(
     assert lanes >= {"Tasks", "Appointments", "Encounters", "Documents", "CarePlan activities"}, lanes
     _open(page, "#threads", "#threads li[data-id='demo-thread']")
     page.context.close()
+
+
+def test_patient_view_says_what_went_wrong_for_an_unknown_patient_or_a_bad_link(
+        browser: Browser, smart: SmartServer) -> None:  # noqa: F811
+    suffix = uuid.uuid4().hex[:8]
+    _seed(smart, [{"resourceType": "Practitioner", "id": f"dr-{suffix}"},
+                  {"resourceType": "Patient", "id": f"pe-{suffix}"}])
+    page = _page(browser, "desktop")
+    _sign_in(page, smart, "coordinator", f"Practitioner/dr-{suffix}")
+    status = "() => document.getElementById('status').textContent.startsWith('error')"
+    page.evaluate("() => { location.hash = '#patient/nobody-' + Math.random(); }")
+    page.wait_for_function(status)
+    assert page.get_attribute("#status", "role") == "alert"
+    assert "404" in (page.text_content("#status") or ""), page.text_content("#status")
+    page.evaluate("() => { document.getElementById('status').textContent = 'ready'; }")
+    # An item link that is no Type/id is refused before any request is made of it.
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.evaluate("(h) => { location.hash = h; }", f"#patient/pe-{suffix}/..%2F..%2Fmetadata")
+    page.wait_for_function(status)
+    assert "not a resource reference" in (page.text_content("#status") or "")
+    assert not any("metadata" in url for url in requests)
+    page.context.close()

@@ -68,6 +68,9 @@ async function list(client: Client, host: HTMLElement, me: string): Promise<void
       : element("p", { class: "empty" }, "No thread."));
 }
 
+// Watches the open thread's messages come into view (one paint's at a time).
+let observer: IntersectionObserver | null = null;
+
 async function thread(client: Client, host: HTMLElement, me: string, id: string): Promise<void> {
   const ref = `Communication/${encodeURIComponent(id)}`;
   const [header, messages, state] = await Promise.all([
@@ -103,7 +106,8 @@ async function thread(client: Client, host: HTMLElement, me: string, id: string)
     sent = Math.max(sent, at);
     showRendered(await client.request(`${ref}/$render-state`) as { parameter?: Parameter[] });
   };
-  const observer = new IntersectionObserver((entries) => {
+  observer?.disconnect(); // the previous paint's messages are gone from the page
+  observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
       if (e.isIntersecting) shown = Math.max(shown, items.indexOf(e.target as HTMLElement));
     }
@@ -134,7 +138,7 @@ async function thread(client: Client, host: HTMLElement, me: string, id: string)
     element("p", {}, element("a", { href: "#threads" }, "All threads"), ` · ${who(header.subject)} · participants: ${people.join(", ")}`),
     items.length ? element("ol", { id: "messages", class: "messages" }, ...items) : element("p", { class: "empty" }, "No message yet."),
     form);
-  items.forEach((li) => observer.observe(li));
+  for (const li of items) observer.observe(li);
 }
 
 /** `#threads` lists the user's threads, `#threads/<id>` opens one. */
