@@ -198,6 +198,8 @@ async def seed_resources(settings: Any, now: datetime) -> Any:
 async def seed_users(db: Any, password: str | None) -> list[tuple[DemoUser, str, str] | tuple[DemoUser, None, None]]:
     """Adds the demo users who are missing: (user, password, TOTP secret), or (user, None, None)
     for one that exists already (left as it is)."""
+    from pymongo.errors import DuplicateKeyError
+
     from fhir_server.auth.users import UserStore
 
     store = UserStore(db)
@@ -207,7 +209,11 @@ async def seed_users(db: Any, password: str | None) -> list[tuple[DemoUser, str,
             out.append((user, None, None))
             continue
         secret_password = password or secrets.token_urlsafe(12)
-        totp = await store.add(user.username, secret_password, user.fhir_user, totp=True, patients=user.patients)
+        try:
+            totp = await store.add(user.username, secret_password, user.fhir_user, totp=True, patients=user.patients)
+        except DuplicateKeyError:  # another seed added it since our look: theirs stands
+            out.append((user, None, None))
+            continue
         assert totp is not None  # asked for
         out.append((user, secret_password, totp))
     return out

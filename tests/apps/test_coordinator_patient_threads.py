@@ -367,3 +367,18 @@ def test_patient_view_says_what_went_wrong_for_an_unknown_patient_or_a_bad_link(
     assert "not a resource reference" in (page.text_content("#status") or "")
     assert not any("metadata" in url for url in requests)
     page.context.close()
+
+
+def test_two_demo_seeds_at_once_make_one_demo(smart: SmartServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda _: smart.cli("demo", "seed"), range(2)))
+    # Each user is created by exactly one of the two (the other finds it there).
+    for name in ("demo-coordinator", "demo-patient", "demo-family"):
+        created = sum(bool(re.search(rf"^{name} .*\n  password: ", out, re.M)) for out in outs)
+        existed = sum(bool(re.search(rf"^{name} .*\n  exists already", out, re.M)) for out in outs)
+        assert created + existed == 2 and created <= 1, outs
+    with _api(smart, smart.mint("system/*.cruds")) as admin:
+        total = admin.get("/Task", params={"patient": "Patient/demo-patient", "_summary": "count"}).json()["total"]
+        assert total == 5
