@@ -72,8 +72,9 @@ class Frame {
   navigation(): void {
     const nav = document.querySelector("nav ul") as HTMLElement;
     nav.replaceChildren(...VIEWS.map((view) => {
-      const badge = element("sl-badge", { pill: "", variant: "neutral", id: `count-${view.id}` }, view.count ? "…" : "");
-      const link = element("a", { href: `#${view.id}`, "data-view": view.id }, view.title, " ", badge);
+      // A view without a count (the patient view, the charts) gets no badge, not an empty one.
+      const badge = view.count ? [" ", element("sl-badge", { pill: "", variant: "neutral", id: `count-${view.id}` }, "…")] : [];
+      const link = element("a", { href: `#${view.id}`, "data-view": view.id }, view.title, ...badge);
       link.addEventListener("click", (event) => {
         event.preventDefault();
         history.replaceState(null, "", `#${view.id}`);
