@@ -111,15 +111,23 @@ def tasks_ndjson(path: Path, n: int, now: datetime) -> int:
 class Server:
     """`fhir-server serve` on a data directory, and the CLI against it."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.port = free_port()
-        self.origin = f"http://127.0.0.1:{self.port}"
-        self.base = f"{self.origin}/fhir"
+    def __init__(self, data_dir: Path, attach: str | None = None) -> None:
         self.data_dir = data_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        if attach:  # a server already running on data_dir (e.g. with its Tasks loaded before)
+            self.base = attach.rstrip("/")
+            self.origin = self.base.rsplit("/fhir", 1)[0]
+            self.pid = serve_pid(data_dir)
+        else:
+            port = free_port()
+            self.origin = f"http://127.0.0.1:{port}"
+            self.base = f"{self.origin}/fhir"
         self.env = {**os.environ, "FHIR_BASE_URL": self.base}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fhir_server", "serve", "--port", str(self.port), "--data-dir", str(data_dir),
-             "--log-level", "warning"], env=self.env, cwd=ROOT)
+        if not attach:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--data-dir", str(data_dir),
+                 "--log-level", "warning"], env=self.env, cwd=ROOT)
+            self.pid = self.process.pid
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -127,7 +135,7 @@ class Server:
                     break
             except httpx.HTTPError:
                 pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
+            if time.monotonic() > deadline or (self.process and self.process.poll() is not None):
                 raise RuntimeError("the server did not start")
             time.sleep(0.2)
 
@@ -139,11 +147,25 @@ class Server:
         return done.stdout
 
     def cpu(self) -> float:
-        return cpu_of_tree(self.process.pid)
+        return cpu_of_tree(self.pid)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+def serve_pid(data_dir: Path) -> int:
+    """The `fhir-server serve` process holding data_dir (its CPU, and its database's, is measured)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in args and str(data_dir).encode() in args:
+                return int(entry.name)
+    raise SystemExit(f"no `fhir-server serve` runs on {data_dir}")
 
 
 def sign_in(page: Page, server: Server, username: str, password: str) -> float:
@@ -174,6 +196,10 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, help="Tasks in the database (default 100,000; --quick 5,000)")
     parser.add_argument("--launches", type=int, help="launches measured (default 10; --quick 4)")
     parser.add_argument("--commits", type=int, help="commits measured (default 100; --quick 20)")
+    parser.add_argument("--attach", metavar="BASE_URL",
+                        help="measure the server running at BASE_URL on --data-dir (its Tasks as they are; "
+                             "none loaded) instead of starting one")
+    parser.add_argument("--data-dir", type=Path, help="with --attach: the running server's data directory")
     args = parser.parse_args()
     n = args.tasks or (5000 if args.quick else 100_000)
     launches = args.launches or (4 if args.quick else 10)
@@ -182,25 +208,29 @@ def main() -> None:
         raise SystemExit("the apps are not built: run `make apps`")
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as folder:
-        server = Server(Path(folder) / "data")
+        if args.attach and not args.data_dir:
+            raise SystemExit("--attach needs the running server's --data-dir")
+        server = Server(args.data_dir or Path(folder) / "data", args.attach)
         try:
             print(f"load average at start: {load_average()}")
-            started = time.perf_counter()
-            mine = tasks_ndjson(Path(folder) / "tasks.ndjson", n, now)
-            server.cli("load", str(Path(folder) / "tasks.ndjson"))
-            print(f"loaded {n:,} Tasks ({mine} of them mine) in {time.perf_counter() - started:.0f} s; "
-                  f"load average {load_average()}")
+            if not args.attach:
+                started = time.perf_counter()
+                mine = tasks_ndjson(Path(folder) / "tasks.ndjson", n, now)
+                server.cli("load", str(Path(folder) / "tasks.ndjson"))
+                print(f"loaded {n:,} Tasks ({mine} of them mine) in {time.perf_counter() - started:.0f} s; "
+                      f"load average {load_average()}")
             password = uuid.uuid4().hex
-            server.cli("user", "add", "--username", "bench-me", "--fhir-user", ME,
+            username = f"bench-{uuid.uuid4().hex[:6]}"
+            server.cli("user", "add", "--username", username, "--fhir-user", ME,
                        env={"FHIR_USER_PASSWORD": password})
             token = server.cli("token", "--client-id", "coordinator-dashboard", "--scope", "user/*.cruds",
                                "--fhir-user", ME).strip().splitlines()[-1]
-            run(server, password, token, launches, commits)
+            run(server, username, password, token, launches, commits)
         finally:
             server.stop()
 
 
-def run(server: Server, password: str, token: str, launches: int, commits: int) -> None:
+def run(server: Server, username: str, password: str, token: str, launches: int, commits: int) -> None:
     api = httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -218,7 +248,7 @@ def run(server: Server, password: str, token: str, launches: int, commits: int) 
 
                 page.on("request", seen)
                 before = server.cpu()
-                took = sign_in(page, server, "bench-me", password)
+                took = sign_in(page, server, username, password)
                 cpu = server.cpu() - before
             start = time.perf_counter()
             reply = api.get(searches[0])  # the first worklist's search, as the page made it
@@ -234,7 +264,7 @@ def run(server: Server, password: str, token: str, launches: int, commits: int) 
 
         # 2. commit → row visible in the open worklist.
         with context_page(browser) as page:
-            sign_in(page, server, "bench-me", password)
+            sign_in(page, server, username, password)
             page.wait_for_selector("#live[data-state=live]", timeout=30_000)
             page.evaluate("""() => {
               window.__seen = {};
