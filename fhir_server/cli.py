@@ -255,7 +255,9 @@ def parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init-db", help="create collections and indexes")
     _database_flags(init)
     init.set_defaults(func=cmd_init_db)
-    demo = sub.add_parser("demo", help="demo data for the apps (demo seed --help); never run by default")
+    demo = sub.add_parser("demo", help="demo data for the apps (demo seed --help); never run by default",
+                          description="Demo data for the server's own apps, for a demo only: never run by "
+                                      "default, never in production.")
     seed = demo.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
         "seed", help="create the demo coordinator, patient and family member with their care",
         description="Creates (or moves to today) a demo coordinator (Practitioner), a patient and her "
