@@ -177,6 +177,8 @@ def test_every_worklist_shows_what_is_mine(browser: Browser, world: World, size:
     # My tasks: mine and my role's, open, sorted by due date; the overdue one marked.
     assert _rows(page) == [ids["overdue"], ids["upcoming"]]
     assert page.get_attribute(f"tr[data-id='{ids['overdue']}']", "class") == "overdue"
+    # The patient by name, from the page's own `_include` (no request per row).
+    assert page.locator("#view td[data-label=Patient]").all_text_contents() == ["Chalmers", "Chalmers"]
     page.wait_for_function("() => document.getElementById('count-visits').textContent === '1'")
     assert {v: _count(page, v) for v in ("mine", "pool", "handoffs", "referrals", "gaps", "visits")} == {
         "mine": "2", "pool": "1", "handoffs": "1", "referrals": "1", "gaps": "1", "visits": "1"}
@@ -232,8 +234,11 @@ def test_task_actions_write_the_task(browser: Browser, world: World) -> None:  #
     ids = world.ids
     page = _page(browser, "desktop")
     _sign_in(page, world.smart, "coordinator", "Practitioner/dr1")
-    # Accept, then complete with an outcome.
-    page.click(f"tr[data-id='{ids['overdue']}'] button[data-action=accept]")
+    # Accept (from the keyboard: the buttons are native, named after their row), then complete.
+    accept = f"tr[data-id='{ids['overdue']}'] button[data-action=accept]"
+    assert page.get_attribute(accept, "aria-label") == "Accept: Call the patient"
+    page.focus(accept)
+    page.keyboard.press("Enter")
     _row_gone_or_changed(page, ids["overdue"], "accepted")
     assert world.read(f"Task/{ids['overdue']}")["status"] == "accepted"
     page.click(f"tr[data-id='{ids['overdue']}'] button[data-action=complete]")
@@ -245,6 +250,10 @@ def test_task_actions_write_the_task(browser: Browser, world: World) -> None:  #
     page.wait_for_function("() => document.getElementById('count-mine').textContent === '1'")
     # Reassign: a hand-off Task to dr3 with the notes; the focus keeps its owner until accepted.
     page.click(f"tr[data-id='{ids['upcoming']}'] button[data-action=reassign]")
+    page.wait_for_selector("dialog[open] #ask-owner")
+    # Offered while typing: my CareTeam (my own role is not offered to me).
+    offered = page.locator("dialog datalist option").evaluate_all("os => os.map(o => o.value)")
+    assert offered == ["CareTeam/ct1"], offered
     _answer(page, owner="Practitioner/dr3", actions="book the echo before Friday")
     page.wait_for_function("() => !document.querySelector('dialog[open]')")
     handoffs: list[Doc] = []
@@ -346,6 +355,13 @@ def test_book_move_and_cancel_a_visit_from_free_slots(browser: Browser, world: W
     assert world.read(f"Slot/{ids['slot-23']}")["status"] == "free"
     page.wait_for_function(f"() => !document.querySelector(\"tr[data-id='{moved}']\")")
     _no_error(page)
+    # Join asks `$join` with the user's token; the seeded visit is not a virtual one (no
+    # session recorded), so the server's 409 is what the user is shown, and no window opens.
+    popups: list[Page] = []
+    page.context.on("page", lambda popup: popups.append(popup))
+    page.click(f"tr[data-id='{ids['visit']}'] button[data-action=join]")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('error: 409')")
+    assert popups == []
     page.context.close()
 
 
@@ -389,6 +405,80 @@ def test_another_clients_change_appears_live_and_a_lost_connection_is_shown(
           == ["http://fhir.care-coord.example/SubscriptionTopic/appointment-status"])
     _no_error(page)
     page.context.close()
+
+
+def test_pages_follow_the_servers_cursors(browser: Browser, world: World) -> None:  # noqa: F811
+    with world.api() as admin:
+        for n in range(21):  # 23 of mine with the two seeded: a page of 20, then 3
+            _post(admin, {**TASK, "description": f"batch {n:02d}", "owner": {"reference": "Practitioner/dr1"}})
+    page = _page(browser, "desktop")
+    _sign_in(page, world.smart, "coordinator", "Practitioner/dr1")
+    first = _rows(page)
+    assert len(first) == 20
+    assert page.is_disabled("button[data-page=previous]") and page.is_enabled("button[data-page=next]")
+    page.wait_for_function("() => document.getElementById('count-mine').textContent === '23'")
+    page.click("button[data-page=next]")
+    page.wait_for_function("() => document.querySelectorAll('#view tbody tr').length === 3")
+    second = _rows(page)
+    assert not set(first) & set(second)
+    assert page.is_disabled("button[data-page=next]")
+    page.click("button[data-page=previous]")
+    page.wait_for_function("() => document.querySelectorAll('#view tbody tr').length === 20")
+    assert _rows(page) == first
+    _no_error(page)
+    page.context.close()
+
+
+def test_a_stale_claim_is_refused_not_lost(browser: Browser, world: World) -> None:  # noqa: F811
+    """Two coordinators of one role see the same pool Task; the second, whose page has not
+    heard of the first's claim yet (its websocket held back), is refused (If-Match → 412) and
+    told; the Task stays with the first."""
+    _seed(world.smart, [{"resourceType": "PractitionerRole", "id": "r4", "active": True,
+                         "practitioner": {"reference": "Practitioner/dr4"}, "code": [COORDINATOR_ROLE]},
+                        {"resourceType": "Practitioner", "id": "dr4"}])
+    late = _page(browser, "desktop")
+    late.route_web_socket(re.compile(r".*\$subscription-ws.*"), lambda ws: None)  # never connects
+    _sign_in(late, world.smart, "coordinator", "Practitioner/dr4")
+    _open_unlive(late, "pool")
+    first = _page(browser, "desktop")
+    _sign_in(first, world.smart, "coordinator", "Practitioner/dr1")
+    _open(first, "pool")
+    first.click(f"tr[data-id='{world.ids['pool']}'] button[data-action=accept]")
+    _wait(lambda: world.read(f"Task/{world.ids['pool']}")["status"] == "accepted")
+    late.click(f"tr[data-id='{world.ids['pool']}'] button[data-action=accept]")
+    late.wait_for_function("() => document.getElementById('status').textContent.startsWith('error: 412')")
+    assert world.read(f"Task/{world.ids['pool']}")["owner"] == {"reference": "Practitioner/dr1"}
+    assert world.read(f"Task/{world.ids['pool']}")["meta"]["versionId"] == "2"
+    for page in (late, first):
+        page.context.close()
+
+
+def test_without_a_subscription_the_view_still_works_and_says_it_is_not_live(
+        browser: Browser, world: World) -> None:  # noqa: F811
+    """A server (or an EHR's registration) refusing the Subscription: the worklist is shown,
+    and the header says it will not update by itself, instead of "connecting" for ever."""
+    page = _page(browser, "desktop")
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "forbidden",
+                                                              "diagnostics": "no Subscription scope"}]}
+
+    def refuse(route: Any) -> None:
+        if route.request.method == "POST":
+            route.fulfill(status=403, content_type="application/fhir+json", json=outcome)
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/fhir/Subscription$"), refuse)
+    _sign_in(page, world.smart, "coordinator", "Practitioner/dr1")
+    assert _rows(page) == [world.ids["overdue"], world.ids["upcoming"]]
+    page.wait_for_function("() => document.getElementById('live').textContent === 'no live updates'")
+    assert page.get_attribute("#live", "data-state") == "lost"
+    assert "no Subscription scope" in (page.get_attribute("#live", "title") or "")
+    page.context.close()
+
+
+def _open_unlive(page: Page, view: str) -> None:
+    page.click(f"nav a[data-view={view}]")
+    page.wait_for_selector(f"#{view}-title")
 
 
 def _wait(check: Any, timeout: float = 10.0) -> None:

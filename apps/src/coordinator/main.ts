@@ -56,17 +56,19 @@ class Frame {
   private painting: Promise<void> = Promise.resolve();
   private again = false;
   private countsTimer: number | undefined;
-  readonly ctx: ViewContext;
+  private readonly base: ViewContext;
+  private ctx: ViewContext; // the open view's (its own root)
 
   constructor(private readonly client: Client, me: Me) {
-    this.ctx = {
+    this.base = {
       client, me,
-      root: document.getElementById("view") as HTMLElement,
+      root: document.getElementById("view") as HTMLElement, // replaced per opening (show)
       changed: () => { this.repaint(); this.refreshCounts(); },
       fail: (error: unknown) => showError(new Error(describe(error))),
       open: (id: string) => { this.show(id).catch(showError); },
       count: (query: string) => count(client, query),
     };
+    this.ctx = this.base;
   }
 
   navigation(): void {
@@ -96,9 +98,15 @@ class Frame {
     const previous = this.live;
     this.live = null;
     void previous?.close();
-    this.ctx.root.replaceChildren(element("p", { class: "empty" }, "Loading…"));
-    this.ctx.root.dataset.view = view.id;
-    await view.render(this.ctx);
+    // A fresh element per opening: a paint of the previous view still under way lands in its
+    // own (now detached) element, never over this one.
+    const root = element("div", { class: "view-root" }, element("p", { class: "empty" }, "Loading…"));
+    const main = document.getElementById("view") as HTMLElement;
+    main.replaceChildren(root);
+    main.dataset.view = view.id;
+    const ctx: ViewContext = { ...this.base, root };
+    this.ctx = ctx;
+    await view.render(ctx);
     if (view.live && this.open === view) {
       const live = new Live(this.client, view.live(this.ctx.me), {
         changed: () => { if (this.live === live) this.ctx.changed(); },
@@ -106,7 +114,13 @@ class Frame {
       });
       this.live = live;
       liveState("connecting");
-      await live.open();
+      try {
+        await live.open();
+      } catch (error) {
+        // No Subscription (e.g. a registration without the Subscription scope): the view still
+        // works, and the header says it will not update by itself.
+        if (this.live === live) liveState("lost", describe(error), "no live updates");
+      }
     }
   }
 
@@ -142,9 +156,9 @@ class Frame {
   }
 }
 
-function liveState(state: LiveState, detail?: string): void {
+function liveState(state: LiveState, detail?: string, text?: string): void {
   const indicator = document.getElementById("live") as HTMLElement;
-  indicator.textContent = LIVE_TEXT[state];
+  indicator.textContent = text ?? LIVE_TEXT[state];
   indicator.dataset.state = state;
   indicator.title = detail ?? "";
 }

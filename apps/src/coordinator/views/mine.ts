@@ -12,6 +12,7 @@ const list = new Worklist<Task>({
   query: (ctx) => `Task?owner=${owners(ctx.me.refs)}${NOT_HANDOFF}`,
   filters: taskFilters(),
   sorts: TASK_SORTS,
+  include: ["Task:patient"],
   columns: TASK_COLUMNS,
   rowClass,
   actions: taskActions,
