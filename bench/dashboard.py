@@ -177,7 +177,7 @@ def sign_in(page: Page, server: Server, username: str, password: str) -> float:
     page.fill("input[name=password]", password)
     start = time.perf_counter()
     page.click("button[type=submit]")
-    page.wait_for_selector("main#view[data-view=mine] tbody tr", timeout=60_000)
+    page.wait_for_selector("main#view[data-view=mine] tbody tr", timeout=120_000)
     return time.perf_counter() - start
 
 
@@ -230,71 +230,92 @@ def main() -> None:
             server.stop()
 
 
+def commit_phase(server: Server, api: httpx.Client, page: Page, commits: int) -> None:
+    """Commit → row visible, after a first commit that waits for whatever the server still has
+    to match from the load (the Subscription matcher works through the outbox in order)."""
+    page.wait_for_selector("#live[data-state=live]", timeout=60_000)
+    page.evaluate("""() => {
+      window.__seen = {};
+      new MutationObserver(() => {
+        for (const row of document.querySelectorAll('#view tbody tr')) {
+          const m = /Bench commit (\\w+)\\./.exec(row.textContent || '');
+          if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = Date.now();
+        }
+      }).observe(document.getElementById('view'), { childList: true, subtree: true, characterData: true });
+    }""")
+
+    def commit(name: str, due_year: int) -> tuple[float, float]:
+        # Due first of all: the worklist is sorted by due date, so the row is on page 1.
+        task = {"resourceType": "Task", "status": "requested", "intent": "order",
+                "description": f"Bench commit {name}.", "owner": {"reference": ME},
+                "restriction": {"period": {"end": f"{due_year:04d}-01-01T00:00:00Z"}}}
+        wall = time.time()
+        start = time.perf_counter()
+        reply = api.post("/Task", json=task)
+        took = time.perf_counter() - start
+        assert reply.status_code == 201, reply.text
+        page.wait_for_function(f"() => '{name}' in window.__seen", timeout=1_800_000 if name == "warmup" else 60_000)
+        return page.evaluate(f"() => window.__seen['{name}']") / 1000 - wall, took
+
+    drained = time.perf_counter()
+    commit("warmup", 2001)
+    print(f"\nthe load's notifications drained in {time.perf_counter() - drained:.0f} s")
+    visible: list[float] = []
+    posted: list[float] = []
+    before = server.cpu()
+    for i in range(commits):
+        shown, took = commit(str(i), 2000 - i)
+        visible.append(shown)
+        posted.append(took)
+    cpu = server.cpu() - before
+    print(f"\ncommit → row visible in the open worklist ({commits} commits; load average {load_average()})")
+    print(f"  {'commit → row visible':<34} {ms(visible)}   target p99 < 1000 ms")
+    print(f"  {'baseline: the POST itself':<34} {ms(posted)}")
+    print(f"  server + database CPU per commit (POST, notification, the page's searches): {cpu / commits * 1000:.0f} ms")
+
+
+def launch_phase(server: Server, api: httpx.Client, browser: Browser, username: str, password: str,
+                 launches: int) -> None:
+    """Launch → first worklist painted, interleaved with the same search replayed."""
+    painted: list[float] = []
+    replayed: list[float] = []
+    cpu_launch = 0.0
+    for k in range(launches + 1):  # launch 0 warms the browser up
+        with context_page(browser) as page:
+            searches: list[str] = []
+
+            def seen(request: Request, into: list[str] = searches) -> None:
+                if "/fhir/Task?" in request.url and "_summary=count" not in request.url:
+                    into.append(request.url)
+
+            page.on("request", seen)
+            before = server.cpu()
+            took = sign_in(page, server, username, password)
+            cpu = server.cpu() - before
+            # Wait for the page's live Subscription before closing (a closed tab mid-request
+            # is the server's noise, not the launch's).
+            page.wait_for_selector("#live[data-state=live]", timeout=60_000)
+        start = time.perf_counter()
+        reply = api.get(searches[0])  # the first worklist's search, as the page made it
+        assert reply.status_code == 200, reply.text
+        if k:
+            painted.append(took)
+            replayed.append(time.perf_counter() - start)
+            cpu_launch += cpu
+    print(f"\nlaunch → first worklist painted ({launches} launches; load average {load_average()})")
+    print(f"  {'dashboard launch':<34} {ms(painted)}   target < 1500 ms")
+    print(f"  {'baseline: its worklist search':<34} {ms(replayed)}")
+    print(f"  server + database CPU per launch (to the first row): {cpu_launch / max(1, len(painted)) * 1000:.0f} ms")
+
+
 def run(server: Server, username: str, password: str, token: str, launches: int, commits: int) -> None:
-    api = httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    api = httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        # 1. launch → first worklist painted, interleaved with the same search replayed.
-        painted: list[float] = []
-        replayed: list[float] = []
-        cpu_launch = 0.0
-        for k in range(launches + 1):  # launch 0 warms the server and the browser up
-            with context_page(browser) as page:
-                searches: list[str] = []
-
-                def seen(request: Request, into: list[str] = searches) -> None:
-                    if "/fhir/Task?" in request.url and "_summary=count" not in request.url:
-                        into.append(request.url)
-
-                page.on("request", seen)
-                before = server.cpu()
-                took = sign_in(page, server, username, password)
-                cpu = server.cpu() - before
-            start = time.perf_counter()
-            reply = api.get(searches[0])  # the first worklist's search, as the page made it
-            assert reply.status_code == 200, reply.text
-            if k:
-                painted.append(took)
-                replayed.append(time.perf_counter() - start)
-                cpu_launch += cpu
-        print(f"\nlaunch → first worklist painted ({launches} launches; load average {load_average()})")
-        print(f"  {'dashboard launch':<34} {ms(painted)}   target < 1500 ms")
-        print(f"  {'baseline: its worklist search':<34} {ms(replayed)}")
-        print(f"  server + database CPU per launch: {cpu_launch / max(1, len(painted)) * 1000:.0f} ms")
-
-        # 2. commit → row visible in the open worklist.
         with context_page(browser) as page:
             sign_in(page, server, username, password)
-            page.wait_for_selector("#live[data-state=live]", timeout=30_000)
-            page.evaluate("""() => {
-              window.__seen = {};
-              new MutationObserver(() => {
-                for (const row of document.querySelectorAll('#view tbody tr')) {
-                  const m = /Bench commit (\\d+)/.exec(row.textContent || '');
-                  if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = Date.now();
-                }
-              }).observe(document.getElementById('view'), { childList: true, subtree: true, characterData: true });
-            }""")
-            visible: list[float] = []
-            posted: list[float] = []
-            before = server.cpu()
-            for i in range(commits):
-                # Due first of all: the worklist is sorted by due date, so the row is on page 1.
-                task = {"resourceType": "Task", "status": "requested", "intent": "order",
-                        "description": f"Bench commit {i}", "owner": {"reference": ME},
-                        "restriction": {"period": {"end": f"{2000 - i:04d}-01-01T00:00:00Z"}}}
-                wall = time.time()
-                start = time.perf_counter()
-                reply = api.post("/Task", json=task)
-                posted.append(time.perf_counter() - start)
-                assert reply.status_code == 201, reply.text
-                page.wait_for_function(f"() => '{i}' in window.__seen", timeout=30_000)
-                visible.append(page.evaluate(f"() => window.__seen['{i}']") / 1000 - wall)
-            cpu = server.cpu() - before
-        print(f"\ncommit → row visible in the open worklist ({commits} commits; load average {load_average()})")
-        print(f"  {'commit → row visible':<34} {ms(visible)}   target p99 < 1000 ms")
-        print(f"  {'baseline: the POST itself':<34} {ms(posted)}")
-        print(f"  server + database CPU per commit (POST, notification, the page's searches): {cpu / commits * 1000:.0f} ms")
+            commit_phase(server, api, page, commits)
+        launch_phase(server, api, browser, username, password, launches)
         browser.close()
 
 
