@@ -2,7 +2,8 @@
 
 commands: serve (the FHIR API and SMART authorization server), load (files, Bundles, NDJSON),
 init-db (collections and indexes), token (a development access token for the running server),
-client add, user add, keys rotate (the authorization server's clients, users and keys).
+client add, user add, keys rotate (the authorization server's clients, users and keys), demo seed
+(a demo coordinator, patient and family member with their care; never run by default).
 `fhir-server COMMAND --help` tells more. Commands that need the database use --mongodb-uri
 (MONGODB_URI), else the embedded database of the server running on --data-dir (./data).
 """
@@ -178,6 +179,41 @@ def cmd_auth(args: argparse.Namespace) -> int:
         return code
 
 
+def cmd_demo_seed(args: argparse.Namespace) -> int:
+    """Seeds the demo (fhir_server.demo) and prints how each demo user signs in."""
+    from datetime import UTC, datetime
+
+    import pyotp
+    from pymongo import AsyncMongoClient
+
+    from fhir_server import demo
+    from fhir_server.auth.startup import start_auth
+    from fhir_server.services import auth_settings
+
+    async def run(settings: Settings) -> tuple[Any, list[Any]]:
+        summary = await demo.seed_resources(settings, datetime.now(UTC))
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+        try:
+            db = client[settings.database]
+            await start_auth(auth_settings(settings), db)
+            return summary, await demo.seed_users(db, os.environ.get("FHIR_DEMO_PASSWORD"))
+        finally:
+            await client.close()
+
+    with _Database(_settings(args)) as settings:
+        summary, users = asyncio.run(run(settings))
+    print(summary.report(), file=sys.stderr)
+    origin = settings.base_url.rsplit("/fhir", 1)[0]
+    for user, password, totp in users:
+        print(f"\n{user.username} ({user.fhir_user}) opens {origin}{user.opens}")
+        if password is None:
+            print("  exists already: its password and TOTP secret are unchanged")
+            continue
+        print(f"  password: {password}\n  TOTP secret: {totp}\n  TOTP URI: "
+              + pyotp.TOTP(totp).provisioning_uri(name=user.username, issuer_name="fhir-server"))
+    return 1 if summary.failed else 0
+
+
 def _database_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mongodb-uri", help="MongoDB URI (default: $MONGODB_URI, else embedded)")
     p.add_argument("--data-dir", help="embedded database data directory (default: ./data)")
@@ -219,6 +255,18 @@ def parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init-db", help="create collections and indexes")
     _database_flags(init)
     init.set_defaults(func=cmd_init_db)
+    demo = sub.add_parser("demo", help="demo data for the apps (demo seed --help); never run by default",
+                          description="Demo data for the server's own apps, for a demo only: never run by "
+                                      "default, never in production.")
+    seed = demo.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "seed", help="create the demo coordinator, patient and family member with their care",
+        description="Creates (or moves to today) a demo coordinator (Practitioner), a patient and her "
+                    "daughter (RelatedPerson) with Tasks, a referral, visits, a care plan, a care team and "
+                    "a thread, and three users who sign in to the apps with a password and a TOTP code "
+                    "(printed once; FHIR_DEMO_PASSWORD sets the password). For a demo: never in production.")
+    _database_flags(seed)
+    seed.add_argument("--base-url", help="the server's public FHIR base URL, for the printed links")
+    seed.set_defaults(func=cmd_demo_seed)
     from fhir_server.auth import cli as auth_cli
 
     auth_cli.add_commands(sub)

@@ -43,7 +43,7 @@ COORDINATOR = WebApp(
     "openid fhirUser user/Task.cruds user/Patient.rs user/Practitioner.rs "
     "user/PractitionerRole.rs user/Organization.rs user/CareTeam.rs user/CarePlan.rs "
     "user/Appointment.cruds user/Communication.crs user/DocumentReference.rs user/DetectedIssue.rs "
-    "user/ServiceRequest.rs user/Slot.rs user/Schedule.rs user/Encounter.rs "
+    "user/ServiceRequest.rs user/Slot.rs user/Schedule.rs user/Encounter.rs user/Goal.rs "
     # The live views: each open view creates, binds and deletes its own websocket Subscription.
     "user/Subscription.cruds")
 PORTAL = WebApp(

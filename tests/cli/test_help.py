@@ -16,7 +16,7 @@ CLI = [sys.executable, "-m", "fhir_server"]
 
 # command -> what its help must mention (its own flags or subcommands)
 HELP = {
-    (): ["serve", "load", "init-db", "token", "client add", "user add", "keys rotate", "--data-dir"],
+    (): ["serve", "load", "init-db", "token", "client add", "user add", "keys rotate", "demo seed", "--data-dir"],
     ("serve",): ["--port", "--data-dir", "--mongodb-uri"],
     ("load",): ["--verbose", "PATH", "--data-dir", "unchanged"],
     ("init-db",): ["--data-dir"],
@@ -27,6 +27,8 @@ HELP = {
     ("user", "add"): ["--username", "--fhir-user", "--totp", "--password-stdin", "standard input"],
     ("keys",): ["rotate"],
     ("keys", "rotate"): ["--data-dir", "expired"],
+    ("demo",): ["seed", "never run by default"],
+    ("demo", "seed"): ["--data-dir", "--mongodb-uri", "FHIR_DEMO_PASSWORD", "never in production"],
 }
 
 

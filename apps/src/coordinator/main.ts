@@ -8,14 +8,22 @@ import { Live, type LiveState } from "../shared/live.js";
 import { type Client, connect, count, element, resources, showError } from "../shared/smart.js";
 import type { Me, View, ViewContext } from "./view.js";
 import { gaps } from "./views/gaps.js";
+import { glance } from "./views/glance.js";
 import { handoffs } from "./views/handoffs.js";
 import { mine } from "./views/mine.js";
+import { patientView } from "./views/patient.js";
 import { pool } from "./views/pool.js";
 import { referrals } from "./views/referrals.js";
+import { threads } from "./views/threads.js";
 import { visits } from "./views/visits.js";
 
 /** Every view, in the navigation's order. A new view: its module in views/, one line here. */
-export const VIEWS: View[] = [mine, pool, handoffs, referrals, gaps, visits];
+export const VIEWS: View[] = [mine, pool, handoffs, referrals, gaps, visits, patientView, threads, glance];
+
+/** The view a URL names: `#patient/p1/Task/7` is the view `patient` (it reads the rest itself). */
+function viewOf(hash: string): string {
+  return hash.replace(/^#/, "").split("/")[0];
+}
 
 interface Role { id: string; code?: { coding?: { system?: string; code?: string }[] }[]; active?: boolean }
 
@@ -66,8 +74,9 @@ class Frame {
   navigation(): void {
     const nav = document.querySelector("nav ul") as HTMLElement;
     nav.replaceChildren(...VIEWS.map((view) => {
-      const badge = element("sl-badge", { pill: "", variant: "neutral", id: `count-${view.id}` }, view.count ? "…" : "");
-      const link = element("a", { href: `#${view.id}`, "data-view": view.id }, view.title, " ", badge);
+      // A view without a count (the patient view, the charts) gets no badge, not an empty one.
+      const badge = view.count ? [" ", element("sl-badge", { pill: "", variant: "neutral", id: `count-${view.id}` }, "…")] : [];
+      const link = element("a", { href: `#${view.id}`, "data-view": view.id }, view.title, ...badge);
       link.addEventListener("click", (event) => {
         event.preventDefault();
         history.replaceState(null, "", `#${view.id}`);
@@ -78,9 +87,9 @@ class Frame {
   }
 
   /** Opens a view: its Subscription replaces the previous view's (one per open view). */
-  async show(id: string): Promise<void> {
+  async show(id: string, again = false): Promise<void> {
     const view = VIEWS.find((v) => v.id === id) ?? VIEWS[0];
-    if (this.open === view) return;
+    if (this.open === view && !again) return; // `again`: the same view for another hash (another patient)
     this.open = view;
     for (const link of document.querySelectorAll<HTMLAnchorElement>("nav a")) {
       if (link.dataset.view === view.id) link.setAttribute("aria-current", "page");
@@ -160,7 +169,9 @@ async function main(): Promise<void> {
   (document.getElementById("user") as HTMLElement).textContent = me.user;
   const frame = new Frame(client, me);
   frame.navigation();
-  const first = VIEWS.find((v) => `#${v.id}` === location.hash) ?? VIEWS[0];
+  const first = VIEWS.find((v) => v.id === viewOf(location.hash)) ?? VIEWS[0];
+  // A link inside a view (a patient, a thread, a timeline item) changes the hash.
+  window.addEventListener("hashchange", () => { frame.show(viewOf(location.hash), true).catch(showError); });
   await Promise.all([frame.show(first.id), frame.counts()]);
   window.addEventListener("pagehide", () => frame.closeLive());
   (document.getElementById("status") as HTMLElement).textContent = "ready";
