@@ -1,15 +1,16 @@
-// After tsc: copies each app's static files and the vendored browser libraries into dist/,
-// so that the server serves everything itself (no CDN; the apps work offline).
-import { cpSync, mkdirSync, readdirSync } from "node:fs";
+// After tsc: copies each app's static files (everything but the TypeScript, at any depth) and
+// the vendored browser libraries into dist/, so that the server serves everything itself (no
+// CDN; the apps work offline).
+import { cpSync, mkdirSync } from "node:fs";
 
-const apps = ["coordinator", "portal"];
+const apps = ["coordinator", "portal", "shared"];
 for (const app of apps) {
-  for (const file of readdirSync(`src/${app}`)) {
-    if (!file.endsWith(".ts")) cpSync(`src/${app}/${file}`, `dist/${app}/${file}`);
-  }
+  cpSync(`src/${app}`, `dist/${app}`, {
+    recursive: true,
+    filter: (source) => !source.endsWith(".ts"),
+  });
 }
 mkdirSync("dist/vendor", { recursive: true });
-cpSync("src/shared/app.css", "dist/shared/app.css");
 // The SMART JS client's browser bundle (the global FHIR).
 cpSync("node_modules/fhirclient/build/fhir-client.min.js", "dist/vendor/fhir-client.js");
 // Shoelace: its components (loaded on demand by the autoloader) and its light theme.

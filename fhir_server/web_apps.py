@@ -42,8 +42,10 @@ COORDINATOR = WebApp(
     "coordinator", "coordinator-dashboard", "Coordinator dashboard",
     "openid fhirUser user/Task.cruds user/Patient.rs user/Practitioner.rs "
     "user/PractitionerRole.rs user/Organization.rs user/CareTeam.rs user/CarePlan.rs "
-    "user/Appointment.rs user/Communication.crs user/DocumentReference.rs user/DetectedIssue.rs "
-    "user/ServiceRequest.rs")
+    "user/Appointment.cruds user/Communication.crs user/DocumentReference.rs user/DetectedIssue.rs "
+    "user/ServiceRequest.rs user/Slot.rs user/Schedule.rs user/Encounter.rs "
+    # The live views: each open view creates, binds and deletes its own websocket Subscription.
+    "user/Subscription.cruds")
 PORTAL = WebApp(
     "portal", "patient-portal", "Patient portal",
     "openid fhirUser launch/patient patient/Patient.rs patient/Appointment.rs patient/CarePlan.rs "

@@ -105,7 +105,7 @@ def test_coordinator_shows_my_tasks_and_the_pool(browser: Browser, smart: SmartS
     page = _page(browser, size)
     _sign_in(page, smart, "coordinator", "Practitioner/dr1")
     assert page.text_content("#user") == "Practitioner/dr1"
-    rows = page.locator("#worklist tbody tr")
+    rows = page.locator("#view tbody tr")
     assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.id)")) == sorted([overdue, upcoming])
     assert page.get_attribute(f"tr[data-id='{overdue}']", "class") == "overdue"
     assert page.get_attribute(f"tr[data-id='{upcoming}']", "class") == ""
@@ -114,10 +114,10 @@ def test_coordinator_shows_my_tasks_and_the_pool(browser: Browser, smart: SmartS
     # The token stays in sessionStorage (gone with the tab), never in localStorage.
     assert page.evaluate("() => localStorage.length") == 0
     _shoot(page, f"coordinator-my-tasks-{size}")
-    page.click("a[data-list=pool]")
-    page.wait_for_function("() => document.getElementById('worklist-title').textContent === 'Team pool'")
+    page.click("a[data-view=pool]")
+    page.wait_for_function("() => document.getElementById('pool-title')?.textContent === 'Team pool'")
     assert rows.evaluate_all("rs => rs.map(r => r.dataset.id)") == [pool]
-    assert page.get_attribute("a[data-list=pool]", "aria-current") == ""
+    assert page.get_attribute("a[data-view=pool]", "aria-current") == "page"
     _shoot(page, f"coordinator-pool-{size}")
     page.context.close()
 

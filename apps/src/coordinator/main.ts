@@ -1,85 +1,153 @@
-// The coordinator dashboard: the worklists of the signed-in Practitioner (or PractitionerRole),
-// read through the FHIR API with the user's own token (`user/` scopes).
+// The coordinator dashboard's frame: signs in (SMART, `user/` scopes), learns who "me" is (the
+// fhirUser, their roles, their CareTeams), draws the navigation with each view's count, and
+// keeps ONE live Subscription for the open view (shared/live.ts): on every change it paints
+// the view again and refreshes the counts. Each view is its own module in views/, registered
+// in VIEWS below; everything goes through the FHIR API with the user's own token.
+import { Live, type LiveState } from "../shared/live.js";
 import { type Client, connect, count, element, resources, showError } from "../shared/smart.js";
+import type { Me, View, ViewContext } from "./view.js";
+import { gaps } from "./views/gaps.js";
+import { handoffs } from "./views/handoffs.js";
+import { mine } from "./views/mine.js";
+import { pool } from "./views/pool.js";
+import { referrals } from "./views/referrals.js";
+import { visits } from "./views/visits.js";
 
-interface Reference { reference?: string; display?: string }
-interface Task {
-  id: string;
-  status: string;
-  priority?: string;
-  description?: string;
-  code?: { text?: string; coding?: { code?: string; display?: string }[] };
-  for?: Reference;
-  owner?: Reference;
-  restriction?: { period?: { end?: string } };
-  meta?: { lastUpdated?: string };
-}
+/** Every view, in the navigation's order. A new view: its module in views/, one line here. */
+export const VIEWS: View[] = [mine, pool, handoffs, referrals, gaps, visits];
 
-const OPEN = "requested,received,accepted,ready,in-progress,on-hold";
+interface Role { id: string; code?: { coding?: { system?: string; code?: string }[] }[]; active?: boolean }
 
-interface Worklist { id: string; title: string; query: (me: string) => string }
-
-const WORKLISTS: Worklist[] = [
-  { id: "mine", title: "My tasks", query: (me) => `Task?owner=${me}&status=${OPEN}&_sort=-_lastUpdated` },
-  { id: "pool", title: "Team pool", query: () => `Task?owner:missing=true&status=${OPEN}&_sort=-_lastUpdated` },
-];
-
-function label(task: Task): string {
-  return task.description ?? task.code?.text ?? task.code?.coding?.[0]?.display ?? task.code?.coding?.[0]?.code
-    ?? `Task/${task.id}`;
-}
-
-function row(task: Task, now: Date): HTMLElement {
-  const due = task.restriction?.period?.end;
-  const overdue = due !== undefined && new Date(due) < now;
-  const tr = element("tr", { "data-id": task.id, class: overdue ? "overdue" : "" },
-    element("td", { "data-label": "Task" }, label(task)),
-    element("td", { "data-label": "Status" }, task.status),
-    element("td", { "data-label": "Priority" }, task.priority ?? "routine"),
-    element("td", { "data-label": "Due" }, due ? `${due.slice(0, 10)}${overdue ? " (overdue)" : ""}` : "—"),
-    element("td", { "data-label": "Patient" }, task.for?.display ?? task.for?.reference ?? "—"));
-  return tr;
-}
-
-async function show(client: Client, list: Worklist, me: string): Promise<void> {
-  const section = document.getElementById("worklist") as HTMLElement;
-  const bundle = (await client.request(list.query(me) + "&_count=50")) as { entry?: { resource?: Task }[] };
-  const tasks = resources<Task>(bundle);
-  const now = new Date();
-  const heading = element("h2", { id: "worklist-title" }, list.title);
-  const table = element("table", { "aria-labelledby": "worklist-title" },
-    element("thead", {}, element("tr", {}, ...["Task", "Status", "Priority", "Due", "Patient"]
-      .map((h) => element("th", { scope: "col" }, h)))),
-    element("tbody", {}, ...tasks.map((t) => row(t, now))));
-  const empty = element("p", { class: "empty" }, "Nothing here.");
-  section.replaceChildren(heading, tasks.length ? table : empty);
-  for (const link of document.querySelectorAll<HTMLAnchorElement>("nav a")) {
-    link.toggleAttribute("aria-current", link.dataset.list === list.id);
+/** Who is signed in: the user, their active roles (and the roles' codes), their CareTeams. */
+async function whoAmI(client: Client): Promise<Me> {
+  const user = client.getFhirUser() ?? "";
+  if (!/^(Practitioner|PractitionerRole)\/[A-Za-z0-9.-]+$/.test(user)) {
+    throw new Error(`the dashboard is for a Practitioner or PractitionerRole user, not ${user || "no fhirUser"}`);
   }
+  const search = user.startsWith("Practitioner/")
+    ? `PractitionerRole?practitioner=${user}&active=true&_count=50`
+    : `PractitionerRole?_id=${user.split("/")[1]}&_count=1`;
+  const roles = resources<Role>((await client.request(search)) as { entry?: { resource?: Role }[] });
+  const refs = [user, ...roles.map((r) => `PractitionerRole/${r.id}`).filter((r) => r !== user)];
+  const roleCodes = [...new Set(roles.flatMap((r) => (r.code ?? []).flatMap((c) => c.coding ?? [])
+    .filter((c) => c.code).map((c) => (c.system ? `${c.system}|${c.code}` : (c.code as string)))))];
+  const teams = resources<{ id: string }>((await client.request(
+    `CareTeam?participant=${refs.map(encodeURIComponent).join(",")}&status=active&_elements=id&_count=100`)) as
+    { entry?: { resource?: { id: string } }[] });
+  return { user, refs, roleCodes, careTeams: teams.map((t) => `CareTeam/${t.id}`) };
+}
+
+const LIVE_TEXT: Record<LiveState, string> = {
+  connecting: "connecting…", live: "live", lost: "connection lost — reconnecting", closed: "",
+};
+
+class Frame {
+  private open: View | null = null;
+  private live: Live | null = null;
+  private painting: Promise<void> = Promise.resolve();
+  private again = false;
+  private countsTimer: number | undefined;
+  readonly ctx: ViewContext;
+
+  constructor(private readonly client: Client, me: Me) {
+    this.ctx = {
+      client, me,
+      root: document.getElementById("view") as HTMLElement,
+      changed: () => { this.repaint(); this.refreshCounts(); },
+      fail: showError,
+      open: (id: string) => { this.show(id).catch(showError); },
+      count: (query: string) => count(client, query),
+    };
+  }
+
+  navigation(): void {
+    const nav = document.querySelector("nav ul") as HTMLElement;
+    nav.replaceChildren(...VIEWS.map((view) => {
+      const badge = element("sl-badge", { pill: "", variant: "neutral", id: `count-${view.id}` }, view.count ? "…" : "");
+      const link = element("a", { href: `#${view.id}`, "data-view": view.id }, view.title, " ", badge);
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        history.replaceState(null, "", `#${view.id}`);
+        this.show(view.id).catch(showError);
+      });
+      return element("li", {}, link);
+    }));
+  }
+
+  /** Opens a view: its Subscription replaces the previous view's (one per open view). */
+  async show(id: string): Promise<void> {
+    const view = VIEWS.find((v) => v.id === id) ?? VIEWS[0];
+    if (this.open === view) return;
+    this.open = view;
+    for (const link of document.querySelectorAll<HTMLAnchorElement>("nav a")) {
+      if (link.dataset.view === view.id) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    const previous = this.live;
+    this.live = null;
+    void previous?.close();
+    this.ctx.root.replaceChildren(element("p", { class: "empty" }, "Loading…"));
+    this.ctx.root.dataset.view = view.id;
+    await view.render(this.ctx);
+    if (view.live && this.open === view) {
+      const live = new Live(this.client, view.live(this.ctx.me), {
+        changed: () => { if (this.live === live) this.ctx.changed(); },
+        state: (state, detail) => { if (this.live === live) liveState(state, detail); },
+      });
+      this.live = live;
+      liveState("connecting");
+      await live.open();
+    }
+  }
+
+  /** Paints the open view again; changes that arrive while it paints make one more paint. */
+  private repaint(): void {
+    if (this.again) return;
+    this.again = true;
+    this.painting = this.painting.then(async () => {
+      this.again = false;
+      if (this.open) await this.open.render(this.ctx);
+    }).catch(showError);
+  }
+
+  refreshCounts(): void {
+    window.clearTimeout(this.countsTimer);
+    this.countsTimer = window.setTimeout(() => { this.counts().catch(showError); }, 150);
+  }
+
+  async counts(): Promise<void> {
+    await Promise.all(VIEWS.map(async (view) => {
+      if (!view.count) return;
+      const n = await view.count(this.ctx);
+      const badge = document.getElementById(`count-${view.id}`) as HTMLElement;
+      badge.textContent = String(n);
+      badge.setAttribute("aria-label", `${n} in ${view.title}`);
+      badge.setAttribute("variant", n ? "primary" : "neutral");
+    }));
+  }
+
+  closeLive(): void {
+    void this.live?.close();
+    this.live = null;
+  }
+}
+
+function liveState(state: LiveState, detail?: string): void {
+  const indicator = document.getElementById("live") as HTMLElement;
+  indicator.textContent = LIVE_TEXT[state];
+  indicator.dataset.state = state;
+  indicator.title = detail ?? "";
 }
 
 async function main(): Promise<void> {
   const client = await connect();
-  const me = client.getFhirUser() ?? "";
-  (document.getElementById("user") as HTMLElement).textContent = me;
-  const nav = document.querySelector("nav ul") as HTMLElement;
-  nav.replaceChildren(...WORKLISTS.map((list) => {
-    const badge = element("sl-badge", { pill: "", variant: "neutral", id: `count-${list.id}` }, "…");
-    const link = element("a", { href: `#${list.id}`, "data-list": list.id }, list.title, " ", badge);
-    link.addEventListener("click", (event) => {
-      event.preventDefault();
-      show(client, list, me).catch(showError);
-    });
-    return element("li", {}, link);
-  }));
-  await Promise.all(WORKLISTS.map(async (list) => {
-    const n = await count(client, list.query(me));
-    const badge = document.getElementById(`count-${list.id}`) as HTMLElement;
-    badge.textContent = String(n);
-    badge.setAttribute("aria-label", `${n} tasks`);
-  }));
-  const first = WORKLISTS.find((l) => `#${l.id}` === location.hash) ?? WORKLISTS[0];
-  await show(client, first, me);
+  const me = await whoAmI(client);
+  (document.getElementById("user") as HTMLElement).textContent = me.user;
+  const frame = new Frame(client, me);
+  frame.navigation();
+  const first = VIEWS.find((v) => `#${v.id}` === location.hash) ?? VIEWS[0];
+  await Promise.all([frame.show(first.id), frame.counts()]);
+  window.addEventListener("pagehide", () => frame.closeLive());
   (document.getElementById("status") as HTMLElement).textContent = "ready";
 }
 

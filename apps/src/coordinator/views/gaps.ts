@@ -1,0 +1,38 @@
+// Open care gaps: the Tasks the care-gap workflow writes (code v3-ActCode CAREGAP, owner the
+// plan's CareTeam) for my CareTeams, or for me.
+import type { View, ViewContext } from "../view.js";
+import { type Column, refText, Worklist } from "../worklist.js";
+import { OPEN, type Task, TASK_SORTS, taskActions, taskLabel } from "./tasks.js";
+
+const CAREGAP = `code=${encodeURIComponent("http://terminology.hl7.org/CodeSystem/v3-ActCode|CAREGAP")}`;
+
+function query(ctx: ViewContext): string {
+  const owners = [...ctx.me.careTeams, ...ctx.me.refs].map(encodeURIComponent).join(",");
+  return `Task?${CAREGAP}&owner=${owners}`;
+}
+
+const columns: Column<Task>[] = [
+  { label: "Care gap", cell: (t) => taskLabel(t) },
+  { label: "Since", cell: (t) => t.restriction?.period?.start?.slice(0, 10) ?? "—" },
+  { label: "Patient", cell: (t) => refText(t.for) },
+  { label: "Team", cell: (t) => refText(t.owner) },
+  { label: "Status", cell: (t) => t.status },
+];
+
+const list = new Worklist<Task>({
+  id: "gaps",
+  query,
+  filters: [{ label: "Open", value: `&status=${OPEN}` }, { label: "Closed", value: "&status=completed,cancelled" }],
+  sorts: TASK_SORTS.filter((s) => s.value !== "due"),
+  columns,
+  actions: taskActions,
+  empty: "No open care gaps.",
+});
+
+export const gaps: View = {
+  id: "gaps",
+  title: "Care gaps",
+  count: (ctx) => ctx.count(`${query(ctx)}&status=${OPEN}`),
+  live: () => ({ topic: "task-status", filters: ["Task?code=http://terminology.hl7.org/CodeSystem/v3-ActCode|CAREGAP"] }),
+  render: (ctx) => list.render(ctx, "Open care gaps"),
+};
