@@ -23,7 +23,7 @@ const INPUT: Record<string, string> = { string: "text", integer: "number", decim
 function field(item: Item, prefix: string): HTMLElement {
   const id = `${prefix}-${item.linkId}`.replace(/[^A-Za-z0-9_-]/g, "_");
   const label = item.text ?? item.linkId;
-  const required = item.required ? { required: "" } : {};
+  const required: Record<string, string> = item.required ? { required: "" } : {};
   if (item.type === "display") return element("p", {}, label);
   if (item.type === "group") {
     return element("fieldset", {}, element("legend", {}, label), ...(item.item ?? []).map((i) => field(i, id)));
@@ -41,7 +41,7 @@ function field(item: Item, prefix: string): HTMLElement {
   const control = item.type === "text"
     ? element("textarea", { id, name: item.linkId, rows: "3", ...required })
     : element("input", { id, name: item.linkId, type: INPUT[item.type] ?? "text",
-      ...(item.type === "decimal" ? { step: "any" } : {}), ...required });
+      ...(item.type === "decimal" ? { step: "any" } : {} as Record<string, string>), ...required });
   return element("p", {}, element("label", { for: id }, label), " ", control);
 }
 

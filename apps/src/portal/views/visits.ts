@@ -93,8 +93,9 @@ async function render(ctx: ViewContext): Promise<void> {
     const actions = element("div", { class: "actions" });
     if (joinable(visit, now)) {
       const button = element("button", { type: "button", "data-action": "join" }, "Join the video visit");
-      button.addEventListener("click", () => { join(ctx, visit, actions).catch(ctx.fail); });
-      actions.append(button);
+      const slot = element("span", { class: "join" }, button);
+      button.addEventListener("click", () => { join(ctx, visit, slot).catch(ctx.fail); });
+      actions.append(slot);
     }
     const task = byVisit.get(`Appointment/${visit.id}`);
     let questionnaire: HTMLElement | null = null;
