@@ -77,9 +77,10 @@ class Frame {
     root.dataset.view = view.id;
     await this.refresh(view);
     if (view.live && this.current === view) {
-      const live = new Live(this.client, view.live(this.me), {
-        changed: () => { if (this.current === view) void this.refresh(view); },
-        state: (state, detail) => this.showLive(state, detail),
+      // A view's Subscription speaks only while it is the open one (a closing one says "closed").
+      const live: Live = new Live(this.client, view.live(this.me), {
+        changed: () => { if (this.live === live) void this.refresh(view); },
+        state: (state, detail) => { if (this.live === live) this.showLive(state, detail); },
       });
       this.live = live;
       live.open().catch((error: unknown) => this.showLive("lost", error instanceof Error ? error.message : String(error)));
