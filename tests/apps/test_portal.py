@@ -9,6 +9,7 @@ behalf they act. Screenshots of each view go to test-artifacts/apps/.
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, WebSocketRoute
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from fhir_server.operations.join import VISIT_SYSTEM
@@ -351,4 +352,44 @@ def test_a_family_member_sees_what_the_consent_shares_on_whose_behalf(browser: B
     assert page.locator("#consents button").count() == 0
     assert_accessible(page, "portal sharing, family member")
     _shoot(page, "portal-family-sharing-phone")
+    page.context.close()
+
+
+def test_a_lost_connection_is_shown_and_the_view_requeries_on_reconnect(browser: Browser, smart: SmartServer) -> None:  # noqa: F811
+    _world(smart)
+    page = _page(browser, "desktop")
+    down = False
+    routes: list[WebSocketRoute] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        # The server is unreachable while `down`: each attempt is closed at once.
+        if down:
+            ws.close(code=1011, reason="unreachable")
+            return
+        ws.connect_to_server()
+        routes.append(ws)
+
+    page.route_web_socket(re.compile(r".*/\$subscription-ws.*"), route)
+    _sign_in(page, smart, "portal", "Patient/p1", patients=("p1",))
+    _live(page)
+    down = True
+    for ws in routes:
+        ws.close(code=1006, reason="dropped")
+    page.wait_for_function("() => document.getElementById('live').dataset.state === 'lost'")
+    assert page.get_attribute("#live", "role") == "alert"
+    assert (page.text_content("#live") or "").startswith("connection lost")
+    _shoot(page, "portal-connection-lost-desktop")
+    # Changed while the connection was down: the view shows it once it is back.
+    soon = datetime.now(UTC) + timedelta(days=3)
+    with _admin(smart) as admin:
+        created = admin.post("/Appointment", json={
+            "resourceType": "Appointment", "status": "booked", "description": "Booked while offline",
+            "start": _instant(soon), "end": _instant(soon + timedelta(minutes=30)),
+            "participant": [{"actor": {"reference": "Patient/p1"}, "status": "accepted"}]})
+        assert created.status_code == 201
+    assert page.locator(f"#visits li[data-id='{created.json()['id']}']").count() == 0
+    down = False
+    page.wait_for_function("() => document.getElementById('live').dataset.state === 'live'", timeout=40_000)
+    assert page.get_attribute("#live", "role") is None
+    _wait(page, f"#visits li[data-id='{created.json()['id']}']", timeout=10_000)
     page.context.close()
