@@ -13,5 +13,7 @@ for (const app of apps) {
 mkdirSync("dist/vendor", { recursive: true });
 // The SMART JS client's browser bundle (the global FHIR).
 cpSync("node_modules/fhirclient/build/fhir-client.min.js", "dist/vendor/fhir-client.js");
-// Shoelace: its components (loaded on demand by the autoloader) and its light theme.
-cpSync("node_modules/@shoelace-style/shoelace/dist", "dist/vendor/shoelace", { recursive: true });
+// Shoelace: its components (loaded on demand by the autoloader) and its light theme. Its
+// browser build (`cdn/`, Lit bundled in), not `dist/`: that one is for bundlers and imports
+// `lit` by bare name, which a browser cannot resolve — why the badges stayed unstyled.
+cpSync("node_modules/@shoelace-style/shoelace/cdn", "dist/vendor/shoelace", { recursive: true });

@@ -3,6 +3,7 @@
 // keeps ONE live Subscription for the open view (shared/live.ts): on every change it paints
 // the view again and refreshes the counts. Each view is its own module in views/, registered
 // in VIEWS below; everything goes through the FHIR API with the user's own token.
+import { describe } from "../shared/fhir.js";
 import { Live, type LiveState } from "../shared/live.js";
 import { type Client, connect, count, element, resources, showError } from "../shared/smart.js";
 import type { Me, View, ViewContext } from "./view.js";
@@ -47,17 +48,19 @@ class Frame {
   private painting: Promise<void> = Promise.resolve();
   private again = false;
   private countsTimer: number | undefined;
-  readonly ctx: ViewContext;
+  private readonly base: ViewContext;
+  private ctx: ViewContext; // the open view's (its own root)
 
   constructor(private readonly client: Client, me: Me) {
-    this.ctx = {
+    this.base = {
       client, me,
-      root: document.getElementById("view") as HTMLElement,
+      root: document.getElementById("view") as HTMLElement, // replaced per opening (show)
       changed: () => { this.repaint(); this.refreshCounts(); },
-      fail: showError,
+      fail: (error: unknown) => showError(new Error(describe(error))),
       open: (id: string) => { this.show(id).catch(showError); },
       count: (query: string) => count(client, query),
     };
+    this.ctx = this.base;
   }
 
   navigation(): void {
@@ -86,9 +89,15 @@ class Frame {
     const previous = this.live;
     this.live = null;
     void previous?.close();
-    this.ctx.root.replaceChildren(element("p", { class: "empty" }, "Loading…"));
-    this.ctx.root.dataset.view = view.id;
-    await view.render(this.ctx);
+    // A fresh element per opening: a paint of the previous view still under way lands in its
+    // own (now detached) element, never over this one.
+    const root = element("div", { class: "view-root" }, element("p", { class: "empty" }, "Loading…"));
+    const main = document.getElementById("view") as HTMLElement;
+    main.replaceChildren(root);
+    main.dataset.view = view.id;
+    const ctx: ViewContext = { ...this.base, root };
+    this.ctx = ctx;
+    await view.render(ctx);
     if (view.live && this.open === view) {
       const live = new Live(this.client, view.live(this.ctx.me), {
         changed: () => { if (this.live === live) this.ctx.changed(); },

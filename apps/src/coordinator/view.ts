@@ -20,7 +20,8 @@ export interface Me {
 export interface ViewContext {
   client: Client;
   me: Me;
-  /** The element the view draws into (the frame empties it when another view opens). */
+  /** The element the view draws into: a new one each time the view opens. Read it when
+   * painting, never keep it. */
   root: HTMLElement;
   /** Tells the frame something changed through this view (an action): counts are refreshed. */
   changed: () => void;

@@ -5,7 +5,9 @@
 import { element, resources } from "../shared/smart.js";
 import type { ViewContext } from "./view.js";
 
-export interface Column<T> { label: string; cell: (row: T, now: Date) => Node | string }
+/** A column; `names` holds the display names of what the search included (`_include`). */
+export interface Column<T> { label: string; cell: (row: T, now: Date, names: Names) => Node | string }
+export type Names = Map<string, string>;
 /** One option of the filter or the sort menu; `value` is query text (`&status=...`, `-priority`). */
 export interface Choice { label: string; value: string }
 
@@ -14,6 +16,8 @@ export interface Bundle<T> { entry?: { resource?: T; search?: { mode?: string } 
 
 export interface WorklistSpec<T extends { id?: string }> {
   id: string;
+  /** `_include`s whose resources name the rows' references (`Task:patient`): no request per row. */
+  include?: string[];
   /** The search without filter, sort and count (`Task?owner=...&status=...`). */
   query: (ctx: ViewContext) => string;
   filters: Choice[];
@@ -33,6 +37,7 @@ export class Worklist<T extends { id?: string }> {
   filter = "";
   sort: string;
   private page: string | null = null; // the URL of the page shown (a server cursor), or null: the first
+  private names: Names = new Map();
 
   constructor(readonly spec: WorklistSpec<T>) {
     this.filter = spec.filters[0]?.value ?? "";
@@ -42,12 +47,21 @@ export class Worklist<T extends { id?: string }> {
   /** The search of the first page (also what the navigation counts, without the filter). */
   first(ctx: ViewContext): string {
     const sort = this.sort ? `&_sort=${this.sort}` : "";
-    return `${this.spec.query(ctx)}${this.filter}${sort}&_count=${this.spec.pageSize ?? 20}`;
+    const include = (this.spec.include ?? []).map((i) => `&_include=${i}`).join("");
+    return `${this.spec.query(ctx)}${this.filter}${sort}${include}&_count=${this.spec.pageSize ?? 20}`;
   }
 
   async render(ctx: ViewContext, heading: string): Promise<void> {
     const bundle = (await ctx.client.request(this.page ?? this.first(ctx))) as Bundle<T>;
     const rows = resources<T>({ entry: (bundle.entry ?? []).filter((e) => e.search?.mode !== "include") });
+    const names: Names = new Map();
+    for (const e of bundle.entry ?? []) {
+      if (e.search?.mode === "include" && e.resource) {
+        const r = e.resource as unknown as Named;
+        names.set(`${r.resourceType}/${r.id}`, displayName(r));
+      }
+    }
+    this.names = names;
     const now = new Date();
     const id = this.spec.id;
     const title = element("h2", { id: `${id}-title` }, heading);
@@ -82,7 +96,7 @@ export class Worklist<T extends { id?: string }> {
     return element("table", { "aria-labelledby": labelledBy },
       element("thead", {}, element("tr", {}, ...headers.map((h) => element("th", { scope: "col" }, h)))),
       element("tbody", {}, ...rows.map((row) => {
-        const cells = this.spec.columns.map((c) => element("td", { "data-label": c.label }, c.cell(row, now)));
+        const cells = this.spec.columns.map((c) => element("td", { "data-label": c.label }, c.cell(row, now, this.names)));
         if (this.spec.actions) {
           cells.push(element("td", { "data-label": "Actions", class: "actions" }, ...this.spec.actions(row, ctx)));
         }
@@ -125,8 +139,18 @@ export class Worklist<T extends { id?: string }> {
 export interface Reference { reference?: string; display?: string }
 export interface CodeableConcept { text?: string; coding?: { system?: string; code?: string; display?: string }[] }
 
-export function refText(ref: Reference | undefined): string {
-  return ref?.display ?? ref?.reference ?? "—";
+interface Named { resourceType: string; id: string; name?: { text?: string; family?: string; given?: string[] }[] | string }
+
+function displayName(r: Named): string {
+  if (typeof r.name === "string") return r.name;
+  const n = r.name?.[0];
+  const text = n?.text ?? [...(n?.given ?? []), n?.family ?? ""].join(" ").trim();
+  return text || `${r.resourceType}/${r.id}`;
+}
+
+/** A reference as a person reads it: its display, the included resource's name, else the reference. */
+export function refText(ref: Reference | undefined, names?: Names): string {
+  return ref?.display ?? (ref?.reference ? names?.get(ref.reference) ?? ref.reference : "—");
 }
 
 export function conceptText(c: CodeableConcept | undefined): string {

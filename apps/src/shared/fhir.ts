@@ -31,3 +31,25 @@ export async function operation<T = unknown>(client: Client, url: string, parame
 export function copy<T>(resource: T): T {
   return JSON.parse(JSON.stringify(resource)) as T;
 }
+
+interface Issue { severity?: string; code?: string; diagnostics?: string; details?: { text?: string } }
+
+/** What went wrong, in the server's words: an OperationOutcome's error issues (the SMART
+ * client puts the body after the status line), else the message. */
+export function describe(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const body = message.indexOf("\n\n");
+  if (body >= 0) {
+    try {
+      const outcome = JSON.parse(message.slice(body + 2)) as { resourceType?: string; issue?: Issue[] };
+      if (outcome.resourceType === "OperationOutcome") {
+        const issues = (outcome.issue ?? []).filter((i) => i.severity === "error" || i.severity === "fatal");
+        const text = issues.map((i) => i.diagnostics ?? i.details?.text ?? i.code).join("; ");
+        return `${message.split("\n")[0]}: ${text}`;
+      }
+    } catch {
+      // not JSON: the message as it is
+    }
+  }
+  return message.split("\nURL:")[0];
+}

@@ -66,7 +66,9 @@ function subscription(spec: LiveSpec, heartbeat: number): Record<string, unknown
     reason: "A live view of the coordination apps",
     end,
     criteria: spec.topic.includes("://") ? spec.topic : TOPIC + spec.topic,
-    _criteria: { extension: spec.filters.map((f) => ({ url: `${BACKPORT}backport-filter-criteria`, valueString: f })) },
+    // No filter: every event of the topic (an empty extension list is not valid FHIR).
+    ...(spec.filters.length ? { _criteria: { extension: spec.filters.map((f) =>
+      ({ url: `${BACKPORT}backport-filter-criteria`, valueString: f })) } } : {}),
     channel: {
       type: "websocket",
       payload: "application/fhir+json",

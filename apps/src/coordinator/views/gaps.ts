@@ -14,7 +14,7 @@ function query(ctx: ViewContext): string {
 const columns: Column<Task>[] = [
   { label: "Care gap", cell: (t) => taskLabel(t) },
   { label: "Since", cell: (t) => t.restriction?.period?.start?.slice(0, 10) ?? "—" },
-  { label: "Patient", cell: (t) => refText(t.for) },
+  { label: "Patient", cell: (t, _now, names) => refText(t.for, names) },
   { label: "Team", cell: (t) => refText(t.owner) },
   { label: "Status", cell: (t) => t.status },
 ];
@@ -24,6 +24,7 @@ const list = new Worklist<Task>({
   query,
   filters: [{ label: "Open", value: `&status=${OPEN}` }, { label: "Closed", value: "&status=completed,cancelled" }],
   sorts: TASK_SORTS.filter((s) => s.value !== "due"),
+  include: ["Task:patient"],
   columns,
   actions: taskActions,
   empty: "No open care gaps.",

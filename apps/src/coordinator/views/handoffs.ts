@@ -13,7 +13,7 @@ const columns: Column<Task>[] = [
   { label: "Hand-off", cell: (t) => taskLabel(t) },
   { label: "From", cell: (t) => refText(t.requester) },
   { label: "Task", cell: (t) => refText(t.focus) },
-  { label: "Patient", cell: (t) => refText(t.for) },
+  { label: "Patient", cell: (t, _now, names) => refText(t.for, names) },
   { label: "Notes", cell: (t) => element("ul", { class: "notes" }, ...(t.input ?? []).map((i) =>
     element("li", {}, `${conceptText(i.type).replace(/^i-pass-|^sbar-/, "")}: ${i.valueString ?? refText(i.valueReference)}`))) },
   { label: "Status", cell: (t) => t.status },
@@ -24,6 +24,7 @@ const list = new Worklist<Task>({
   query: (ctx: ViewContext) => `Task?${HANDOFF}&owner=${ctx.me.refs.map(encodeURIComponent).join(",")}`,
   filters: [{ label: "Waiting", value: `&status=${WAITING}` }, { label: "All", value: "" }],
   sorts: [{ label: "Oldest first", value: "_lastUpdated" }, { label: "Newest first", value: "-_lastUpdated" }],
+  include: ["Task:patient"],
   columns,
   actions: (t, ctx) => WAITING.split(",").includes(t.status)
     ? [actionButton(ctx, "Accept", "accept", () => accept(ctx, t)), actionButton(ctx, "Reject", "reject", () => reject(ctx, t))]

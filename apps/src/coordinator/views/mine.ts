@@ -3,13 +3,16 @@ import type { View } from "../view.js";
 import { Worklist } from "../worklist.js";
 import { owners, rowClass, type Task, TASK_COLUMNS, TASK_SORTS, taskActions, taskFilters, OPEN } from "./tasks.js";
 
-const NOT_HANDOFF = "&code:not=http://fhir.care-coord.example/CodeSystem/coordination-task-code|handoff";
+// Hand-offs and referrals have worklists of their own.
+const NOT_HANDOFF = `&code:not=${encodeURIComponent("http://fhir.care-coord.example/CodeSystem/coordination-task-code|handoff")}`
+  + `&code:not=${encodeURIComponent("http://hl7.org/fhir/CodeSystem/task-code|fulfill")}`;
 
 const list = new Worklist<Task>({
   id: "mine",
   query: (ctx) => `Task?owner=${owners(ctx.me.refs)}${NOT_HANDOFF}`,
   filters: taskFilters(),
   sorts: TASK_SORTS,
+  include: ["Task:patient"],
   columns: TASK_COLUMNS,
   rowClass,
   actions: taskActions,

@@ -15,6 +15,7 @@ const list = new Worklist<Task>({
   query: (ctx: ViewContext) => query(ctx.me),
   filters: taskFilters(),
   sorts: TASK_SORTS,
+  include: ["Task:patient"],
   columns: TASK_COLUMNS,
   rowClass,
   actions: taskActions,

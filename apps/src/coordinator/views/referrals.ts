@@ -12,7 +12,7 @@ const columns: Column<Task>[] = [
   { label: "Status", cell: (t) => t.status },
   { label: "From", cell: (t) => refText(t.requester) },
   { label: "To", cell: (t) => refText(t.owner) },
-  { label: "Patient", cell: (t) => refText(t.for) },
+  { label: "Patient", cell: (t, _now, names) => refText(t.for, names) },
 ];
 
 const refs = (ctx: ViewContext) => ctx.me.refs.map(encodeURIComponent).join(",");
@@ -23,6 +23,7 @@ const list = new Worklist<Task>({
   // The side is the filter: one search each (FHIR search has no OR across two parameters).
   filters: [],
   sorts: [{ label: "Most recently changed", value: "-_lastUpdated" }, { label: "Oldest first", value: "_lastUpdated" }],
+  include: ["Task:patient"],
   columns,
   group: (t) => conceptText(t.businessStatus) || "(no business status)",
   actions: (t, ctx) => ["requested", "received"].includes(t.status) && t.owner?.reference

@@ -47,7 +47,7 @@ export const TASK_COLUMNS: Column<Task>[] = [
   { label: "Status", cell: (t) => t.status },
   { label: "Priority", cell: (t) => t.priority ?? "routine" },
   { label: "Due", cell: (t, now) => dueCell(t.restriction?.period?.end, now) },
-  { label: "Patient", cell: (t) => refText(t.for) },
+  { label: "Patient", cell: (t, _now, names) => refText(t.for, names) },
 ];
 
 /** The filters every Task worklist offers: the server filters (status, priority, `due`). */
