@@ -45,8 +45,13 @@ def test_a_patient_token_reads_questionnaires_and_keeps_its_own_subscriptions(sm
         assert found.status_code == 200
         assert [e["resource"]["id"] for e in found.json()["entry"]] == [questionnaire.json()["id"]]
         assert anna.get(f"/Questionnaire/{questionnaire.json()['id']}").status_code == 200
-        # No write on a definition: the scope says read and search only.
+        # No write on a definition, not even with a scope that names it.
         assert anna.post("/Questionnaire", json={"resourceType": "Questionnaire", "status": "draft"}).status_code == 403
+        with _client(smart, smart.mint("patient/Questionnaire.cruds", patient="p1", fhir_user="Patient/p1")) as writer:
+            draft = {"resourceType": "Questionnaire", "status": "draft"}
+            assert writer.post("/Questionnaire", json=draft).status_code == 403
+            changed = {**questionnaire.json(), "title": "changed by a patient"}
+            assert writer.put(f"/Questionnaire/{questionnaire.json()['id']}", json=changed).status_code == 403
         created = anna.post("/Subscription", json=_subscription("p1"))
         assert created.status_code == 201, created.text
         sid = created.json()["id"]
