@@ -190,7 +190,7 @@ def test_every_view_shows_the_patients_data_accessibly(browser: Browser, smart: 
         elif view == "preferences":
             assert page.is_checked("#channel-email") and page.input_value("#addr-email") == "anna@example.org"
         elif view == "consents":
-            assert page.get_attribute("#consents li[data-id=clara]", "data-access") == "none"
+            assert page.get_attribute("#consents li[data-id=clara]", "data-access") == "unset"
     # The questionnaire, opened, is checked too.
     _open(page, "visits")
     page.click(f"li[data-id='{ids['v1']}'] [data-action=questionnaire]")
@@ -277,6 +277,7 @@ def test_the_patients_actions_change_the_right_resources(browser: Browser, smart
         "Appointment", "CarePlan", "Encounter", "Goal", "Patient"]
     page.click("form[data-person=clara] [data-action=revoke]")
     page.wait_for_function("() => document.querySelector('#consents li[data-id=clara]')?.dataset.access === 'none'")
+    assert page.text_content("#consents li[data-id=clara] .access") == "Sees nothing of your record"
     revoked = admin.get(f"/Consent/{consent['id']}").json()
     assert revoked["meta"]["versionId"] == "2" and "provision" not in revoked["provision"]
     # Revoked means revoked: Clara now sees nothing of Anna's, not the server's default.

@@ -106,9 +106,13 @@ async function render(ctx: ViewContext): Promise<void> {
     });
     form.querySelector("[data-action=revoke]")?.addEventListener("click", () => save([]));
     const relation = person.relationship?.[0]?.text ?? person.relationship?.[0]?.coding?.[0]?.display;
-    return element("li", { "data-id": person.id, "data-access": now.join(" ") || "none" },
+    // Without a Consent of mine about them, nothing narrows what their sign-in allows: say so.
+    const said = now.length ? `Sees: ${KINDS.filter(([k]) => now.includes(k)).map(([, l]) => l).join(", ")}`
+      : consent ? "Sees nothing of your record"
+        : "You have not chosen yet: until you do, nothing limits what their sign-in to your record shows them";
+    return element("li", { "data-id": person.id, "data-access": now.join(" ") || (consent ? "none" : "unset") },
       element("h3", {}, personName(person), relation ? ` (${relation})` : ""),
-      element("p", { class: "access" }, now.length ? `Sees: ${KINDS.filter(([k]) => now.includes(k)).map(([, l]) => l).join(", ")}` : "No access given"),
+      element("p", { class: "access" }, said),
       form);
   });
   ctx.root.replaceChildren(element("section", { "aria-labelledby": "consents-title", id: "consents" },
