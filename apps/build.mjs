@@ -1,7 +1,14 @@
 // After tsc: copies each app's static files (everything but the TypeScript, at any depth) and
 // the vendored browser libraries into dist/, so that the server serves everything itself (no
 // CDN; the apps work offline).
-import { cpSync, mkdirSync } from "node:fs";
+import { cpSync, mkdirSync, rmSync } from "node:fs";
+
+// `node build.mjs clean` (before tsc): nothing of an earlier build survives (a view removed
+// from src/ must not stay servable from dist/).
+if (process.argv[2] === "clean") {
+  rmSync("dist", { recursive: true, force: true });
+  process.exit(0);
+}
 
 const apps = ["coordinator", "portal", "shared"];
 for (const app of apps) {

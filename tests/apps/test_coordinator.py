@@ -79,7 +79,7 @@ def world(smart: SmartServer) -> World:
     _seed(smart, [
         {"resourceType": "Patient", "id": "p1", "name": [{"family": "Chalmers"}]},
         {"resourceType": "Practitioner", "id": "dr1"},
-        {"resourceType": "Practitioner", "id": "dr2"},
+        {"resourceType": "Practitioner", "id": "dr2", "name": [{"given": ["Ada"], "family": "Okafor"}]},
         {"resourceType": "Practitioner", "id": "dr3"},
         {"resourceType": "PractitionerRole", "id": "r1", "active": True, "practitioner": {"reference": "Practitioner/dr1"},
          "code": [COORDINATOR_ROLE]},
@@ -201,6 +201,7 @@ def test_every_worklist_shows_what_is_mine(browser: Browser, world: World, size:
     _open(page, "referrals")
     assert _rows(page) == [ids["ref-in"]]
     assert page.locator("#view section.group h3").all_text_contents() == ["Service Request Created (1)"]
+    assert page.text_content(f"tr[data-id='{ids['ref-in']}'] td[data-label=From]") == "Ada Okafor"
     page.select_option("#referrals-filter", label="Sent")
     page.wait_for_function(f"() => document.querySelector('#view tbody tr')?.dataset.id === '{ids['ref-out']}'")
     _shoot(page, f"coordinator-referrals-{size}")
@@ -234,8 +235,11 @@ def test_task_actions_write_the_task(browser: Browser, world: World) -> None:  #
     ids = world.ids
     page = _page(browser, "desktop")
     _sign_in(page, world.smart, "coordinator", "Practitioner/dr1")
-    # Accept, then complete with an outcome.
-    page.click(f"tr[data-id='{ids['overdue']}'] button[data-action=accept]")
+    # Accept (from the keyboard: the buttons are native, named after their row), then complete.
+    accept = f"tr[data-id='{ids['overdue']}'] button[data-action=accept]"
+    assert page.get_attribute(accept, "aria-label") == "Accept: Call the patient"
+    page.focus(accept)
+    page.keyboard.press("Enter")
     _row_gone_or_changed(page, ids["overdue"], "accepted")
     assert world.read(f"Task/{ids['overdue']}")["status"] == "accepted"
     page.click(f"tr[data-id='{ids['overdue']}'] button[data-action=complete]")
@@ -247,6 +251,10 @@ def test_task_actions_write_the_task(browser: Browser, world: World) -> None:  #
     page.wait_for_function("() => document.getElementById('count-mine').textContent === '1'")
     # Reassign: a hand-off Task to dr3 with the notes; the focus keeps its owner until accepted.
     page.click(f"tr[data-id='{ids['upcoming']}'] button[data-action=reassign]")
+    page.wait_for_selector("dialog[open] #ask-owner")
+    # Offered while typing: my CareTeam (my own role is not offered to me).
+    offered = page.locator("dialog datalist option").evaluate_all("os => os.map(o => o.value)")
+    assert offered == ["CareTeam/ct1"], offered
     _answer(page, owner="Practitioner/dr3", actions="book the echo before Friday")
     page.wait_for_function("() => !document.querySelector('dialog[open]')")
     handoffs: list[Doc] = []
@@ -348,6 +356,13 @@ def test_book_move_and_cancel_a_visit_from_free_slots(browser: Browser, world: W
     assert world.read(f"Slot/{ids['slot-23']}")["status"] == "free"
     page.wait_for_function(f"() => !document.querySelector(\"tr[data-id='{moved}']\")")
     _no_error(page)
+    # Join asks `$join` with the user's token; the seeded visit is not a virtual one (no
+    # session recorded), so the server's 409 is what the user is shown, and no window opens.
+    popups: list[Page] = []
+    page.context.on("page", lambda popup: popups.append(popup))
+    page.click(f"tr[data-id='{ids['visit']}'] button[data-action=join]")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('error: 409')")
+    assert popups == []
     page.context.close()
 
 
@@ -437,6 +452,29 @@ def test_a_stale_claim_is_refused_not_lost(browser: Browser, world: World) -> No
     assert world.read(f"Task/{world.ids['pool']}")["meta"]["versionId"] == "2"
     for page in (late, first):
         page.context.close()
+
+
+def test_without_a_subscription_the_view_still_works_and_says_it_is_not_live(
+        browser: Browser, world: World) -> None:  # noqa: F811
+    """A server (or an EHR's registration) refusing the Subscription: the worklist is shown,
+    and the header says it will not update by itself, instead of "connecting" for ever."""
+    page = _page(browser, "desktop")
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "forbidden",
+                                                              "diagnostics": "no Subscription scope"}]}
+
+    def refuse(route: Any) -> None:
+        if route.request.method == "POST":
+            route.fulfill(status=403, content_type="application/fhir+json", json=outcome)
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/fhir/Subscription$"), refuse)
+    _sign_in(page, world.smart, "coordinator", "Practitioner/dr1")
+    assert _rows(page) == [world.ids["overdue"], world.ids["upcoming"]]
+    page.wait_for_function("() => document.getElementById('live').textContent === 'no live updates'")
+    assert page.get_attribute("#live", "data-state") == "lost"
+    assert "no Subscription scope" in (page.get_attribute("#live", "title") or "")
+    page.context.close()
 
 
 def _open_unlive(page: Page, view: str) -> None:

@@ -105,7 +105,13 @@ class Frame {
       });
       this.live = live;
       liveState("connecting");
-      await live.open();
+      try {
+        await live.open();
+      } catch (error) {
+        // No Subscription (e.g. a registration without the Subscription scope): the view still
+        // works, and the header says it will not update by itself.
+        if (this.live === live) liveState("lost", describe(error), "no live updates");
+      }
     }
   }
 
@@ -141,9 +147,9 @@ class Frame {
   }
 }
 
-function liveState(state: LiveState, detail?: string): void {
+function liveState(state: LiveState, detail?: string, text?: string): void {
   const indicator = document.getElementById("live") as HTMLElement;
-  indicator.textContent = LIVE_TEXT[state];
+  indicator.textContent = text ?? LIVE_TEXT[state];
   indicator.dataset.state = state;
   indicator.title = detail ?? "";
 }

@@ -98,7 +98,8 @@ export class Worklist<T extends { id?: string }> {
       element("tbody", {}, ...rows.map((row) => {
         const cells = this.spec.columns.map((c) => element("td", { "data-label": c.label }, c.cell(row, now, this.names)));
         if (this.spec.actions) {
-          cells.push(element("td", { "data-label": "Actions", class: "actions" }, ...this.spec.actions(row, ctx)));
+          const buttons = this.spec.actions(row, ctx);
+          cells.push(element("td", { "data-label": "Actions", class: "actions" }, ...(buttons.length ? buttons : ["—"])));
         }
         return element("tr", { "data-id": row.id ?? "", class: this.spec.rowClass?.(row, now) ?? "" }, ...cells);
       })));
@@ -165,8 +166,11 @@ export function dueCell(due: string | undefined, now: Date): Node | string {
 }
 
 /** A button that runs an action, shows its failure where the user looks, then refreshes. */
-export function actionButton(ctx: ViewContext, text: string, name: string, run: () => Promise<unknown>): HTMLElement {
-  const button = element("button", { type: "button", "data-action": name }, text) as HTMLButtonElement;
+export function actionButton(ctx: ViewContext, text: string, name: string, run: () => Promise<unknown>,
+                             about?: string): HTMLElement {
+  // `about` names the row: a screen reader hears "Accept: Call the patient", not ten "Accept"s.
+  const button = element("button", { type: "button", "data-action": name, ...(about ? { "aria-label": `${text}: ${about}` } : {}) },
+    text) as HTMLButtonElement;
   button.addEventListener("click", () => {
     button.disabled = true;
     run().then(() => ctx.changed(), (error: unknown) => { button.disabled = false; ctx.fail(error); });

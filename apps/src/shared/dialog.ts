@@ -9,6 +9,8 @@ export interface Field {
   required?: boolean;
   value?: string;
   options?: { value: string; label: string }[];
+  /** Offered while typing (a <datalist>): the field still takes any text. */
+  suggestions?: { value: string; label: string }[];
 }
 
 /** Asks; resolves with the values by field name, or null when cancelled. */
@@ -26,6 +28,12 @@ export function ask(title: string, fields: Field[], submit = "OK"): Promise<Reco
         for (const o of f.options ?? []) input.append(element("option", { value: o.value }, o.label));
       } else {
         input = element("input", { id, name: f.name, type: f.kind ?? "text" }) as HTMLInputElement;
+        if (f.suggestions?.length) {
+          const list = element("datalist", { id: `${id}-list` },
+            ...f.suggestions.map((o) => element("option", { value: o.value }, o.label)));
+          input.setAttribute("list", list.id);
+          form.append(list);
+        }
       }
       input.required = f.required ?? false;
       if (f.value !== undefined) input.value = f.value;

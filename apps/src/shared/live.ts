@@ -128,7 +128,8 @@ export class Live {
   private async remove(): Promise<void> {
     const id = this.subscriptionId;
     this.subscriptionId = null;
-    if (id) await this.client.delete(`Subscription/${id}`).catch(() => undefined);
+    // keepalive: the DELETE still goes out when the page is being left (pagehide).
+    if (id) await this.client.request({ url: `Subscription/${id}`, method: "DELETE", keepalive: true }).catch(() => undefined);
   }
 
   private setState(state: LiveState, detail?: string): void {

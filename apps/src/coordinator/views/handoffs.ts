@@ -11,7 +11,7 @@ const WAITING = "requested,received";
 
 const columns: Column<Task>[] = [
   { label: "Hand-off", cell: (t) => taskLabel(t) },
-  { label: "From", cell: (t) => refText(t.requester) },
+  { label: "From", cell: (t, _now, names) => refText(t.requester, names) },
   { label: "Task", cell: (t) => refText(t.focus) },
   { label: "Patient", cell: (t, _now, names) => refText(t.for, names) },
   { label: "Notes", cell: (t) => element("ul", { class: "notes" }, ...(t.input ?? []).map((i) =>
@@ -24,10 +24,10 @@ const list = new Worklist<Task>({
   query: (ctx: ViewContext) => `Task?${HANDOFF}&owner=${ctx.me.refs.map(encodeURIComponent).join(",")}`,
   filters: [{ label: "Waiting", value: `&status=${WAITING}` }, { label: "All", value: "" }],
   sorts: [{ label: "Oldest first", value: "_lastUpdated" }, { label: "Newest first", value: "-_lastUpdated" }],
-  include: ["Task:patient"],
+  include: ["Task:patient", "Task:requester"],
   columns,
   actions: (t, ctx) => WAITING.split(",").includes(t.status)
-    ? [actionButton(ctx, "Accept", "accept", () => accept(ctx, t)), actionButton(ctx, "Reject", "reject", () => reject(ctx, t))]
+    ? [actionButton(ctx, "Accept", "accept", () => accept(ctx, t), taskLabel(t)), actionButton(ctx, "Reject", "reject", () => reject(ctx, t), taskLabel(t))]
     : [],
   empty: "No hand-offs are waiting for you.",
 });

@@ -10,8 +10,8 @@ const FULFILL = `code=${encodeURIComponent("http://hl7.org/fhir/CodeSystem/task-
 const columns: Column<Task>[] = [
   { label: "Referral", cell: (t) => taskLabel(t) },
   { label: "Status", cell: (t) => t.status },
-  { label: "From", cell: (t) => refText(t.requester) },
-  { label: "To", cell: (t) => refText(t.owner) },
+  { label: "From", cell: (t, _now, names) => refText(t.requester, names) },
+  { label: "To", cell: (t, _now, names) => refText(t.owner, names) },
   { label: "Patient", cell: (t, _now, names) => refText(t.for, names) },
 ];
 
@@ -23,12 +23,12 @@ const list = new Worklist<Task>({
   // The side is the filter: one search each (FHIR search has no OR across two parameters).
   filters: [],
   sorts: [{ label: "Most recently changed", value: "-_lastUpdated" }, { label: "Oldest first", value: "_lastUpdated" }],
-  include: ["Task:patient"],
+  include: ["Task:patient", "Task:requester", "Task:owner"],
   columns,
   group: (t) => conceptText(t.businessStatus) || "(no business status)",
   actions: (t, ctx) => ["requested", "received"].includes(t.status) && t.owner?.reference
     && ctx.me.refs.includes(t.owner.reference)
-    ? [actionButton(ctx, "Accept", "accept", () => accept(ctx, t)), actionButton(ctx, "Decline", "reject", () => reject(ctx, t))]
+    ? [actionButton(ctx, "Accept", "accept", () => accept(ctx, t), taskLabel(t)), actionButton(ctx, "Decline", "reject", () => reject(ctx, t), taskLabel(t))]
     : [],
   empty: "No referrals.",
 });

@@ -79,16 +79,16 @@ export function taskActions(task: Task, ctx: ViewContext): HTMLElement[] {
   const buttons: HTMLElement[] = [];
   const open = OPEN.split(",").includes(task.status);
   if (["requested", "received", "ready"].includes(task.status) || (!task.owner && open)) {
-    buttons.push(actionButton(ctx, "Accept", "accept", () => accept(ctx, task)));
+    buttons.push(actionButton(ctx, "Accept", "accept", () => accept(ctx, task), taskLabel(task)));
   }
   if (["requested", "received"].includes(task.status)) {
-    buttons.push(actionButton(ctx, "Reject", "reject", () => reject(ctx, task)));
+    buttons.push(actionButton(ctx, "Reject", "reject", () => reject(ctx, task), taskLabel(task)));
   }
   if (open && task.owner) {
-    buttons.push(actionButton(ctx, "Reassign", "reassign", () => reassign(ctx, task)));
+    buttons.push(actionButton(ctx, "Reassign", "reassign", () => reassign(ctx, task), taskLabel(task)));
   }
   if (open && task.status !== "requested") {
-    buttons.push(actionButton(ctx, "Complete", "complete", () => complete(ctx, task)));
+    buttons.push(actionButton(ctx, "Complete", "complete", () => complete(ctx, task), taskLabel(task)));
   }
   return buttons;
 }
@@ -118,7 +118,8 @@ export async function reject(ctx: ViewContext, task: Task): Promise<void> {
  * this one over, with the notes as I-PASS sections; the new owner accepts or rejects it. */
 export async function reassign(ctx: ViewContext, task: Task): Promise<void> {
   const answer = await ask(`Hand off “${taskLabel(task)}”`, [
-    { name: "owner", label: "New owner (e.g. PractitionerRole/123)", required: true },
+    { name: "owner", label: "New owner (e.g. PractitionerRole/123)", required: true,
+      suggestions: await colleagues(ctx) },
     { name: "summary", label: "Patient summary", kind: "textarea" },
     { name: "actions", label: "Action list", kind: "textarea", required: true },
   ], "Hand off");
@@ -154,4 +155,27 @@ export async function complete(ctx: ViewContext, task: Task): Promise<void> {
 /** `owner=a,b` for the user and their roles: one search, either of them. */
 export function owners(refs: string[]): string {
   return refs.map(encodeURIComponent).join(",");
+}
+
+interface Directory { resourceType: string; id: string; name?: string | { text?: string; family?: string; given?: string[] }[];
+  code?: CodeableConcept[]; practitioner?: Reference }
+
+/** Whom a Task may be handed to, offered while typing: active PractitionerRoles (with their
+ * practitioner's name) and my CareTeams; one search each, read with the user's token. */
+async function colleagues(ctx: ViewContext): Promise<{ value: string; label: string }[]> {
+  const bundle = (await ctx.client.request(
+    "PractitionerRole?active=true&_include=PractitionerRole:practitioner&_count=100")) as
+    { entry?: { resource?: Directory }[] };
+  const all = (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
+  const named = new Map(all.filter((r) => r.resourceType === "Practitioner").map((p) => {
+    const n = Array.isArray(p.name) ? p.name[0] : undefined;
+    return [`Practitioner/${p.id}`, n?.text ?? [...(n?.given ?? []), n?.family ?? ""].join(" ").trim()];
+  }));
+  const roles = all.filter((r) => r.resourceType === "PractitionerRole").map((r) => ({
+    value: `PractitionerRole/${r.id}`,
+    label: [named.get(r.practitioner?.reference ?? "") || r.practitioner?.reference, conceptText(r.code?.[0])]
+      .filter(Boolean).join(", "),
+  }));
+  return [...roles.filter((r) => !ctx.me.refs.includes(r.value)),
+    ...ctx.me.careTeams.map((t) => ({ value: t, label: "a CareTeam of mine" }))];
 }

@@ -130,9 +130,9 @@ async function render(ctx: ViewContext): Promise<void> {
       element("td", { "data-label": "Patient" }, refText(patientOf(a))),
       element("td", { "data-label": "Preparation", class: `prep-${state ?? "none"}` }, prepared),
       element("td", { "data-label": "Actions", class: "actions" },
-        actionButton(ctx, "Join", "join", () => join(ctx, a)),
-        actionButton(ctx, "Move", "move", () => move(ctx, a)),
-        actionButton(ctx, "Cancel", "cancel", () => cancel(ctx, a))));
+        actionButton(ctx, "Join", "join", () => join(ctx, a), `${a.description ?? "visit"} at ${time(a.start)}`),
+        actionButton(ctx, "Move", "move", () => move(ctx, a), `${a.description ?? "visit"} at ${time(a.start)}`),
+        actionButton(ctx, "Cancel", "cancel", () => cancel(ctx, a), `${a.description ?? "visit"} at ${time(a.start)}`)));
   });
   const body = rows.length
     ? element("table", { "aria-labelledby": "visits-title" },
