@@ -63,6 +63,10 @@ function grantConsent(patient: string, person: string, kinds: string[], previous
   return consent;
 }
 
+// Boxes ticked but not saved yet, per family member: a live repaint (someone else's change,
+// or the Subscription's reconnect) keeps them instead of resetting the form under the hand.
+const unsaved = new Map<string, Set<string>>();
+
 async function render(ctx: ViewContext): Promise<void> {
   const [people, consents] = await Promise.all([
     ctx.client.request(`RelatedPerson?patient=${ctx.me.patient}&_count=50`) as Promise<{ entry?: { resource?: RelatedPerson }[] }>,
@@ -87,14 +91,24 @@ async function render(ctx: ViewContext): Promise<void> {
     const ref = `RelatedPerson/${person.id}`;
     const consent = byPerson.get(ref);
     const now = granted(consent);
-    const boxes = KINDS.map(([kind, label]) => element("p", {},
-      element("input", { type: "checkbox", id: `grant-${person.id}-${kind}`, name: kind, value: kind, ...(now.includes(kind) ? { checked: "" } : {}) }),
-      " ", element("label", { for: `grant-${person.id}-${kind}` }, label)));
+    const ticked = unsaved.get(person.id) ?? new Set(now);
+    const boxes = KINDS.map(([kind, label]) => {
+      const box = element("input", { type: "checkbox", id: `grant-${person.id}-${kind}`, name: kind, value: kind,
+        ...(ticked.has(kind) ? { checked: "" } : {}) }) as HTMLInputElement;
+      box.addEventListener("change", () => {
+        const mine = unsaved.get(person.id) ?? new Set(ticked);
+        if (box.checked) mine.add(kind);
+        else mine.delete(kind);
+        unsaved.set(person.id, mine);
+      });
+      return element("p", {}, box, " ", element("label", { for: `grant-${person.id}-${kind}` }, label));
+    });
     const form = element("form", { "aria-label": `Access for ${personName(person)}`, "data-person": person.id },
       element("fieldset", {}, element("legend", {}, `What ${personName(person)} may see`), ...boxes),
       element("p", {}, element("button", { type: "submit", "data-action": "grant" }, now.length ? "Save access" : "Grant access"), " ",
         ...(now.length ? [element("button", { type: "button", class: "danger", "data-action": "revoke" }, "Revoke all access")] : []))) as HTMLFormElement;
     const save = (kinds: string[]): void => {
+      unsaved.delete(person.id);
       const next = grantConsent(ctx.me.patient, ref, kinds, consent);
       (consent ? update(ctx.client, next as never) : create(ctx.client, next as never))
         .then(() => { ctx.say(kinds.length ? `Access saved for ${personName(person)}.` : `Access revoked for ${personName(person)}.`); return consentsView.render(ctx); })
@@ -126,5 +140,6 @@ const consentsView: View = {
   title: "Sharing",
   live: (me) => ({ topic: "consent-changed", filters: [`Consent?patient=${me.patient}`] }),
   render,
+  leave: () => unsaved.clear(),
 };
 export { consentsView as consents };
