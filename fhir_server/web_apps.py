@@ -48,9 +48,14 @@ COORDINATOR = WebApp(
     "user/Subscription.cruds")
 PORTAL = WebApp(
     "portal", "patient-portal", "Patient portal",
-    "openid fhirUser launch/patient patient/Patient.rs patient/Appointment.rs patient/CarePlan.rs "
-    "patient/Goal.rs patient/Communication.crs patient/DocumentReference.rs patient/Task.rs "
-    "patient/Questionnaire.rs patient/QuestionnaireResponse.crs patient/Consent.crs")
+    # Patient.u: the communication preferences; Task.u: a questionnaire Task's output;
+    # Consent.cru: grants and revocations (a family member's token is refused them anyway).
+    "openid fhirUser launch/patient patient/Patient.rus patient/Appointment.rs patient/CarePlan.rs "
+    "patient/Goal.rs patient/Communication.crs patient/DocumentReference.rs patient/Binary.r "
+    "patient/Task.rus patient/Questionnaire.rs patient/QuestionnaireResponse.crs patient/Consent.crus "
+    "patient/RelatedPerson.rs patient/Encounter.rs "
+    # The live views: each open view creates, binds and deletes its own websocket Subscription.
+    "patient/Subscription.cruds")
 APPS = (COORDINATOR, PORTAL)
 SHARED = ("shared", "vendor")
 

@@ -52,6 +52,14 @@ _WRITES = frozenset({"create", "update", "patch", "delete"})
 # Records the server writes about changes and accesses: they leave only to an audit scope.
 AUDIT_RECORDS = frozenset({"AuditEvent", "Provenance"})
 _MEMO = "access.decision"
+# Types that hold no patient's data and have no patient compartment, so a `patient/` scope on
+# them cannot mean "within the patient's compartment" (which would grant nothing): a
+# Subscription is confined to its owner instead (subscriptions' FILTER_QUERY), and what it
+# delivers is read as that owner, through this same decision; the Questionnaire a patient
+# answers is a definition, read as it is and written by no patient-context token. Nothing
+# else widens: every other type stays compartment-bound.
+PATIENT_SCOPE_UNCONFINED = frozenset({"Subscription"})
+PATIENT_SCOPE_UNCONFINED_READS = frozenset({"Questionnaire"})
 
 Matcher = Callable[[dict[str, Any], list[tuple[str, str]]], bool]
 
@@ -112,7 +120,11 @@ class AccessDecision:
     def access(self, resource_type: str, interaction: str) -> Access:
         key = (resource_type, interaction)
         if key not in self._access:
-            self._access[key] = decide(self._scopes, resource_type, interaction, self.principal.patient)
+            access = decide(self._scopes, resource_type, interaction, self.principal.patient)
+            if access.allowed and (resource_type in PATIENT_SCOPE_UNCONFINED or (
+                    resource_type in PATIENT_SCOPE_UNCONFINED_READS and interaction not in _WRITES)):
+                access = Access(tuple(dict.fromkeys(Grant(None, g.params) for g in access.grants)))
+            self._access[key] = access
         return self._access[key]
 
     def _read_interaction(self, resource_type: str) -> str:

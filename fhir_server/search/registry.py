@@ -214,6 +214,13 @@ def custom_entry(definition: dict[str, Any], rtype: str) -> dict[str, Any] | Non
             "target": definition.get("target", [])}
 
 
+# R4's Patient CompartmentDefinition leaves Binary out, while binary.html says access to a
+# Binary is access to its securityContext: a Binary whose securityContext is a Patient is in
+# that patient's compartment (through profiles/SearchParameter-binary-security-context.json),
+# so patient scopes and the patient's Consent govern it like the DocumentReference naming it.
+EXTRA_PATIENT_COMPARTMENT: dict[str, list[str]] = {"Binary": ["security-context"]}
+
+
 def load(profiles_dir: Path | None = None) -> Registry:
     table = json.loads((DATA / "search_parameters.json").read_text())
     registry = Registry()
@@ -225,6 +232,11 @@ def load(profiles_dir: Path | None = None) -> Registry:
             entry = custom_entry(definition, rtype)
             if rtype in STORED and entry and definition.get("code"):
                 registry.params[rtype][definition["code"]] = _param(rtype, definition["code"], entry)
+    for rtype, codes in EXTRA_PATIENT_COMPARTMENT.items():
+        present = [c for c in codes if c in registry.params.get(rtype, {})]
+        if present:
+            patient = registry.compartments.setdefault("Patient", {})
+            patient[rtype] = list(dict.fromkeys([*patient.get(rtype, []), *present]))
     valuesets = json.loads((DATA / "search_parameters_valuesets.json").read_text())
     registry.valuesets = {url: frozenset(codes) for url, codes in valuesets.items()}
     if profiles_dir:

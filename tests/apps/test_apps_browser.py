@@ -147,6 +147,8 @@ def test_portal_shows_my_visits_and_care_plan(browser: Browser, smart: SmartServ
     visits = page.locator("#visits li").evaluate_all("ls => ls.map(l => l.dataset.id)")
     assert visits == [ids[2]]
     assert "Cardiology follow-up" in (page.text_content("#visits") or "")
+    page.click("a[data-view=careplan]")  # each portal view is its own page (tests/apps/test_portal.py)
+    page.wait_for_selector("#careplan")
     assert page.locator("#careplan li").all_text_contents() == ["Walk 30 minutes a day (scheduled)"]
     assert page.evaluate("() => localStorage.length") == 0
     _shoot(page, f"portal-{size}")
