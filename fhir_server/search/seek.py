@@ -195,10 +195,9 @@ def _served(fields: set[str], sort_field: str, index_keys: Sequence[Sequence[tup
         prefix = tuple(names[: names.index(sort_field)])
         if not prefix or not set(prefix) <= fields:
             continue
-        left = fields - set(prefix)
-        if left <= {"del"} or prefix[0] == COMPARTMENT:
-            if best is None or len(prefix) > len(best):
-                best = prefix
+        bounded = fields - set(prefix) <= {"del"} or prefix[0] == COMPARTMENT
+        if bounded and (best is None or len(prefix) > len(best)):
+            best = prefix
     return best
 
 
