@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -56,6 +57,12 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def children_cpu() -> float:
+    """User + system CPU of this process's waited-for children (wrk runs to its end)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def wrk(url: str, clients: int, seconds: float) -> dict[str, float]:
@@ -124,21 +131,38 @@ def main() -> None:
             created.raise_for_status()
             rid = created.json()["id"]
             rows: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+            print("  load average before: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
             for _ in range(args.repetitions):
                 for n, port in counts.items():
-                    pids = [*descendants(servers[n].pid), db_pid]
-                    before = cpu_seconds(pids)
+                    workers = descendants(servers[n].pid)
+                    server0, db0 = cpu_seconds(workers), cpu_seconds([db_pid])
+                    client0 = children_cpu()
                     row = wrk(f"http://127.0.0.1:{port}/fhir/Task/{rid}", args.clients,
                               args.seconds)
-                    row["cpu_ms"] = (cpu_seconds(pids) - before) / row["n"] * 1000
+                    row["server_ms"] = (cpu_seconds(workers) - server0) / row["n"] * 1000
+                    row["db_ms"] = (cpu_seconds([db_pid]) - db0) / row["n"] * 1000
+                    row["client_ms"] = (children_cpu() - client0) / row["n"] * 1000
+                    row["cpu_ms"] = row["server_ms"] + row["db_ms"]
                     rows[n].append(row)
-            print("  load average: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+            print("  load average after: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+            cores = os.cpu_count() or 1
             for n, measured in rows.items():
                 rate = statistics.median(r["rate"] for r in measured)
+
+                def med(key: str, measured: list[dict[str, float]] = measured) -> float:
+                    return statistics.median(r[key] for r in measured)
+
                 print(f"GET /Task/{{id}}, --workers {n}: {rate:8.0f} req/s (median of "
-                      f"{len(measured)})  p50 {statistics.median(r['p50'] for r in measured):6.2f}"
-                      f" ms  p99 {statistics.median(r['p99'] for r in measured):6.2f} ms  CPU "
-                      f"{statistics.median(r['cpu_ms'] for r in measured):.2f} ms/request")
+                      f"{len(measured)})  p50 {med('p50'):6.2f} ms  p99 {med('p99'):6.2f} ms  "
+                      f"CPU per request: server {med('server_ms'):.2f} + database "
+                      f"{med('db_ms'):.2f} + client (wrk) {med('client_ms'):.2f} ms")
+                # What the cores allow on an otherwise idle machine: N server processes can
+                # use at most N cores (and the database one), and everything together at most
+                # every core.
+                total = med("server_ms") + med("db_ms") + med("client_ms")
+                bound = min(min(n, cores) / med("server_ms"), 1 / med("db_ms"),
+                            cores / total) * 1000
+                print(f"{'':<30} bound by the cores on an idle machine: {bound:8.0f} req/s")
             one, many = (statistics.median(r["rate"] for r in rows[n]) for n in counts)
             ratios = [b["rate"] / a["rate"] for a, b in zip(*rows.values(), strict=True)]
             print(f"--workers {args.workers} / --workers 1 throughput: {many / one:.2f}x "
