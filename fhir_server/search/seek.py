@@ -134,7 +134,9 @@ def keeps(doc: Doc, residual: Doc) -> bool:
         for part in dotted.split("."):
             nodes = [n.get(part) for n in nodes if isinstance(n, dict)]
             nodes = [x for n in nodes for x in (n if isinstance(n, list) else [n])]
-        if wanted not in nodes:
+        # Python's True == 1 and False == 0; BSON's booleans and numbers never match.
+        if not any(n == wanted and isinstance(n, bool) == isinstance(wanted, bool)
+                   for n in nodes):
             return False
     return True
 

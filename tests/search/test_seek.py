@@ -316,6 +316,9 @@ def test_plan_splits_an_in_and_refuses_what_windows_cannot_bound() -> None:
     assert seek.keeps({"sp": {"status": ["b", "a"]}}, {"sp.status": "a"})
     assert not seek.keeps({"sp": {"status": "b"}}, {"sp.status": "a"})
     assert not seek.keeps({"del": True}, {"del": False})
+    assert not seek.keeps({"del": 0}, {"del": False})
+    assert not seek.keeps({"sp": {"code": 1}}, {"sp.code": True})
+    assert seek.keeps({"sp": [{"code": "x"}, {"code": "a"}]}, {"sp.code": "a"})
     # Not the other way round: an index without the compartment would examine every
     # patient's matches to find one patient's.
     assert seek.plan("Task", {"sp.owner": "o", "sp.status": "a", "compartments.Patient": "p"},
