@@ -36,6 +36,9 @@ WORKLIST_INDEXES: dict[str, list[Key]] = {
     "CareTeam": [[("sp.patient", ASCENDING)], [("sp.participant", ASCENDING)]],
     "Communication": [[("sp.recipient", ASCENDING), ("sp.sent.s", DESCENDING),
                        ("_id", DESCENDING)],
+                      # A patient's (or her portal's) messages, newest first: sought under a
+                      # `patient/` scope (search.seek).
+                      [("compartments.Patient", ASCENDING), ("sp.sent.s", DESCENDING)],
                       [("sp.patient", ASCENDING)], [("sp.sender", ASCENDING)]],
     "DocumentReference": [[("sp.patient", ASCENDING)]],
     "Patient": [[("sp.family", ASCENDING)], [("sp.name", ASCENDING)],
@@ -96,7 +99,9 @@ class SearchEngine:
     def index_models(self) -> dict[str, list[IndexModel]]:
         models: dict[str, list[IndexModel]] = {}
         for rtype in STORED_TYPES:
-            keys: list[Key] = [[("compartments.Patient", ASCENDING)]]
+            # Compound with ts: the same one index answers "in this patient's compartment"
+            # and seeks a patient-scoped search newest first (search.seek).
+            keys: list[Key] = [[("compartments.Patient", ASCENDING), ("ts", DESCENDING)]]
             if self.registry.get(rtype, "identifier") is not None and rtype not in UNINDEXED_IDENTIFIER:
                 keys += [[("sp.identifier", ASCENDING)], [("sp.identifier|", ASCENDING)]]
             keys += WORKLIST_INDEXES.get(rtype, [])

@@ -54,6 +54,8 @@ def first_width(rate: float | None, wanted: int) -> timedelta:
     return timedelta(hours=hours)
 
 
+# The patient compartment field every `patient/` access filter tests (access.decision).
+COMPARTMENT = "compartments.Patient"
 # A `$in` over this many values or fewer is read as one walk per value, merged.
 MAX_SPLIT = 8
 FIRST_WIDTH = timedelta(minutes=15)
@@ -104,10 +106,39 @@ class SeekPlan:
     # search with no criteria, whose filter is only `del: false`): SecantusDB looks up the
     # first clause an index serves and tests the rest on what it found.
     lead: bool = False
+    # The equality fields of the index that serves the windows, in its order (empty with
+    # `lead`). A window's query holds them and the range on K only; the filter's other
+    # equalities (`residual`) are tested here on what the index found, because SecantusDB
+    # scans the whole collection for a filter naming a field its chosen index lacks.
+    served: tuple[str, ...] = ()
 
     def window(self, flt: Doc, cond: Doc) -> Doc:
-        """`flt` AND the range `cond` on the sort key, in the order the planner needs."""
-        return {self.field: cond, **flt} if self.lead else {**flt, self.field: cond}
+        """The query of one window: the served part of `flt` AND the range `cond` on the
+        sort key, in the order the planner needs."""
+        if self.lead:
+            return {self.field: cond, **flt}
+        return {**{name: flt[name] for name in self.served if name in flt}, self.field: cond}
+
+    def residual(self, flt: Doc) -> Doc:
+        """The equalities of `flt` a window's query leaves out (see `keeps`)."""
+        if self.lead:
+            return {}
+        return {k: v for k, v in flt.items() if k not in self.served}
+
+
+def keeps(doc: Doc, residual: Doc) -> bool:
+    """Whether a stored document meets the equalities `residual` as the database would
+    (a list at any step of the path matches when one of its values does)."""
+    for dotted, wanted in residual.items():
+        nodes: list[Any] = [doc]
+        for part in dotted.split("."):
+            nodes = [n.get(part) for n in nodes if isinstance(n, dict)]
+            nodes = [x for n in nodes for x in (n if isinstance(n, list) else [n])]
+        # Python's True == 1 and False == 0; BSON's booleans and numbers never match.
+        if not any(n == wanted and isinstance(n, bool) == isinstance(wanted, bool)
+                   for n in nodes):
+            return False
+    return True
 
 
 def plan(resource_type: str, base: Doc, keys: Key,
@@ -140,18 +171,36 @@ def plan(resource_type: str, base: Doc, keys: Key,
         if any(k and k[0][0] == field for k in index_keys):
             return SeekPlan(field, direction, [eq], lead=True)
         return None
-    if not fields or not any(_serves(fields, field, k) for k in index_keys):
+    served = _served(fields, field, index_keys) if fields else None
+    if served is None:
         return None
     if split is None:
-        return SeekPlan(field, direction, [eq])
+        return SeekPlan(field, direction, [eq], served=served)
     name, values = split
-    return SeekPlan(field, direction, [{**eq, name: v} for v in dict.fromkeys(values)])
+    return SeekPlan(field, direction, [{**eq, name: v} for v in dict.fromkeys(values)],
+                    served=served)
 
 
-def _serves(fields: set[str], sort_field: str, key: Sequence[tuple[str, int]]) -> bool:
-    names = [k for k, _ in key]
-    return (len(names) > len(fields) and set(names[: len(fields)]) == fields
-            and names[len(fields)] == sort_field)
+def _served(fields: set[str], sort_field: str, index_keys: Sequence[Sequence[tuple[str, int]]]
+            ) -> tuple[str, ...] | None:
+    """The equality fields of the index (equalities..., K) that bounds a window of this
+    filter, or None. An index holding every equality serves it. So does one holding only
+    some, when what it leaves out cannot make a window examine more than a bounded set:
+    `del` (false on all but tombstones), or anything once the index leads with the patient
+    compartment (a window then examines at most one patient's resources of the type, in
+    its span of K; that is the shape of every search under a `patient/` scope)."""
+    best: tuple[str, ...] | None = None
+    for key in index_keys:
+        names = [k for k, _ in key]
+        if sort_field not in names:
+            continue
+        prefix = tuple(names[: names.index(sort_field)])
+        if not prefix or not set(prefix) <= fields:
+            continue
+        bounded = fields - set(prefix) <= {"del"} or prefix[0] == COMPARTMENT
+        if bounded and (best is None or len(prefix) > len(best)):
+            best = prefix
+    return best
 
 
 class Windows:

@@ -286,9 +286,15 @@ class SearchPipeline(ReadPipeline):
         out: list[Doc] = []
         seen: set[Any] = set()
 
+        residual = plan.residual(flt)
+        if residual and projection and any(
+                k.split(".")[0] in projection for k in residual):  # an exclusion projection
+            projection = {k: v for k, v in projection.items()
+                          if not any(r.split(".")[0] == k for r in residual)}
+
         async def read(condition: Any) -> int:
             docs = await self._window(collection, plan.window(flt, condition), keys, cursor,
-                                      wanted - len(out), projection, access, seen)
+                                      wanted - len(out), projection, access, seen, residual)
             out.extend(docs)
             seen.update(d["_id"] for d in docs)
             return len(docs)
@@ -317,14 +323,17 @@ class SearchPipeline(ReadPipeline):
     async def _window(
         self, collection: Any, flt: Doc, keys: list[tuple[str, int]], cursor: list[Any] | None,
         need: int, projection: Doc | None, access: AccessQuery, seen: set[Any],
+        residual: Doc | None = None,
     ) -> list[Doc]:
         """Up to `need` documents of one window, in order, after the cursor, not yet seen,
-        passing the access checks (refused ones are read past)."""
+        meeting the `residual` equalities the query left out (seek.SeekPlan.residual) and
+        passing the access checks (the others are read past)."""
         limit = need
         while True:
             docs = await collection.find(flt, projection).sort(keys).limit(limit).to_list()
             fresh = [d for d in docs if d["_id"] not in seen
-                     and (cursor is None or keyset.is_after(d, keys, cursor))]
+                     and (cursor is None or keyset.is_after(d, keys, cursor))
+                     and (not residual or seek.keeps(d, residual))]
             fresh = await self.passing(access, fresh)
             if len(fresh) >= need or len(docs) < limit:
                 return fresh[:need]

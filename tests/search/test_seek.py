@@ -9,7 +9,7 @@ documents the database examines for a page stay near the page size whatever the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,7 +152,7 @@ def test_the_directory_holds_the_hours_written(loaded: httpx.Client,
 
 
 def examined(mongo: MongoClient[dict[str, Any]], finds: list[dict[str, Any]],
-             collection: str) -> int:
+             collection: str, database: str = "fhir_seek") -> int:
     """Documents the database examined for the recorded finds on `collection`."""
     total = 0
     for find in finds:
@@ -160,7 +160,7 @@ def examined(mongo: MongoClient[dict[str, Any]], finds: list[dict[str, Any]],
             continue
         command = {k: v for k, v in find.items()
                    if k in ("find", "filter", "sort", "limit", "projection")}
-        stats = mongo["fhir_seek"].command("explain", command, verbosity="executionStats")
+        stats = mongo[database].command("explain", command, verbosity="executionStats")
         total += stats["executionStats"]["totalDocsExamined"]
     return total
 
@@ -231,10 +231,78 @@ def test_split_in_and_bare_type_search_page_in_order(seek_server: RunningServer)
         assert "t001" not in stamp
 
 
+def test_a_patient_scoped_search_is_sought(
+        secure: Callable[..., httpx.Client], mint: Callable[..., str],
+        secure_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> None:
+    """Under a `patient/` scope the access filter adds the patient's compartment, a field the
+    worklist indexes do not hold. The portal's "my messages, newest first" is still read
+    window by window (over the index (compartments.Patient, sent)) and a page examines
+    about a page, not the patient's whole list; the pages hold exactly her messages."""
+    admin = secure(mint("system/*.cruds"))
+    def message(n: int, patient: str, sent: str | None) -> dict[str, Any]:
+        # A thread's participants alone may read it (docs/messaging.md): she is one.
+        return {**communication(n, "Practitioner/r1", sent),
+                "subject": {"reference": patient},
+                "recipient": [{"reference": "Practitioner/r1"}, {"reference": patient}]}
+
+    mine = [message(n, "Patient/anna", s) for n, s in enumerate(sent_values())]
+    others = [message(500 + n, "Patient/ben", s) for n, s in enumerate(sent_values())]
+    for chunk in range(0, len(mine + others), 150):
+        put_all(admin, (mine + others)[chunk: chunk + 150])
+    app = secure(mint("patient/Communication.rs", patient="anna"))
+    url = f"/Communication?_sort=-sent&_count={PAGE}"
+    pages = walk(app, url)
+    assert [i for p in pages for i in p] == expected(True)
+    middle = _local(next(x["url"] for x in app.get(url).json()["link"]
+                         if x["relation"] == "next"))
+    for page in (url, middle):
+        RECORDER.finds.clear()
+        RECORDER.on = True
+        try:
+            assert app.get(page).status_code == 200
+        finally:
+            RECORDER.on = False
+        # 221 of anna's messages (and 221 of ben's): one query examines all of hers.
+        assert examined(mongo, RECORDER.finds, "Communication",
+                        secure_server.settings.database) <= 6 * (PAGE + 1), RECORDER.finds
+
+
+def test_a_patient_scoped_worklist_pages_in_order(
+        secure: Callable[..., httpx.Client], mint: Callable[..., str]) -> None:
+    """`Task?status=requested` under a `patient/` scope: sought over (compartments.Patient,
+    ts), every page holds exactly the patient's matches, newest first."""
+    admin = secure(mint("system/*.cruds"))
+    tasks = [{"resourceType": "Task", "id": f"pt{n:03d}", "intent": "order",
+              "status": "requested" if n % 4 else "completed",
+              "for": {"reference": f"Patient/{'anna' if n % 3 else 'ben'}"}}
+             for n in range(120)]
+    for chunk in range(0, len(tasks), 40):
+        put_all(admin, tasks[chunk: chunk + 40])
+    # A tombstone keeps its compartment and ts: the window finds it, the server drops it.
+    assert admin.delete("/Task/pt001").status_code == 200
+    everything = admin.get("/Task?_count=500").json()["entry"]
+    stamp = {e["resource"]["id"]: e["resource"]["meta"]["lastUpdated"] for e in everything}
+    status = {e["resource"]["id"]: e["resource"]["status"] for e in everything}
+    anna = [t["id"] for t in tasks if t["for"]["reference"] == "Patient/anna"
+            and t["id"] in stamp]
+
+    def newest_first(ids: list[str]) -> list[str]:
+        return [i for _, i in sorted(((stamp[i], i) for i in ids), reverse=True)]
+
+    app = secure(mint("patient/Task.rs", patient="anna"))
+    pages = walk(app, f"/Task?status=requested&_count={PAGE}")
+    assert [i for p in pages for i in p] == newest_first(
+        [i for i in anna if status[i] == "requested"])
+    # No criteria (the filter's `del: false` is left to the server) and a split `$in`.
+    assert [i for p in walk(app, f"/Task?_count={PAGE}") for i in p] == newest_first(anna)
+    both = walk(app, f"/Task?status=requested,completed&_count={PAGE}")
+    assert [i for p in both for i in p] == newest_first(anna)
+
+
 # ---------------------------------------------------------------- the plan and the windows
 
 INDEXES = [[("sp.owner", 1), ("sp.status", 1), ("ts", -1)], [("sp.status", 1), ("ts", -1)],
-           [("ts", -1), ("_id", -1)]]
+           [("ts", -1), ("_id", -1)], [("compartments.Patient", 1), ("ts", -1)]]
 
 
 def test_plan_splits_an_in_and_refuses_what_windows_cannot_bound() -> None:
@@ -249,6 +317,23 @@ def test_plan_splits_an_in_and_refuses_what_windows_cannot_bound() -> None:
     assert seek.plan("Task", {"sp.status": "a", "$and": [{}]}, keys, INDEXES) is None
     assert seek.plan("Task", {"sp.status": {"$gt": "a"}}, keys, INDEXES) is None
     assert seek.plan("Task", {"sp.status": "a"}, [("sp.code", 1), ("_id", 1)], INDEXES) is None
+    # A patient's compartment bounds what a window examines, whatever else the filter holds;
+    # the fields the index does not hold go after the range, tested on what it found.
+    scoped = seek.plan("Task", {"sp.status": "a", "compartments.Patient": "p"}, keys, INDEXES)
+    assert scoped is not None and scoped.served == ("compartments.Patient",)
+    assert scoped.window(scoped.filters[0], {"$lt": 1}) == {
+        "compartments.Patient": "p", "ts": {"$lt": 1}}
+    assert scoped.residual(scoped.filters[0]) == {"sp.status": "a"}
+    assert seek.keeps({"sp": {"status": ["b", "a"]}}, {"sp.status": "a"})
+    assert not seek.keeps({"sp": {"status": "b"}}, {"sp.status": "a"})
+    assert not seek.keeps({"del": True}, {"del": False})
+    assert not seek.keeps({"del": 0}, {"del": False})
+    assert not seek.keeps({"sp": {"code": 1}}, {"sp.code": True})
+    assert seek.keeps({"sp": [{"code": "x"}, {"code": "a"}]}, {"sp.code": "a"})
+    # Not the other way round: an index without the compartment would examine every
+    # patient's matches to find one patient's.
+    assert seek.plan("Task", {"sp.owner": "o", "sp.status": "a", "compartments.Patient": "p"},
+                     keys, INDEXES[:2]) is None
 
 
 @pytest.mark.parametrize("direction", [-1, 1])
