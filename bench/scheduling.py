@@ -29,6 +29,7 @@ wall time, and the load average beside each table.
 
     .venv/bin/python bench/scheduling.py --quick     # 10 practitioners × 7 days, 200 Slots
     .venv/bin/python bench/scheduling.py             # 50 practitioners × 30 days, 1,000 Slots
+    .venv/bin/python bench/scheduling.py --baseline-tree DIR   # $find beside an older tree (git archive)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import argparse
 import asyncio
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -80,9 +82,9 @@ def percentile(values: list[float], p: float) -> float:
 PIDS: list[int] = []  # the server's and the database's processes (CPU is theirs together)
 
 
-def cpu_of(_pid: int = 0) -> float:
+def cpu_of(_pid: int = 0, pids: list[int] | None = None) -> float:
     total = 0.0
-    for pid in PIDS:
+    for pid in PIDS if pids is None else pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -93,16 +95,29 @@ def load_average() -> str:
     return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def start_server(uri: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(uri: str, port: int, tree: Path | None = None) -> subprocess.Popen[bytes]:
+    """`serve` from this tree, or from `tree` (an older commit's, for a same-run baseline)."""
     env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": DATABASE, "FHIR_AUTH_DISABLED": "1"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     return subprocess.Popen(
         [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def wait_up(base: str) -> None:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_up(base: str, process: subprocess.Popen[bytes]) -> None:
+    """Until `process` answers at `base` (another program on the port must not pass for it)."""
     deadline = time.monotonic() + 300  # a loaded machine starts slowly
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server at {base} exited ({process.returncode}): is the port taken?")
         try:
             if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
                 return
@@ -178,14 +193,16 @@ async def timed(client: httpx.AsyncClient, url: str, params: Any) -> float:
     return elapsed
 
 
-async def bench_find(base: str, people: list[tuple[str, str]], days: int, rounds: int, server: int) -> None:
-    shapes: dict[str, list[float]] = {"baseline: Slot search, 1 practitioner × 1 day": [],
-                                      "$find 1 practitioner × 1 day": [], "$find 1 practitioner × month (20)": [],
-                                      f"$find all {len(people)} practitioners × 1 day (20)": [],
-                                      f"$find all {len(people)} practitioners × month (20)": []}
-    cpu: dict[str, float] = dict.fromkeys(shapes, 0.0)
-    names = list(shapes)
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+async def bench_find(servers: dict[str, tuple[str, list[int]]], people: list[tuple[str, str]], days: int,
+                     rounds: int) -> None:
+    """Each shape on each server (this tree's, and the baseline tree's when given), interleaved."""
+    names = ["baseline: Slot search, 1 practitioner × 1 day", "$find 1 practitioner × 1 day",
+             "$find 1 practitioner × month (20)", f"$find all {len(people)} practitioners × 1 day (20)",
+             f"$find all {len(people)} practitioners × month (20)"]
+    shapes: dict[tuple[str, str], list[float]] = {(n, s): [] for n in names for s in servers}
+    cpu: dict[tuple[str, str], float] = dict.fromkeys(shapes, 0.0)
+    clients = {s: httpx.AsyncClient(base_url=base, timeout=120) for s, (base, _) in servers.items()}
+    try:
         for _ in range(rounds):
             pid, sid = random.choice(people)
             day = START + timedelta(days=random.randrange(days))
@@ -200,15 +217,21 @@ async def bench_find(base: str, people: list[tuple[str, str]], days: int, rounds
                 ("/Appointment/$find", {**month, "_count": "20"}),
             ]
             for name, (url, params) in zip(names, requests, strict=True):  # interleaved
-                before = cpu_of(server)
-                shapes[name].append(await timed(client, url, params))
-                cpu[name] += cpu_of(server) - before
-    base50 = statistics.median(shapes[names[0]])
+                for server, (_, pids) in servers.items():
+                    before = cpu_of(pids=pids)
+                    shapes[(name, server)].append(await timed(clients[server], url, params))
+                    cpu[(name, server)] += cpu_of(pids=pids) - before
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    first = next(iter(servers))
+    base50 = statistics.median(shapes[(names[0], first)])
     print(f"\n$find, {rounds} rounds interleaved ({load_average()}); CPU = server + database")
-    print("\n| request | p50 | p99 | server CPU / request | p50 ÷ baseline p50 |\n| --- | --- | --- | --- | --- |")
-    for name, values in shapes.items():
-        print(f"| {name} | {statistics.median(values) * 1000:.1f} ms | {percentile(values, 0.99) * 1000:.1f} ms "
-              f"| {cpu[name] / len(values) * 1000:.1f} ms | {statistics.median(values) / base50:.2f}× |")
+    print("\n| request | server | p50 | p99 | CPU / request | p50 ÷ baseline p50 |\n| --- | --- | --- | --- | --- | --- |")
+    for (name, server), values in shapes.items():
+        print(f"| {name} | {server} | {statistics.median(values) * 1000:.1f} ms "
+              f"| {percentile(values, 0.99) * 1000:.1f} ms | {cpu[(name, server)] / len(values) * 1000:.1f} ms "
+              f"| {statistics.median(values) / base50:.2f}× |")
 
 
 async def until(client: httpx.AsyncClient, begin: float, checks: dict[str, Any], timeout: float = 120) -> dict[str, float]:
@@ -367,8 +390,10 @@ def main() -> None:
     parser.add_argument("--slots", type=int)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--port", type=int, default=18090)
+    parser.add_argument("--port", type=int, default=0, help="default: a free one")
     parser.add_argument("--visits", type=int, default=40, help="virtual visits booked one after another")
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="another tree (e.g. `git archive cb2899a`) served beside this one for $find")
     parser.add_argument("--skip", default="", help="parts to leave out: find, booked, race (comma-separated)")
     args = parser.parse_args()
     practitioners = args.practitioners or (10 if args.quick else 50)
@@ -378,18 +403,30 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}  practitioners: {practitioners}  "
           f"days: {days}  Slots: {practitioners * days * 32}")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedDatabase(Path(tmp)) as db:
-        port = args.port
+        port = args.port or free_port()
         base = f"http://127.0.0.1:{port}/fhir"
         server = start_server(db.uri, port)
         try:
-            wait_up(base)
+            wait_up(base, server)
             PIDS[:] = [server.pid, *([db._process.pid] if db._process else [])]
             skip = set(args.skip.split(","))
             begin = time.perf_counter()
             people = load(db.uri, base, practitioners, days)
             print(f"loaded {practitioners * days * 32:,} Slots in {time.perf_counter() - begin:.0f} s")
             if "find" not in skip:
-                asyncio.run(bench_find(base, people, days, args.rounds, server.pid))
+                servers = {"this tree": (base, PIDS[:])}
+                if args.baseline_tree:
+                    old_port = free_port()
+                    old = start_server(db.uri, old_port, args.baseline_tree)
+                    wait_up(f"http://127.0.0.1:{old_port}/fhir", old)
+                    servers[f"baseline {args.baseline_tree.name}"] = (f"http://127.0.0.1:{old_port}/fhir",
+                                                                      [old.pid, *PIDS[1:]])
+                try:
+                    asyncio.run(bench_find(servers, people, days, args.rounds))
+                finally:
+                    if args.baseline_tree:
+                        old.terminate()
+                        old.wait(30)
             if "booked" not in skip:
                 asyncio.run(bench_booked(base, args.visits))
             if "race" not in skip:
