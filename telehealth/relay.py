@@ -103,7 +103,7 @@ class Relay:
                         self._resume = stream.resume_token
                         doc = change.get("fullDocument") or {}
                         if doc.get("origin") != self.process and self._deliver is not None:
-                            await self._deliver(doc)
+                            await self._safely(self._deliver(doc))
             except PyMongoError as exc:
                 log.info("visit relay feed interrupted (%s); resuming", exc)
             await asyncio.sleep(RETRY)
@@ -113,10 +113,17 @@ class Relay:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT)
-            try:
-                await self.beat()
-            except PyMongoError as exc:
-                log.info("visit relay heartbeat failed (%s)", exc)
+            await self._safely(self.beat())
+
+    @staticmethod
+    async def _safely(work: Awaitable[None]) -> None:
+        """Nothing one message or one heartbeat raises ends the feed or the heartbeat."""
+        try:
+            await work
+        except PyMongoError as exc:
+            log.info("visit relay: database unavailable (%s)", exc)
+        except Exception:
+            log.exception("visit relay: a message or heartbeat failed")
 
     async def beat(self) -> None:
         """This process's members are alive; members of a dead process leave their rooms."""

@@ -32,19 +32,20 @@ Doc = dict[str, Any]
 def two(mongodb_uri: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     database = unique("fhir_rooms_")
     port = free_port()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FHIR_WORKFLOW_BUILTIN", "1")  # the virtual-visit workflow records the room
-        # One deployment, one public address (as behind `serve --workers 2` or a balancer):
-        # the room's address is the same whichever process records it.
-        patch.setenv("FHIR_VISIT_MAX_PARTICIPANTS", "4")
-        patch.setenv("FHIR_BASE_URL", f"http://127.0.0.1:{port}/fhir")
-        first = ServerProcess(mongodb_uri, database, port)
-        second = ServerProcess(mongodb_uri, database, free_port())
+    started: list[ServerProcess] = []
     try:
-        yield first, second
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("FHIR_WORKFLOW_BUILTIN", "1")  # the virtual-visit workflow records the room
+            patch.setenv("FHIR_VISIT_MAX_PARTICIPANTS", "4")
+            # One deployment, one public address (as behind `serve --workers 2` or a balancer):
+            # the room's address is the same whichever process records it.
+            patch.setenv("FHIR_BASE_URL", f"http://127.0.0.1:{port}/fhir")
+            for each in (port, free_port()):  # a loaded machine starts a server slowly
+                started.append(ServerProcess(mongodb_uri, database, each, startup_timeout=180))
+        yield started[0], started[1]
     finally:
-        first.stop()
-        second.stop()
+        for process in started:
+            process.stop()
 
 
 def _token(api: httpx.Client, appointment: str, participant: str) -> str:
