@@ -73,6 +73,8 @@ class Services:
             await self.workflows.start()
 
     async def close(self) -> None:
+        if self.telehealth is not None:
+            await self.telehealth.rooms.stop()
         if self.workflows is not None:
             await self.workflows.stop()
         await self.subscriptions.stop()

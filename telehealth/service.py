@@ -12,6 +12,7 @@ from telehealth.builtin import BuiltinProvider
 from telehealth.jitsi import JitsiProvider
 from telehealth.joins import JoinTokens
 from telehealth.provider import VideoProvider
+from telehealth.relay import Relay
 from telehealth.settings import TelehealthSettings
 from telehealth.signaling import Rooms
 
@@ -35,4 +36,4 @@ class Telehealth:
     @classmethod
     def build(cls, settings: TelehealthSettings, base_url: str, db: AsyncDatabase[Doc]) -> Telehealth:
         return cls(settings, build_provider(settings, base_url, db),
-                   Rooms(JoinTokens(db), settings.ice_servers, settings.max_participants))
+                   Rooms(JoinTokens(db), settings.ice_servers, settings.max_participants, Relay(db)))

@@ -14,7 +14,10 @@
 - **cancelled** (or moved: `$reschedule` cancels the old one): its reminder timers are
   cancelled and its CommunicationRequests `revoked`.
 - **fulfilled**: a documentation Task for the practitioner and a CarePlan-update Task.
-- **noshow**: a Task for the coordinator (`visit.coordinator`, when configured).
+- **noshow**: the referral the visit serves gets BSeR's `businessStatus` 5.1.2 "Scheduled
+  Service Request Event Unattended" (the referral Task: code fulfill, `focus` a ServiceRequest
+  the Appointment is `basedOn`; still open), and a Task for the coordinator (`visit.coordinator`,
+  when configured; `basedOn` those ServiceRequests).
 
 `visit-preparation` (Tasks completed or cancelled): when every subtask of a visit-preparation
 Task is done, the parent becomes `completed` — `GET [base]/Task?focus=Appointment/<id>&code=
@@ -34,7 +37,9 @@ from typing import Any, ClassVar
 
 from fhir_server.context import RequestContext
 from fhir_server.datetimes import DateFormatError, parse_instant
-from fhir_server.errors import FhirError
+from fhir_server.errors import FhirError, PreconditionFailed
+from fhir_server.referral import BSER_CODES, BSER_SYSTEM, bser_code, is_referral
+from fhir_server.referral import reference as relative
 from fhir_server.storage.documents import format_instant
 from workflows.definitions import Definitions
 from workflows.durations import parse_duration
@@ -46,6 +51,9 @@ Doc = dict[str, Any]
 VISIT_CODES = "http://fhir.care-coord.example/CodeSystem/visit-task"
 DEFAULT_QUESTIONNAIRE = "http://fhir.care-coord.example/Questionnaire/pre-visit"
 MEDIUM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode"
+UNATTENDED = "5.1.2"  # BSeR: Scheduled Service Request Event Unattended
+# A referral that has ended keeps its last business status.
+CLOSED_REFERRAL = frozenset({"completed", "failed", "cancelled", "rejected", "entered-in-error"})
 _MEDIA = {"sms": "SMSWRIT", "email": "EMAILWRIT", "phone": "PHONE", "fax": "FAXWRIT"}
 
 
@@ -112,10 +120,13 @@ class Visit(Workflow):
             await keyed.create(_task("careplan-update", "Update the care plan after the visit", event.focus,
                                      patient, practitioner), name="careplan")
         elif status == "noshow":
+            requests = _based_on(appointment, effects.base_url)
+            await _unattended(effects, requests)
             coordinator = self._setting(effects, "coordinator", None)
+            more: Doc = {"basedOn": [{"reference": r} for r in requests]} if requests else {}
             await _keyed(effects, f"{event.focus}/noshow").create(_task(
                 "noshow-follow-up", "The patient did not attend: follow up", event.focus, patient,
-                coordinator if isinstance(coordinator, str) else None), name="coordinator")
+                coordinator if isinstance(coordinator, str) else None, **more), name="coordinator")
 
     async def _prepare(self, effects: Effects, focus: str, patient: str | None) -> None:
         parent = await effects.create(_task("visit-preparation", "Prepare for the visit", focus, patient, patient),
@@ -186,6 +197,44 @@ class Visit(Workflow):
                 sent["language"] = language
         await effects.create(sent, name="sent")
         await _set_status(effects, context, "CommunicationRequest", request, "completed")
+
+
+def _based_on(appointment: Doc, base_url: str) -> list[str]:
+    """The ServiceRequests the Appointment is `basedOn` (relative references, in order, once)."""
+    found: list[str] = []
+    for value in appointment.get("basedOn") or []:
+        ref = relative(value, base_url)
+        if ref is not None and ref.startswith("ServiceRequest/") and ref not in found:
+            found.append(ref)
+    return found
+
+
+async def _unattended(effects: Effects, requests: list[str]) -> None:
+    """Each open referral Task of `requests` gets businessStatus 5.1.2. Idempotent (a Task that
+    has it already is left alone) and safe against a client's write meanwhile: the update
+    carries If-Match, and a lost race reads the Task again and decides again."""
+    context = RequestContext.system(effects.base_url, "update", effects.automation)
+    unattended = {"coding": [{"system": BSER_SYSTEM, "code": UNATTENDED, "display": BSER_CODES[UNATTENDED]}],
+                  "text": BSER_CODES[UNATTENDED]}
+    for request in requests:
+        matches = await effects.repository.find_matches(context, "Task", [("focus", request)], limit=20)
+        for task_id in [str(d["_id"]) for d in matches]:
+            for _ in range(5):
+                try:
+                    task = (await effects.repository.read(context, "Task", task_id)).resource
+                except FhirError:
+                    break
+                if not is_referral(task, effects.base_url) or task.get("status") in CLOSED_REFERRAL \
+                        or bser_code(task) == UNATTENDED:
+                    break
+                changed = {**copy.deepcopy(task), "businessStatus": unattended}
+                changed.pop("meta", None)
+                try:
+                    await effects.repository.update(context, "Task", task_id, changed,
+                                                    if_match=int(task["meta"]["versionId"]))
+                    break
+                except PreconditionFailed:
+                    continue
 
 
 async def _preferences(effects: Effects, context: RequestContext, patient: str) -> tuple[str | None, str | None]:

@@ -75,6 +75,17 @@ def _override(context: RequestContext, body: Any) -> bool:
     return True
 
 
+async def _operation(request: Request, instance: bool = False) -> tuple[RequestContext, Services, Any, str]:
+    """What every booking operation starts with: FHIR JSON answered, the request's context
+    (on the Appointment named in the path when `instance`), the services, the parsed body
+    (None when empty) and the Appointment's id ("" for a type-level operation)."""
+    require_fhir(response_format(request))
+    appointment_id = check_id(request.path_params["id"]) if instance else ""
+    context = await request_context(request, resource_type="Appointment", resource_id=appointment_id or None)
+    svc = services(request)
+    return context, svc, await _body(request, svc), appointment_id
+
+
 def _booker(svc: Services) -> Booker:
     return Booker(svc.repository, svc.settings.base_url)
 
@@ -99,10 +110,7 @@ async def find(request: Request) -> Response:
 
 async def hold(request: Request) -> Response:
     """POST [base]/Appointment/$hold with `appointment-resource` (a proposed Appointment)."""
-    require_fhir(response_format(request))
-    context = await request_context(request, resource_type="Appointment")
-    svc = services(request)
-    body = await _body(request, svc)
+    context, svc, body, _ = await _operation(request)
     appointment = resource_parameter(body, "appointment-resource", "Appointment")
     if appointment is None:
         raise BadRequest("$hold needs appointment-resource (a proposed Appointment from $find)", code="required")
@@ -112,10 +120,7 @@ async def hold(request: Request) -> Response:
 
 async def book(request: Request) -> Response:
     """POST [base]/Appointment/$book with `appointment-resource` or `appointment-reference`."""
-    require_fhir(response_format(request))
-    context = await request_context(request, resource_type="Appointment")
-    svc = services(request)
-    body = await _body(request, svc)
+    context, svc, body, _ = await _operation(request)
     appointment = resource_parameter(body, "appointment-resource", "Appointment")
     reference = text_parameter(body, "appointment-reference")
     if (appointment is None) == (reference is None):
@@ -127,22 +132,14 @@ async def book(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     """POST [base]/Appointment/{id}/$cancel (optional `reason`)."""
-    require_fhir(response_format(request))
-    appointment_id = check_id(request.path_params["id"])
-    context = await request_context(request, resource_type="Appointment", resource_id=appointment_id)
-    svc = services(request)
-    body = await _body(request, svc)
+    context, svc, body, appointment_id = await _operation(request, instance=True)
     stored = await _booker(svc).cancel(context, appointment_id, text_parameter(body, "reason"))
     return _answer(request, svc, [stored.resource])
 
 
 async def reschedule(request: Request) -> Response:
     """POST [base]/Appointment/{id}/$reschedule with `appointment-resource` (the new time)."""
-    require_fhir(response_format(request))
-    appointment_id = check_id(request.path_params["id"])
-    context = await request_context(request, resource_type="Appointment", resource_id=appointment_id)
-    svc = services(request)
-    body = await _body(request, svc)
+    context, svc, body, appointment_id = await _operation(request, instance=True)
     replacement = resource_parameter(body, "appointment-resource", "Appointment")
     if replacement is None:
         raise BadRequest("$reschedule needs appointment-resource (a proposed Appointment from $find)",

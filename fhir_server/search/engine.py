@@ -51,6 +51,10 @@ WORKLIST_INDEXES: dict[str, list[Key]] = {
     # written per request): `patient` + `date` is interceptors/audit.py's audit_patient_date,
     # `entity` (every request a Consent decided) is here; identifier is not indexed.
     "AuditEvent": [[("sp.entity", ASCENDING)]],
+    # Appointment/$find reads free Slots window by window on `start` (operations.scheduling.
+    # find): per Schedule when it asks for a few, across all Schedules when for many.
+    "Slot": [[("sp.schedule", ASCENDING), ("sp.status", ASCENDING), ("sp.start.s", ASCENDING)],
+             [("sp.status", ASCENDING), ("sp.start.s", ASCENDING)]],
 }
 # Types whose identifier is searched rarely enough not to be worth an index on every write.
 UNINDEXED_IDENTIFIER = frozenset({"AuditEvent"})

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.scheduling.conftest import (
+    DAY,
     Practice,
     appointment_of,
+    iso,
     parameters,
     scheduling_server,
     slot_status,
@@ -240,3 +243,33 @@ def test_a_hold_expires_by_itself(mongodb_uri: str, tmp_path: Path) -> None:
         late = api.post("/Appointment/$book", json=parameters(appointment_reference=f"Appointment/{held['id']}"))
         assert late.status_code == 422, late.text
         assert api.post("/Appointment/$book", json=parameters(appointment_resource=proposal)).status_code == 200
+
+
+def test_find_reads_window_by_window_and_misses_nothing(api: httpx.Client) -> None:
+    """$find reads free Slots in growing windows of `start` (per Schedule for a few, across all
+    Schedules for many): over three weeks, Slots far apart, at the range's very start and just
+    before its end are all proposed, in start order, and none at `end`, none busy, none of a
+    Schedule not asked (another practice's Slots at the same times)."""
+    ours, theirs = Practice(api), Practice(api)
+    end = DAY + timedelta(days=21)
+    expected: list[str] = []
+    for n in range(10):  # ten Schedules: more than PER_SCHEDULE, one query per window
+        _, slots = ours.practitioner(slots=1, start=DAY + timedelta(hours=37 * n))
+        expected += slots
+        theirs.practitioner(slots=1, start=DAY + timedelta(hours=37 * n))
+    last_pid, last = ours.practitioner(slots=1, start=end - timedelta(minutes=15))
+    _, at_end = ours.practitioner(slots=1, start=end)
+    _, busy = ours.practitioner(slots=1, start=DAY + timedelta(days=3))
+    assert api.put(f"/Slot/{busy[0]}", json={**api.get(f"/Slot/{busy[0]}").json(),
+                                             "status": "busy"}).status_code == 200
+    service = f"urn:test:service|consult-{ours.tag}"
+    found = ours.find(**{"service-type": service, "end": iso(end), "_count": "100"})
+    assert [a["slot"][0]["reference"] for a in found] == [f"Slot/{s}" for s in [*expected, *last]]
+    assert [a["start"] for a in found] == sorted(a["start"] for a in found)
+    assert f"Slot/{at_end[0]}" not in {a["slot"][0]["reference"] for a in found}
+    # One Schedule (its own query per window): the Slot just before the end, three weeks on.
+    [one] = ours.find(practitioner=last_pid, end=iso(end))
+    assert one["slot"] == [{"reference": f"Slot/{last[0]}"}]
+    # A page: the first three only.
+    first = ours.find(**{"service-type": service, "end": iso(end), "_count": "3"})
+    assert [a["slot"][0]["reference"] for a in first] == [f"Slot/{s}" for s in expected[:3]]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,3 +116,73 @@ def test_cancelled_visit_sends_no_reminder_and_noshow_goes_to_the_coordinator(vi
     notices = [c for c in search(api, "Communication", subject=f"Patient/{patient}") if c.get("basedOn")]
     assert notices == []
     assert other_patient
+
+
+BSER = "http://hl7.org/fhir/us/bser/CodeSystem/TaskBusinessStatusCS"
+FULFILL = {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]}
+
+
+def _referral(api: httpx.Client, patient: str, doctor: str, status: str) -> tuple[str, Doc]:
+    """A ServiceRequest and its referral Task (Gravity: code fulfill, focus the request), moved
+    from requested to `status` by the performer."""
+    request = created(api, {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+                            "subject": {"reference": f"Patient/{patient}"}})
+    task = created(api, {"resourceType": "Task", "status": "requested", "intent": "order", "code": FULFILL,
+                         "focus": {"reference": f"ServiceRequest/{request['id']}"},
+                         "for": {"reference": f"Patient/{patient}"},
+                         "requester": {"reference": "Practitioner/referrer"},
+                         "owner": {"reference": f"Practitioner/{doctor}"}})
+    for step in ["accepted"] + ([status] if status != "accepted" else []):
+        changed = api.put(f"/Task/{task['id']}", json={**task, "status": step})
+        assert changed.status_code == 200, changed.text
+        task = changed.json()
+    return f"ServiceRequest/{request['id']}", task
+
+
+def _code(task: Doc) -> str | None:
+    return next((c["code"] for c in (task.get("businessStatus") or {}).get("coding", []) if c["system"] == BSER), None)
+
+
+def _versions(api: httpx.Client, task_id: str) -> int:
+    return int(api.get(f"/Task/{task_id}/_history", params={"_summary": "count"}).json()["total"])
+
+
+def _noshow_follow_up(api: httpx.Client, appointment: str) -> list[Doc]:
+    return [t for t in search(api, "Task", focus=f"Appointment/{appointment}") if code_of(t) == "noshow-follow-up"]
+
+
+def test_noshow_marks_the_referral_unattended_once(visit_api: httpx.Client) -> None:
+    """A no-show: the open referral the visit is basedOn gets BSeR 5.1.2 (one update, even when
+    16 clients record the no-show at once), a finished referral keeps its status, and the
+    coordinator's Task points at the referral's ServiceRequest."""
+    api = visit_api
+    aid, patient, doctor = booked(api, datetime.now(UTC) + timedelta(hours=2))
+    open_request, open_task = _referral(api, patient, doctor, "accepted")
+    done_request, done_task = _referral(api, patient, doctor, "in-progress")
+    done_task = api.put(f"/Task/{done_task['id']}", json={**done_task, "status": "completed", "output": [
+        {"type": {"text": "consult note"}, "valueString": "seen elsewhere"}]}).json()
+    assert done_task["status"] == "completed"
+    before_open, before_done = _versions(api, open_task["id"]), _versions(api, done_task["id"])
+    current = api.get(f"/Appointment/{aid}").json()
+    current["basedOn"] = [{"reference": open_request}, {"reference": done_request}]
+    current = api.put(f"/Appointment/{aid}", json=current).json()
+    noshow = {**current, "status": "noshow"}
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda _: api.put(f"/Appointment/{aid}", json=noshow).status_code, range(16)))
+    assert statuses == [200] * 16
+    marked = wait_until(lambda: _code(t := api.get(f"/Task/{open_task['id']}").json()) == "5.1.2" and t,
+                        what="the referral's business status")
+    assert marked["businessStatus"]["coding"] == [{"system": BSER, "code": "5.1.2",
+                                                   "display": "Scheduled Service Request Event Unattended"}]
+    assert marked["status"] == "accepted"
+    # The workflow takes its events in order: once a later no-show is handled, all 16 are.
+    later, _, _ = booked(api, datetime.now(UTC) + timedelta(hours=3))
+    assert api.put(f"/Appointment/{later}", json={**api.get(f"/Appointment/{later}").json(),
+                                                   "status": "noshow"}).status_code == 200
+    wait_until(lambda: _noshow_follow_up(api, later), what="the later no-show handled")
+    assert _versions(api, open_task["id"]) == before_open + 1
+    assert _versions(api, done_task["id"]) == before_done
+    assert api.get(f"/Task/{done_task['id']}").json()["businessStatus"] == done_task["businessStatus"]
+    [follow] = _noshow_follow_up(api, aid)
+    assert follow["basedOn"] == [{"reference": open_request}, {"reference": done_request}]
+    assert follow["owner"] == {"reference": "Practitioner/coordinator"}

@@ -36,7 +36,7 @@ def numbers(received: list[Received]) -> list[int]:
 class ServerProcess:
     """`python -m fhir_server serve` on a database that outlives it."""
 
-    def __init__(self, mongodb_uri: str, database: str, port: int) -> None:
+    def __init__(self, mongodb_uri: str, database: str, port: int, startup_timeout: float = 30) -> None:
         self.port = port
         env = {**os.environ, "MONGODB_URI": mongodb_uri, "FHIR_DATABASE": database, "FHIR_AUTH_DISABLED": "1",
                "FHIR_SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1", "FHIR_SUBSCRIPTION_LEASE_TTL": str(LEASE_TTL),
@@ -47,7 +47,7 @@ class ServerProcess:
             [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.base_url = f"http://127.0.0.1:{port}/fhir"
-        wait_until(self._up, timeout=30, what="server process up")
+        wait_until(self._up, timeout=startup_timeout, what="server process up")
 
     def _up(self) -> bool:
         assert self.process.poll() is None, "the server process exited"

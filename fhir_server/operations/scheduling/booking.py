@@ -217,6 +217,15 @@ class Booker:
             raise Gone(f"Appointment/{appointment_id} was deleted")
         return doc, fhirjson.loads(doc["res"])
 
+    async def _live(self, session: AsyncClientSession, context: RequestContext,
+                    appointment_id: str) -> tuple[Doc, Doc] | None:
+        """The Appointment's current document and resource, or None when it is gone: for the
+        server's own work (a hold's expiry, an answer), where there is nothing to refuse."""
+        doc = await self.repository.planner.current(session, context, "Appointment", appointment_id)
+        if doc is None or doc.get("res") is None:
+            return None
+        return doc, fhirjson.loads(doc["res"])
+
     @staticmethod
     def _check(before: str | None, after: str) -> None:
         reason = refused_transition(before, after)
@@ -378,10 +387,10 @@ class Booker:
         async def build(session: AsyncClientSession, unit: _Unit) -> None:
             nonlocal changed
             changed = False
-            doc = await self.repository.planner.current(session, system, "Appointment", appointment_id)
-            if doc is None or doc.get("res") is None:
+            found = await self._live(session, system, appointment_id)
+            if found is None:
                 return
-            current = fhirjson.loads(doc["res"])
+            doc, current = found
             expires = hold_expires(current)
             if current.get("status") != "pending" or expires is None or expires > now():
                 return
@@ -405,10 +414,10 @@ class Booker:
         async def build(session: AsyncClientSession, unit: _Unit) -> None:
             nonlocal changed
             changed = False
-            doc = await self.repository.planner.current(session, system, "Appointment", appointment_id)
-            if doc is None or doc.get("res") is None:
+            found = await self._live(session, system, appointment_id)
+            if found is None:
                 return
-            current = fhirjson.loads(doc["res"])
+            doc, current = found
             if current.get("status") in FINAL_STATUSES:
                 return
             participants = copy.deepcopy(current.get("participant") or [])

@@ -9,21 +9,28 @@ list is any of them; the parameter repeated asks for all of them together, one A
 over one Slot of each at the same start and end.
 
 Schedules and Slots are found by the repository's read pipeline as the caller (the access
-decision applies to them as to any search); the answer is a searchset Bundle of Appointments
-with `status` proposed, each naming its Slots, to hand to `$hold` or `$book` as
+decision applies to them as to any search). Free Slots are read in *windows* of `start`, in
+order, each window one bounded query on a compound index (the embedded database materializes
+every match of an index lookup before it sorts and cuts to a page, so an open range over a
+month would cost the month): per Schedule (`schedule` equal, `status` free, `start` in the
+window) when a few Schedules are asked, else one query over every Schedule's free Slots in the
+window, kept to the asked Schedules here. The first window is sized to hold about a page,
+each later one GROWTH times wider, until enough Slots are found or `end` is reached. The answer
+is a searchset Bundle of Appointments with `status` proposed, each naming its Slots, to hand to `$hold` or `$book` as
 `appointment-resource`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from fhir_server.context import RequestContext
 from fhir_server.datetimes import DateFormatError, parse_instant
 from fhir_server.errors import BadRequest
 from fhir_server.search import SearchEngine
-from fhir_server.storage.documents import StoredResource
+from fhir_server.storage.documents import StoredResource, format_instant
 from fhir_server.storage.repository import Repository
 
 Doc = dict[str, Any]
@@ -31,6 +38,15 @@ DEFAULT_COUNT = 20
 MAX_COUNT = 100
 # Slots looked at per practitioner when several must be found free together.
 MAX_TOGETHER = 2000
+# Up to this many Schedules, one query per Schedule per window (each on its own index range);
+# more, one query per window over all free Slots (a `$in` of many values bounds no lookup).
+PER_SCHEDULE = 8
+# The first window: a day for one Schedule (a working day of 15-minute Slots is ~32), shared
+# out among the Schedules asked; later windows grow (nights, weekends and busy days are empty).
+FIRST_WINDOW = timedelta(days=1)
+MIN_WINDOW = timedelta(minutes=30)
+GROWTH = 4
+MILLISECOND = timedelta(milliseconds=1)
 VISIT_TYPES = ("virtual", "in-person")
 PHYSICAL_TYPE = "http://terminology.hl7.org/CodeSystem/location-physical-type"
 KNOWN = frozenset({"start", "end", "practitioner", "specialty", "service-type", "location", "patient",
@@ -140,11 +156,34 @@ class Finder:
 
     async def _free(self, context: RequestContext, asked: FindRequest, schedules: list[Doc],
                     limit: int) -> list[Doc]:
+        """Up to `limit` free Slots of `schedules` starting in [start, end), in start order."""
         if not schedules:
             return []
-        params = [("schedule", ",".join(f"Schedule/{s['id']}" for s in schedules)), ("status", "free"),
-                  ("start", f"ge{asked.start}"), ("start", f"lt{asked.end}"), ("_sort", "start")]
-        return [s.resource for s in await self._all(context, "Slot", params, limit)]
+        refs = [f"Schedule/{s['id']}" for s in schedules]
+        low, end = parse_instant(asked.start), parse_instant(asked.end)
+        width = max(MIN_WINDOW, FIRST_WINDOW / len(refs))
+        found: list[Doc] = []
+        while low < end and len(found) < limit:
+            high = min(end, low + width)
+            found += await self._window(context, refs, low, high, limit - len(found))
+            low, width = high, width * GROWTH
+        return found[:limit]
+
+    async def _window(self, context: RequestContext, refs: list[str], low: datetime, high: datetime,
+                      limit: int) -> list[Doc]:
+        # `sa` one millisecond before: start ≥ low on the Slot's own start (`ge` would match on
+        # the end of the start's precision, a second field no index range covers).
+        window = [("status", "free"), ("start", f"sa{format_instant(low - MILLISECOND)}"),
+                  ("start", f"lt{format_instant(high)}"), ("_sort", "start")]
+        if len(refs) <= PER_SCHEDULE:
+            slots = [s.resource for ref in refs
+                     for s in await self._all(context, "Slot", [("schedule", ref), *window], limit)]
+        else:
+            wanted = frozenset(refs)
+            slots = [s.resource for s in await self._all(context, "Slot", window, 100_000)
+                     if (s.resource.get("schedule") or {}).get("reference") in wanted]
+        slots.sort(key=lambda s: (str(s.get("start")), str(s.get("id"))))
+        return slots[:limit]
 
     async def find(self, context: RequestContext, asked: FindRequest) -> list[Doc]:
         if asked.patient:
