@@ -27,6 +27,7 @@ from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import Settings, WorkflowSettings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.services import auth_settings
+from tests.helpers import wipe
 
 EXAMPLES_DIR = Path(__file__).parent / "fixtures" / "examples"
 
@@ -117,9 +118,7 @@ def mongo(mongodb_uri: str) -> Iterator[MongoClient[dict[str, Any]]]:
 
 @pytest.fixture
 def clean_db(mongo: MongoClient[dict[str, Any]], settings: Settings) -> None:
-    db = mongo[settings.database]
-    for name in db.list_collection_names():
-        db[name].delete_many({})
+    wipe(mongo[settings.database])
 
 
 def forget_cached_reads(running: RunningServer) -> None:
@@ -193,10 +192,7 @@ def forget_cached_consents(running: RunningServer) -> None:
 @pytest.fixture
 def secure(secure_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> Iterator[Callable[..., httpx.Client]]:
     """Returns a factory of HTTP clients, each bearing a token (or none)."""
-    db = mongo[secure_server.settings.database]
-    for name in db.list_collection_names():
-        if not name.startswith("auth_"):  # keep the signing keys
-            db[name].delete_many({})
+    wipe(mongo[secure_server.settings.database], keep=lambda name: name.startswith("auth_"))  # the signing keys
     forget_cached_consents(secure_server)
     forget_cached_reads(secure_server)
     clients: list[httpx.Client] = []

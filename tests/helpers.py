@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,3 +14,18 @@ def count(client: httpx.Client, resource_type: str, **params: Any) -> int:
     assert r.status_code == 200, r.text
     total: int = r.json()["total"]
     return total
+
+
+def wipe(db: Any, keep: Callable[[str], bool] = lambda name: False) -> None:
+    """Empties every collection of `db` but those `keep` names, each in a transaction.
+
+    Not a bare `delete_many`: SecantusDB 0.7 retries a write outside a transaction on every
+    write conflict while it holds the collection's lock, so a wipe that meets a test server's
+    open transaction on the same collection (a Subscription's status being set, say) waits for
+    it forever while the transaction waits for the lock. Inside a transaction the conflict
+    is raised at once and the driver's `with_transaction` retries after it.
+    """
+    with db.client.start_session() as session:
+        for name in db.list_collection_names():
+            if not keep(name):
+                session.with_transaction(lambda s, name=name: db[name].delete_many({}, session=s))

@@ -15,6 +15,7 @@ from fhir_server.api.routes import ROUTES
 from fhir_server.context import RequestContext
 from fhir_server.hooks import Pointcut, hook
 from tests.conftest import RunningServer, make_settings
+from tests.helpers import wipe
 
 
 class Recorder:
@@ -39,9 +40,7 @@ def recording_server(mongodb_uri: str) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def http(recording_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> Iterator[httpx.Client]:
-    db = mongo[recording_server.settings.database]
-    for name in db.list_collection_names():
-        db[name].delete_many({})
+    wipe(mongo[recording_server.settings.database])
     with httpx.Client(base_url=recording_server.settings.base_url, timeout=30) as client:
         assert client.put("/Patient/p", json={"resourceType": "Patient", "id": "p"}).status_code == 201
         RECORDER.seen.clear()

@@ -31,6 +31,7 @@ from fhir_server.auth.routes import build_auth_router, build_well_known_router
 from fhir_server.auth.runtime import AuthRuntime
 from fhir_server.auth.settings import AuthSettings, IntrospectionEndpoint
 from fhir_server.auth.startup import start_auth
+from tests.helpers import wipe
 
 DATABASE = "fhir_auth_test"
 INITIAL_ACCESS_TOKEN = "initial-access-token-for-tests"
@@ -160,10 +161,7 @@ def auth_server(mongodb_uri: str) -> Iterator[AuthServer]:
 def auth(auth_server: AuthServer) -> Iterator[AuthServer]:
     """The server, with every auth collection but the signing keys emptied."""
     with MongoClient(auth_server.mongodb_uri) as client:
-        db = client[DATABASE]
-        for name in db.list_collection_names():
-            if name.startswith("auth_") and name != "auth_keys":
-                db[name].delete_many({})
+        wipe(client[DATABASE], keep=lambda name: not name.startswith("auth_") or name == "auth_keys")
     yield auth_server
 
 

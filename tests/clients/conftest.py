@@ -27,6 +27,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from fhir_server.auth.cli import mint_dev_token
 from fhir_server.services import auth_settings
 from tests.conftest import RunningServer, make_settings
+from tests.helpers import wipe
 
 DATABASE = "fhir_clients"
 INITIAL_ACCESS_TOKEN = "clients-initial-access-token"
@@ -104,10 +105,7 @@ def smart_server(mongodb_uri: str) -> Iterator[SmartServer]:
 @pytest.fixture
 def smart(smart_server: SmartServer, mongo: MongoClient[dict[str, Any]]) -> SmartServer:
     """The server with its FHIR data emptied (registered clients, users and keys stay)."""
-    db = mongo[DATABASE]
-    for name in db.list_collection_names():
-        if not name.startswith("auth_"):
-            db[name].delete_many({})
+    wipe(mongo[DATABASE], keep=lambda name: name.startswith("auth_"))
     return smart_server
 
 

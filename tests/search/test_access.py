@@ -12,6 +12,7 @@ from pymongo import MongoClient
 
 from fhir_server.hooks import AccessQuery, Pointcut, hook
 from tests.conftest import RunningServer, make_settings
+from tests.helpers import wipe
 from tests.search.conftest import Searcher
 
 
@@ -37,9 +38,7 @@ def hiding_server(mongodb_uri: str) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def hidden(hiding_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> Iterator[Searcher]:
-    db = mongo[hiding_server.settings.database]
-    for name in db.list_collection_names():
-        db[name].delete_many({})
+    wipe(mongo[hiding_server.settings.database])
     with httpx.Client(base_url=hiding_server.settings.base_url, timeout=30) as client:
         s = Searcher(client)
         s.put({"resourceType": "Patient", "id": "secret", "name": [{"family": "Hidden"}]})
