@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from fhir_server.errors import DatabaseUnavailable, FhirError, InternalError, Issue, operation_outcome
@@ -61,6 +62,14 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return outcome_response(InternalError("Internal server error"))
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client closed the connection before its body was in (a tab closed mid-request):
+    # nothing was written and nobody reads the answer, so it is no server error to log.
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    body = operation_outcome([Issue("error", "incomplete", "The client disconnected before its request was complete")])
+    return Response(orjson.dumps(body), status_code=400, media_type=FHIR_JSON)
+
+
 def _database_unavailable(retry_after: int) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def handler(request: Request, exc: Exception) -> Response:
         # The database is down or restarting (the driver could not reach it in time): a
@@ -75,4 +84,5 @@ def install(app: FastAPI, *, retry_after: int = 5) -> None:
     app.add_exception_handler(ConnectionFailure, _database_unavailable(retry_after))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import time
 
 import httpx
 import pytest
 
+from tests.conftest import RunningServer
 from tests.helpers import count
 
 TASK = {"resourceType": "Task", "status": "requested", "intent": "order"}
@@ -130,3 +134,20 @@ def test_validate_operation_stores_nothing(client: httpx.Client) -> None:
     assert client.post("/Task/$validate", json=wrapped).json()["issue"][0]["severity"] == "information"
     assert client.post("/Task/$validate", json={"resourceType": "Patient"}).status_code == 400
     assert count(client, "Task") == 0
+
+
+def test_a_client_gone_before_its_body_is_in_is_no_server_error(
+        client: httpx.Client, server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A browser tab closed mid-request: nothing is written, nothing logged as a bug."""
+    before = count(client, "Task")
+    with caplog.at_level(logging.INFO):
+        with socket.create_connection(("127.0.0.1", server.settings.port)) as raw:
+            raw.sendall(b"POST /fhir/Task HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+                        b"Content-Length: 5000\r\n\r\n" + b'{"resourceType": "Task", "status": ')
+            time.sleep(0.3)  # the server is reading the body when the client goes
+        deadline = time.monotonic() + 10
+        while "client disconnected during POST /fhir/Task" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert "client disconnected during POST /fhir/Task" in caplog.text
+    assert "unhandled error" not in caplog.text
+    assert count(client, "Task") == before

@@ -165,8 +165,13 @@ class Finder:
         found: list[Doc] = []
         while low < end and len(found) < limit:
             high = min(end, low + width)
-            found += await self._window(context, refs, low, high, limit - len(found))
-            low, width = high, width * GROWTH
+            got = await self._window(context, refs, low, high, limit - len(found))
+            found += got
+            low = high
+            # An empty window (a night, a weekend) grows the next one; one that held Slots sizes
+            # the next from the density it showed, so a busy morning is not read whole.
+            needed = limit - len(found)
+            width = width * GROWTH if not got else min(width * GROWTH, max(MIN_WINDOW, width * needed / len(got)))
         return found[:limit]
 
     async def _window(self, context: RequestContext, refs: list[str], low: datetime, high: datetime,
@@ -179,11 +184,24 @@ class Finder:
             slots = [s.resource for ref in refs
                      for s in await self._all(context, "Slot", [("schedule", ref), *window], limit)]
         else:
-            wanted = frozenset(refs)
-            slots = [s.resource for s in await self._all(context, "Slot", window, 100_000)
-                     if (s.resource.get("schedule") or {}).get("reference") in wanted]
+            slots = await self._wanted(context, window, frozenset(refs), limit)
         slots.sort(key=lambda s: (str(s.get("start")), str(s.get("id"))))
         return slots[:limit]
+
+    async def _wanted(self, context: RequestContext, window: list[tuple[str, str]], wanted: frozenset[str],
+                      limit: int) -> list[Doc]:
+        """The first `limit` free Slots of the `wanted` Schedules in the window, page by page in
+        start order: the pages stop once enough are found, not at the window's end."""
+        query = self.search.parse("Slot", [*window, ("_count", str(min(max(2 * limit, 50), 1000)))], strict=True)
+        query.total = "none"
+        slots: list[Doc] = []
+        while True:
+            page = await self.repository.search(context, query, with_total=False)
+            slots += [s.resource for s in page.entries
+                      if (s.resource.get("schedule") or {}).get("reference") in wanted]
+            if not page.next_cursor or len(slots) >= limit:
+                return slots
+            query.cursor = page.next_cursor
 
     async def find(self, context: RequestContext, asked: FindRequest) -> list[Doc]:
         if asked.patient:
