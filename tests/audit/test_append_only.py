@@ -45,7 +45,7 @@ def test_audit_events_have_only_the_indexes_the_audit_queries_need(
     assert keys == sorted([
         (("_id", 1),),
         (("ts", -1), ("_id", -1)),  # _lastUpdated order, type history
-        (("compartments.Patient", 1),),  # a patient's own events
+        (("compartments.Patient", 1), ("ts", -1)),  # a patient's own events, newest first (seek)
         (("sp.patient", 1), ("sp.date.e", -1)),  # who saw this patient's data, when
         (("sp.entity", 1),),  # every request a Consent decided
     ])

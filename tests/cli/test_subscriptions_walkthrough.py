@@ -128,7 +128,9 @@ def test_which_scopes_own_a_subscription(walk_server: RunningServer, walk_mint: 
         if response.status_code == 201:
             httpx.delete(f"{walk_server.settings.base_url}/Subscription/{response.json()['id']}", timeout=30,
                          headers={"Authorization": f"Bearer {token}"})
-    assert outcomes == {"patient/Subscription.c": 403, "patient/Subscription.cruds": 403,
+    # A patient-context token keeps its own Subscriptions (the portal's live views); what they
+    # deliver is read as that owner, so a patient/ token learns only of her own compartment.
+    assert outcomes == {"patient/Subscription.c": 201, "patient/Subscription.cruds": 201,
                         "user/Subscription.c": 201, "user/Subscription.*": 201, "system/Subscription.cruds": 201}
 
 
