@@ -8,6 +8,7 @@ neither a backup nor a read of the collection lets anyone join. Collection `visi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from telehealth.provider import Participant
 
@@ -42,11 +44,15 @@ class JoinTokens:
 
     async def mint(self, room: str, appointment: str, participant: Participant, expires: datetime) -> str:
         token = secrets.token_urlsafe(32)
-        await self.collection.insert_one({
-            "_id": _hash(token), "room": room, "appointment": appointment,
-            "participant": participant.reference, "display": participant.display,
-            "role": participant.role, "expires": expires, "issued": datetime.now(UTC),
-        })
+        # The id hashes 32 random bytes minted just now: a duplicate key is this very insert,
+        # landed by an attempt the driver retried (a retryable write seen twice), never
+        # another token. The token is stored either way; hand it out.
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.insert_one({
+                "_id": _hash(token), "room": room, "appointment": appointment,
+                "participant": participant.reference, "display": participant.display,
+                "role": participant.role, "expires": expires, "issued": datetime.now(UTC),
+            })
         return token
 
     async def admit(self, token: object, room: str) -> Admission | str:

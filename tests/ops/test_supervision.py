@@ -111,12 +111,12 @@ def test_exits_non_zero_when_the_database_cannot_be_restarted(serve: type[ServeP
     server = serve()
     server.wait_ready()
     pid = server.database_pid()
-    # Its storage replaced by a file: every restart fails at start-up.
+    # Its storage replaced by a file before it is killed (the running database keeps its open
+    # files), so that no restart, however quick, finds a database: every one fails at start-up.
     storage = server.data_dir / "db"
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
     shutil.rmtree(storage)
     storage.write_text("not a database")
+    os.kill(pid, signal.SIGKILL)
     code = server.process.wait(180)
     log = server.log()
     assert code == 3, log
