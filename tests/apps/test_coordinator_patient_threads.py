@@ -160,6 +160,9 @@ def test_patient_view_without_a_patient_finds_one_by_name(browser: Browser, smar
     page.fill("#patient-search", f"Zed{suffix}")
     page.click("form[role=search] button")
     page.wait_for_selector(f"#patient-results li[data-id='pn-{suffix}']")
+    # The list is drawn again as the search answers (and on live changes): wait until it holds
+    # exactly the one match, rather than counting a list being redrawn.
+    page.wait_for_function("document.querySelectorAll('#patient-results li').length === 1")
     assert page.locator("#patient-results li").count() == 1
     page.click(f"#patient-results a[href='#patient/pn-{suffix}']")
     page.wait_for_selector(f"#view-title[data-patient='pn-{suffix}']")
