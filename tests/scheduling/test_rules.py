@@ -121,3 +121,73 @@ def test_override_needs_its_scope_and_is_audited(secure: Callable[..., httpx.Cli
     assert f"Slot/{slots[0]}" in what and f"Appointment/{second['id']}" in what
     holders = plain.get("/Appointment", params={"slot": f"Slot/{slots[0]}", "status": "booked"}).json()
     assert len(holders["entry"]) == 2
+
+
+# ------------------------------------------------------------------ Slots only through the operations
+
+def _refused_for_slots(response: httpx.Response, expression: str) -> None:
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "business-rule" and issue["diagnostics"].startswith("slot-taken-by-operation:")
+    assert issue["expression"] == [expression]
+
+
+def _holders(api: httpx.Client, slot_id: str) -> list[Doc]:
+    found = api.get("/Appointment", params={"slot": f"Slot/{slot_id}", "status": "pending,booked,arrived,checked-in",
+                                            "_count": "100"}).json()
+    return [e["resource"] for e in found.get("entry", [])]
+
+
+def test_a_plain_write_cannot_make_an_appointment_hold_a_slot(api: httpx.Client) -> None:
+    practice = Practice(api)
+    doctor, slots = practice.practitioner(slots=2)
+    proposal = practice.find(practitioner=doctor, patient=practice.patient)[0]
+    # 16 clients POST a booked Appointment on the same free Slot at once: none is written (a
+    # plain write cannot see the others), the Slot stays free, and $book still takes it once.
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: api.post("/Appointment", json={**proposal, "status": "booked"}), range(16)))
+    for answer in answers:
+        _refused_for_slots(answer, "Appointment.slot")
+    assert _holders(api, slots[0]) == [] and slot_status(api, slots[0]) == "free"
+    booked = appointment_of(api.post("/Appointment/$book", json=parameters(appointment_resource=proposal)))
+    assert [a["id"] for a in _holders(api, slots[0])] == [booked["id"]]
+    # Nor may an update add a Slot to a booked Appointment, or a transaction entry do either.
+    grown = {**booked, "slot": [*booked["slot"], {"reference": f"Slot/{slots[1]}"}]}
+    _refused_for_slots(api.put(f"/Appointment/{booked['id']}", json=grown), "Appointment.slot")
+    assert api.get(f"/Appointment/{booked['id']}").json()["meta"]["versionId"] == booked["meta"]["versionId"]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {**proposal, "status": "pending", "slot": [{"reference": f"Slot/{slots[1]}"}]},
+         "request": {"method": "POST", "url": "Appointment"}}]}
+    refused = api.post("/", json=bundle)
+    assert refused.status_code == 422, refused.text
+    assert _holders(api, slots[1]) == []
+    # What holds no Slot stays a plain write: a proposal, a cancelled record, an update that
+    # keeps the Slots it had.
+    created(api, {**proposal, "status": "proposed"})
+    created(api, {**proposal, "status": "cancelled"})
+    kept = api.put(f"/Appointment/{booked['id']}", json={**booked, "comment": "bring the letter"})
+    assert kept.status_code == 200, kept.text
+
+
+def test_a_plain_write_cannot_free_a_taken_slot(api: httpx.Client) -> None:
+    practice = Practice(api)
+    doctor, slots = practice.practitioner(slots=2)
+    proposals = practice.find(practitioner=doctor, patient=practice.patient)
+    api.post("/Appointment/$book", json=parameters(appointment_resource=proposals[0]))
+    api.post("/Appointment/$hold", json=parameters(appointment_resource=proposals[1]))
+    for slot_id, status in ((slots[0], "busy"), (slots[1], "busy-tentative")):
+        slot = api.get(f"/Slot/{slot_id}").json()
+        assert slot["status"] == status
+        _refused_for_slots(api.put(f"/Slot/{slot_id}", json={**slot, "status": "free"}), "Slot.status")
+        patched = api.patch(f"/Slot/{slot_id}", content=b'[{"op":"replace","path":"/status","value":"free"}]',
+                            headers={"Content-Type": "application/json-patch+json"})
+        _refused_for_slots(patched, "Slot.status")
+        assert slot_status(api, slot_id) == status
+        # A second client's $book of the Slot is still refused.
+        assert api.post("/Appointment/$book", json=parameters(appointment_resource=proposals[0 if status == "busy" else 1])
+                        ).status_code == 409
+    # A free Slot may still be marked unavailable by the scheduling system that publishes it.
+    _, more = practice.practitioner(slots=1)
+    slot = api.get(f"/Slot/{more[0]}").json()
+    assert api.put(f"/Slot/{more[0]}", json={**slot, "status": "busy-unavailable"}).status_code == 200

@@ -31,7 +31,15 @@ from fhir_server.context import Automation, RequestContext
 from fhir_server.datetimes import DateFormatError, parse_instant
 from fhir_server.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound
 from fhir_server.hooks import Change
-from fhir_server.operations.scheduling.statuses import BUSY, FREE, HOLDING, RULE_FINAL, TENTATIVE, refused_transition
+from fhir_server.operations.scheduling.statuses import (
+    BUSY,
+    FREE,
+    HOLDING,
+    RULE_FINAL,
+    TAKING_SLOTS,
+    TENTATIVE,
+    refused_transition,
+)
 from fhir_server.operations.scheduling.statuses import FINAL as FINAL_STATUSES
 from fhir_server.storage.documents import StoredResource, format_instant, now
 from fhir_server.storage.pipeline import Planned, run_unit
@@ -260,6 +268,7 @@ class Booker:
         new = self._proposed(appointment)
         appointment_id = str(uuid.uuid4())
         ids = slot_ids(new)
+        _taking_slots(context)
 
         async def build(session: AsyncClientSession, unit: _Unit) -> None:
             async def plan(start: str, end: str) -> None:
@@ -280,6 +289,7 @@ class Booker:
                    reference: str | None = None, override: bool = False) -> StoredResource:
         """`$book`: a proposed Appointment (`appointment-resource`) or a held one
         (`appointment-reference`) becomes `booked`, its Slots `busy`, `Appointment.slot` kept."""
+        _taking_slots(context)
         if reference is not None:
             appointment_id = _appointment_id(reference)
             new: Doc | None = None
@@ -349,6 +359,7 @@ class Booker:
         name stay busy), pointing back at the old one (R5 `previousAppointment`)."""
         new = self._proposed(replacement)
         new_id = str(uuid.uuid4())
+        _taking_slots(context)
 
         async def build(session: AsyncClientSession, unit: _Unit) -> None:
             doc, current = await self._appointment(session, context, appointment_id)
@@ -440,6 +451,12 @@ class Booker:
 
         await self._run(f"Appointment/{appointment_id}", build)
         return changed
+
+
+def _taking_slots(context: RequestContext) -> None:
+    """Marks the caller's context as this operation's: the Appointment it writes takes its
+    Slots in the same unit (interceptors.scheduling_rules refuses that to a plain write)."""
+    context.attributes[TAKING_SLOTS] = True
 
 
 def _appointment_id(reference: str) -> str:

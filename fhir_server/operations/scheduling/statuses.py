@@ -29,6 +29,11 @@ HOLDING = frozenset({"pending", "booked", "arrived", "checked-in"})
 
 RULE_TRANSITION = "appointment-status-transition"
 RULE_FINAL = "appointment-status-final"
+# Slots are taken and freed only by the scheduling operations (interceptors.scheduling_rules).
+RULE_SLOT_BY_OPERATION = "slot-taken-by-operation"
+# The attribute the scheduling operations set on the caller's context while they plan: the
+# Appointment it writes takes its Slots in the same unit.
+TAKING_SLOTS = "scheduling.taking-slots"
 
 # Slot.status codes (R4 SlotStatus).
 FREE = "free"
