@@ -4,7 +4,9 @@
 - a hold (`$hold`: pending, with the hold-expires extension) gets a durable timer due when
   the hold expires; when it fires, a hold still pending is cancelled and its Slots freed
   (`Booker.expire_hold`: a booked or cancelled one is left alone);
-- a cancelled Appointment: a Communication to every participant who is a person (Patient,
+- a cancelled Appointment: its Slots free again unless another Appointment holds them
+  (`Booker.release_cancelled`: for one cancelled by a plain write; after `$cancel` there is
+  nothing left to free), and a Communication to every participant who is a person (Patient,
   Practitioner, PractitionerRole, RelatedPerson), once per Appointment; one cancelled because
   it was rescheduled is announced by its replacement instead;
 - a booked Appointment that replaces another (`$reschedule`): a Communication to each person,
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from fhir_server.operations.scheduling.booking import PREVIOUS_EXTENSION, Booker, hold_expires
+from fhir_server.operations.scheduling.booking import PREVIOUS_EXTENSION, Booker, hold_expires, slot_ids
 from workflows.effects import Effects
 from workflows.engine import Event, Workflow
 from workflows.timers import Timer
@@ -90,6 +92,10 @@ class Scheduling(Workflow):
             return
         await effects.cancel(hold)  # booked or cancelled: the hold has nothing left to do
         if status == "cancelled":
+            # Cancelled by a plain write (not `$cancel`): its Slots are given back here.
+            if slot_ids(appointment):
+                await Booker(effects.repository, effects.base_url, effects.automation).release_cancelled(
+                    event.focus.removeprefix("Appointment/"))
             if (appointment.get("cancelationReason") or {}).get("text") == "rescheduled":
                 return
             keyed = _keyed(effects, f"{event.focus}/cancelled")

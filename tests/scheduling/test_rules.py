@@ -191,3 +191,21 @@ def test_a_plain_write_cannot_free_a_taken_slot(api: httpx.Client) -> None:
     _, more = practice.practitioner(slots=1)
     slot = api.get(f"/Slot/{more[0]}").json()
     assert api.put(f"/Slot/{more[0]}", json={**slot, "status": "busy-unavailable"}).status_code == 200
+
+
+def test_a_plainly_cancelled_appointment_gives_its_slots_back(api: httpx.Client) -> None:
+    practice = Practice(api)
+    doctor, slots = practice.practitioner(slots=1)
+    proposal = practice.find(practitioner=doctor, patient=practice.patient)[0]
+    booked = appointment_of(api.post("/Appointment/$book", json=parameters(appointment_resource=proposal)))
+    assert slot_status(api, slots[0]) == "busy"
+    cancelled = api.put(f"/Appointment/{booked['id']}", json={**booked, "status": "cancelled"})
+    assert cancelled.status_code == 200, cancelled.text
+    wait_until(lambda: slot_status(api, slots[0]) == "free", what="the Slot freed by the workflow")
+    again = api.post("/Appointment/$book", json=parameters(appointment_resource=proposal))
+    assert again.status_code == 200, again.text
+    assert [a["id"] for a in _holders(api, slots[0])] == [appointment_of(again)["id"]]
+    # The freed Slot went free → busy → free → busy once each, whatever the redeliveries.
+    history = api.get(f"/Slot/{slots[0]}/_history", params={"_count": "50"}).json()
+    statuses = [e["resource"]["status"] for e in reversed(history["entry"])]
+    assert statuses == ["free", "busy", "free", "busy"], statuses

@@ -415,6 +415,26 @@ class Booker:
         await self._run(f"Appointment/{appointment_id}", build)
         return changed
 
+    async def release_cancelled(self, appointment_id: str) -> bool:
+        """A cancelled Appointment's Slots free again, but those another Appointment holds: for
+        an Appointment cancelled by a plain write rather than `$cancel` (the scheduling
+        workflow calls this on every cancelled version). Answers whether a Slot was freed; a
+        second call, or one after `$cancel`, finds nothing to do."""
+        system = self._system()
+        changed = False
+
+        async def build(session: AsyncClientSession, unit: _Unit) -> None:
+            nonlocal changed
+            found = await self._live(session, system, appointment_id)
+            if found is None or found[1].get("status") != "cancelled":
+                changed = False
+                return
+            await self._release(session, unit, appointment_id, slot_ids(found[1]))
+            changed = bool(unit.groups)
+
+        await self._run(f"Appointment/{appointment_id}", build)
+        return changed
+
     async def respond(self, appointment_id: str, actor: str, answer: str) -> bool:
         """A participant answered (AppointmentResponse): their `participant.status` becomes the
         answer; a pending Appointment whose required participants have all accepted becomes
