@@ -143,8 +143,17 @@ class AuditInterceptor:
         await self.writer.record(event)
 
 
+# `entity=Consent/<id>` ("every request a Consent decided", docs/consent.md) is the entity
+# query the audit trail answers from an index. Indexing every entity would add an entry per
+# resource and patient of every read; a partial index holds only the events that name some
+# Consent, and a query for one Consent implies the filter, so both databases use it.
+CONSENT_ENTITIES = {"sp.entity": {"$gte": "Consent/", "$lt": "Consent0"}}
+
+
 def audit_indexes() -> dict[str, list[IndexModel]]:
     # "Who saw this patient's data last week": AuditEvent?patient=..&date=ge.. (a `ge` date
     # search compares the end of each value's range).
     keys = [("sp.patient", ASCENDING), ("sp.date.e", DESCENDING)]
-    return {AUDIT_EVENT: [IndexModel(keys, name="audit_patient_date")]}
+    return {AUDIT_EVENT: [IndexModel(keys, name="audit_patient_date"),
+                          IndexModel([("sp.entity", ASCENDING)], name="audit_entity_consent",
+                                     partialFilterExpression=CONSENT_ENTITIES)]}

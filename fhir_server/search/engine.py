@@ -48,9 +48,8 @@ WORKLIST_INDEXES: dict[str, list[Key]] = {
     "Consent": [[("sp.patient", ASCENDING)]],
     "Provenance": [[("sp.target", ASCENDING)]],
     # AuditEvent: only what the audit queries of docs/consent.md need (an AuditEvent is
-    # written per request): `patient` + `date` is interceptors/audit.py's audit_patient_date,
-    # `entity` (every request a Consent decided) is here; identifier is not indexed.
-    "AuditEvent": [[("sp.entity", ASCENDING)]],
+    # written per request): `patient` + `date` and `entity=Consent/..` (a partial index) are
+    # interceptors/audit.py's; identifier is not indexed.
     # Appointment/$find reads free Slots window by window on `start` (operations.scheduling.
     # find): per Schedule when it asks for a few, across all Schedules when for many.
     "Slot": [[("sp.schedule", ASCENDING), ("sp.status", ASCENDING), ("sp.start.s", ASCENDING)],

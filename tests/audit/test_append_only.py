@@ -3,6 +3,7 @@ queries need, and still readable as their own (single) version everywhere histor
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -41,17 +42,44 @@ def test_a_read_stores_its_event_without_a_history_copy(
 def test_audit_events_have_only_the_indexes_the_audit_queries_need(
         secure_server: RunningServer, mongo: MongoClient[dict[str, Any]], world: World) -> None:
     db = mongo[secure_server.settings.database]
-    keys = sorted(tuple(ix["key"].items()) for ix in db["AuditEvent"].list_indexes())
-    assert keys == sorted([
+    indexes = {ix["name"]: ix for ix in db["AuditEvent"].list_indexes()}
+    assert sorted(tuple(ix["key"].items()) for ix in indexes.values()) == sorted([
         (("_id", 1),),
         (("ts", -1), ("_id", -1)),  # _lastUpdated order, type history
         (("compartments.Patient", 1), ("ts", -1)),  # a patient's own events, newest first (seek)
         (("sp.patient", 1), ("sp.date.e", -1)),  # who saw this patient's data, when
-        (("sp.entity", 1),),  # every request a Consent decided
+        (("sp.entity", 1),),  # every request a Consent decided: only events naming a Consent
     ])
+    assert indexes["audit_entity_consent"]["partialFilterExpression"] == {
+        "sp.entity": {"$gte": "Consent/", "$lt": "Consent0"}}
     # The audit queries of docs/consent.md are served by them.
-    plan = db.command("explain", {"find": "AuditEvent", "filter": {"sp.entity": "Consent/c1"}})
-    assert "IXSCAN" in str(plan)
+    for query, index in (({"sp.entity": "Consent/c1"}, "audit_entity_consent"),
+                         ({"sp.patient": "Patient/anna", "sp.date.e": {"$gte": datetime(2026, 1, 1, tzinfo=UTC)}},
+                          "audit_patient_date")):
+        plan = db.command("explain", {"find": "AuditEvent", "filter": query})["queryPlanner"]["winningPlan"]
+        assert "IXSCAN" in str(plan) and index in str(plan), (query, plan)
+
+
+def test_only_events_naming_a_consent_hold_entity_index_entries(
+        world: World, secure_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> None:
+    # A read names its resource and patient as entities: neither is an index entry; an event
+    # naming a Consent is, and the other entities are still searched (from the patient's).
+    named = world.admin.post("/AuditEvent", json={**EVENT, "entity": [
+        {"what": {"reference": "Patient/anna"}}, {"what": {"reference": "Consent/c-audit"}}]})
+    assert named.status_code == 201, named.text
+    assert world.gray.get("/Task/anna-task").status_code == 200
+    [read] = [e for e in audit_events(world, subtype="read") if any(
+        x.get("what", {}).get("reference", "").startswith("Task/anna-task") for x in e["entity"])]
+    db = mongo[secure_server.settings.database]
+    in_index = {d["_id"] for d in db["AuditEvent"].find(
+        {"sp.entity": {"$gte": "Consent/", "$lt": "Consent0"}}, {"_id": 1}).hint("audit_entity_consent")}
+    assert named.json()["id"] in in_index
+    assert read["id"] not in in_index
+    found = world.auditor.get("/AuditEvent", params={"entity": "Consent/c-audit"}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [named.json()["id"]]
+    by_task = world.auditor.get("/AuditEvent", params={
+        "entity": read["entity"][0]["what"]["reference"], "patient": "Patient/anna"}).json()
+    assert read["id"] in {e["resource"]["id"] for e in by_task["entry"]}
 
 
 def test_a_client_posted_audit_event_is_stored_once_and_cannot_change(world: World) -> None:
