@@ -20,6 +20,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from fhir_server.access.decision import in_patient_compartment
 from fhir_server.audit import completion
 from fhir_server.audit.events import (
     Seen,
@@ -76,7 +77,7 @@ class AuditInterceptor:
             return
         user = relative_reference(principal.fhir_user or "", self.base_url)
         if user.startswith("Patient/"):
-            query.add({"compartments.Patient": user[len("Patient/"):]})
+            query.add(in_patient_compartment(AUDIT_EVENT, user[len("Patient/"):]))
         else:
             query.add({"_id": {"$in": []}})
 

@@ -30,8 +30,9 @@ CONDITIONAL_LOCKS = "conditional_locks"
 
 # Indexes an earlier release created that now only cost writes: dropped at start-up.
 # AuditEvent's index on every entity (one entry per resource and patient of every read) gave
-# way to one holding only the events that name a Consent (interceptors/audit.py).
-RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"AuditEvent": ("s_sp_entity",)}
+# way to one holding only the events that name a Consent (interceptors/audit.py), and its
+# compartment index to its `patient` one (access.decision BY_PARAMETER).
+RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"AuditEvent": ("s_sp_entity", "s_compartments_Patient_ts_d")}
 
 
 class Database:

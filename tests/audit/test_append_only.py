@@ -3,12 +3,15 @@ queries need, and still readable as their own (single) version everywhere histor
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
+from fhir_server.access.decision import in_patient_compartment
+from fhir_server.storage.database import Database
 from tests.audit.conftest import audit_events
 from tests.conftest import RunningServer
 from tests.consent.conftest import World
@@ -46,14 +49,16 @@ def test_audit_events_have_only_the_indexes_the_audit_queries_need(
     assert sorted(tuple(ix["key"].items()) for ix in indexes.values()) == sorted([
         (("_id", 1),),
         (("ts", -1), ("_id", -1)),  # _lastUpdated order, type history
-        (("compartments.Patient", 1), ("ts", -1)),  # a patient's own events, newest first (seek)
-        (("sp.patient", 1), ("sp.date.e", -1)),  # who saw this patient's data, when
+        # who saw this patient's data, when; and a patient's own events (no compartment index:
+        # an AuditEvent's compartment is its `patient` parameter)
+        (("sp.patient", 1), ("sp.date.e", -1)),
         (("sp.entity", 1),),  # every request a Consent decided: only events naming a Consent
     ])
     assert indexes["audit_entity_consent"]["partialFilterExpression"] == {
         "sp.entity": {"$gte": "Consent/", "$lt": "Consent0"}}
     # The audit queries of docs/consent.md are served by them.
     for query, index in (({"sp.entity": "Consent/c1"}, "audit_entity_consent"),
+                         (in_patient_compartment("AuditEvent", "anna"), "audit_patient_date"),
                          ({"sp.patient": "Patient/anna", "sp.date.e": {"$gte": datetime(2026, 1, 1, tzinfo=UTC)}},
                           "audit_patient_date")):
         plan = db.command("explain", {"find": "AuditEvent", "filter": query})["queryPlanner"]["winningPlan"]
@@ -109,3 +114,29 @@ def test_append_only_holds_with_audit_off(client: httpx.Client, mongo: MongoClie
     assert same.status_code == 200 and same.json()["meta"]["versionId"] == "1"
     assert client.get(f"/AuditEvent/{event['id']}").json()["action"] == "E"
     assert mongo[server.settings.database]["AuditEvent_history"].count_documents({}) == 0
+
+
+def test_the_retired_audit_indexes_are_dropped_at_start_up(mongodb_uri: str,
+                                                          mongo: MongoClient[dict[str, Any]]) -> None:
+    # A database an earlier release made: its every-entity and compartment indexes on
+    # AuditEvent cost each event an entry per entity and one more; they go at start-up.
+    name = "fhir_retired_indexes"
+    mongo.drop_database(name)
+    mongo[name]["AuditEvent"].create_index([("sp.entity", 1)], name="s_sp_entity")
+    mongo[name]["AuditEvent"].create_index([("compartments.Patient", 1), ("ts", -1)],
+                                           name="s_compartments_Patient_ts_d")
+
+    async def start() -> None:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+        try:
+            await Database(client, name).ensure_indexes()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(start())
+        names = {ix["name"] for ix in mongo[name]["AuditEvent"].list_indexes()}
+        assert "s_sp_entity" not in names and "s_compartments_Patient_ts_d" not in names
+        assert {"_id_", "ts_id"} <= names
+    finally:
+        mongo.drop_database(name)
