@@ -69,10 +69,8 @@ class Extractor:
     def _values(self, param: SearchParam, resource: Doc) -> list[tuple[Any, str | None]]:
         return [(v, b.is_type) for b in param.branches for v in b.evaluate(resource)]
 
-    def _one(self, out: Doc, param: SearchParam, resource: Doc,
-             values: list[tuple[Any, str | None]] | None = None) -> None:
-        """`values`: the branches' raw values when the caller has them (search.memo)."""
-        values = self._values(param, resource) if values is None else values
+    def _one(self, out: Doc, param: SearchParam, resource: Doc) -> None:
+        values = self._values(param, resource)
         if not values:
             return
         kind = param.type

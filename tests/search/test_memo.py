@@ -56,24 +56,3 @@ def test_what_the_memo_hands_out_is_the_callers_own() -> None:
         if isinstance(value, list):
             value.append("changed by the caller")
     assert engine.index_fields("AuditEvent", event) == _plain(engine, event)
-
-
-def test_entities_seen_before_in_other_lists_give_what_a_plain_extraction_gives() -> None:
-    # As the server writes them: each request's entities are its resource, its patient (both
-    # seen before, in other combinations and orders) and a request id never seen before.
-    engine = SearchEngine(Settings(base_url=BASE))
-    memo = engine._memo["AuditEvent"]
-    assert isinstance(memo, MemoExtractor)
-    events = _examples()
-    pool = [e for event in events for e in event.get("entity", [])]
-    assert len(pool) >= 6
-    for i in range(60):
-        event = copy.deepcopy(events[i % len(events)])
-        request = {"what": {"identifier": {"value": f"request-{i}"}},
-                   "type": {"system": "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType",
-                            "code": "XrequestId"}}
-        chosen = [pool[(i * 7 + k) % len(pool)] for k in range(1 + i % 3)]
-        event["entity"] = [*copy.deepcopy(chosen[::-1] if i % 2 else chosen), request]
-        event["recorded"] = f"2026-12-01T10:{i % 60:02d}:00.000Z"
-        assert engine.index_fields("AuditEvent", event) == _plain(engine, event), i
-    assert memo.element_hits > 0
