@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from fhir_server import heap
 from fhir_server.config import Settings
 from fhir_server.connections import TimedHttpToolsProtocol
 from fhir_server.observability import logs
@@ -52,6 +53,10 @@ class Server(uvicorn.Server):
     """uvicorn's server, noting when it was asked to stop (the shutdown budget starts then)."""
 
     exit_requested_at: float | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        heap.settle()  # the app's start-up (lifespan) is done: its objects are all there
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.exit_requested_at is None:

@@ -20,6 +20,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from fhir_server.access.decision import in_patient_compartment
 from fhir_server.audit import completion
 from fhir_server.audit.events import (
     Seen,
@@ -76,7 +77,7 @@ class AuditInterceptor:
             return
         user = relative_reference(principal.fhir_user or "", self.base_url)
         if user.startswith("Patient/"):
-            query.add({"compartments.Patient": user[len("Patient/"):]})
+            query.add(in_patient_compartment(AUDIT_EVENT, user[len("Patient/"):]))
         else:
             query.add({"_id": {"$in": []}})
 
@@ -143,8 +144,17 @@ class AuditInterceptor:
         await self.writer.record(event)
 
 
+# `entity=Consent/<id>` ("every request a Consent decided", docs/consent.md) is the entity
+# query the audit trail answers from an index. Indexing every entity would add an entry per
+# resource and patient of every read; a partial index holds only the events that name some
+# Consent, and a query for one Consent implies the filter, so both databases use it.
+CONSENT_ENTITIES = {"sp.entity": {"$gte": "Consent/", "$lt": "Consent0"}}
+
+
 def audit_indexes() -> dict[str, list[IndexModel]]:
     # "Who saw this patient's data last week": AuditEvent?patient=..&date=ge.. (a `ge` date
     # search compares the end of each value's range).
     keys = [("sp.patient", ASCENDING), ("sp.date.e", DESCENDING)]
-    return {AUDIT_EVENT: [IndexModel(keys, name="audit_patient_date")]}
+    return {AUDIT_EVENT: [IndexModel(keys, name="audit_patient_date"),
+                          IndexModel([("sp.entity", ASCENDING)], name="audit_entity_consent",
+                                     partialFilterExpression=CONSENT_ENTITIES)]}

@@ -31,6 +31,7 @@ from fhir_server.context import Principal, RequestContext
 from fhir_server.errors import Forbidden, Unauthorized
 from fhir_server.hooks import DocumentCheck
 from fhir_server.search import SearchEngine
+from fhir_server.search.engine import BY_PARAMETER
 from fhir_server.search.keyset import merge
 from fhir_server.storage import seen
 from fhir_server.storage.schema import version_key
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 
 Doc = dict[str, Any]
 COMPARTMENT_FIELD = "compartments.Patient"
+def in_patient_compartment(resource_type: str, patient: str) -> Doc:
+    """The filter: documents of `resource_type` in Patient/`patient`'s compartment."""
+    code = BY_PARAMETER.get(resource_type)
+    return {f"sp.{code}": f"Patient/{patient}"} if code else {COMPARTMENT_FIELD: patient}
 NOTHING: Doc = {"_id": {"$in": []}}
 # Read-type interactions keep their own permission letter only for the resource they name;
 # any other type they touch (_include, _revinclude) is searched.
@@ -174,7 +179,7 @@ class AccessDecision:
         for grant in access.grants:
             parts: list[Doc] = []
             if grant.patient is not None:
-                parts.append({COMPARTMENT_FIELD: grant.patient})
+                parts.append(in_patient_compartment(resource_type, grant.patient))
             if grant.params:
                 parts.append(self.policy.search.filter_for(resource_type, list(grant.params)))
             if not parts:
@@ -189,7 +194,7 @@ class AccessDecision:
         if holds_audit_scope(self.principal, resource_type):
             return None
         if self._user.startswith("Patient/"):
-            return {COMPARTMENT_FIELD: self._user[len("Patient/"):]}
+            return in_patient_compartment(resource_type, self._user[len("Patient/"):])
         return NOTHING
 
     # ------------------------------------------------------------------ Consent

@@ -48,14 +48,19 @@ WORKLIST_INDEXES: dict[str, list[Key]] = {
     "Consent": [[("sp.patient", ASCENDING)]],
     "Provenance": [[("sp.target", ASCENDING)]],
     # AuditEvent: only what the audit queries of docs/consent.md need (an AuditEvent is
-    # written per request): `patient` + `date` is interceptors/audit.py's audit_patient_date,
-    # `entity` (every request a Consent decided) is here; identifier is not indexed.
-    "AuditEvent": [[("sp.entity", ASCENDING)]],
+    # written per request): `patient` + `date` and `entity=Consent/..` (a partial index) are
+    # interceptors/audit.py's; identifier is not indexed.
     # Appointment/$find reads free Slots window by window on `start` (operations.scheduling.
     # find): per Schedule when it asks for a few, across all Schedules when for many.
     "Slot": [[("sp.schedule", ASCENDING), ("sp.status", ASCENDING), ("sp.start.s", ASCENDING)],
              [("sp.status", ASCENDING), ("sp.start.s", ASCENDING)]],
 }
+# Types whose Patient compartment is exactly one reference parameter, judged by that
+# parameter's own values (access.decision.in_patient_compartment): the same documents, as the
+# compartment ids are those values' ids, and the type keeps no compartment index. AuditEvent:
+# one is written per request, and its `patient` index (interceptors/audit.py
+# audit_patient_date) already answers "this patient's".
+BY_PARAMETER = {"AuditEvent": "patient"}
 # Types whose identifier is searched rarely enough not to be worth an index on every write.
 UNINDEXED_IDENTIFIER = frozenset({"AuditEvent"})
 
@@ -72,6 +77,10 @@ class SearchEngine:
         self.clauses = ClauseBuilder(self.registry, self.extractor)
         self.parser = Parser(settings, self.registry, self.clauses)
         self._params = {t: list(self.registry.for_type(t).values()) for t in STORED_TYPES}
+        for rtype, code in BY_PARAMETER.items():
+            # Judging the compartment by the parameter is right only while they are the same.
+            if self.registry.compartments.get("Patient", {}).get(rtype) != [code]:
+                raise RuntimeError(f"{rtype}'s Patient compartment is no longer just `{code}`")
         # The types written at every request extract through a memo (memo.py).
         self._memo = {t: MemoExtractor(self.extractor, self._params[t]) for t in MEMOIZED if t in self._params}
 
@@ -105,7 +114,8 @@ class SearchEngine:
         for rtype in STORED_TYPES:
             # Compound with ts: the same one index answers "in this patient's compartment"
             # and seeks a patient-scoped search newest first (search.seek).
-            keys: list[Key] = [[("compartments.Patient", ASCENDING), ("ts", DESCENDING)]]
+            keys: list[Key] = [] if rtype in BY_PARAMETER else [
+                [("compartments.Patient", ASCENDING), ("ts", DESCENDING)]]
             if self.registry.get(rtype, "identifier") is not None and rtype not in UNINDEXED_IDENTIFIER:
                 keys += [[("sp.identifier", ASCENDING)], [("sp.identifier|", ASCENDING)]]
             keys += WORKLIST_INDEXES.get(rtype, [])

@@ -28,6 +28,13 @@ T = TypeVar("T")
 CONDITIONAL_LOCKS = "conditional_locks"
 
 
+# Indexes an earlier release created that now only cost writes: dropped at start-up.
+# AuditEvent's index on every entity (one entry per resource and patient of every read) gave
+# way to one holding only the events that name a Consent (interceptors/audit.py), and its
+# compartment index to its `patient` one (access.decision BY_PARAMETER).
+RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"AuditEvent": ("s_sp_entity", "s_compartments_Patient_ts_d")}
+
+
 class Database:
     def __init__(self, client: AsyncMongoClient[Doc], name: str) -> None:
         self.client = client
@@ -68,6 +75,11 @@ class Database:
             if collection not in existing:
                 # Collections cannot be created inside a transaction on older servers.
                 await self.db.create_collection(collection, check_exists=False)
+            else:
+                have = {ix["name"] async for ix in await self.db[collection].list_indexes()}
+                for name in RETIRED_INDEXES.get(collection, ()):
+                    if name in have:
+                        await self.db[collection].drop_index(name)
             await self.db[collection].create_indexes(models)
         if CONDITIONAL_LOCKS not in existing:
             await self.db.create_collection(CONDITIONAL_LOCKS, check_exists=False)

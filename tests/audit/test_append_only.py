@@ -3,11 +3,15 @@ queries need, and still readable as their own (single) version everywhere histor
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
+from fhir_server.access.decision import in_patient_compartment
+from fhir_server.storage.database import Database
 from tests.audit.conftest import audit_events
 from tests.conftest import RunningServer
 from tests.consent.conftest import World
@@ -41,17 +45,46 @@ def test_a_read_stores_its_event_without_a_history_copy(
 def test_audit_events_have_only_the_indexes_the_audit_queries_need(
         secure_server: RunningServer, mongo: MongoClient[dict[str, Any]], world: World) -> None:
     db = mongo[secure_server.settings.database]
-    keys = sorted(tuple(ix["key"].items()) for ix in db["AuditEvent"].list_indexes())
-    assert keys == sorted([
+    indexes = {ix["name"]: ix for ix in db["AuditEvent"].list_indexes()}
+    assert sorted(tuple(ix["key"].items()) for ix in indexes.values()) == sorted([
         (("_id", 1),),
         (("ts", -1), ("_id", -1)),  # _lastUpdated order, type history
-        (("compartments.Patient", 1), ("ts", -1)),  # a patient's own events, newest first (seek)
-        (("sp.patient", 1), ("sp.date.e", -1)),  # who saw this patient's data, when
-        (("sp.entity", 1),),  # every request a Consent decided
+        # who saw this patient's data, when; and a patient's own events (no compartment index:
+        # an AuditEvent's compartment is its `patient` parameter)
+        (("sp.patient", 1), ("sp.date.e", -1)),
+        (("sp.entity", 1),),  # every request a Consent decided: only events naming a Consent
     ])
+    assert indexes["audit_entity_consent"]["partialFilterExpression"] == {
+        "sp.entity": {"$gte": "Consent/", "$lt": "Consent0"}}
     # The audit queries of docs/consent.md are served by them.
-    plan = db.command("explain", {"find": "AuditEvent", "filter": {"sp.entity": "Consent/c1"}})
-    assert "IXSCAN" in str(plan)
+    for query, index in (({"sp.entity": "Consent/c1"}, "audit_entity_consent"),
+                         (in_patient_compartment("AuditEvent", "anna"), "audit_patient_date"),
+                         ({"sp.patient": "Patient/anna", "sp.date.e": {"$gte": datetime(2026, 1, 1, tzinfo=UTC)}},
+                          "audit_patient_date")):
+        plan = db.command("explain", {"find": "AuditEvent", "filter": query})["queryPlanner"]["winningPlan"]
+        assert "IXSCAN" in str(plan) and index in str(plan), (query, plan)
+
+
+def test_only_events_naming_a_consent_hold_entity_index_entries(
+        world: World, secure_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> None:
+    # A read names its resource and patient as entities: neither is an index entry; an event
+    # naming a Consent is, and the other entities are still searched (from the patient's).
+    named = world.admin.post("/AuditEvent", json={**EVENT, "entity": [
+        {"what": {"reference": "Patient/anna"}}, {"what": {"reference": "Consent/c-audit"}}]})
+    assert named.status_code == 201, named.text
+    assert world.gray.get("/Task/anna-task").status_code == 200
+    [read] = [e for e in audit_events(world, subtype="read") if any(
+        x.get("what", {}).get("reference", "").startswith("Task/anna-task") for x in e["entity"])]
+    db = mongo[secure_server.settings.database]
+    in_index = {d["_id"] for d in db["AuditEvent"].find(
+        {"sp.entity": {"$gte": "Consent/", "$lt": "Consent0"}}, {"_id": 1}).hint("audit_entity_consent")}
+    assert named.json()["id"] in in_index
+    assert read["id"] not in in_index
+    found = world.auditor.get("/AuditEvent", params={"entity": "Consent/c-audit"}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [named.json()["id"]]
+    by_task = world.auditor.get("/AuditEvent", params={
+        "entity": read["entity"][0]["what"]["reference"], "patient": "Patient/anna"}).json()
+    assert read["id"] in {e["resource"]["id"] for e in by_task["entry"]}
 
 
 def test_a_client_posted_audit_event_is_stored_once_and_cannot_change(world: World) -> None:
@@ -81,3 +114,29 @@ def test_append_only_holds_with_audit_off(client: httpx.Client, mongo: MongoClie
     assert same.status_code == 200 and same.json()["meta"]["versionId"] == "1"
     assert client.get(f"/AuditEvent/{event['id']}").json()["action"] == "E"
     assert mongo[server.settings.database]["AuditEvent_history"].count_documents({}) == 0
+
+
+def test_the_retired_audit_indexes_are_dropped_at_start_up(mongodb_uri: str,
+                                                          mongo: MongoClient[dict[str, Any]]) -> None:
+    # A database an earlier release made: its every-entity and compartment indexes on
+    # AuditEvent cost each event an entry per entity and one more; they go at start-up.
+    name = "fhir_retired_indexes"
+    mongo.drop_database(name)
+    mongo[name]["AuditEvent"].create_index([("sp.entity", 1)], name="s_sp_entity")
+    mongo[name]["AuditEvent"].create_index([("compartments.Patient", 1), ("ts", -1)],
+                                           name="s_compartments_Patient_ts_d")
+
+    async def start() -> None:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+        try:
+            await Database(client, name).ensure_indexes()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(start())
+        names = {ix["name"] for ix in mongo[name]["AuditEvent"].list_indexes()}
+        assert "s_sp_entity" not in names and "s_compartments_Patient_ts_d" not in names
+        assert {"_id_", "ts_id"} <= names
+    finally:
+        mongo.drop_database(name)
