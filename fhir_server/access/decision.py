@@ -43,10 +43,14 @@ if TYPE_CHECKING:
 
 Doc = dict[str, Any]
 COMPARTMENT_FIELD = "compartments.Patient"
+
+
 def in_patient_compartment(resource_type: str, patient: str) -> Doc:
     """The filter: documents of `resource_type` in Patient/`patient`'s compartment."""
     code = BY_PARAMETER.get(resource_type)
     return {f"sp.{code}": f"Patient/{patient}"} if code else {COMPARTMENT_FIELD: patient}
+
+
 NOTHING: Doc = {"_id": {"$in": []}}
 # Read-type interactions keep their own permission letter only for the resource they name;
 # any other type they touch (_include, _revinclude) is searched.

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.access.decision import in_patient_compartment
 from fhir_server.api import bundles
 from fhir_server.api.body import read_body
 from fhir_server.api.context import request_context, services
@@ -70,7 +72,9 @@ async def _search(request: Request, resource_type: str, params: list[tuple[str, 
         name, owner = compartment
         if resource_type != name and not svc.search.compartment_param(name, resource_type):
             raise BadRequest(f"{resource_type} is not in the {name} compartment", code="value")
-        query.clauses.append(Clause(schema.in_compartment(name, owner), 0, positive=False))
+        within = in_patient_compartment(resource_type, owner) if name == "Patient" else \
+            schema.in_compartment(name, owner)
+        query.clauses.append(Clause(within, 0, positive=False))
         base = f"{svc.settings.base_url}/{name}/{owner}/{resource_type}"
     page = await svc.repository.search(context, query)
     return _respond(request, base, params, query, page)
@@ -98,14 +102,14 @@ async def search_compartment(request: Request) -> Response:
         types = [t for t in STORED_TYPES if t == "Patient" or svc.search.compartment_param("Patient", t)]
         base = f"{svc.settings.base_url}/Patient/{owner}/*"
         return await _search_types(request, context, await _params(request), types, base,
-                                   Clause(schema.in_compartment("Patient", owner), 0, positive=False))
+                                   lambda t: Clause(in_patient_compartment(t, owner), 0, positive=False))
     resource_type = check_type(request.path_params["type"])
     return await _search(request, resource_type, await _params(request), ("Patient", owner))
 
 
 async def _search_types(
     request: Request, context: RequestContext, params: list[tuple[str, str]], types: list[str], base: str,
-    extra: Clause | None = None,
+    extra: Callable[[str], Clause] | None = None,
 ) -> Response:
     """One search over several types: only the parameters every type shares may be used."""
     svc = services(request)
@@ -116,7 +120,7 @@ async def _search_types(
     queries = [svc.search.parse(t, params, strict=context.prefer_handling == "strict") for t in types]
     if extra is not None:
         for query in queries:
-            query.clauses.append(extra)
+            query.clauses.append(extra(query.resource_type))
     page = await svc.repository.search_types(context, queries)
     return _respond(request, base, params, queries[0], page)
 

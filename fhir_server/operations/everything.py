@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fhir_server.access.decision import AUDIT_RECORDS, holds_audit_scope
+from fhir_server.access.decision import AUDIT_RECORDS, holds_audit_scope, in_patient_compartment
 from fhir_server.batch.references import references
 from fhir_server.context import RequestContext
 from fhir_server.errors import BadRequest
@@ -64,7 +64,7 @@ def compartment_types(search: SearchEngine) -> list[str]:
 async def everything(repository: Repository, search: SearchEngine, context: RequestContext,
                      asked: EverythingRequest) -> EverythingPage:
     await repository.read(context, "Patient", asked.patient_id)  # 404, 410 or 403 first
-    clauses = [Clause(schema.in_compartment("Patient", asked.patient_id))]
+    clauses: list[Clause] = []
     if asked.since is not None:
         clauses.append(Clause({schema.LAST_UPDATED: {"$gte": asked.since}}))
     types = compartment_types(search)
@@ -80,7 +80,9 @@ async def everything(repository: Repository, search: SearchEngine, context: Requ
         types = [t for t in types if t not in AUDIT_RECORDS]
     if not types:
         return EverythingPage([], None)
-    queries = [SearchQuery(t, clauses=list(clauses), count=asked.count, cursor=asked.cursor) for t in types]
+    # Per type: an AuditEvent's compartment is judged by its `patient` parameter's index.
+    queries = [SearchQuery(t, clauses=[Clause(in_patient_compartment(t, asked.patient_id)), *clauses],
+                           count=asked.count, cursor=asked.cursor) for t in types]
     page = await repository.search_types(context, queries)
     included: list[StoredResource] = []
     for rtype, ids in _directory_ids(page.entries).items():

@@ -140,3 +140,19 @@ def test_the_retired_audit_indexes_are_dropped_at_start_up(mongodb_uri: str,
         assert {"_id_", "ts_id"} <= names
     finally:
         mongo.drop_database(name)
+
+
+def test_a_patients_audit_events_by_compartment_are_those_of_its_patient_parameter(
+        world: World, secure_server: RunningServer, mongo: MongoClient[dict[str, Any]]) -> None:
+    # The compartment search and $everything judge an AuditEvent's compartment by its
+    # `patient` parameter (the index audit_patient_date), as the access decision does.
+    assert world.gray.get("/Task/anna-task").status_code == 200
+    by_parameter = world.auditor.get("/AuditEvent", params={"patient": "Patient/anna", "_count": "500"}).json()
+    expected = {e["resource"]["id"] for e in by_parameter.get("entry", [])}
+    assert expected, "the read left no event about anna"
+    compartment = world.auditor.get("/Patient/anna/AuditEvent", params={"_count": "500"})
+    assert compartment.status_code == 200, compartment.text
+    assert {e["resource"]["id"] for e in compartment.json().get("entry", [])} == expected
+    db = mongo[secure_server.settings.database]
+    stored = {d["_id"] for d in db["AuditEvent"].find(in_patient_compartment("AuditEvent", "anna"), {"_id": 1})}
+    assert expected <= stored
