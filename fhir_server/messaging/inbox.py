@@ -37,7 +37,7 @@ DEFAULT_COUNT = 50
 MAX_COUNT = 100  # the judged read's `$in` grows quadratically in the embedded database
 JUDGED_CHUNK = 50
 FIRST_WINDOW = timedelta(seconds=2)
-MAX_GROWTH = 64  # a window at most this many times wider than the one before
+MAX_GROWTH = 16  # a window at most this many times wider than the one before
 MAX_WINDOWS = 8  # then one last read of every older row
 
 # Judges thread ids (the access decision): the ones it releases.
@@ -117,13 +117,16 @@ async def newest_rows(db: AsyncDatabase[Doc], participant: str, after: tuple[dat
         seen += len(rows)
         spanned += width
         high, high_included = low, False
-        # Size the next window from the density so far: twice what should hold `wanted`
-        # rows, within MAX_GROWTH of this one.
+        # Size the next window from the density so far (1.5 times what should hold `wanted`
+        # rows, within MAX_GROWTH of this one). Before any row was seen, nothing is known:
+        # grow by 4 while the windows are recent (a burst of activity, as a bench's, is not
+        # read whole by one blind jump), by 16 further back (a quiet inbox is not read in
+        # many small steps).
         if seen:
-            guess = spanned * (2 * wanted / seen)
+            guess = spanned * (1.5 * max(wanted - seen, 1) / seen)
             width = min(width * MAX_GROWTH, max(width * 2, guess))
         else:
-            width = width * MAX_GROWTH
+            width = width * (4 if step < 4 else 16)
 
 
 async def page(db: AsyncDatabase[Doc], participant: str, count: int, cursor: str | None,

@@ -5,6 +5,7 @@ Only threads the decision releases are answered or counted, however the inbox ro
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -138,3 +139,27 @@ def test_threads_written_before_inbox_rows_were_kept_are_listed(
     anna = world.person("anna", "portal")
     assert threads(inbox(anna, world.ref("anna"))) == [(thread_id, 2, 2)]
     assert db[store.READY].find_one({"_id": world.ref("anna")}) is not None
+
+
+def test_pages_keep_the_order_of_last_activity_across_windows_far_apart(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    """Threads last active a second, a minute, an hour, days, years ago and never (a row
+    written before activity was kept): every page and the order of the whole walk are those
+    of last activity, whichever windows the rows fall in."""
+    made = [thread_with_messages(world, 1)[0] for _ in range(7)]
+    db = mongo[messaging_server.settings.database]
+    now = datetime.now(UTC)
+    ages = [timedelta(seconds=1), timedelta(seconds=1), timedelta(seconds=70), timedelta(hours=1),
+            timedelta(days=3), timedelta(days=800)]
+    for thread_id, age in zip(made, ages, strict=False):
+        db[store.INBOX].update_one({"participant": world.ref("anna"), "thread": thread_id},
+                                   {"$set": {"at": now - age}})
+    db[store.INBOX].update_one({"participant": world.ref("anna"), "thread": made[6]}, {"$unset": {"at": ""}})
+    anna = world.person("anna", "portal")
+    # The two of the same second in thread id order (descending), as the cursor pages.
+    first_two = sorted(made[:2], reverse=True)
+    expected = [*first_two, *made[2:]]
+    for count in ("1", "2", "3", "50"):
+        pages = walk(anna, world.ref("anna"), _count=count)
+        assert [t[0] for p in pages for t in p] == expected, count
+        assert all(len(p) == int(count) for p in pages[:-1])
