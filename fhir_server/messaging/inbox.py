@@ -21,6 +21,7 @@ decision (participation is part of it) refuses the thread.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ Doc = dict[str, Any]
 DEFAULT_COUNT = 50
 MAX_COUNT = 100  # the judged read's `$in` grows quadratically in the embedded database
 JUDGED_CHUNK = 50
+TOTAL_JUDGED_AT_ONCE = 4
 FIRST_WINDOW = timedelta(seconds=2)
 MAX_GROWTH = 16  # a window at most this many times wider than the one before
 MAX_WINDOWS = 8  # then one last read of every older row
@@ -162,15 +164,17 @@ async def page(db: AsyncDatabase[Doc], participant: str, count: int, cursor: str
 
 async def beyond_total(db: AsyncDatabase[Doc], participant: str, judge: Judge) -> tuple[int, int]:
     """(threads with messages beyond the participant's furthest cursor, those messages), over
-    the threads the judge releases only: every row that would count is judged first."""
+    the threads the judge releases only: every row that would count is judged first, a page's
+    worth at a time, a few at once."""
     docs = await store.rows_between(db, participant, None, None, high_included=True)
     counting = [r for r in map(_row, docs) if r.beyond > 0]
-    threads = messages = 0
-    for start in range(0, len(counting), JUDGED_CHUNK):
-        chunk = counting[start:start + JUDGED_CHUNK]
-        released = await judge([r.thread for r in chunk])
-        for r in chunk:
-            if r.thread in released:
-                threads += 1
-                messages += r.beyond
-    return threads, messages
+    chunks = [counting[i:i + JUDGED_CHUNK] for i in range(0, len(counting), JUDGED_CHUNK)]
+    gate = asyncio.Semaphore(TOTAL_JUDGED_AT_ONCE)
+
+    async def judged(chunk: list[Row]) -> list[Row]:
+        async with gate:
+            released = await judge([r.thread for r in chunk])
+        return [r for r in chunk if r.thread in released]
+
+    counted = [r for rows in await asyncio.gather(*map(judged, chunks)) for r in rows]
+    return len(counted), sum(r.beyond for r in counted)
