@@ -95,6 +95,14 @@ async def open_rows(db: AsyncDatabase[Doc], session: AsyncClientSession | None, 
             upsert=True, session=session)
 
 
+async def close_rows(db: AsyncDatabase[Doc], session: AsyncClientSession | None, thread_id: str,
+                     participants: list[str]) -> None:
+    """The rows of participants taken off a thread."""
+    if participants:
+        await db[INBOX].delete_many({"_id": {"$in": [render_key(thread_id, p) for p in participants]}},
+                                    session=session)
+
+
 def _activity(thread: Doc | None) -> datetime | None:
     at = (thread or {}).get("at")
     return at if isinstance(at, datetime) else None

@@ -107,7 +107,12 @@ def test_pages_and_totals_count_only_the_threads_the_access_decision_releases(
     assert reply.status_code == 200, reply.text
     assert gp.post("/Communication", json=message(removed, "without Clara")).status_code == 201
     db = mongo[messaging_server.settings.database]
-    assert db[store.INBOX].find_one({"participant": world.ref("clara"), "thread": removed}) is not None
+    # Her row went with her, in the header's transaction; one left behind (as by a process
+    # that died between two writes of an older version) is only a number: put it back.
+    row = {"participant": world.ref("clara"), "thread": removed}
+    assert db[store.INBOX].find_one(row) is None
+    db[store.INBOX].insert_one({"_id": f"{removed}|{world.ref('clara')}", **row, "seq": 2, "furthest": 0,
+                                "at": datetime.now(UTC)})
     answer = inbox(clara, world.ref("clara"), _count="1", _total="accurate")
     assert threads(answer) == [(kept, 2, 2)] and top(answer, "next") is None
     assert (top(answer, "threadsBeyond"), top(answer, "beyond")) == (1, 2)
