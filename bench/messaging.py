@@ -10,12 +10,15 @@ audit on: the default configuration) with a short grace period, then, over HTTP:
    (topic communication-unrendered, filter participant), p50/p99 beside the grace period
    (target p99 < grace + 250 ms) and beside the same-run baseline: commit → notification of
    an R4 criteria Subscription on the same messages (the delivery path without the timer);
-3. the inbox, `GET Communication/$render-state?participant=` over 1,000 threads, p50/p99
-   (target p99 < 100 ms), beside the baseline `GET Communication?participant=&_tag=thread
-   &_count=1000&_elements=id` (the same threads as a search).
+3. the inbox, `GET Communication/$render-state?participant=` of a participant in 1,000
+   threads: its first page (target p99 < 100 ms) and the same with `_total=accurate`, beside
+   the baselines `GET Communication?participant=&_tag=thread&_elements=id` with `_count=50`
+   (a page of the same threads as a search) and `_count=1000` (all of them); and the whole
+   inbox walked page by page.
 
     .venv/bin/python bench/messaging.py --quick      # 200 threads, fewer samples
     .venv/bin/python bench/messaging.py              # 1,000 threads
+    .venv/bin/python bench/messaging.py --only inbox # the inbox measures only
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from fhir_server.app import create_app
 from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import Settings, SubscriptionSettings
 from fhir_server.embedded_db import EmbeddedDatabase
+from fhir_server.messaging import inbox
 from fhir_server.messaging.settings import GRACE_PERIOD
 from fhir_server.services import auth_settings
 
@@ -52,6 +56,7 @@ TAG = "http://fhir.care-coord.example/CodeSystem/messaging"
 TOPIC = "http://fhir.care-coord.example/SubscriptionTopic/communication-unrendered"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 Doc = dict[str, Any]
+AUDIT_SETTLE = 0.6  # seconds: AuditEvents are written in batches every 0.5 s
 
 
 def free_port() -> int:
@@ -235,7 +240,7 @@ async def phases(settings: Settings, admin: httpx.AsyncClient, committed: dict[s
 
 
 async def run(uri: str, threads: int, samples: int, clients: int, rounds: int, grace: float,
-              db_pid: int | None = None) -> None:
+              db_pid: int | None = None, only: str = "all", spread_days: float = 0.0) -> None:
     os.environ[GRACE_PERIOD] = "86400"  # read when a message arrives: see below
     port = free_port()
     settings = Settings(host="127.0.0.1", port=port, base_url=f"http://127.0.0.1:{port}/fhir", mongodb_uri=uri,
@@ -276,134 +281,202 @@ async def run(uri: str, threads: int, samples: int, clients: int, rounds: int, g
         await scheduled(settings, 2 * threads)
         os.environ[GRACE_PERIOD] = str(grace)
 
-        # ------------------------------------------------------------ 1. cursor updates
-        def cursor(client: httpx.AsyncClient, thread: str, message: str, who: str) -> Callable[[], Any]:
-            body = {"resourceType": "Parameters", "parameter": [
-                {"name": "participant", "valueReference": ref(who)},
-                {"name": "message", "valueReference": ref(f"Communication/{message}")}]}
+        if only == "all":
+            # ------------------------------------------------------------ 1. cursor updates
+            def cursor(client: httpx.AsyncClient, thread: str, message: str, who: str) -> Callable[[], Any]:
+                body = {"resourceType": "Parameters", "parameter": [
+                    {"name": "participant", "valueReference": ref(who)},
+                    {"name": "message", "valueReference": ref(f"Communication/{message}")}]}
 
-            async def call() -> None:
-                await ok(await client.post(f"/Communication/{thread}/$render-cursor", json=body))
-            return call
+                async def call() -> None:
+                    await ok(await client.post(f"/Communication/{thread}/$render-cursor", json=body))
+                return call
 
-        def plain_put(i: int, n: int) -> Callable[[], Any]:
-            async def call() -> None:
-                await ok(await admin.put(f"/Basic/bench{u}-{i}", json={
-                    "resourceType": "Basic", "id": f"bench{u}-{i}", "code": {"text": f"baseline {n}"}}))
-            return call
+            def plain_put(i: int, n: int) -> Callable[[], Any]:
+                async def call() -> None:
+                    await ok(await admin.put(f"/Basic/bench{u}-{i}", json={
+                        "resourceType": "Basic", "id": f"bench{u}-{i}", "code": {"text": f"baseline {n}"}}))
+                return call
 
-        per_round = min(samples, threads)
-        op_lat: list[float] = []
-        base_lat: list[float] = []
-        op_wall = base_wall = 0.0
-        op_cpu = base_cpu = 0.0
-        for r in range(rounds):
-            # Each round moves distinct pairs: round r uses threads [r*per_round, ...) for the GP
-            # (first then second message: two real moves) — wrapping around for small stores.
-            picks = [(thread_ids[(r * per_round + i) % threads], first[(r * per_round + i) % threads],
-                      second[(r * per_round + i) % threads]) for i in range(per_round)]
-            who, client = (gp, gp_client) if r % 2 == 0 else (anna, anna_client)
-            c0 = cpu_seconds()
-            lat, wall = await timed([cursor(client, t, m, who) for t, m, _ in picks]
-                                    + [cursor(client, t, m2, who) for t, _, m2 in picks], clients)
-            op_cpu += cpu_seconds() - c0
-            op_lat += lat
-            op_wall += wall
-            c0 = cpu_seconds()
-            lat, wall = await timed([plain_put(i, r * 2 + k) for k in range(2) for i in range(per_round)], clients)
-            base_cpu += cpu_seconds() - c0
-            base_lat += lat
-            base_wall += wall
-        print(f"\nmessaging bench: {threads:,} threads, {clients} clients, {rounds} interleaved rounds, "
-              f"grace {grace:g} s (server in this process; CPU is server + client)")
-        print("| measure | rate | latency | CPU per call |")
-        print("| --- | ---: | ---: | ---: |")
-        print(f"| $render-cursor (a forward move: version + Provenance) | {len(op_lat) / op_wall:.0f}/s | "
-              f"{ms(op_lat)} | {op_cpu / len(op_lat) * 1000:.1f} ms |")
-        print(f"| baseline: PUT /Basic (a plain update) | {len(base_lat) / base_wall:.0f}/s | {ms(base_lat)} | "
-              f"{base_cpu / len(base_lat) * 1000:.1f} ms |")
-        print(f"| ratio (cursor ÷ baseline), rate / p50 | {(len(op_lat) / op_wall) / (len(base_lat) / base_wall):.2f}× | "
-              f"{statistics.median(op_lat) / statistics.median(base_lat):.2f}× | "
-              f"{(op_cpu / len(op_lat)) / (base_cpu / len(base_lat)):.2f}× |")
+            per_round = min(samples, threads)
+            op_lat: list[float] = []
+            base_lat: list[float] = []
+            op_wall = base_wall = 0.0
+            op_cpu = base_cpu = 0.0
+            for r in range(rounds):
+                # Each round moves distinct pairs: round r uses threads [r*per_round, ...) for the GP
+                # (first then second message: two real moves) — wrapping around for small stores.
+                picks = [(thread_ids[(r * per_round + i) % threads], first[(r * per_round + i) % threads],
+                          second[(r * per_round + i) % threads]) for i in range(per_round)]
+                who, client = (gp, gp_client) if r % 2 == 0 else (anna, anna_client)
+                c0 = cpu_seconds()
+                lat, wall = await timed([cursor(client, t, m, who) for t, m, _ in picks]
+                                        + [cursor(client, t, m2, who) for t, _, m2 in picks], clients)
+                op_cpu += cpu_seconds() - c0
+                op_lat += lat
+                op_wall += wall
+                c0 = cpu_seconds()
+                lat, wall = await timed([plain_put(i, r * 2 + k) for k in range(2) for i in range(per_round)], clients)
+                base_cpu += cpu_seconds() - c0
+                base_lat += lat
+                base_wall += wall
+            print(f"\nmessaging bench: {threads:,} threads, {clients} clients, {rounds} interleaved rounds, "
+                  f"grace {grace:g} s (server in this process; CPU is server + client)")
+            print("| measure | rate | latency | CPU per call |")
+            print("| --- | ---: | ---: | ---: |")
+            print(f"| $render-cursor (a forward move: version + Provenance) | {len(op_lat) / op_wall:.0f}/s | "
+                  f"{ms(op_lat)} | {op_cpu / len(op_lat) * 1000:.1f} ms |")
+            print(f"| baseline: PUT /Basic (a plain update) | {len(base_lat) / base_wall:.0f}/s | {ms(base_lat)} | "
+                  f"{base_cpu / len(base_lat) * 1000:.1f} ms |")
+            print(f"| ratio (cursor ÷ baseline), rate / p50 | {(len(op_lat) / op_wall) / (len(base_lat) / base_wall):.2f}× | "
+                  f"{statistics.median(op_lat) / statistics.median(base_lat):.2f}× | "
+                  f"{(op_cpu / len(op_lat)) / (base_cpu / len(base_lat)):.2f}× |")
 
-        # ------------------------------------------------------------ 2. commit → alert → notification
-        receiver = Receiver()
-        alert_sub = await subscribe(admin, {
-            "resourceType": "Subscription", "meta": {"profile": [BACKPORT + "backport-subscription"]},
-            "status": "requested", "reason": "bench", "criteria": TOPIC,
-            "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria",
-                                         "valueString": f"participant={gp}"}]},
-            "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json",
-                        "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content",
-                                                    "valueCode": "full-resource"}]}}})
-        raw_sub = await subscribe(admin, {
-            "resourceType": "Subscription", "status": "requested", "reason": "bench baseline",
-            "criteria": f"Communication?_tag={TAG}|message&sender={anna}",
-            "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json"}})
-        committed: dict[str, float] = {}
-        thread = thread_ids[0]
-        for _ in range(samples):
-            reply = await anna_client.post("/Communication", json={
-                "resourceType": "Communication", "status": "completed", "subject": ref(anna),
-                "partOf": [ref(f"Communication/{thread}")], "payload": [{"contentString": "bench"}]})
-            committed[(await ok(reply))["id"]] = time.time()
-            await asyncio.sleep(0.2)
-        deadline = time.monotonic() + grace + 60
-        while time.monotonic() < deadline and not all(
-                m in receiver.arrived and "raw:" + m in receiver.arrived for m in committed):
-            await asyncio.sleep(0.1)
-        alerts = [receiver.arrived[m] - t for m, t in committed.items() if m in receiver.arrived] or [float("nan")]
-        raws = [receiver.arrived["raw:" + m] - t for m, t in committed.items()
-                if "raw:" + m in receiver.arrived] or [float("nan")]
-        print(f"\n| message commit → notification ({len(alerts)}/{len(committed)} alerts) | p50 | p99 | p99 − grace |")
-        print("| --- | ---: | ---: | ---: |")
-        print(f"| alert (communication-unrendered, after the {grace:g} s grace) | "
-              f"{statistics.median(alerts) * 1000:.0f} ms | {percentile(alerts, 0.99) * 1000:.0f} ms | "
-              f"{(percentile(alerts, 0.99) - grace) * 1000:.0f} ms (target < 250 ms) |")
-        print(f"| baseline: R4 criteria Subscription on the same messages | {statistics.median(raws) * 1000:.0f} ms | "
-              f"{percentile(raws, 0.99) * 1000:.0f} ms | |")
-        await phases(settings, admin, committed, receiver, grace)
-        for sub in (alert_sub, raw_sub):
-            await admin.delete(f"/Subscription/{sub}")
+            # ------------------------------------------------------------ 2. commit → alert → notification
+            receiver = Receiver()
+            alert_sub = await subscribe(admin, {
+                "resourceType": "Subscription", "meta": {"profile": [BACKPORT + "backport-subscription"]},
+                "status": "requested", "reason": "bench", "criteria": TOPIC,
+                "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria",
+                                             "valueString": f"participant={gp}"}]},
+                "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json",
+                            "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content",
+                                                        "valueCode": "full-resource"}]}}})
+            raw_sub = await subscribe(admin, {
+                "resourceType": "Subscription", "status": "requested", "reason": "bench baseline",
+                "criteria": f"Communication?_tag={TAG}|message&sender={anna}",
+                "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json"}})
+            committed: dict[str, float] = {}
+            thread = thread_ids[0]
+            for _ in range(samples):
+                reply = await anna_client.post("/Communication", json={
+                    "resourceType": "Communication", "status": "completed", "subject": ref(anna),
+                    "partOf": [ref(f"Communication/{thread}")], "payload": [{"contentString": "bench"}]})
+                committed[(await ok(reply))["id"]] = time.time()
+                await asyncio.sleep(0.2)
+            deadline = time.monotonic() + grace + 60
+            while time.monotonic() < deadline and not all(
+                    m in receiver.arrived and "raw:" + m in receiver.arrived for m in committed):
+                await asyncio.sleep(0.1)
+            alerts = [receiver.arrived[m] - t for m, t in committed.items() if m in receiver.arrived] or [float("nan")]
+            raws = [receiver.arrived["raw:" + m] - t for m, t in committed.items()
+                    if "raw:" + m in receiver.arrived] or [float("nan")]
+            print(f"\n| message commit → notification ({len(alerts)}/{len(committed)} alerts) | p50 | p99 | p99 − grace |")
+            print("| --- | ---: | ---: | ---: |")
+            print(f"| alert (communication-unrendered, after the {grace:g} s grace) | "
+                  f"{statistics.median(alerts) * 1000:.0f} ms | {percentile(alerts, 0.99) * 1000:.0f} ms | "
+                  f"{(percentile(alerts, 0.99) - grace) * 1000:.0f} ms (target < 250 ms) |")
+            print(f"| baseline: R4 criteria Subscription on the same messages | {statistics.median(raws) * 1000:.0f} ms | "
+                  f"{percentile(raws, 0.99) * 1000:.0f} ms | |")
+            await phases(settings, admin, committed, receiver, grace)
+            for sub in (alert_sub, raw_sub):
+                await admin.delete(f"/Subscription/{sub}")
 
         # ------------------------------------------------------------ 3. the inbox
-        inbox_lat: list[float] = []
-        search_lat: list[float] = []
-        # CPU of this process (server + client) and of the database process, per request.
-        inbox_cpu = [0.0, 0.0]
-        search_cpu = [0.0, 0.0]
-        count = 0
+        # Interleaved per sample: the inbox's first page (the default _count of 50), the same
+        # page with the totals (_total=accurate: every thread with messages beyond the cursor
+        # judged), and the baselines: a page of the same threads as a search (_count=50), and
+        # all of them as one search (_count=1000, what the inbox answered before it was paged).
+        # Every 5th sample also walks the whole inbox page by page.
+        async def measure_inbox(label: str) -> None:
+            inbox_url = "/Communication/$render-state"
+            kinds = {
+                "page": lambda: anna_client.get(inbox_url, params={"participant": anna}),
+                "page + total": lambda: anna_client.get(inbox_url, params={"participant": anna, "_total": "accurate"}),
+                "search page": lambda: anna_client.get("/Communication", params={
+                    "participant": anna, "_tag": f"{TAG}|thread", "_count": "50", "_elements": "id"}),
+                "search all": lambda: anna_client.get("/Communication", params={
+                    "participant": anna, "_tag": f"{TAG}|thread", "_count": "1000", "_elements": "id"}),
+            }
+            lat: dict[str, list[float]] = {k: [] for k in kinds}
+            cpu: dict[str, list[float]] = {k: [0.0, 0.0] for k in kinds}
+            walks: list[float] = []
+            walked: set[str] = set()
+            pages_walked = 0
+            totals: tuple[int, int] = (0, 0)
 
-        def both() -> tuple[float, float]:
-            return cpu_seconds(), cpu_seconds(db_pid) if db_pid else 0.0
+            def both() -> tuple[float, float]:
+                return cpu_seconds(), cpu_seconds(db_pid) if db_pid else 0.0
 
-        for _ in range(samples):
-            c0, d0 = both()
-            start = time.perf_counter()
-            answer = await ok(await anna_client.get("/Communication/$render-state", params={"participant": anna}))
-            inbox_lat.append(time.perf_counter() - start)
-            c1, d1 = both()
-            inbox_cpu[0] += c1 - c0
-            inbox_cpu[1] += d1 - d0
-            count = sum(1 for p in answer["parameter"] if p["name"] == "thread")
-            start = time.perf_counter()
-            await ok(await anna_client.get("/Communication", params={
-                "participant": anna, "_tag": f"{TAG}|thread", "_count": "1000", "_elements": "id"}))
-            search_lat.append(time.perf_counter() - start)
-            c2, d2 = both()
-            search_cpu[0] += c2 - c1
-            search_cpu[1] += d2 - d1
-        n = max(1, samples)
-        print(f"\n| inbox of {count:,} threads (patient token, Consent + audit on) | p50 | p99 | "
-              "CPU per request: server / database |")
-        print("| --- | ---: | ---: | ---: |")
-        print(f"| GET Communication/$render-state?participant= | {statistics.median(inbox_lat) * 1000:.0f} ms | "
-              f"{percentile(inbox_lat, 0.99) * 1000:.0f} ms (target < 100 ms) | "
-              f"{inbox_cpu[0] / n * 1000:.0f} / {inbox_cpu[1] / n * 1000:.0f} ms |")
-        print(f"| baseline: the same threads as a search (_count=1000, _elements=id) | "
-              f"{statistics.median(search_lat) * 1000:.0f} ms | {percentile(search_lat, 0.99) * 1000:.0f} ms | "
-              f"{search_cpu[0] / n * 1000:.0f} / {search_cpu[1] / n * 1000:.0f} ms |")
+            for sample in range(samples):
+                for kind, call in kinds.items():
+                    # Let the last request's batched AuditEvents reach the database first: their
+                    # insert would be charged to the next request's database CPU.
+                    await asyncio.sleep(AUDIT_SETTLE)
+                    c0, d0 = both()
+                    start = time.perf_counter()
+                    answer = await ok(await call())
+                    lat[kind].append(time.perf_counter() - start)
+                    c1, d1 = both()
+                    cpu[kind][0] += c1 - c0
+                    cpu[kind][1] += d1 - d0
+                    if kind == "page + total":
+                        values = {p["name"]: p.get("valueInteger") for p in answer["parameter"]}
+                        totals = (int(values.get("threadsBeyond") or 0), int(values.get("beyond") or 0))
+                if sample % 5 == 0:
+                    start = time.perf_counter()
+                    walked, pages_walked = set(), 0
+                    params: dict[str, str] = {"participant": anna}
+                    while True:
+                        answer = await ok(await anna_client.get(inbox_url, params=params))
+                        pages_walked += 1
+                        walked |= {t["part"][0]["valueReference"]["reference"]
+                                   for t in answer["parameter"] if t["name"] == "thread"}
+                        link = next((p["valueUri"] for p in answer["parameter"] if p["name"] == "next"), None)
+                        if link is None:
+                            break
+                        params = dict(httpx.URL(link).params)
+                    walks.append(time.perf_counter() - start)
+            n = max(1, samples)
+            windows, rows_read = await first_page_reads(uri, settings.database, anna)
+            print(f"\n| inbox of {threads:,} threads, {label} (patient token, Consent + audit on; "
+              f"load {os.getloadavg()[0]:.1f}) "
+                  "| p50 | p99 | CPU per request: server / database |")
+            print("| --- | ---: | ---: | ---: |")
+            names = {"page": "GET Communication/$render-state?participant= (first page, 50 threads)",
+                     "page + total": "the same with _total=accurate (threads and messages beyond, all judged)",
+                     "search page": "baseline: a page of the same threads as a search (_count=50)",
+                     "search all": "baseline: all the threads as one search (_count=1000)"}
+            for kind in kinds:
+                target = " (target < 100 ms)" if kind == "page" else ""
+                print(f"| {names[kind]} | {statistics.median(lat[kind]) * 1000:.0f} ms | "
+                      f"{percentile(lat[kind], 0.99) * 1000:.0f} ms{target} | "
+                      f"{cpu[kind][0] / n * 1000:.0f} / {cpu[kind][1] / n * 1000:.0f} ms |")
+            print(f"| the whole inbox, page by page ({pages_walked} pages, {len(walked):,} threads) | "
+                  f"{statistics.median(walks) * 1000:.0f} ms | {percentile(walks, 0.99) * 1000:.0f} ms | |")
+            print(f"the first page's rows: {rows_read:,} read in {windows} window(s) holding rows (fhir_server.messaging.inbox)")
+            print(f"page ÷ search page, p50: {statistics.median(lat['page']) / statistics.median(lat['search page']):.2f}×; "
+                  f"totals: {totals[0]:,} threads, {totals[1]:,} messages beyond")
+
+        await measure_inbox("as written: every thread active in the last minutes, a burst")
+        if spread_days > 0:
+            # The same rows as if the threads had been active over `spread_days` days, evenly:
+            # the last activity the rows' windows are read by (the rows are the server's own
+            # bookkeeping; the threads, messages and access decisions are unchanged).
+            client: AsyncMongoClient[Doc] = AsyncMongoClient(uri)
+            rows = client[settings.database]["messaging_inbox"]
+            now = datetime.datetime.now(datetime.UTC)
+            step = datetime.timedelta(days=spread_days) / threads
+            for i, thread in enumerate(thread_ids):
+                await rows.update_one({"participant": anna, "thread": thread}, {"$set": {"at": now - i * step}})
+            await client.close()
+            await measure_inbox(f"spread: the same threads last active over {spread_days:g} days")
     server.should_exit = True
+
+
+async def first_page_reads(uri: str, database: str, participant: str) -> tuple[int, int]:
+    """How many inbox rows the first page's windows read, in how many windows."""
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(uri)
+    try:
+        windows = rows = 0
+        async for window in inbox.newest_rows(client[database], participant, None, inbox.DEFAULT_COUNT + 1):
+            windows += 1
+            rows += len(window)
+            if rows > inbox.DEFAULT_COUNT:
+                break
+        return windows, rows
+    finally:
+        await client.close()
 
 
 def main() -> None:
@@ -414,6 +487,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--grace", type=float, default=1.0, help="the grace period in seconds (default 1)")
+    parser.add_argument("--only", choices=("all", "inbox"), default="all",
+                        help="inbox: only the inbox measures (skips cursor updates and alerts)")
+    parser.add_argument("--spread-days", type=float, default=0.0,
+                        help="measure the inbox again with its threads' last activity spread over this many days")
     args = parser.parse_args()
     threads = args.threads or (200 if args.quick else 1000)
     samples = args.samples or (30 if args.quick else 100)
@@ -421,7 +498,7 @@ def main() -> None:
     with EmbeddedDatabase(None) as db:
         process = getattr(db, "_process", None)  # the database's own CPU, from /proc
         asyncio.run(run(db.uri, threads, samples, args.clients, rounds, args.grace,
-                        process.pid if process is not None else None))
+                        process.pid if process is not None else None, args.only, args.spread_days))
 
 
 if __name__ == "__main__":

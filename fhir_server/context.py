@@ -31,6 +31,9 @@ class Principal:
     # when qualified): a `purpose_of_use` claim. Consent reads it beside the request header's.
     purpose_of_use: tuple[str, ...] = ()
     kind: PrincipalKind = "token"
+    # When the token stops being valid (its `exp`, epoch seconds): what the server keeps of
+    # a verified token (messaging's recorded grants) lapses with it.
+    expires_at: int | None = None
 
     @property
     def is_server(self) -> bool:

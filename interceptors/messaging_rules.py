@@ -234,6 +234,12 @@ class MessagingRules:
                     await grants.record(db, principal, participants(change.resource), session)
             elif change.resource_type == "Communication" and kind == THREAD and change.resource is not None:
                 await store.open_rows(db, session, change.id, participants(change.resource))
+                if change.previous is not None:
+                    # Someone taken off the thread: their row goes in the same transaction
+                    # (the access decision refuses the thread to them anyway; the row would
+                    # only be read and refused on every inbox page).
+                    gone = set(participants(change.previous)) - set(participants(change.resource))
+                    await store.close_rows(db, session, change.id, sorted(gone))
                 await grants.record(db, context.principal, participants(change.resource), session)
             elif change.resource_type == "Basic" and kind == RENDER_STATE:
                 await self._render_change(context, change, session, db, writer)

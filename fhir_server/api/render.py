@@ -11,6 +11,7 @@ from fhir_server.api.context import request_context, services
 from fhir_server.api.negotiation import require_fhir, response_format
 from fhir_server.api.responses import json_response
 from fhir_server.errors import BadRequest
+from fhir_server.messaging import inbox
 from fhir_server.operations.render import RenderState, parse_cursor_parameters
 
 
@@ -49,4 +50,21 @@ async def inbox_render_state(request: Request) -> Response:
     if participant.count("/") != 1 or not all(participant.split("/")):
         raise BadRequest("$render-state needs participant=Type/id (or the thread's id in the path)",
                          code="required")
-    return json_response(await _operation(request).inbox(context, participant), fmt)
+    count = _count(request.query_params.get("_count"))
+    cursor = request.query_params.get("_cursor") or None
+    total = request.query_params.get("_total", "none")
+    if total not in ("none", "accurate", "estimate"):
+        raise BadRequest("_total is none, estimate or accurate", code="value")
+    unknown = set(request.query_params) - {"participant", "_count", "_cursor", "_total", "_format", "_pretty"}
+    if unknown:
+        raise BadRequest(f"$render-state has no parameter {sorted(unknown)[0]!r}", code="not-supported")
+    return json_response(await _operation(request).inbox(
+        context, participant, count=count, cursor=cursor, total=total != "none"), fmt)
+
+
+def _count(value: str | None) -> int:
+    if value is None:
+        return inbox.DEFAULT_COUNT
+    if not value.isdigit() or not 1 <= int(value) <= inbox.MAX_COUNT:
+        raise BadRequest(f"_count is a whole number from 1 to {inbox.MAX_COUNT}", code="value")
+    return int(value)

@@ -136,6 +136,8 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         token_id=str(claims["jti"]) if claims.get("jti") else None,
         issuer=str(claims["iss"]) if claims.get("iss") else None,
         purpose_of_use=tuple(purposes),
+        expires_at=int(claims["exp"]) if isinstance(claims.get("exp"), int | float)
+        and not isinstance(claims.get("exp"), bool) else None,
     )
 
 

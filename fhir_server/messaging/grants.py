@@ -4,9 +4,10 @@ When an alert's timer fires, no request is under way: the server must decide whe
 participant may see the message without a token in hand. It decides from an authorization it
 really verified: the last token the participant acted in a thread with, per client (posting a
 message or a header, setting their own render cursor, opening their inbox). Their client,
-scopes and patient in context are recorded as that request's verified token carried them, and
-the alert decision asks the one access decision as each recorded grant in turn. No grant, or
-only revoked ones: no alert (fail closed). A `system/` client acting for someone is not the
+scopes, patient in context and expiry are recorded as that request's verified token carried
+them, and the alert decision asks the one access decision as each recorded grant in turn. A
+grant lapses when its token expires or is revoked, whichever comes first: no grant, or only
+lapsed ones, no alert (fail closed). A `system/` client acting for someone is not the
 person's grant and is never recorded as one.
 """
 
@@ -52,7 +53,7 @@ async def record(db: AsyncDatabase[Doc], principal: Principal | None, participan
             {"$set": {"participant": who, "client": principal.client_id, "user": principal.fhir_user,
                       "patient": principal.patient, "scopes": sorted(principal.scopes),
                       "issuer": principal.issuer, "token": principal.token_id,
-                      "at": datetime.now(UTC)}},
+                      "expires": _expiry(principal), "at": datetime.now(UTC)}},
             upsert=True, session=session)
         if principal.token_id and session is None:  # a transaction's write may yet roll back
             _RECORDED[key] = None
@@ -60,14 +61,29 @@ async def record(db: AsyncDatabase[Doc], principal: Principal | None, participan
                 _RECORDED.pop(next(iter(_RECORDED)))
 
 
+def _expiry(principal: Principal) -> datetime | None:
+    if principal.expires_at is None:
+        return None
+    return datetime.fromtimestamp(principal.expires_at, UTC)
+
+
 async def held(db: AsyncDatabase[Doc], participant: str) -> list[Principal]:
-    """The participant's recorded grants whose token was not revoked, newest first."""
+    """The participant's recorded grants whose token has neither expired nor been revoked,
+    newest first. A grant recorded without an expiry (before expiries were kept, or from a
+    token without `exp`) counts as lapsed: the server cannot tell it still holds."""
     out: list[Principal] = []
+    now = datetime.now(UTC)
     async for doc in db[GRANTS].find({"participant": participant}).sort("at", -1):
+        expires = doc.get("expires")
+        if not isinstance(expires, datetime):
+            continue
+        if (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= now:
+            continue  # the token expired: the authorization it carried is over
         token = doc.get("token")
         if token and await db[REVOKED].find_one({"_id": token}, {"_id": 1}) is not None:
             continue
         out.append(Principal(client_id=doc.get("client"), fhir_user=doc.get("user"),
                              patient=doc.get("patient"), scopes=frozenset(doc.get("scopes") or ()),
-                             issuer=doc.get("issuer"), token_id=token))
+                             issuer=doc.get("issuer"), token_id=token,
+                             expires_at=int(expires.replace(tzinfo=UTC).timestamp())))
     return out

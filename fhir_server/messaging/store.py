@@ -7,11 +7,11 @@
 - `messaging_render`: per (thread, participant) the furthest cursor over all sources, kept
   in the render state's own transaction (the render state resource is the truth; this is
   its index for the inbox and the alert decision).
-- `messaging_inbox`: per (participant, thread) the thread's last message number (`seq`) and
-  the participant's furthest cursor (`furthest`), kept in the transactions of the header, of
-  each message and of each render state change. The inbox reads a participant's rows with
-  one equality on an index: no `$in` over the threads (the embedded database answers an
-  `$in` of 1,000 ids in seconds, quadratically) and no per-thread round trip.
+- `messaging_inbox`: per (participant, thread) the thread's last message number (`seq`), the
+  participant's furthest cursor (`furthest`) and the thread's last activity (`at`: its last
+  message's commit, else the header's), kept in the transactions of the header, of each
+  message and of each render state change. The inbox pages a participant's rows by last
+  activity through the (participant, at) index, window by window (fhir_server.messaging.inbox).
 - `messaging_grants`: per (participant, client) the authorization the server last verified
   when the participant acted in a thread through that client (posting, setting their
   cursor, opening their inbox). The alert decision asks the access decision as the
@@ -25,7 +25,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -37,6 +37,8 @@ RENDER = "messaging_render"
 INBOX = "messaging_inbox"
 GRANTS = "messaging_grants"
 CLAIMS = "messaging_alert_claims"
+# The last activity of a row whose thread's activity is not known (written before it was kept).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def messaging_indexes() -> dict[str, list[IndexModel]]:
@@ -44,7 +46,8 @@ def messaging_indexes() -> dict[str, list[IndexModel]]:
         MESSAGES: [IndexModel([("thread", ASCENDING), ("seq", ASCENDING)], name="thread_seq")],
         RENDER: [IndexModel([("participant", ASCENDING)], name="participant"),
                  IndexModel([("thread", ASCENDING)], name="thread")],
-        INBOX: [IndexModel([("participant", ASCENDING)], name="participant"),
+        # (participant, at): the inbox's windows of last activity are bounds on this index.
+        INBOX: [IndexModel([("participant", ASCENDING), ("at", DESCENDING)], name="participant_at"),
                 IndexModel([("thread", ASCENDING)], name="thread")],
         GRANTS: [IndexModel([("participant", ASCENDING)], name="participant")],
         # `Communication?participant=` (the inbox's access-checked query, and a client's own
@@ -61,36 +64,61 @@ async def number_message(db: AsyncDatabase[Doc], session: AsyncClientSession, th
                          message_id: str, sender: str | None, participants: list[str],
                          client_id: str | None) -> int:
     """Gives a new message the next number of its thread (in the message's transaction)."""
+    now = datetime.now(UTC)
     doc = await db[THREADS].find_one_and_update(
-        {"_id": thread_id}, {"$inc": {"seq": 1}}, upsert=True, return_document=True, session=session)
+        {"_id": thread_id}, {"$inc": {"seq": 1}, "$max": {"at": now}}, upsert=True,
+        return_document=True, session=session)
     seq = int((doc or {}).get("seq", 1))
     await db[MESSAGES].insert_one(
         {"_id": message_id, "thread": thread_id, "seq": seq, "sender": sender,
-         "participants": participants, "client": client_id, "at": datetime.now(UTC)}, session=session)
-    # Every participant's inbox row of the thread learns the new last number: one update.
-    await db[INBOX].update_many({"thread": thread_id}, {"$max": {"seq": seq}}, session=session)
+         "participants": participants, "client": client_id, "at": now}, session=session)
+    # Every participant's inbox row of the thread learns the new last number and activity:
+    # one update.
+    await db[INBOX].update_many({"thread": thread_id}, {"$max": {"seq": seq, "at": now}}, session=session)
     return seq
 
 
 async def open_rows(db: AsyncDatabase[Doc], session: AsyncClientSession | None, thread_id: str,
-                    participants: list[str]) -> None:
+                    participants: list[str], *, quiet_since: datetime | None = None) -> None:
     """An inbox row per participant of a header just written (kept rows are left as they are;
-    a participant added later starts from the thread's current last number)."""
+    a participant added later starts from the thread's current last number). The thread's
+    last activity is its last message's, else now (the header's write), else `quiet_since`
+    for a row made up afterwards (fhir_server.messaging.inbox's rows for older threads)."""
     held = await db[THREADS].find_one({"_id": thread_id}, session=session)
     seq = int((held or {}).get("seq", 0))
+    at = _activity(held) or quiet_since or datetime.now(UTC)
     for participant in participants:
         await db[INBOX].update_one(
             {"_id": render_key(thread_id, participant)},
             {"$setOnInsert": {"thread": thread_id, "participant": participant, "furthest": 0},
-             "$max": {"seq": seq}},
+             "$max": {"seq": seq, "at": at}},
             upsert=True, session=session)
 
 
-async def inbox_rows(db: AsyncDatabase[Doc], participant: str) -> dict[str, tuple[int, int]]:
-    """Per thread of `participant`: (last message number, furthest cursor). Not access
-    checked: the caller answers only the threads the access decision released."""
-    found = db[INBOX].find({"participant": participant}, {"thread": 1, "seq": 1, "furthest": 1})
-    return {str(d["thread"]): (int(d.get("seq", 0)), int(d.get("furthest", 0))) async for d in found}
+async def close_rows(db: AsyncDatabase[Doc], session: AsyncClientSession | None, thread_id: str,
+                     participants: list[str]) -> None:
+    """The rows of participants taken off a thread."""
+    if participants:
+        await db[INBOX].delete_many({"_id": {"$in": [render_key(thread_id, p) for p in participants]}},
+                                    session=session)
+
+
+def _activity(thread: Doc | None) -> datetime | None:
+    at = (thread or {}).get("at")
+    return at if isinstance(at, datetime) else None
+
+
+async def rows_between(db: AsyncDatabase[Doc], participant: str, low: datetime | None,
+                       high: datetime | None, *, high_included: bool) -> list[Doc]:
+    """The participant's inbox rows whose last activity lies in [low, high] (or [low, high)):
+    bounds on the (participant, at) index. Not access checked."""
+    bound: Doc = {}
+    if low is not None:
+        bound["$gte"] = low
+    if high is not None:
+        bound["$lte" if high_included else "$lt"] = high
+    query: Doc = {"participant": participant, "at": bound} if bound else {"participant": participant}
+    return await db[INBOX].find(query, {"thread": 1, "seq": 1, "furthest": 1, "at": 1}).to_list()
 
 
 async def message(db: AsyncDatabase[Doc], message_id: str) -> Doc | None:
@@ -116,7 +144,7 @@ async def put_render(db: AsyncDatabase[Doc], session: AsyncClientSession | None,
     await db[INBOX].update_one(
         {"_id": render_key(thread_id, participant)},
         {"$set": {"thread": thread_id, "participant": participant, "furthest": furthest},
-         "$max": {"seq": int((held or {}).get("seq", 0))}},
+         "$max": {"seq": int((held or {}).get("seq", 0)), "at": _activity(held) or EPOCH}},
         upsert=True, session=session)
 
 
@@ -148,3 +176,23 @@ async def claim(db: AsyncDatabase[Doc], message_id: str, participant: str, owner
 
 async def claimed(db: AsyncDatabase[Doc], message_id: str, participant: str) -> None:
     await db[CLAIMS].update_one({"_id": f"{message_id}|{participant}"}, {"$set": {"sent": True}})
+
+
+READY = "messaging_inbox_ready"
+
+
+async def rows_ready(db: AsyncDatabase[Doc], participant: str) -> bool:
+    return await db[READY].find_one({"_id": participant}, {"_id": 1}) is not None
+
+
+async def make_rows_ready(db: AsyncDatabase[Doc], participant: str, thread_tag: str) -> None:
+    """Rows for the participant's threads written before inbox rows were kept (their last
+    activity unknown: the epoch), then the mark that this was done. Rows are numbers only:
+    reading the headers here releases nothing (the inbox judges every thread it answers)."""
+    held = {str(d["thread"]) async for d in db[INBOX].find({"participant": participant}, {"thread": 1})}
+    headers = db["Communication"].find(
+        {"sp.participant": participant, "sp._tag|": thread_tag, "del": False}, {"_id": 1})
+    async for doc in headers:
+        if str(doc["_id"]) not in held:
+            await open_rows(db, None, str(doc["_id"]), [participant], quiet_since=EPOCH)
+    await db[READY].update_one({"_id": participant}, {"$set": {"at": datetime.now(UTC)}}, upsert=True)

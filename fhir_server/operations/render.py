@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fhir_server.context import RequestContext
 from fhir_server.datetimes import DateFormatError, parse_instant
 from fhir_server.errors import BadRequest, Conflict, Forbidden, InvalidResource
-from fhir_server.messaging import grants, render_state, store
+from fhir_server.messaging import grants, inbox, render_state, store
 from fhir_server.messaging.access import is_system_client
 from fhir_server.messaging.render_state import Cursor
 from fhir_server.messaging.settings import MessagingSettings
@@ -40,7 +41,6 @@ from fhir_server.storage.documents import format_instant
 from fhir_server.storage.repository import Repository
 
 Doc = dict[str, Any]
-MAX_INBOX = 10_000
 
 
 def _param(name: str, **value: Any) -> Doc:
@@ -230,40 +230,49 @@ class RenderState:
         if not caller_identities(principal) & set(participants(thread)):
             raise Forbidden("only a participant or a system/ client rebuilds render state", code="forbidden")
 
-    async def inbox(self, context: RequestContext, participant: str) -> Doc:
-        """Every thread of `participant` the caller may see, with how many messages lie
-        beyond the participant's furthest cursor: one request."""
+    async def inbox(self, context: RequestContext, participant: str, *, count: int = inbox.DEFAULT_COUNT,
+                    cursor: str | None = None, total: bool = False) -> Doc:
+        """A page of the threads of `participant` the caller may see, newest activity first,
+        each with how many messages lie beyond the participant's furthest cursor; a `next`
+        link while more remain; with `total`, the threads and messages beyond over every
+        thread the caller may see (fhir_server.messaging.inbox)."""
         self._may_act_for(context, participant)
-        # Two index reads side by side: the threads the access decision releases to the
-        # caller (scopes, Consent, participation: every thread answered passes it, as a
-        # batch), and the participant's inbox rows (last number, furthest cursor per thread).
-        found, rows, _ = await asyncio.gather(
-            self.repository.find_matches(
-                context, "Communication", [("participant", participant), ("_tag", f"{TAG_SYSTEM}|{THREAD}")],
-                limit=MAX_INBOX),
-            store.inbox_rows(self.database.db, participant),
-            grants.record(self.database.db, context.principal, [participant]))
-        ids = [str(d["_id"]) for d in found]
-        counts = {i: rows[i] for i in ids if i in rows}
-        if missing := [i for i in ids if i not in rows]:
-            counts.update(await self._counts_without_rows(participant, missing))
-        rows_out = sorted(((max(0, seq - far), i) for i, (seq, far) in counts.items()), key=lambda r: (-r[0], r[1]))
-        latest = {i: seq for i, (seq, _) in counts.items()}
+        db = self.database.db
+        criteria = [("participant", participant), ("_tag", f"{TAG_SYSTEM}|{THREAD}")]
+
+        async def judge(ids: list[str]) -> set[str]:
+            # The one access decision (scopes, the patient's Consent, participation) on the
+            # headers themselves: a row is only a number.
+            return set(await self.repository.judged_ids(context, "Communication", ids, criteria))
+
+        if (id(db), participant) not in _READY:
+            if not await store.rows_ready(db, participant):
+                await store.make_rows_ready(db, participant, f"{TAG_SYSTEM}|{THREAD}")
+            _READY.add((id(db), participant))
+        found, totals, _ = await asyncio.gather(
+            inbox.page(db, participant, count, cursor, judge),
+            inbox.beyond_total(db, participant, judge) if total else _nothing(),
+            grants.record(db, context.principal, [participant]))
         parts: list[Doc] = [_param("participant", valueReference={"reference": participant})]
-        for beyond, thread_id in rows_out:
+        for row in found.rows:
             parts.append(_param("thread", part=[
-                _param("thread", valueReference={"reference": f"Communication/{thread_id}"}),
-                _param("messages", valueInteger=latest.get(thread_id, 0)),
-                _param("beyond", valueInteger=max(0, beyond))]))
+                _param("thread", valueReference={"reference": f"Communication/{row.thread}"}),
+                _param("messages", valueInteger=row.seq),
+                _param("beyond", valueInteger=row.beyond),
+                *([_param("lastActivity", valueInstant=format_instant(row.at))] if row.at > store.EPOCH else [])]))
+        if totals is not None:
+            parts.append(_param("threadsBeyond", valueInteger=totals[0]))
+            parts.append(_param("beyond", valueInteger=totals[1]))
+        if found.next_cursor is not None:
+            query = urlencode({"participant": participant, "_count": str(count), "_cursor": found.next_cursor,
+                               **({"_total": "accurate"} if total else {})})
+            parts.append(_param("next", valueUri=f"{self.base_url}/Communication/$render-state?{query}"))
         return {"resourceType": "Parameters", "parameter": parts}
 
-    async def _counts_without_rows(self, participant: str, ids: list[str]) -> dict[str, tuple[int, int]]:
-        """Threads written before the inbox rows existed: their numbers, read in small `$in`
-        batches (the embedded database's `$in` grows quadratically with its length)."""
-        out: dict[str, tuple[int, int]] = {}
-        for start in range(0, len(ids), 50):
-            chunk = ids[start:start + 50]
-            latest = await store.latest(self.database.db, chunk)
-            furthest = await store.furthest(self.database.db, participant, chunk)
-            out.update({i: (latest.get(i, 0), furthest.get(i, 0)) for i in chunk})
-        return out
+
+async def _nothing() -> None:
+    return None
+
+
+# The participants whose rows this process knows are complete (store.make_rows_ready).
+_READY: set[tuple[int, str]] = set()

@@ -16,8 +16,10 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
+from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import WorkflowSettings
 from fhir_server.messaging import store
+from fhir_server.services import auth_settings
 from tests.conftest import RunningServer
 from tests.consent.conftest import actor, classes, consent
 from tests.messaging.conftest import GRACE, TAG, World, cursor_parameters, message, ref, unrendered_subscription
@@ -261,3 +263,50 @@ def test_the_participants_communication_preferences_decide_the_alerts_channel(
     found = admin.get("/Basic", params={"code": f"{TAG}|unrendered", "subject": f"Communication/{m}",
                                         "channel": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode|SMSWRIT"})
     assert [e["resource"]["author"]["reference"] for e in found.json().get("entry", [])] == [gray]
+
+
+def test_a_recorded_grant_lapses_when_its_token_expires(
+        world: World, receivers: dict[str, Receiver], mongo: MongoClient[dict[str, Any]],
+        messaging_server: RunningServer) -> None:
+    """The GP opened his inbox with a short-lived token and has not come back since: once
+    that token has expired the server no longer holds his authorization, so a new message
+    does not alert him (fail closed), though it was never revoked. A fresh token's grant
+    alerts him again."""
+    subscribe(world.system("ehr"), receivers["ehr"].url, world.ref("gray"))
+    thread_id = two_person_thread(world)
+    scope, _, user = world.people["gray"]
+    settings = messaging_server.settings
+
+    async def short_lived() -> str:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri)
+        try:
+            return await mint_dev_token(client[settings.database], auth_settings(settings), scope.split(),
+                                        fhir_user=user, client_id="ehr", ttl=2)
+        finally:
+            await client.close()
+
+    token = asyncio.run(short_lived())
+    with httpx.Client(base_url=settings.base_url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as gp:
+        reply = gp.get("/Communication/$render-state", params={"participant": world.ref("gray")})
+        assert reply.status_code == 200, reply.text
+    grant = mongo[settings.database][store.GRANTS].find_one({"participant": world.ref("gray"), "client": "ehr"})
+    assert grant is not None
+    expires = claims_of(token)["exp"]
+    assert int(grant["expires"].replace(tzinfo=UTC).timestamp()) == expires
+    wait_until(lambda: time.time() > expires + 0.5, timeout=10, what="the GP's token expired")
+    anna = world.person("anna", "portal")
+    lapsed = anna.post("/Communication", json=message(thread_id, "Any news?", world.ref("anna"))).json()["id"]
+    wait_decided(mongo, messaging_server, lapsed)
+    assert stored_alerts(world.system("ehr"), lapsed) == []
+    assert alerts(receivers["ehr"]) == []
+    # He comes back with a token that is still valid: the next message alerts him once.
+    opens_inbox(world, "gray", "ehr")
+    held = anna.post("/Communication", json=message(thread_id, "Hello?", world.ref("anna"))).json()["id"]
+    receivers["ehr"].wait_for(lambda _: len(alerts(receivers["ehr"])) >= 1, timeout=GRACE + 20)
+    wait_decided(mongo, messaging_server, held)
+    assert alerts(receivers["ehr"]) == [(world.ref("gray"), f"Communication/{held}")]
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    return payload

@@ -1,0 +1,170 @@
+"""The inbox, `Communication/$render-state?participant=`, paged like every FHIR search: a page
+of threads by last activity with a `next` link, and on request the threads and messages
+beyond the participant's furthest cursor over every thread the access decision releases.
+Only threads the decision releases are answered or counted, however the inbox rows say."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from pymongo import MongoClient
+
+from fhir_server.messaging import store
+from fhir_server.operations import render
+from tests.conftest import RunningServer
+from tests.consent.conftest import actor, classes, consent
+from tests.messaging.conftest import World, message, part, ref
+from tests.messaging.test_render_cursors import set_cursor, thread_with_messages
+
+
+def inbox(client: httpx.Client, who: str, **params: str) -> dict[str, Any]:
+    reply = client.get("/Communication/$render-state", params={"participant": who, **params})
+    assert reply.status_code == 200, reply.text
+    answer: dict[str, Any] = reply.json()
+    return answer
+
+
+def threads(answer: dict[str, Any]) -> list[tuple[str, int, int]]:
+    out = []
+    for t in part(answer, "thread"):
+        values = {p["name"]: p for p in t["part"]}
+        out.append((values["thread"]["valueReference"]["reference"].split("/")[1],
+                    values["messages"]["valueInteger"], values["beyond"]["valueInteger"]))
+    return out
+
+
+def top(answer: dict[str, Any], name: str) -> Any:
+    found = [p for p in answer["parameter"] if p["name"] == name]
+    if not found:
+        return None
+    return next(v for k, v in found[0].items() if k.startswith("value"))
+
+
+def next_params(answer: dict[str, Any]) -> dict[str, str] | None:
+    link = top(answer, "next")
+    if link is None:
+        return None
+    return {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+
+
+def walk(client: httpx.Client, who: str, **params: str) -> list[list[tuple[str, int, int]]]:
+    pages = []
+    answer = inbox(client, who, **params)
+    while True:
+        pages.append(threads(answer))
+        following = next_params(answer)
+        if following is None:
+            return pages
+        assert following["participant"] == who
+        answer = inbox(client, **{"who": who, **{k: v for k, v in following.items() if k != "participant"}})
+
+
+def test_the_inbox_is_paged_by_last_activity_with_a_next_link(world: World) -> None:
+    made = [thread_with_messages(world, n) for n in (1, 2, 1, 3, 1)]
+    gp, anna = world.person("gray", "ehr"), world.person("anna", "portal")
+    # The oldest thread gets a new message: it is now the most recently active.
+    oldest = made[0][0]
+    assert gp.post("/Communication", json=message(oldest, "news")).status_code == 201
+    assert set_cursor(anna, made[3][0], world.ref("anna"), made[3][1][1]).status_code == 200
+    expected = [(oldest, 2, 2), (made[4][0], 1, 1), (made[3][0], 3, 1), (made[2][0], 1, 1), (made[1][0], 2, 2)]
+    assert walk(anna, world.ref("anna"), _count="2") == [expected[0:2], expected[2:4], expected[4:5]]
+    # One page of everything (the default count is 50): no next link, no total unless asked.
+    whole = inbox(anna, world.ref("anna"))
+    assert threads(whole) == expected and top(whole, "next") is None and top(whole, "beyond") is None
+    first = part(whole, "thread")[0]
+    assert any(p["name"] == "lastActivity" and p["valueInstant"] for p in first["part"])
+    # The total: threads with messages beyond Anna's furthest cursor, and those messages.
+    counted = inbox(anna, world.ref("anna"), _count="1", _total="accurate")
+    assert (top(counted, "threadsBeyond"), top(counted, "beyond")) == (5, 7)
+    assert next_params(counted) is not None and next_params(counted)["_total"] == "accurate"  # type: ignore[index]
+    # Bad paging input is a 400 with an OperationOutcome, never a 500.
+    for bad in ({"_count": "0"}, {"_count": "101"}, {"_count": "x"}, {"_cursor": "garbage"},
+                {"_total": "maybe"}, {"_sort": "beyond"}):
+        reply = anna.get("/Communication/$render-state", params={"participant": world.ref("anna"), **bad})
+        assert reply.status_code == 400, (bad, reply.text)
+        assert reply.json()["resourceType"] == "OperationOutcome"
+    # A cursor of Anna's inbox does not page the GP's.
+    cursor = next_params(inbox(anna, world.ref("anna"), _count="1"))["_cursor"]  # type: ignore[index]
+    reply = gp.get("/Communication/$render-state", params={"participant": world.ref("gray"), "_cursor": cursor})
+    assert reply.status_code == 400, reply.text
+
+
+def test_pages_and_totals_count_only_the_threads_the_access_decision_releases(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    """Clara's inbox rows stay when she is taken off a thread and when Anna's Consent denies
+    her: the rows are only numbers, the access decision on the headers decides."""
+    kept, _ = thread_with_messages(world, 2)
+    removed, _ = thread_with_messages(world, 1)
+    clara, gp = world.person("clara", "portal"), world.person("gray", "ehr")
+    assert [t[0] for t in threads(inbox(clara, world.ref("clara"), _total="accurate"))] == [removed, kept]
+    # The GP takes Clara off the newest thread: she is no participant of it any more.
+    header = gp.get(f"/Communication/{removed}").json()
+    header["recipient"] = [ref(world.ref("anna")), ref(f"CareTeam/team{world.u}")]
+    reply = gp.put(f"/Communication/{removed}", json=header)
+    assert reply.status_code == 200, reply.text
+    assert gp.post("/Communication", json=message(removed, "without Clara")).status_code == 201
+    db = mongo[messaging_server.settings.database]
+    # Her row went with her, in the header's transaction; one left behind (as by a process
+    # that died between two writes of an older version) is only a number: put it back.
+    row = {"participant": world.ref("clara"), "thread": removed}
+    assert db[store.INBOX].find_one(row) is None
+    db[store.INBOX].insert_one({"_id": f"{removed}|{world.ref('clara')}", **row, "seq": 2, "furthest": 0,
+                                "at": datetime.now(UTC)})
+    answer = inbox(clara, world.ref("clara"), _count="1", _total="accurate")
+    assert threads(answer) == [(kept, 2, 2)] and top(answer, "next") is None
+    assert (top(answer, "threadsBeyond"), top(answer, "beyond")) == (1, 2)
+    # Anna's Consent denies Clara her Communications: nothing is answered or counted, at once.
+    anna = world.person("anna", "portal")
+    reply = anna.post("/Consent", json=consent({"type": "deny", "actor": [actor(world.ref("clara"))],
+                                                "class": classes("Communication")}, patient=f"anna{world.u}"))
+    assert reply.status_code == 201, reply.text
+    denied = inbox(clara, world.ref("clara"), _total="accurate")
+    assert threads(denied) == [] and top(denied, "next") is None
+    assert (top(denied, "threadsBeyond"), top(denied, "beyond")) == (0, 0)
+    # A system client asking for her inbox is judged by its own decision (no Consent names it).
+    portal = world.system("portal")
+    assert [t[0] for t in threads(inbox(portal, world.ref("clara")))] == [kept]
+    # Dr. Paul takes part in nothing: his inbox is empty, and Anna's is not his to ask for.
+    paul = world.person("paul", "ehr")
+    assert threads(inbox(paul, world.ref("paul"), _total="accurate")) == []
+    assert paul.get("/Communication/$render-state", params={"participant": world.ref("anna")}).status_code == 403
+
+
+def test_threads_written_before_inbox_rows_were_kept_are_listed(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    thread_id, _ = thread_with_messages(world, 2)
+    db = mongo[messaging_server.settings.database]
+    # As before the rows existed: none for Anna, and no mark that hers were made.
+    db[store.INBOX].delete_many({"participant": world.ref("anna")})
+    db[store.READY].delete_many({"_id": world.ref("anna")})
+    render._READY.clear()
+    anna = world.person("anna", "portal")
+    assert threads(inbox(anna, world.ref("anna"))) == [(thread_id, 2, 2)]
+    assert db[store.READY].find_one({"_id": world.ref("anna")}) is not None
+
+
+def test_pages_keep_the_order_of_last_activity_across_windows_far_apart(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    """Threads last active a second, a minute, an hour, days, years ago and never (a row
+    written before activity was kept): every page and the order of the whole walk are those
+    of last activity, whichever windows the rows fall in."""
+    made = [thread_with_messages(world, 1)[0] for _ in range(7)]
+    db = mongo[messaging_server.settings.database]
+    now = datetime.now(UTC)
+    ages = [timedelta(seconds=1), timedelta(seconds=1), timedelta(seconds=70), timedelta(hours=1),
+            timedelta(days=3), timedelta(days=800)]
+    for thread_id, age in zip(made, ages, strict=False):
+        db[store.INBOX].update_one({"participant": world.ref("anna"), "thread": thread_id},
+                                   {"$set": {"at": now - age}})
+    db[store.INBOX].update_one({"participant": world.ref("anna"), "thread": made[6]}, {"$unset": {"at": ""}})
+    anna = world.person("anna", "portal")
+    # The two of the same second in thread id order (descending), as the cursor pages.
+    first_two = sorted(made[:2], reverse=True)
+    expected = [*first_two, *made[2:]]
+    for count in ("1", "2", "3", "50"):
+        pages = walk(anna, world.ref("anna"), _count=count)
+        assert [t[0] for p in pages for t in p] == expected, count
+        assert all(len(p) == int(count) for p in pages[:-1])
