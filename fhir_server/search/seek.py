@@ -150,6 +150,28 @@ def plan(resource_type: str, base: Doc, keys: Key,
     field, direction = keys[0]
     if field not in bucketed_fields(resource_type) or field in base:
         return None
+    found = equalities(base)
+    if found is None:
+        return None
+    eq, split = found
+    fields = set(eq) | ({split[0]} if split else set())
+    if fields == {"del"} and split is None:
+        if any(k and k[0][0] == field for k in index_keys):
+            return SeekPlan(field, direction, [eq], lead=True)
+        return None
+    served = _served(fields, field, index_keys) if fields else None
+    if served is None:
+        return None
+    if split is None:
+        return SeekPlan(field, direction, [eq], served=served)
+    name, values = split
+    return SeekPlan(field, direction, [{**eq, name: v} for v in dict.fromkeys(values)],
+                    served=served)
+
+
+def equalities(base: Doc) -> tuple[Doc, tuple[str, list[Any]] | None] | None:
+    """`base` as its bare equalities and at most one `$in` of at most MAX_SPLIT scalars
+    (field, values); None for anything else (an operator, a range, a list, a null)."""
     eq: Doc = {}
     split: tuple[str, list[Any]] | None = None
     for name, value in base.items():
@@ -166,19 +188,7 @@ def plan(resource_type: str, base: Doc, keys: Key,
             return None
         else:
             eq[name] = value
-    fields = set(eq) | ({split[0]} if split else set())
-    if fields == {"del"} and split is None:
-        if any(k and k[0][0] == field for k in index_keys):
-            return SeekPlan(field, direction, [eq], lead=True)
-        return None
-    served = _served(fields, field, index_keys) if fields else None
-    if served is None:
-        return None
-    if split is None:
-        return SeekPlan(field, direction, [eq], served=served)
-    name, values = split
-    return SeekPlan(field, direction, [{**eq, name: v} for v in dict.fromkeys(values)],
-                    served=served)
+    return eq, split
 
 
 def _served(fields: set[str], sort_field: str, index_keys: Sequence[Sequence[tuple[str, int]]]
