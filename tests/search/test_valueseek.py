@@ -136,6 +136,21 @@ def test_pages_hold_what_a_full_sort_puts_there(
                 assert all(len(p) == PAGE for p in pages[:-1]), (url, sign)
                 assert [i for p in pages for i in p] == expected(
                     stored, rtype, key, bool(sign), keep), (directory, url, sign)
+                assert back(http, url.format(s=sign) + f"&_count={PAGE}") == pages[-2::-1]
+
+
+def back(http: httpx.Client, url: str) -> list[list[str]]:
+    """The pages before the last one, walking `previous` links from it."""
+    body = http.get(url).json()
+    while nxt := next((x["url"] for x in body.get("link", []) if x["relation"] == "next"),
+                      None):
+        body = http.get(_local(nxt)).json()
+    pages = []
+    while prev := next((x["url"] for x in body.get("link", [])
+                        if x["relation"] == "previous"), None):
+        body = http.get(_local(prev)).json()
+        pages.append([e["resource"]["id"] for e in body.get("entry", [])])
+    return pages
 
 
 def test_a_page_examines_about_a_page(
