@@ -302,6 +302,11 @@ class Windows:
         here, origin = bisect_left(self.starts, position), bisect_left(self.starts, self.origin)
         covered, rest = (origin - here, here) if self.direction < 0 else (
             here - origin, len(self.starts) - here)
+        if covered < 1:
+            # No bucket read whole yet (the first window fell in the empty end of the newest
+            # bucket): nothing says the rest is sparse. Taking it for sparse read all of
+            # `Task?status=requested` at 20k Tasks (4,000 documents for a page of 10).
+            return False
         expected = (self.found + 1) * rest / max(1, covered)
         return expected <= max(FEW, 4 * wanted)
 

@@ -262,3 +262,19 @@ def _step_holds(step: valueseek.Step, value: Any) -> bool:
     if step.cond is None:  # the light missing group
         return value is None
     return _matches(step.cond, value)
+
+
+def test_an_empty_first_window_does_not_take_the_rest_for_sparse() -> None:
+    """The newest hour's data ended before its last 15 minutes, so the first window of
+    `Task?status=requested` finds nothing: the next one is a window, not "the rest in one
+    query" (which read all 4,000 requested Tasks at 20k, for a page of 10)."""
+    from datetime import UTC, datetime, timedelta
+
+    from fhir_server.search import seek
+
+    starts = [datetime(2025, 7, 1, h, tzinfo=UTC) for h in range(17)]
+    windows = seek.Windows(-1, starts, None, datetime(2026, 12, 1, tzinfo=UTC))
+    assert windows.next(None, 11) == {"$gt": datetime(2025, 7, 1, 16, 45, tzinfo=UTC)
+                                      - timedelta(milliseconds=1)}
+    second = windows.next(0, 11)
+    assert second is not None and "$gt" in second and not windows.done
