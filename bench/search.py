@@ -202,11 +202,32 @@ async def note_buckets(uri: str, engine: SearchEngine) -> None:
     await note_values(uri, engine)
 
 
-async def note_values(uri: str, engine: SearchEngine) -> None:
-    """Notes the splitter directory (storage.sort_values) from what is stored."""
+async def note_values(uri: str, engine: SearchEngine, loaded: int = 0) -> None:
+    """Notes the splitter directory (storage.sort_values) from what is stored: a read of
+    each collection, or, given how many resources this script `loaded`, only the sampled
+    ones among its ids (`r0`..., `p0`..., `pr0`...: what their writes would have noted),
+    read by `_id` (a 1M-Task collection is not scanned)."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
-    await sort_values.rebuild(client["bench"], {
-        t: f for t, f in index_value_fields(engine).items() if t in TYPES})
+    fields = {t: f for t, f in index_value_fields(engine).items() if t in TYPES}
+    if not loaded:
+        await sort_values.rebuild(client["bench"], fields)
+        await client.close()
+        return
+    ids = [i for i in (*(f"r{n}" for n in range(loaded)), *(f"p{n}" for n in range(PATIENTS)),
+                       *(f"pr{n}" for n in range(PRACTITIONERS))) if sort_values.sampled(i)]
+    counts: dict[tuple[str, str, Any], int] = {}
+    for rtype, names in fields.items():
+        for at in range(0, len(ids), 1000):
+            async for doc in client["bench"][rtype].find(
+                    {"_id": {"$in": ids[at: at + 1000]}, "del": False}, dict.fromkeys(names, 1)):
+                for name in names:
+                    for value in sort_values.notable(values_at(doc, name)):
+                        counts[(rtype, name, value)] = counts.get((rtype, name, value), 0) + 1
+    values = client["bench"][sort_values.SORT_VALUES]
+    await values.delete_many({"t": {"$in": list(fields)}})
+    if counts:
+        await values.bulk_write([sort_values.value_update(t, f, v, n * sort_values.SAMPLE)
+                                 for (t, f, v), n in counts.items()], ordered=False)
     await client.close()
 
 

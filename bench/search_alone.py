@@ -11,7 +11,7 @@ the splitter directory (storage.sort_values) from what is stored first (a databa
 before it existed).
 
     .venv/bin/python bench/search_alone.py --data-dir DIR [--samples 30] [--off-samples 5]
-        [--rebuild]
+        [--rebuild [--loaded N]]
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18290)
     parser.add_argument("--off-samples", type=int, default=0)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--loaded", type=int, default=0,
+                        help="with --rebuild: resources bench/search.py loaded (read by id)")
     args = parser.parse_args()
     rng = random.Random(7)
     queries: dict[str, Callable[[], str]] = {
@@ -60,7 +62,7 @@ def main() -> None:
     with EmbeddedDatabase(Path(args.data_dir)) as db:
         if args.rebuild:
             began = time.perf_counter()
-            asyncio.run(note_values(db.uri, SearchEngine(Settings())))
+            asyncio.run(note_values(db.uri, SearchEngine(Settings()), args.loaded))
             print(f"sort-key directories noted in {time.perf_counter() - began:.0f} s")
         server = start_server(db.uri, args.port, Path(args.data_dir) / "server_alone.log")
         servers = {"seek": (server, f"http://127.0.0.1:{args.port}/fhir")}
