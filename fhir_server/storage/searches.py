@@ -240,8 +240,10 @@ class SearchPipeline(ReadPipeline):
             starts = await self._sort_buckets.starts(rtype, plan.field)
             # A kind of search that matched few last time is cheaper as one query: seeking
             # pays a round trip per window (and per `$in` value).
-            few = seek.expected(self._seek_rates.get(_shape(collection, plan.filters[0], plan)),
-                                starts, cursor[0] if cursor else None, plan.direction)
+            shape = _shape(collection, plan.filters[0], plan)
+            few = seek.expected(self._seek_rates.get(shape), starts,
+                                cursor[0] if cursor else None, plan.direction,
+                                self._seek_clock_rates.get(shape))
             if starts and (few is None or few * len(plan.filters) > max(seek.FEW, 4 * count)):
                 return await self._seek_page(
                     collection, plan, starts, walk, cursor, count, projection, access)
@@ -292,6 +294,11 @@ class SearchPipeline(ReadPipeline):
     @cached_property
     def _sort_values(self) -> SortValues:
         return SortValues(self.database.db)
+
+    @cached_property
+    def _seek_clock_rates(self) -> dict[str, float]:
+        """The same per hour of the whole axis, gaps included (seek.expected takes both)."""
+        return {}
 
     @cached_property
     def _seek_rates(self) -> dict[str, float]:
@@ -365,6 +372,9 @@ class SearchPipeline(ReadPipeline):
             found = await read(condition)
         if (rate := windows.rate(len(out))) is not None:
             rates[shape] = rate if shape not in rates else 0.7 * rates[shape] + 0.3 * rate
+        clock = self._seek_clock_rates
+        if (rate := windows.clock_rate(len(out))) is not None:
+            clock[shape] = rate if shape not in clock else 0.7 * clock[shape] + 0.3 * rate
         if nulls and direction < 0 and len(out) < wanted:
             await read(None)
         return out
