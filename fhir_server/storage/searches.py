@@ -370,10 +370,12 @@ class SearchPipeline(ReadPipeline):
             if condition is None:
                 break
             found = await read(condition)
-        if (rate := windows.rate(len(out))) is not None:
+        last = keyset.value_of(out[-1], field, direction) if len(out) >= wanted else None
+        last = last if isinstance(last, datetime) else None
+        if (rate := windows.rate(len(out), last)) is not None:
             rates[shape] = rate if shape not in rates else 0.7 * rates[shape] + 0.3 * rate
         clock = self._seek_clock_rates
-        if (rate := windows.clock_rate(len(out))) is not None:
+        if (rate := windows.clock_rate(len(out), last)) is not None:
             clock[shape] = rate if shape not in clock else 0.7 * clock[shape] + 0.3 * rate
         if nulls and direction < 0 and len(out) < wanted:
             await read(None)
