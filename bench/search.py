@@ -42,9 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.rest import report, run_clients
 from fhir_server.config import Settings
 from fhir_server.embedded_db import EmbeddedDatabase
-from fhir_server.search import SearchEngine
+from fhir_server.search import SearchEngine, valueseek
 from fhir_server.search.seek import bucket_of, bucketed_fields
-from fhir_server.storage import sort_buckets
+from fhir_server.search.valueseek import values_at
+from fhir_server.storage import sort_buckets, sort_values
 from fhir_server.storage.documents import stamp_meta
 
 BATCH = 5_000
@@ -145,6 +146,8 @@ def load(uri: str, engine: SearchEngine, start: int, stop: int, rng: random.Rand
     mix = [(t, w) for t, w in MIX if not types or t in types]
     weights = [w for _, w in mix]
     noted: set[tuple[str, str, datetime]] = set()
+    splitters: dict[tuple[str, str, Any], int] = {}
+    value_fields = index_value_fields(engine)
     for n in range(start, stop):
         rtype = rng.choices([t for t, _ in mix], weights)[0] if len(mix) > 1 else mix[0][0]
         ts = EPOCH + timedelta(seconds=n * 3)
@@ -152,6 +155,10 @@ def load(uri: str, engine: SearchEngine, start: int, stop: int, rng: random.Rand
         batches.setdefault(rtype, []).append(doc)
         for field in bucketed_fields(rtype):
             noted.update((rtype, field, bucket_of(v)) for v in sort_buckets.values_of(doc, field))
+        if value_fields.get(rtype) and sort_values.sampled(doc["_id"]):
+            for field in value_fields[rtype]:
+                for value in sort_values.notable(values_at(doc, field)):
+                    splitters[(rtype, field, value)] = splitters.get((rtype, field, value), 0) + 1
         if len(batches[rtype]) >= BATCH:
             flush(db[rtype], batches.pop(rtype))
         if n % 100_000 == 99_999:
@@ -165,17 +172,62 @@ def load(uri: str, engine: SearchEngine, start: int, stop: int, rng: random.Rand
     if db_pid:
         per_doc = (cpu_seconds([db_pid]) - cpu_before) / max(1, stop - start) * 1000
         print(f"  database CPU per stored resource {per_doc:.2f} ms")
-    # The loader bypasses the write pipeline: note the sort-key buckets its writes would have.
+    # The loader bypasses the write pipeline: note the sort-key buckets its writes would have,
+    # and the splitters of the sampled resources (storage.sort_values).
     db[sort_buckets.SORT_BUCKETS].bulk_write(
         [sort_buckets.bucket_update(t, f, d) for t, f, d in sorted(noted)], ordered=False)
+    if splitters:
+        db[sort_values.SORT_VALUES].bulk_write(
+            [sort_values.value_update(t, f, v, n * sort_values.SAMPLE)
+             for (t, f, v), n in splitters.items()], ordered=False)
     db.client.close()
     return time.perf_counter() - began
 
 
-async def note_buckets(uri: str) -> None:
+def index_value_fields(engine: SearchEngine) -> dict[str, tuple[str, ...]]:
+    """The string, token and number sort keys the indexes seek (search.valueseek)."""
+    return valueseek.index_fields({t: [list(m.document["key"].items()) for m in models]
+                                   for t, models in engine.index_models().items()})
+
+
+TYPES = [t for t, _ in MIX] + ["Patient", "Practitioner"]
+
+
+async def note_buckets(uri: str, engine: SearchEngine) -> None:
+    """Notes both sort-key directories from what is stored (one read of each collection
+    for each)."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
-    await sort_buckets.rebuild(client["bench"], [t for t, _ in MIX] + [
-        "Patient", "Practitioner"])
+    await sort_buckets.rebuild(client["bench"], TYPES)
+    await client.close()
+    await note_values(uri, engine)
+
+
+async def note_values(uri: str, engine: SearchEngine, loaded: int = 0) -> None:
+    """Notes the splitter directory (storage.sort_values) from what is stored: a read of
+    each collection, or, given how many resources this script `loaded`, only the sampled
+    ones among its ids (`r0`..., `p0`..., `pr0`...: what their writes would have noted),
+    read by `_id` (a 1M-Task collection is not scanned)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
+    fields = {t: f for t, f in index_value_fields(engine).items() if t in TYPES}
+    if not loaded:
+        await sort_values.rebuild(client["bench"], fields)
+        await client.close()
+        return
+    ids = [i for i in (*(f"r{n}" for n in range(loaded)), *(f"p{n}" for n in range(PATIENTS)),
+                       *(f"pr{n}" for n in range(PRACTITIONERS))) if sort_values.sampled(i)]
+    counts: dict[tuple[str, str, Any], int] = {}
+    for rtype, names in fields.items():
+        for at in range(0, len(ids), 1000):
+            async for doc in client["bench"][rtype].find(
+                    {"_id": {"$in": ids[at: at + 1000]}, "del": False}, dict.fromkeys(names, 1)):
+                for name in names:
+                    for value in sort_values.notable(values_at(doc, name)):
+                        counts[(rtype, name, value)] = counts.get((rtype, name, value), 0) + 1
+    values = client["bench"][sort_values.SORT_VALUES]
+    await values.delete_many({"t": {"$in": list(fields)}})
+    if counts:
+        await values.bulk_write([sort_values.value_update(t, f, v, n * sort_values.SAMPLE)
+                                 for (t, f, v), n in counts.items()], ordered=False)
     await client.close()
 
 
@@ -218,6 +270,9 @@ def worklists(rng: random.Random) -> dict[str, Callable[[], str]]:
             f"/Communication?recipient={pr()}&_sort=-sent&_count=20"),
         "Task patient.identifier (chain)": lambda: (
             "/Task?patient.identifier=" + quote(f"http://mrn|M{rng.randrange(PATIENTS)}")),
+        # Sorts on a token (search.valueseek): the whole type, and one owner's.
+        "Task _sort=status, _count=10": lambda: "/Task?_sort=status&_count=10",
+        "Task owner, _sort=-status": lambda: f"/Task?owner={pr()}&_sort=-status&_count=10",
     }
 
 
@@ -420,7 +475,7 @@ def main() -> None:
                     # A database loaded by an earlier version of this script: note the
                     # buckets from what is stored (idempotent; one read of each collection).
                     t0 = time.perf_counter()
-                    asyncio.run(note_buckets(db.uri))
+                    asyncio.run(note_buckets(db.uri, engine))
                     print(f"  sort-key buckets noted in {time.perf_counter() - t0:.1f} s")
                 loaded = size
                 print("  load average before measuring (other work on the machine): "

@@ -28,6 +28,7 @@ from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 from fhir_server.storage.pipeline import Versions
 from fhir_server.storage.sort_buckets import SortBuckets, sort_bucket_indexes
+from fhir_server.storage.sort_values import SortValues, sort_value_indexes
 from fhir_server.validation import Validator
 from interceptors.access import AccessInterceptor
 from interceptors.audit import AuditInterceptor, audit_indexes
@@ -125,7 +126,8 @@ def build_interceptors(
     built.append(("handoff-rules", HandoffRules(database.db)))
     built.append(("scheduling-rules", SchedulingRules()))  # the Appointment state machine
     built.append(("messaging-rules", MessagingRules(database, settings.base_url)))
-    built.append(("sort-buckets", SortBucketInterceptor(SortBuckets(database.db), search)))
+    built.append(("sort-buckets", SortBucketInterceptor(SortBuckets(database.db), search,
+                                                        SortValues(database.db))))
     audit = AuditSettings.from_settings(settings, auth.enabled)
     writer: AuditWriter | None = None
     # Provenance and AuditEvents are the server's own records of a change: the change's
@@ -138,4 +140,5 @@ def build_interceptors(
         built.append(("audit", AuditInterceptor(writer, PatientFinder(search), settings.base_url)))
     built += [("deployment", interceptor) for interceptor in extra]
     return Interceptors(_registry(built), guard, writer, {**consent_indexes(), **audit_indexes(),
-                                                          **messaging_indexes(), **sort_bucket_indexes()})
+                                                          **messaging_indexes(), **sort_bucket_indexes(),
+                                                          **sort_value_indexes()})

@@ -41,7 +41,8 @@ WORKLIST_INDEXES: dict[str, list[Key]] = {
                       [("compartments.Patient", ASCENDING), ("sp.sent.s", DESCENDING)],
                       [("sp.patient", ASCENDING)], [("sp.sender", ASCENDING)]],
     "DocumentReference": [[("sp.patient", ASCENDING)]],
-    "Patient": [[("sp.family", ASCENDING)], [("sp.name", ASCENDING)],
+    # `family` ends with `ts`: `Patient?_sort=family` is then sought (search.valueseek).
+    "Patient": [[("sp.family", ASCENDING), ("ts", DESCENDING)], [("sp.name", ASCENDING)],
                 [("sp.birthdate.s", ASCENDING)]],
     "Practitioner": [[("sp.name", ASCENDING)], [("sp.family", ASCENDING)]],
     "PractitionerRole": [[("sp.practitioner", ASCENDING)]],

@@ -10,7 +10,8 @@ several values sorts by its smallest (ascending) or largest (descending) one, as
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 from typing import Any
 
 from fhir_server.search.query import Doc
@@ -81,12 +82,33 @@ def phases(keys: list[tuple[str, int]], cursor: list[Any] | None) -> list[Doc]:
     field, direction = keys[0]
     first = cursor[0]
     if field in NEVER_NULL:
-        return [{field: {"$gte" if direction > 0 else "$lte": first}}]
+        return [{field: _from(first, direction)}]
     if first is None:
         return [{field: None}, {field: {"$ne": None}}] if direction > 0 else [{field: None}]
     if direction > 0:
-        return [{field: {"$gte": first}}]
-    return [{field: {"$lte": first}}, {field: None}]
+        return [{field: _from(first, direction)}]
+    return [{field: _from(first, direction)}, {field: None}]
+
+
+MS = timedelta(milliseconds=1)
+
+
+def _from(value: Any, direction: int) -> Doc:
+    """`>= value` (ascending) or `<= value` (descending), written with an exclusive bound
+    where the kind of value has a neighbour: SecantusDB 0.7 drops the documents equal to an
+    inclusive bound at the far end of a compound index whose range field has more fields
+    after it (`$lte` on an ascending one; found with `Task?owner=x&_sort=-status`, whose
+    index is (owner, status, ts)). The same documents on any database."""
+    if isinstance(value, datetime):
+        value = value.replace(microsecond=value.microsecond // 1000 * 1000)  # BSON's ms
+        return {"$gt": value - MS} if direction > 0 else {"$lt": value + MS}
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return {"$gt" if direction > 0 else "$lt": math.nextafter(
+            float(value), -math.inf if direction > 0 else math.inf)}
+    if isinstance(value, str) and direction < 0:
+        return {"$lt": value + "\x00"}  # the least string after it
+    # An ascending string: `$gte` is the near end of the ascending indexes sort keys have.
+    return {"$gte" if direction > 0 else "$lte": value}
 
 
 def merge(a: Doc, b: Doc) -> Doc:

@@ -163,6 +163,7 @@ class Parser:
 
     def _sort(self, resource_type: str, value: str) -> list[tuple[str, int]]:
         keys: list[tuple[str, int]] = []
+        undated = False
         for item in value.split(","):
             item = item.strip()
             direction = -1 if item.startswith("-") else 1
@@ -179,8 +180,14 @@ class Parser:
                                  f"{resource_type}", code="not-supported")
             suffix = {"date": ".s", "quantity": ".v"}.get(param.type, "")
             keys.append((param.field + suffix, direction))
+            undated = param.type != "date"
         if not keys:
             raise BadRequest("_sort needs at least one parameter", code="value")
+        if len(keys) == 1 and keys[0][0] not in ("_id", "ts") and undated:
+            # Ties on a lone string, token or number key are ordered by `ts` (then `_id`), in
+            # the key's direction: a heavy value is then read on `ts` windows
+            # (search.valueseek). FHIR leaves the order of ties open.
+            keys.append(("ts", direction))
         return keys
 
     def _include(self, resource_type: str, value: str, iterate: bool, reverse: bool) -> Include:

@@ -17,7 +17,7 @@ from fhir_server.errors import (
 )
 from fhir_server.hooks import AccessQuery
 from fhir_server.resource_types import STORED
-from fhir_server.search import Join, SearchQuery, keyset, seek
+from fhir_server.search import Join, SearchQuery, keyset, seek, valueseek
 from fhir_server.search.query import Clause, build_filter
 from fhir_server.storage import paging
 from fhir_server.storage.documents import StoredResource
@@ -32,6 +32,7 @@ from fhir_server.storage.records import (
     _and,
 )
 from fhir_server.storage.sort_buckets import SortBuckets
+from fhir_server.storage.sort_values import SortValues, Splitters
 
 # What a document check reads of a stored document (see fhir_server.hooks.DocumentCheck).
 CHECKED_FIELDS = {"_id": 1, "id": 1, "ts": 1, "sp": 1, "compartments": 1}
@@ -248,18 +249,79 @@ class SearchPipeline(ReadPipeline):
         """Up to count + 1 documents after `cursor`: sought window by window where the filter
         allows it (search.seek), else in one query."""
         collection = self.database.current(rtype)
+        if self.settings.search_seek and (
+                vplan := valueseek.plan(rtype, base, walk, self._index_keys(rtype))) and (
+                cursor is None or cursor[0] is None or valueseek.sortable(cursor[0])):
+            splitters = await self._sort_values.splitters(rtype, vplan.field)
+            starts = await self._sort_buckets.starts(rtype, valueseek.TIE)
+            if splitters.values and starts:
+                return await self._value_page(collection, vplan, splitters, starts, walk,
+                                              cursor, count, projection, access)
         plan = seek.plan(rtype, base, walk, self._index_keys(rtype)) if (
             self.settings.search_seek) else None
         if plan is not None and (cursor is None or isinstance(cursor[0], datetime)):
             starts = await self._sort_buckets.starts(rtype, plan.field)
             # A kind of search that matched few last time is cheaper as one query: seeking
             # pays a round trip per window (and per `$in` value).
-            few = seek.expected(self._seek_rates.get(_shape(collection, plan.filters[0], plan)),
-                                starts, cursor[0] if cursor else None, plan.direction)
+            shape = _shape(collection, plan.filters[0], plan)
+            few = seek.expected(self._seek_rates.get(shape), starts,
+                                cursor[0] if cursor else None, plan.direction,
+                                self._seek_clock_rates.get(shape))
             if starts and (few is None or few * len(plan.filters) > max(seek.FEW, 4 * count)):
                 return await self._seek_page(
                     collection, plan, starts, walk, cursor, count, projection, access)
         return await self._keyset_page(collection, base, walk, cursor, count, projection, access)
+
+    async def _value_page(
+        self, collection: Any, plan: valueseek.ValuePlan, splitters: Splitters,
+        starts: list[datetime], keys: list[tuple[str, int]], cursor: list[Any] | None,
+        count: int, projection: Doc | None, access: AccessQuery,
+    ) -> list[Doc]:
+        """One walk of the value axis per equality filter of the plan, merged in sort order."""
+        wanted = count + 1
+        walks = await asyncio.gather(*(
+            self._value_one(collection, plan, flt, splitters, starts, keys, cursor, wanted,
+                            projection, access) for flt in plan.filters))
+        return _merged(walks, keys, wanted)
+
+    async def _value_one(
+        self, collection: Any, plan: valueseek.ValuePlan, flt: Doc, splitters: Splitters,
+        starts: list[datetime], keys: list[tuple[str, int]], cursor: list[Any] | None,
+        wanted: int, projection: Doc | None, access: AccessQuery,
+    ) -> list[Doc]:
+        """The page of one equality filter: light stretches of the axis one query each, a
+        heavy value on `ts` windows (search.valueseek)."""
+        walk = valueseek.ValueWalk(plan.direction, splitters.values, splitters.missing, cursor)
+        residual = plan.residual(flt)
+        projection = _keeping(projection, residual)
+        out: list[Doc] = []
+        seen: set[Any] = set()
+        while len(out) < wanted:
+            step = walk.next(wanted - len(out))
+            if step is None:
+                break
+            if step.heavy:
+                point, ts_plan = plan.point(flt, step.value)
+                after = cursor[1] if cursor is not None and step.at_cursor else None
+                docs = await self._seek_one(collection, ts_plan, point, starts, keys, cursor,
+                                            wanted - len(out), projection, access,
+                                            after=after, seen=seen)
+            else:
+                docs = await self._window(collection, plan.query(flt, step.cond), keys, cursor,
+                                          wanted - len(out), projection, access, seen,
+                                          residual)
+            out.extend(docs)
+            seen.update(d["_id"] for d in docs)
+        return out
+
+    @cached_property
+    def _sort_values(self) -> SortValues:
+        return SortValues(self.database.db)
+
+    @cached_property
+    def _seek_clock_rates(self) -> dict[str, float]:
+        """The same per hour of the whole axis, gaps included (seek.expected takes both)."""
+        return {}
 
     @cached_property
     def _seek_rates(self) -> dict[str, float]:
@@ -286,34 +348,28 @@ class SearchPipeline(ReadPipeline):
     ) -> list[Doc]:
         """One walk of windows per equality filter of the plan, merged in sort order."""
         wanted = count + 1
-        merged: dict[Any, Doc] = {}
         # The walks of a split `$in` run side by side: a page waits for the slowest only.
         walks = await asyncio.gather(*(
             self._seek_one(collection, plan, flt, starts, keys, cursor, wanted, projection,
-                           access) for flt in plan.filters))
-        for docs in walks:
-            for doc in docs:
-                merged.setdefault(doc["_id"], doc)
-        docs = list(merged.values())
-        if len(plan.filters) > 1:
-            docs.sort(key=cmp_to_key(lambda a, b: keyset.compare_docs(a, b, keys)))
-        return docs[:wanted]
+                           access, after=cursor[0] if cursor else None)
+            for flt in plan.filters))
+        return _merged(walks, keys, wanted)
 
     async def _seek_one(
         self, collection: Any, plan: seek.SeekPlan, flt: Doc, starts: list[datetime],
         keys: list[tuple[str, int]], cursor: list[Any] | None, wanted: int,
-        projection: Doc | None, access: AccessQuery,
+        projection: Doc | None, access: AccessQuery, *, after: datetime | None,
+        seen: set[Any] | None = None,
     ) -> list[Doc]:
+        """Up to `wanted` documents of `flt` after `cursor`, on windows of `plan.field`
+        from `after` (its value at the cursor, when the cursor lies on this walk) on; none
+        of `seen` (which it extends)."""
         field, direction = plan.field, plan.direction
         nulls = field not in keyset.NEVER_NULL
         out: list[Doc] = []
-        seen: set[Any] = set()
-
+        seen = set() if seen is None else seen
         residual = plan.residual(flt)
-        if residual and projection and any(
-                k.split(".")[0] in projection for k in residual):  # an exclusion projection
-            projection = {k: v for k, v in projection.items()
-                          if not any(r.split(".")[0] == k for r in residual)}
+        projection = _keeping(projection, residual)
 
         async def read(condition: Any) -> int:
             docs = await self._window(collection, plan.window(flt, condition), keys, cursor,
@@ -329,16 +385,21 @@ class SearchPipeline(ReadPipeline):
         # differ, so it is a starting width, not a promise).
         shape = _shape(collection, flt, plan)
         rates = self._seek_rates
-        windows = seek.Windows(direction, starts, cursor[0] if cursor else None,
-                               datetime.now(UTC), seek.first_width(rates.get(shape), wanted))
+        windows = seek.Windows(direction, starts, after, datetime.now(UTC),
+                               seek.first_width(rates.get(shape), wanted))
         found: int | None = None
         while len(out) < wanted:
             condition = windows.next(found, wanted - len(out))
             if condition is None:
                 break
             found = await read(condition)
-        if (rate := windows.rate(len(out))) is not None:
+        last = keyset.value_of(out[-1], field, direction) if len(out) >= wanted else None
+        last = last if isinstance(last, datetime) else None
+        if (rate := windows.rate(len(out), last)) is not None:
             rates[shape] = rate if shape not in rates else 0.7 * rates[shape] + 0.3 * rate
+        clock = self._seek_clock_rates
+        if (rate := windows.clock_rate(len(out), last)) is not None:
+            clock[shape] = rate if shape not in clock else 0.7 * clock[shape] + 0.3 * rate
         if nulls and direction < 0 and len(out) < wanted:
             await read(None)
         return out
@@ -440,6 +501,26 @@ class SearchPipeline(ReadPipeline):
             refs.extend(v for v in (value if isinstance(value, list) else [value])
                         if isinstance(v, str))
         return refs
+
+
+def _merged(walks: list[list[Doc]], keys: list[tuple[str, int]], wanted: int) -> list[Doc]:
+    """The walks' pages as one, in sort order, each document once."""
+    merged: dict[Any, Doc] = {}
+    for docs in walks:
+        for doc in docs:
+            merged.setdefault(doc["_id"], doc)
+    out = list(merged.values())
+    if len(walks) > 1:
+        out.sort(key=cmp_to_key(lambda a, b: keyset.compare_docs(a, b, keys)))
+    return out[:wanted]
+
+
+def _keeping(projection: Doc | None, residual: Doc) -> Doc | None:
+    """`projection` without the exclusions of what the `residual` test reads."""
+    if residual and projection and any(k.split(".")[0] in projection for k in residual):
+        return {k: v for k, v in projection.items()
+                if not any(r.split(".")[0] == k for r in residual)}
+    return projection
 
 
 def _shape(collection: Any, flt: Doc, plan: seek.SeekPlan) -> str:
