@@ -26,6 +26,9 @@ class Principal:
     encounter: str | None = None
     scopes: frozenset[str] = frozenset()
     token_id: str | None = None  # jti, for audit
+    # When the token stops being valid (its exp, epoch seconds): a grant recorded from it
+    # (a Subscription's owner) lapses then.
+    expires_at: float | None = None
     issuer: str | None = None
     # Purpose of use the token asserts (v3-ActReason codes, e.g. TREAT, BTG; "system|code"
     # when qualified): a `purpose_of_use` claim. Consent reads it beside the request header's.
