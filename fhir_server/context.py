@@ -26,14 +26,14 @@ class Principal:
     encounter: str | None = None
     scopes: frozenset[str] = frozenset()
     token_id: str | None = None  # jti, for audit
-    # When the token stops being valid (its exp, epoch seconds): a grant recorded from it
-    # (a Subscription's owner) lapses then.
-    expires_at: float | None = None
     issuer: str | None = None
     # Purpose of use the token asserts (v3-ActReason codes, e.g. TREAT, BTG; "system|code"
     # when qualified): a `purpose_of_use` claim. Consent reads it beside the request header's.
     purpose_of_use: tuple[str, ...] = ()
     kind: PrincipalKind = "token"
+    # When the token stops being valid (its `exp`, epoch seconds): what the server keeps of
+    # a verified token (messaging's recorded grants) lapses with it.
+    expires_at: int | None = None
 
     @property
     def is_server(self) -> bool:

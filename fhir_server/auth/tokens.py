@@ -127,7 +127,6 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     purpose = claims.get("purpose_of_use")
     purposes = split_scope_string(purpose) if isinstance(purpose, str) else (
         [p for p in purpose if isinstance(p, str)] if isinstance(purpose, list) else [])
-    exp = claims.get("exp")
     return Principal(
         client_id=str(client_id) if client_id else None,
         fhir_user=str(fhir_user) if fhir_user else None,
@@ -135,9 +134,10 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         encounter=str(claims["encounter"]) if claims.get("encounter") else None,
         scopes=frozenset(scopes),
         token_id=str(claims["jti"]) if claims.get("jti") else None,
-        expires_at=float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None,
         issuer=str(claims["iss"]) if claims.get("iss") else None,
         purpose_of_use=tuple(purposes),
+        expires_at=int(claims["exp"]) if isinstance(claims.get("exp"), int | float)
+        and not isinstance(claims.get("exp"), bool) else None,
     )
 
 
