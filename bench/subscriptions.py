@@ -251,7 +251,8 @@ async def mint(env: dict[str, str], scopes: list[str], fhir_users: list[str | No
         await client.close()
 
 
-async def run(env: dict[str, str], port: int, seconds: float, pids: dict[str, int], auth: bool) -> dict[str, float]:
+async def run(env: dict[str, str], port: int, seconds: float, pids: dict[str, int], auth: bool,
+              rates: list[int]) -> dict[str, float]:
     base = f"http://127.0.0.1:{port}/fhir"
     await asyncio.to_thread(wait_ready, base)
     receiver = Receiver()
@@ -281,7 +282,7 @@ async def run(env: dict[str, str], port: int, seconds: float, pids: dict[str, in
         out.update({f"cpu_{name}": ms for name, ms in used.items()})
         print(f"  its {created} notifications all delivered {time.perf_counter() - start:.1f} s after the last write;"
               f" CPU per create + its delivery: {cpu.per(created)}")
-        for rate in (50, 500):
+        for rate in rates:
             r = await latency(client, receiver, rate, seconds)
             out[f"p50_at_{rate}"], out[f"p99_at_{rate}"] = r["p50"], r["p99"]
             print(f"latency at {rate:>3} writes/s (got {r['rate']:5.0f}/s)  p50 {r['p50']:7.1f} ms   "
@@ -309,6 +310,7 @@ def main() -> None:
     parser.add_argument("--auth", action="store_true", help="SMART on, one owner per Subscription")
     parser.add_argument("--baseline", type=Path, help="a tree to compare with (git archive of a commit)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions per tree")
+    parser.add_argument("--rates", default="50,500", help="open-loop write rates of the latency runs")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-subs-"))
     trees = [("current", Path(__file__).resolve().parent.parent)]
@@ -327,7 +329,7 @@ def main() -> None:
                     assert db._process is not None
                     results[name].append(asyncio.run(run(env, port, args.seconds,
                                                          {"server": server.pid, "database": db._process.pid},
-                                                         args.auth)))
+                                                         args.auth, [int(x) for x in args.rates.split(",")])))
                 finally:
                     server.terminate()
                     server.wait(30)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import MongoClient
+from websockets.sync.client import connect
 
 from tests.conftest import RunningServer
 from tests.subscriptions.builders import task
@@ -211,3 +212,28 @@ def test_an_expired_grant_sets_the_subscription_to_error_until_renewed(
     assert numbers(receiver) == [1, 2]
     assert after["id"] in receiver.events()[-1].body.decode()
     assert expired["id"] not in "".join(r.body.decode() for r in receiver.requests)
+
+
+def test_a_revoked_grant_refuses_websocket_bindings(
+        as_: Client, world: Any, mongo: MongoClient[Doc], secure_subs: RunningServer) -> None:
+    u, writer, barrier = world
+    owner = as_("user/Subscription.cruds user/Task.rs", client_id="app", fhir_user=f"Practitioner/{u}")
+    admin = as_("system/Subscription.rs", client_id="admin")
+    sub_id = create_active(owner, topic_subscription("task-status", "", channel="websocket", content="id-only",
+                                                     filters=(f"Task?owner=Practitioner/{u}",)))
+    params = {p["name"]: next(v for k, v in p.items() if k.startswith("value"))
+              for p in owner.get(f"/Subscription/{sub_id}/$get-ws-binding-token").json()["parameter"]}
+    with connect(params["websocket-url"]) as ws:
+        ws.send(f"bind-with-token {params['token']}")
+        handshake = json.loads(ws.recv(timeout=10))["entry"][0]["resource"]["parameter"]
+        assert next(p["valueCode"] for p in handshake if p["name"] == "type") == "handshake"
+        first = writer.post("/Task", json=task(u, patient=f"Patient/{u}p1")).json()
+        assert first["id"] in ws.recv(timeout=15)
+    revoke(mongo, secure_subs, owner)
+    while_revoked = writer.post("/Task", json=task(u, patient=f"Patient/{u}p1")).json()
+    barrier.passed(while_revoked)
+    assert event_count(admin, sub_id) == 1
+    with connect(params["websocket-url"]) as ws:
+        ws.send(f"bind-with-token {params['token']} 0")  # the binding token itself is still valid
+        assert ws.recv(timeout=10) == (f"error {sub_id} the owner's authorization expired or was revoked: "
+                                       "update the Subscription with a current token to renew it")
