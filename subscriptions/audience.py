@@ -7,7 +7,10 @@ changed. The matcher asks this before numbering, with the one access decision: t
 version (the removed one for a delete) is read through the read pipeline as a read by the
 owner under its recorded grant (`subscriptions.grant`), so SMART scopes, the patient
 compartment of a `patient/` token and Consent decide, exactly as for a read by the owner.
-No owner, or a lapsed grant: the Subscription counts nothing (fail closed).
+No owner, or a lapsed grant: the Subscription counts nothing (fail closed). R4 criteria with
+chains or `_has` are asked of the database again as a search by the owner: a chained
+resource the owner may not read matches nothing, as in the owner's own searches (else the
+owner would learn, say, the name of a patient whose Tasks it may read).
 
 Delivery reads each numbered event again as the owner (`subscriptions.notify`): what the
 owner may no longer read when it is sent goes without focus or content.
@@ -15,11 +18,13 @@ owner may no longer read when it is sent goes without focus or content.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fhir_server.errors import FhirError
 from fhir_server.hooks import HookRegistry, Pointcut
 from fhir_server.storage.repository import Repository
+from subscriptions.active import ActiveSubscriptions
 from subscriptions.grant import Grants
 from subscriptions.owner import owner_context
 from subscriptions.store import STATE
@@ -36,9 +41,11 @@ def unrestricted(owner: Doc | None, hooks: HookRegistry) -> bool:
 
 
 class Audience:
-    def __init__(self, repository: Repository, grants: Grants, base_url: str) -> None:
+    def __init__(self, repository: Repository, grants: Grants, active: ActiveSubscriptions,
+                 base_url: str) -> None:
         self.repository = repository
         self.grants = grants
+        self.active = active
         self.base_url = base_url
         self.decided = 0  # reads as an owner (for diagnosis and benchmarks)
 
@@ -63,10 +70,27 @@ class Audience:
                        tuple(owner.get("purpose") or ()), owner.get("kind"), event["_id"])
                 if key not in seen:
                     seen[key] = await self.may_see(event, owner)
-                if seen[key]:
+                if seen[key] and await self._joins_hold(sub, event, owner):
                     kept.append(sub)
             out.append((event, kept))
         return out
+
+    async def _joins_hold(self, sub: str, event: Doc, owner: Doc) -> bool:
+        """An R4 criteria's chains / `_has` hold for the owner's search too (matched as the
+        server first); true for everything else."""
+        entry = self.active.entries.get(sub)
+        spec = entry.spec if entry is not None else None
+        if spec is None or spec.query is None or not spec.query.joins or unrestricted(owner, self.repository.hooks):
+            return True
+        reader = owner_context(self.base_url, owner, spec.resource_type, str(event["r"]))
+        if reader is None:
+            return False
+        search = dataclasses.replace(reader, interaction="search-type", resource_id=None)
+        try:
+            return bool(await self.repository.find_matches(
+                search, spec.resource_type, [*spec.params, ("_id", str(event["r"]))], limit=1))
+        except FhirError:
+            return False
 
     async def may_see(self, event: Doc, owner: Doc) -> bool:
         if unrestricted(owner, self.repository.hooks):

@@ -56,7 +56,7 @@ class SubscriptionService:
         self.handlers = InProcessHandlers()
         self.rest_hook = RestHook(self.policy, s.delivery_timeout)
         self.active = ActiveSubscriptions(self.parser, repository, settings.base_url)
-        self.audience = Audience(repository, self.grants, settings.base_url)
+        self.audience = Audience(repository, self.grants, self.active, settings.base_url)
         self.matcher = Matcher(database, self.active, self.audience, self.store, self.leases, self.hub, s)
         self.delivery = Delivery(repository, self.store, self.hub, self.renderer, self.rest_hook,
                                  self.handlers, self.grants, s, settings.base_url)

@@ -237,3 +237,21 @@ def test_a_revoked_grant_refuses_websocket_bindings(
         ws.send(f"bind-with-token {params['token']} 0")  # the binding token itself is still valid
         assert ws.recv(timeout=10) == (f"error {sub_id} the owner's authorization expired or was revoked: "
                                        "update the Subscription with a current token to renew it")
+
+
+def test_a_chain_in_criteria_is_resolved_as_the_owner(as_: Client, receiver: Receiver, world: Any) -> None:
+    """`Task?patient.family=...` by an owner who may read Tasks but no Patient: matched as the
+    server, it would tell the owner which of the Tasks' patients bear the name."""
+    u, writer, barrier = world
+    assert writer.put(f"/Patient/{u}named", json={"resourceType": "Patient", "id": f"{u}named",
+                                                   "name": [{"family": f"Secret{u}"}]}).status_code == 201
+    owner = as_("user/Subscription.cruds user/Task.rs", client_id="app", fhir_user=f"Practitioner/{u}")
+    reader = as_("user/Subscription.cruds user/Task.rs user/Patient.rs", client_id="app2",
+                 fhir_user=f"Practitioner/{u}")
+    blind = create_active(owner, r4_subscription(f"Task?patient.family=Secret{u}", receiver.url))
+    sighted = create_active(reader, r4_subscription(f"Task?patient.family=Secret{u}", receiver.url))
+    named = writer.post("/Task", json=task(u, patient=f"Patient/{u}named")).json()
+    barrier.passed(named)
+    assert event_count(reader, sighted) == 1  # one who may read the Patient: a match
+    assert event_count(owner, blind) == 0
+    assert owner.get("/Task", params={"patient.family": f"Secret{u}"}).json().get("entry") is None
