@@ -79,8 +79,8 @@ class Receiver:
                         self.events += 1
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # (cancelled: a connection still open when a run's event loop ends)
         finally:
             writer.close()
 

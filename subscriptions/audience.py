@@ -47,16 +47,30 @@ class Audience:
         self.grants = grants
         self.active = active
         self.base_url = base_url
+        # The owners of the Subscriptions matched lately. An owner changes only in its
+        # Subscription's own write, whose event the matcher sees (in commit order) before
+        # any later one: it forgets that entry then (`forget`), and all on (re)start.
+        self._owners: dict[str, Doc | None] = {}
         self.decided = 0  # reads as an owner (for diagnosis and benchmarks)
+
+    def forget(self, sub: str | None = None) -> None:
+        """The owner of `sub` (None: of every Subscription) is to be read again."""
+        if sub is None:
+            self._owners.clear()
+        else:
+            self._owners.pop(sub, None)
 
     async def admit(self, matched: Matched) -> Matched:
         """`matched` with each event's Subscriptions narrowed to those whose owner may see it."""
         subs = sorted({sub for _, found in matched for sub in found})
         if not subs:
             return matched
-        owners: dict[str, Doc | None] = dict.fromkeys(subs)
-        async for doc in self.repository.database.db[STATE].find({"_id": {"$in": subs}}, {"owner": 1}):
-            owners[doc["_id"]] = doc.get("owner")
+        missing = [sub for sub in subs if sub not in self._owners]
+        if missing:
+            self._owners.update(dict.fromkeys(missing))
+            async for doc in self.repository.database.db[STATE].find({"_id": {"$in": missing}}, {"owner": 1}):
+                self._owners[doc["_id"]] = doc.get("owner")
+        owners = {sub: self._owners[sub] for sub in subs}
         lapsed = await self.grants.lapsed(owners)
         seen: dict[tuple[Any, ...], bool] = {}  # one read per (grant, version) in the batch
         out: Matched = []

@@ -8,10 +8,12 @@ status writes, keep the owner's grant). It is recorded beside the Subscription
 jti and expiry), as messaging records its participants' grants.
 
 The grant is held while its token would still be accepted: not past its `exp`, and its jti
-not revoked (`auth_revoked`, read from the database, so a revocation in any process counts at
-once). A token without an `exp` gives no grant (nothing would ever end it), nor does an owner
-recorded before grants were (no expiry noted): fail closed. The server's own Subscriptions
-(SYSTEM) and dev mode's (AUTH_DISABLED, refused once auth is on) hold theirs always.
+not revoked: the same revocation list the API's token check asks (`auth.revocation`, in
+memory), so a revocation counts at once in the process that received it and within
+`FHIR_AUTH_REVOCATION_REFRESH_SECONDS` in every other, as for the token itself. A token
+without an `exp` gives no grant (nothing would ever end it), nor does an owner recorded
+before grants were (no expiry noted): fail closed. The server's own Subscriptions (SYSTEM)
+and dev mode's (AUTH_DISABLED, refused once auth is on) hold theirs always.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
-from fhir_server.auth.revocation import COLLECTION as REVOKED
+from fhir_server.auth.revocation import RevocationList
 from fhir_server.context import Principal
 
 Doc = dict[str, Any]
@@ -43,23 +43,21 @@ def _expiry(owner: Doc) -> datetime | None:
 
 
 class Grants:
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
-        self.db = db
+    def __init__(self, revocations: RevocationList) -> None:
+        self.revocations = revocations
 
     async def lapsed(self, owners: dict[str, Doc | None]) -> set[str]:
         """The keys of `owners` (Subscription ids) whose owner holds no grant now."""
         out: set[str] = set()
-        tokens: dict[str, list[str]] = {}
         for sub, owner in owners.items():
-            if expired(owner):
+            if expired(owner) or await self._revoked(owner):
                 out.add(sub)
-            elif owner and owner.get("kind", "token") == "token" and owner.get("token"):
-                tokens.setdefault(str(owner["token"]), []).append(sub)
-        if tokens:
-            revoked = await self.db[REVOKED].find({"_id": {"$in": sorted(tokens)}}, {"_id": 1}).to_list()
-            for doc in revoked:
-                out.update(tokens[doc["_id"]])
         return out
+
+    async def _revoked(self, owner: Doc | None) -> bool:
+        token = (owner or {}).get("token")
+        return bool(token) and (owner or {}).get("kind", "token") == "token" \
+            and await self.revocations.is_revoked(str(token))
 
     async def holds(self, owner: Doc | None) -> bool:
         return not await self.lapsed({"": owner})

@@ -72,6 +72,7 @@ class Matcher:
         lease = await self.leases.get(LEASE) or {}
         await self._abort_predecessor(lease.get("lsid"))
         await self.active.load()
+        self.audience.forget()
         token = lease.get("resume")
         async with self.database.client.start_session() as session:
             self.session = session
@@ -194,6 +195,7 @@ class Matcher:
             if rtype == "Subscription":
                 # In commit order: events before this change were matched with the old version.
                 self.active.put(rid, current)
+                self.audience.forget(rid)  # its owner's grant may have been renewed
                 self.hub.kick()
             subs = await self.active.match(event, current, previous) if current is not None else []
             matched.append((event, subs))

@@ -8,6 +8,8 @@ import logging
 
 from pymongo import IndexModel
 
+from fhir_server.auth.revocation import revocation_list
+from fhir_server.auth.settings import AuthSettings
 from fhir_server.config import Settings
 from fhir_server.storage.database import Database
 from fhir_server.storage.outbox import outbox_indexes
@@ -51,7 +53,10 @@ class SubscriptionService:
         self.store = Store(database.db)
         self.hub = Hub()
         self.leases = Leases(database.db, s.lease_ttl)
-        self.grants = Grants(database.db)
+        # The API's own revocation list for this database (one per handle), so a revoked token's
+        # grant lapses when the token is refused.
+        self.grants = Grants(revocation_list(
+            database.db, AuthSettings.from_env(settings).revocation_refresh_seconds))
         self.renderer = Renderer(repository, settings.base_url)
         self.handlers = InProcessHandlers()
         self.rest_hook = RestHook(self.policy, s.delivery_timeout)

@@ -152,11 +152,13 @@ def test_a_user_token_with_only_patient_scopes_counts_no_task_events(
 
 
 def revoke(mongo: MongoClient[Doc], server: RunningServer, client: httpx.Client) -> None:
-    """What POST /auth/revoke records for one of our tokens (RFC 7009)."""
+    """What POST /auth/revoke records for one of our tokens (RFC 7009); answers once the
+    server refuses the token (its revocation list, which the grants share, has it)."""
     token = str(client.headers["Authorization"]).split()[1]
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     mongo[server.settings.database]["auth_revoked"].insert_one(
         {"_id": claims["jti"], "expires_at": datetime.fromtimestamp(claims["exp"], UTC)})
+    wait_until(lambda: client.get("/Subscription").status_code == 401, what="the token refused")
 
 
 def test_a_revoked_grant_stops_deliveries_until_the_owner_renews_it(
