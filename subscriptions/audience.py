@@ -18,7 +18,6 @@ owner may no longer read when it is sent goes without focus or content.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Any
 
@@ -32,13 +31,6 @@ from subscriptions.store import STATE
 
 Doc = dict[str, Any]
 Matched = list[tuple[Doc, list[str]]]
-READS_AT_ONCE = 32  # reads as owners in flight per batch
-
-
-def _key(owner: Doc, event: Doc) -> tuple[Any, ...]:
-    """What decides a read as this owner of this event's version."""
-    return (owner.get("key"), owner.get("patient"), tuple(owner.get("scopes") or ()),
-            tuple(owner.get("purpose") or ()), owner.get("kind"), event["_id"])
 
 
 def unrestricted(owner: Doc | None, hooks: HookRegistry) -> bool:
@@ -59,7 +51,6 @@ class Audience:
         # Subscription's own write, whose event the matcher sees (in commit order) before
         # any later one: it forgets that entry then (`forget`), and all on (re)start.
         self._owners: dict[str, Doc | None] = {}
-        self._reads = asyncio.Semaphore(READS_AT_ONCE)
         self.decided = 0  # reads as an owner (for diagnosis and benchmarks)
 
     def forget(self, sub: str | None = None) -> None:
@@ -81,31 +72,22 @@ class Audience:
                 self._owners[doc["_id"]] = doc.get("owner")
         owners = {sub: self._owners[sub] for sub in subs}
         lapsed = await self.grants.lapsed(owners)
-        # One read per (grant, version) in the batch, all at once: each waits for the Consent
-        # cache's next sync, and one sync then serves them all (not one after the other).
-        asks: dict[tuple[Any, ...], tuple[Doc, Doc]] = {}
-        for event, found in matched:
-            for sub in found:
-                owner = owners[sub]
-                if sub not in lapsed and owner is not None:
-                    asks.setdefault(_key(owner, event), (event, owner))
-        verdicts = dict(zip(asks, await asyncio.gather(*(self._bounded(e, o) for e, o in asks.values())),
-                            strict=True))
+        seen: dict[tuple[Any, ...], bool] = {}  # one read per (grant, version) in the batch
         out: Matched = []
         for event, found in matched:
             kept = []
             for sub in found:
                 owner = owners[sub]
-                if sub in lapsed or owner is None or not verdicts[_key(owner, event)]:
+                if sub in lapsed or owner is None:
                     continue
-                if await self._joins_hold(sub, event, owner):
+                key = (owner.get("key"), owner.get("patient"), tuple(owner.get("scopes") or ()),
+                       tuple(owner.get("purpose") or ()), owner.get("kind"), event["_id"])
+                if key not in seen:
+                    seen[key] = await self.may_see(event, owner)
+                if seen[key] and await self._joins_hold(sub, event, owner):
                     kept.append(sub)
             out.append((event, kept))
         return out
-
-    async def _bounded(self, event: Doc, owner: Doc) -> bool:
-        async with self._reads:
-            return await self.may_see(event, owner)
 
     async def _joins_hold(self, sub: str, event: Doc, owner: Doc) -> bool:
         """An R4 criteria's chains / `_has` hold for the owner's search too (matched as the
