@@ -31,10 +31,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bundles import generate, referral
+from bench.measures import cpu_seconds
 from bench.rest import TASK, WRK_POST, wait_up, wrk
 from fhir_server.embedded_db import EmbeddedDatabase
 
-TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = ["read", "create", "transaction"]
 
 
@@ -42,11 +42,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def start(checkout: Path, uri: str, port: int, database: str) -> subprocess.Popen[bytes]:

@@ -15,10 +15,14 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-def cpu_seconds(*pids: int | str) -> float:
-    """User + system CPU time used so far by these processes (this one when none is named)."""
+def cpu_seconds(*pids: int | str, children: bool = False) -> float:
+    """User + system CPU time used so far by these processes (this one when none is named);
+    with `children`, also that of their waited-for children. A process gone counts nothing."""
     total = 0
     for pid in pids or ("self",):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15 if children else 13])  # utime, stime (cutime, cstime)
     return total / TICKS

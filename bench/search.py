@@ -412,12 +412,11 @@ def deep_pages(base: str) -> None:
 
 
 def start_server(uri: str, port: int, log: Path, **env_extra: str) -> subprocess.Popen[bytes]:
+    from bench.servers import serve
+
     env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": "bench", "FHIR_AUTH_DISABLED": "1",
            **env_extra}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
-             "--log-level", "warning"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return serve(env, port, log)
 
 
 def main() -> None:

@@ -13,6 +13,13 @@ receiver (asyncio, HTTP/1.1 keep-alive) in this process, and 100 active topic Su
    ones (each write matching one, delivered while measuring).
 
     .venv/bin/python bench/subscriptions.py [--seconds 10]
+
+`--auth`: the server runs with SMART on (the default configuration: auth, Consent, audit);
+each Subscription is owned by its own user (`user/Subscription.cruds user/Task.rs`,
+fhirUser Practitioner/p<i>), so every event is judged once per owner as a read by that owner
+(subscriptions.audience), the writes come from one `system/*.cruds` client. `--baseline DIR`
+(a `git archive` of an earlier tree) runs the same on that tree's server, interleaved
+`--rounds` times, and prints the ratios.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +40,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.measures import cpu_seconds, percentile
+from bench.servers import serve, wait_ready
 from fhir_server.embedded_db import EmbeddedDatabase
 
 TOPIC = "http://fhir.care-coord.example/SubscriptionTopic/task-status"
@@ -72,8 +79,8 @@ class Receiver:
                         self.events += 1
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # (cancelled: a connection still open when a run's event loop ends)
         finally:
             writer.close()
 
@@ -91,10 +98,16 @@ def subscription(endpoint: str, flt: str) -> dict[str, Any]:
                                                     "valueCode": "id-only"}]}}}
 
 
-async def subscribe(client: httpx.AsyncClient, receiver: Receiver, filters: list[str]) -> list[str]:
+async def subscribe(client: httpx.AsyncClient, receiver: Receiver, filters: list[str],
+                    owners: list[str] | None = None) -> list[str]:
+    """`owners`: one bearer token per Subscription (auth on), else the client's own."""
     ids = []
     for i, flt in enumerate(filters):
-        r = await client.post("/Subscription", json=subscription(f"http://127.0.0.1:{receiver.port}/{i}", flt))
+        headers = {"Authorization": f"Bearer {owners[i]}"} if owners else None
+        r = await client.post("/Subscription", json=subscription(f"http://127.0.0.1:{receiver.port}/{i}", flt),
+                              headers=headers)
+        if r.status_code != 201:
+            raise RuntimeError(f"Subscription refused: {r.status_code} {r.text[:300]}")
         ids.append(r.json()["id"])
     deadline = time.perf_counter() + 60
     while time.perf_counter() < deadline:
@@ -196,44 +209,68 @@ class Cpu:
         self.pids = pids
         self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
 
-    def per(self, count: int) -> str:
-        used = {name: (cpu_seconds(pid) - self.start[name]) * 1000 / max(count, 1)
+    def used(self, count: int) -> dict[str, float]:
+        """ms of CPU per `count`, per process."""
+        return {name: (cpu_seconds(pid) - self.start[name]) * 1000 / max(count, 1)
                 for name, pid in self.pids.items()}
-        return "   ".join(f"{name} {ms:.1f} ms" for name, ms in used.items())
+
+    def per(self, count: int) -> str:
+        return "   ".join(f"{name} {ms:.1f} ms" for name, ms in self.used(count).items())
 
 
-def start_server(uri: str, database: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": database, "FHIR_AUTH_DISABLED": "1",
+def server_env(uri: str, database: str, port: int, auth: bool) -> dict[str, str]:
+    env = {**os.environ, "MONGODB_URI": uri, "FHIR_DATABASE": database, "FHIR_PORT": str(port),
            "FHIR_SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1"}
-    root = Path(__file__).resolve().parent.parent
-    return subprocess.Popen([sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
-                             "--log-level", "warning"], cwd=root, env={**env, "PYTHONPATH": str(root)},
-                            stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    if auth:
+        env.pop("FHIR_AUTH_DISABLED", None)
+    else:
+        env["FHIR_AUTH_DISABLED"] = "1"
+    return env
 
 
-async def wait_up(base: str) -> None:
-    async with httpx.AsyncClient() as c:
-        for _ in range(300):
-            try:
-                if (await c.get(f"{base}/metadata")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("server did not start")
+async def mint(env: dict[str, str], scopes: list[str], fhir_users: list[str | None]) -> list[str]:
+    """Tokens signed with the server's key (as `fhir-server token` does), one per fhirUser."""
+    from pymongo import AsyncMongoClient
+
+    from fhir_server.auth.cli import mint_dev_token
+    from fhir_server.config import Settings
+    from fhir_server.services import auth_settings
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        settings = Settings.from_env()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(env["MONGODB_URI"])
+    try:
+        db, auth = client[env["FHIR_DATABASE"]], auth_settings(settings)
+        return [await mint_dev_token(db, auth, scopes, fhir_user=user, client_id="bench") for user in fhir_users]
+    finally:
+        await client.close()
 
 
-async def run(uri: str, port: int, seconds: float, pids: dict[str, int]) -> None:
+async def run(env: dict[str, str], port: int, seconds: float, pids: dict[str, int], auth: bool,
+              rates: list[int]) -> dict[str, float]:
     base = f"http://127.0.0.1:{port}/fhir"
-    await wait_up(base)
+    await asyncio.to_thread(wait_ready, base)
     receiver = Receiver()
     await receiver.start()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+    headers: dict[str, str] = {}
+    owners: list[str] | None = None
+    if auth:
+        headers["Authorization"] = f"Bearer {(await mint(env, ['system/*.cruds'], [None]))[0]}"
+        owners = await mint(env, ["user/Subscription.cruds", "user/Task.rs"],
+                            [f"Practitioner/p{i}" for i in range(SUBSCRIPTIONS)])
+    out: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits, headers=headers) as client:
         cpu = Cpu(pids)
         baseline, created = await create_rate(client, seconds)
         print(f"create, no subscription          {baseline:8.0f} /s   CPU per create: {cpu.per(created)}")
-        subs = await subscribe(client, receiver, [f"Task?owner=Practitioner/p{i}" for i in range(SUBSCRIPTIONS)])
+        subs = await subscribe(client, receiver, [f"Task?owner=Practitioner/p{i}" for i in range(SUBSCRIPTIONS)],
+                               owners)
         events = receiver.events
         cpu = Cpu(pids)
         with_subs, created = await create_rate(client, seconds)
@@ -241,10 +278,13 @@ async def run(uri: str, port: int, seconds: float, pids: dict[str, int]) -> None
         start = time.perf_counter()
         while receiver.events - events < created:  # the backlog of that run, drained
             await asyncio.sleep(0.05)
+        used = cpu.used(created)
+        out.update({f"cpu_{name}": ms for name, ms in used.items()})
         print(f"  its {created} notifications all delivered {time.perf_counter() - start:.1f} s after the last write;"
               f" CPU per create + its delivery: {cpu.per(created)}")
-        for rate in (50, 500):
+        for rate in rates:
             r = await latency(client, receiver, rate, seconds)
+            out[f"p50_at_{rate}"], out[f"p99_at_{rate}"] = r["p50"], r["p99"]
             print(f"latency at {rate:>3} writes/s (got {r['rate']:5.0f}/s)  p50 {r['p50']:7.1f} ms   "
                   f"p99 {r['p99']:7.1f} ms   max {r['max']:7.1f} ms   delivered {r['delivered']}/{r['n']}"
                   f"   failed writes {r['errors']}")
@@ -253,28 +293,53 @@ async def run(uri: str, port: int, seconds: float, pids: dict[str, int]) -> None
         again, _ = await create_rate(client, seconds)  # the machine is shared: baseline again
         print(f"create, no subscription (again)  {again:8.0f} /s   -> with 100: "
               f"{(1 - with_subs / ((baseline + again) / 2)) * 100:+.1f}% slower than their mean")
-        subs = await subscribe(client, receiver, ["Task?owner=Practitioner/everyone"] * SUBSCRIPTIONS)
+        subs = await subscribe(client, receiver, ["Task?owner=Practitioner/everyone"] * SUBSCRIPTIONS, owners)
+        cpu = Cpu(pids)
         t = await throughput(client, receiver, writes=int(20 * seconds))
-        print(f"throughput (each write -> 100)   {t['per_s']:8.0f} events/s delivered   ({t['events']}/{t['expected']})")
+        out["events_per_s"] = t["per_s"]
+        out.update({f"cpu_per_event_{name}": ms for name, ms in cpu.used(int(t["events"])).items()})
+        print(f"throughput (each write -> 100)   {t['per_s']:8.0f} events/s delivered   ({t['events']}/{t['expected']})"
+              f"   CPU per event: {cpu.per(int(t['events']))}")
         await unsubscribe(client, subs)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--auth", action="store_true", help="SMART on, one owner per Subscription")
+    parser.add_argument("--baseline", type=Path, help="a tree to compare with (git archive of a commit)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions per tree")
+    parser.add_argument("--rates", default="50,500", help="open-loop write rates of the latency runs")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-subs-"))
+    trees = [("current", Path(__file__).resolve().parent.parent)]
+    if args.baseline:
+        trees.append(("baseline", args.baseline.resolve()))
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
     with EmbeddedDatabase(data) as db:
         port = 18000 + os.getpid() % 1000
         print(f"server log: {data / 'server.log'}; load average before: {os.getloadavg()}")
-        server = start_server(db.uri, f"bench_{uuid.uuid4().hex[:6]}", port, data / "server.log")
-        try:
-            assert db._process is not None
-            asyncio.run(run(db.uri, port, args.seconds, {"server": server.pid, "database": db._process.pid}))
-        finally:
-            print(f"load average after: {os.getloadavg()}")
-            server.terminate()
-            server.wait(30)
+        for r in range(args.rounds):
+            for name, tree in (trees if r % 2 == 0 else trees[::-1]):
+                print(f"--- {name} ({tree}), round {r + 1}, load average {os.getloadavg()}")
+                env = server_env(db.uri, f"bench_{uuid.uuid4().hex[:6]}", port, args.auth)
+                server = serve(env, port, data / f"server-{name}-{r}.log", tree=tree)
+                try:
+                    assert db._process is not None
+                    results[name].append(asyncio.run(run(env, port, args.seconds,
+                                                         {"server": server.pid, "database": db._process.pid},
+                                                         args.auth, [int(x) for x in args.rates.split(",")])))
+                finally:
+                    server.terminate()
+                    server.wait(30)
+        print(f"load average after: {os.getloadavg()}")
+    if args.baseline:
+        print("median over rounds: current / baseline (ratio)")
+        for key in results["current"][0]:
+            now = statistics.median(x[key] for x in results["current"])
+            was = statistics.median(x[key] for x in results["baseline"])
+            print(f"  {key:<28} {now:9.2f} / {was:9.2f}   ({now / was if was else float('nan'):.2f}x)")
 
 
 if __name__ == "__main__":

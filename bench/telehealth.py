@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.measures import cpu_seconds, percentile
 from fhir_server.config import Settings
 from fhir_server.context import RequestContext
 from fhir_server.embedded_db import EmbeddedDatabase
@@ -36,17 +37,6 @@ from fhir_server.services import build_services
 from telehealth.virtual_service import URL, read
 
 Doc = dict[str, Any]
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
-
-def cpu_seconds() -> float:
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0
 
 
 def appointment(n: int) -> Doc:

@@ -22,12 +22,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.measures import cpu_seconds
+from bench.servers import serve, wait_ready
 from fhir_server.embedded_db import EmbeddedDatabase
 
 
@@ -46,17 +47,6 @@ def descendants(pid: int) -> list[int]:
         frontier = [c for c, p in parents.items() if p in frontier]
         out += frontier
     return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def children_cpu() -> float:
@@ -105,26 +95,6 @@ def token(env: dict[str, str]) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def start(env: dict[str, str], port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
-             "--workers", str(workers), "--log-level", "warning"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_up(base: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{base} did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=2)
@@ -144,12 +114,12 @@ def main() -> None:
         counts = {1: args.port, args.workers: args.port + 1}
         envs = {n: server_env(db.uri, port, args.auth, Path(tmp) / f"data{n}")
                 for n, port in counts.items()}
-        servers = {n: start(envs[n], port, n, Path(tmp) / f"serve{n}.log")
+        servers = {n: serve(envs[n], port, Path(tmp) / f"serve{n}.log", "--workers", str(n))
                    for n, port in counts.items()}
         db_pid = db._process.pid if db._process else 0
         try:
             for port in counts.values():
-                wait_up(f"http://127.0.0.1:{port}")
+                wait_ready(f"http://127.0.0.1:{port}", path="/health/ready")
             bearers = {n: token(envs[n]) if args.auth else None for n in counts}
             created = httpx.post(f"http://127.0.0.1:{args.port}/fhir/Task", json={
                 "resourceType": "Task", "status": "requested", "intent": "order",
@@ -165,12 +135,12 @@ def main() -> None:
             for _ in range(args.repetitions):
                 for n, port in counts.items():
                     workers = descendants(servers[n].pid)
-                    server0, db0 = cpu_seconds(workers), cpu_seconds([db_pid])
+                    server0, db0 = cpu_seconds(*workers), cpu_seconds(db_pid)
                     client0 = children_cpu()
                     row = wrk(f"http://127.0.0.1:{port}/fhir/Task/{rid}", args.clients,
                               args.seconds, bearers[n])
-                    row["server_ms"] = (cpu_seconds(workers) - server0) / row["n"] * 1000
-                    row["db_ms"] = (cpu_seconds([db_pid]) - db0) / row["n"] * 1000
+                    row["server_ms"] = (cpu_seconds(*workers) - server0) / row["n"] * 1000
+                    row["db_ms"] = (cpu_seconds(db_pid) - db0) / row["n"] * 1000
                     row["client_ms"] = (children_cpu() - client0) / row["n"] * 1000
                     row["cpu_ms"] = row["server_ms"] + row["db_ms"]
                     rows[n].append(row)

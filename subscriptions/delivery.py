@@ -26,6 +26,7 @@ from fhir_server.config import SubscriptionSettings
 from fhir_server.errors import FhirError
 from fhir_server.storage.repository import Repository
 from subscriptions.channels import DeliveryFailed, InProcessHandlers, RestHook
+from subscriptions.grant import LAPSED, Grants, expired
 from subscriptions.guard import server_context
 from subscriptions.hub import Hub
 from subscriptions.leases import utcnow
@@ -49,6 +50,7 @@ class Delivery:
     renderer: Renderer
     rest_hook: RestHook
     handlers: InProcessHandlers
+    grants: Grants
     settings: SubscriptionSettings
     base_url: str
     delivered: int = 0
@@ -149,8 +151,11 @@ class Worker:
         while True:
             notes = self.d.hub.take(sub, acked, batch) or await self.d.store.pending(sub, acked, batch)
             if not notes:
-                await self._idle(acked)
+                if not await self._idle(acked):
+                    return
                 continue
+            if not await self._granted():
+                return
             try:
                 await self._send(notes)
             except DeliveryFailed as exc:
@@ -161,24 +166,37 @@ class Worker:
             self.d.delivered += len(notes)
             self.last_sent = time.monotonic()
             self.d.ack(sub, acked)
-            if len(notes) < batch:
-                await self._idle(acked)  # returns at once if a later event is known
+            if len(notes) < batch and not await self._idle(acked):  # at once if a later event is known
+                return
 
-    async def _idle(self, acked: int) -> None:
+    async def _granted(self) -> bool:
+        """Whether the owner's grant is still held; if not, the Subscription is set to `error`
+        (its owner renews it by an update with a current token) and nothing more is sent."""
+        if await self.d.grants.holds(self.owner):
+            return True
+        await self.d.set_status(self.spec, "error", LAPSED)
+        return False
+
+    async def _idle(self, acked: int) -> bool:
+        """Waits for a later event (a heartbeat is due meanwhile); False once the grant lapsed."""
         heartbeat = self.spec.channel.heartbeat
         wait = self.d.settings.idle_poll
         if heartbeat and self.spec.kind == "topic" and self.spec.channel.type == "rest-hook":
             due = self.last_sent + heartbeat - time.monotonic()
             if due <= 0:
+                if not await self._granted():
+                    return False
                 try:
                     await self._post_status("heartbeat")
                     await self.d.store.touch(self.spec.id, utcnow())
                 except DeliveryFailed as exc:
                     log.info("heartbeat of Subscription/%s failed: %s", self.spec.id, exc)
                 self.last_sent = time.monotonic()
-                return
+                return True
             wait = min(wait, due)
         await self.d.hub.wait(self.spec.id, wait, after=acked)
+        # Expired while idle: say so now (a revocation is seen before the next send).
+        return not expired(self.owner) or await self._granted()
 
     async def _views(self, notes: list[Doc]) -> list[EventView]:
         content = self.spec.channel.content == "full-resource" or (

@@ -8,7 +8,8 @@
   keeps its status. The server's own writes carry `SERVER_WRITE` and pass untouched.
 - Ownership (IN_TRANSACTION): the creating principal is stored beside the Subscription, and
   its key on the stored documents, so that FILTER_QUERY confines every read and write of
-  Subscriptions to their owner (or a `system/` scope on Subscription).
+  Subscriptions to their owner (or a `system/` scope on Subscription). The owner's own updates
+  record their token as the owner's grant (`subscriptions.grant`).
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ class SubscriptionGuard:
         else:
             found = await state.find_one({"_id": change.id}, {"owner": 1}, session=session)
             owner = found.get("owner") if found else None
+            principal = context.principal
+            if (owner and change.resource is not None and principal is not None and principal.kind == "token"
+                    and owner.get("key") == owner_key(principal)):
+                # The owner's own update: its token is the grant from now on (renewing an
+                # expiring one). An administrator's or the server's update keeps the owner's.
+                owner = principal_doc(principal, context.purpose_of_use)
+                await state.update_one({"_id": change.id}, {"$set": {"owner": owner}}, session=session)
         key = owner.get("key") if owner else None
         await db[change.resource_type].update_one(
             {"_id": change.id}, {"$set": {"owner": key}}, session=session)

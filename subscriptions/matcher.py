@@ -8,7 +8,7 @@ transaction: the events still unmatched are marked matched, each matching Subscr
 counter `n` is incremented by its number of events, and one notification per (Subscription,
 event) is stored under the next numbers. A crash before the commit leaves everything to be
 done again; after it, nothing is done twice. So numbers per Subscription are gap-free and in
-commit order.
+commit order. Only events the Subscription's owner may see are numbered (`subscriptions.audience`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from fhir_server.storage.database import Database
 from fhir_server.storage.outbox import OUTBOX
 from fhir_server.storage.schema import history_key, version_key
 from subscriptions.active import ActiveSubscriptions
+from subscriptions.audience import Audience
 from subscriptions.hub import Hub
 from subscriptions.leases import Leases, utcnow
 from subscriptions.store import NOTIFICATIONS, STATE, Store
@@ -51,11 +52,12 @@ OUTBOX_RETENTION = timedelta(hours=1)
 
 
 class Matcher:
-    def __init__(self, database: Database, active: ActiveSubscriptions, store: Store,
+    def __init__(self, database: Database, active: ActiveSubscriptions, audience: Audience, store: Store,
                  leases: Leases, hub: Hub, settings: SubscriptionSettings) -> None:
         self.database = database
         self.db = database.db
         self.active = active
+        self.audience = audience
         self.store = store
         self.leases = leases
         self.hub = hub
@@ -70,6 +72,7 @@ class Matcher:
         lease = await self.leases.get(LEASE) or {}
         await self._abort_predecessor(lease.get("lsid"))
         await self.active.load()
+        self.audience.forget()
         token = lease.get("resume")
         async with self.database.client.start_session() as session:
             self.session = session
@@ -192,9 +195,12 @@ class Matcher:
             if rtype == "Subscription":
                 # In commit order: events before this change were matched with the old version.
                 self.active.put(rid, current)
+                self.audience.forget(rid)  # its owner's grant may have been renewed
                 self.hub.kick()
             subs = await self.active.match(event, current, previous) if current is not None else []
             matched.append((event, subs))
+        # An event its owner may not see is no event of that Subscription: it is not numbered.
+        matched = await self.audience.admit(matched)
 
         self.matched_events += len(events)
         if not any(subs for _, subs in matched):

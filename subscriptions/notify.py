@@ -1,9 +1,11 @@
 """What a notification carries, decided at delivery time, and how it is written.
 
-Every event's resource goes through the read pipeline as a read by the Subscription's owner
-(`subscriptions.owner`): SMART scopes (FILTER_QUERY, CAN_SEE) and Consent decide, and WILL_SEE
-may mask. A resource the owner may not read now is sent without its focus or content: the
-event number still arrives (numbers stay gap-free), nothing about the resource does.
+Only events the owner could see when they were matched are numbered (`subscriptions.audience`).
+At delivery every event's resource goes through the read pipeline again as a read by the
+Subscription's owner (`subscriptions.owner`): SMART scopes (FILTER_QUERY, CAN_SEE) and Consent
+decide, and WILL_SEE may mask. A resource the owner may no longer read is sent without its
+focus or content: the event number still arrives (numbers stay gap-free), nothing about the
+resource does. The senders (delivery, websocket) send nothing once the owner's grant lapsed.
 
 Topic-based notifications are Backport IG (STU 1.1) `history` Bundles whose first entry is a
 `Parameters` SubscriptionStatus (`backport-subscription-status-r4`).
@@ -19,9 +21,9 @@ from typing import Any
 from fhir_server import fhirjson
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
-from fhir_server.hooks import Pointcut
 from fhir_server.storage.documents import format_instant, now
 from fhir_server.storage.repository import Repository
+from subscriptions.audience import unrestricted
 from subscriptions.model import BACKPORT, Spec
 from subscriptions.owner import owner_context
 
@@ -74,10 +76,7 @@ class Renderer:
                          f"{rtype}/{rid}" if visible else None, resource)
 
     def _unrestricted(self, owner: Doc | None) -> bool:
-        """An owner that may see every event, so that no read is needed without content: the
-        server itself, or anyone while nothing decides per resource (auth off)."""
-        kind = (owner or {}).get("kind")
-        return kind == "system" or (kind == "auth-disabled" and not self.repository.hooks.has(Pointcut.CAN_SEE))
+        return unrestricted(owner, self.repository.hooks)
 
     # ------------------------------------------------------------------ Backport bundles
 

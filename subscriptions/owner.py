@@ -6,7 +6,8 @@ through the same read pipeline as a read by that principal, at delivery time, so
 and the patient's Consent decide what it may carry *now*, not what they allowed at creation.
 The server's own Subscriptions are owned by SYSTEM, dev mode's by AUTH_DISABLED (refused once
 auth is on). A Subscription without a recorded owner delivers nothing (`owner_context` is
-None): a lost owner must not open the record.
+None): a lost owner must not open the record. The owner's own later updates record their
+token as the new grant (`subscriptions.grant`: an expired or revoked one decides nothing).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from fhir_server.auth.scopes import parse_scopes
 from fhir_server.context import AUTH_DISABLED, SYSTEM, Principal, RequestContext
+from subscriptions.grant import grant_fields
 
 Doc = dict[str, Any]
 
@@ -32,6 +34,7 @@ def principal_doc(principal: Principal | None, purpose: tuple[str, ...] = ()) ->
         "purpose": list(purpose),
         "key": owner_key(principal),
         "kind": principal.kind,
+        **grant_fields(principal),
     }
 
 

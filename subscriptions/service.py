@@ -8,14 +8,18 @@ import logging
 
 from pymongo import IndexModel
 
+from fhir_server.auth.revocation import revocation_list
+from fhir_server.auth.settings import AuthSettings
 from fhir_server.config import Settings
 from fhir_server.storage.database import Database
 from fhir_server.storage.outbox import outbox_indexes
 from fhir_server.storage.repository import Repository
 from subscriptions.active import ActiveSubscriptions
+from subscriptions.audience import Audience
 from subscriptions.channels import Handler, InProcessHandlers, RestHook
 from subscriptions.delivery import Delivery
 from subscriptions.dispatcher import Dispatcher
+from subscriptions.grant import Grants
 from subscriptions.guard import SubscriptionGuard
 from subscriptions.hub import Hub
 from subscriptions.inprocess import InProcessSubscribers
@@ -49,16 +53,21 @@ class SubscriptionService:
         self.store = Store(database.db)
         self.hub = Hub()
         self.leases = Leases(database.db, s.lease_ttl)
+        # The API's own revocation list for this database (one per handle), so a revoked token's
+        # grant lapses when the token is refused.
+        self.grants = Grants(revocation_list(
+            database.db, AuthSettings.from_env(settings).revocation_refresh_seconds))
         self.renderer = Renderer(repository, settings.base_url)
         self.handlers = InProcessHandlers()
         self.rest_hook = RestHook(self.policy, s.delivery_timeout)
         self.active = ActiveSubscriptions(self.parser, repository, settings.base_url)
-        self.matcher = Matcher(database, self.active, self.store, self.leases, self.hub, s)
+        self.audience = Audience(repository, self.grants, self.active, settings.base_url)
+        self.matcher = Matcher(database, self.active, self.audience, self.store, self.leases, self.hub, s)
         self.delivery = Delivery(repository, self.store, self.hub, self.renderer, self.rest_hook,
-                                 self.handlers, s, settings.base_url)
+                                 self.handlers, self.grants, s, settings.base_url)
         self.dispatcher = Dispatcher(self.delivery, self.matcher, self.leases, self.parser)
         self.websockets = WebSocketSessions(repository, self.store, self.hub, self.renderer,
-                                            self.parser, s, settings.base_url)
+                                            self.grants, self.parser, s, settings.base_url)
         self.operations = Operations(repository, self.store, self.renderer, self.parser, s,
                                      settings.base_url)
         self.in_process = InProcessSubscribers(repository, self.handlers, settings.base_url)

@@ -9,6 +9,8 @@ Messages from the client (text frames):
 - `unbind <id>`.
 One socket may bind several Subscriptions. A client that reconnects with the last event
 number it processed first gets every event after it (events are stored, not just relayed).
+Once the owner's grant lapsed (`subscriptions.grant`) a binding ends with `error <id> ...`,
+and binding again is refused the same way until the owner renews it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.storage import schema
 from fhir_server.storage.repository import Repository
+from subscriptions.grant import LAPSED, Grants
 from subscriptions.hub import Hub
 from subscriptions.leases import utcnow
 from subscriptions.model import Spec, SpecParser
@@ -54,8 +57,9 @@ class _Session:
 
 class WebSocketSessions:
     def __init__(self, repository: Repository, store: Store, hub: Hub, renderer: Renderer,
-                 parser: SpecParser, settings: SubscriptionSettings, base_url: str) -> None:
+                 grants: Grants, parser: SpecParser, settings: SubscriptionSettings, base_url: str) -> None:
         self.repository = repository
+        self.grants = grants
         self.store = store
         self.hub = hub
         self.renderer = renderer
@@ -123,6 +127,9 @@ class WebSocketSessions:
             await session.send(f"error {sub} is not a websocket Subscription")
             return
         spec, owner = loaded
+        if not await self.grants.holds(owner):
+            await session.send(f"error {sub} {LAPSED}")
+            return
         old = session.bindings.pop(sub, None)
         if old is not None:
             old.cancel()
@@ -141,6 +148,8 @@ class WebSocketSessions:
             while True:
                 notes = await self.store.pending(spec.id, last, spec.channel.max_count)
                 if notes:
+                    if not await self.grants.holds(owner):
+                        break
                     if spec.kind == "topic":
                         views = [await self.renderer.view(n, owner, content=spec.channel.content == "full-resource")
                                  for n in notes]
@@ -155,12 +164,15 @@ class WebSocketSessions:
                 if heartbeat and spec.kind == "topic":
                     due = sent + heartbeat - time.monotonic()
                     if due <= 0:
+                        if not await self.grants.holds(owner):
+                            break
                         bundle = self.renderer.bundle(spec, "heartbeat", last, [])
                         await session.send(fhirjson.dumps(bundle).decode())
                         sent = time.monotonic()
                         continue
                     wait = min(wait, due)
                 await self.hub.wait(spec.id, wait, after=last)
+            await session.send(f"error {spec.id} {LAPSED}")  # the grant lapsed: nothing more is sent
         except (WebSocketDisconnect, RuntimeError):
             return
 

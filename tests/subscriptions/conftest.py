@@ -7,6 +7,7 @@ so the dispatcher's state never meets a database emptied under it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -18,8 +19,11 @@ from typing import Any
 import httpx
 import pytest
 from jsonschema import Draft6Validator
+from pymongo import AsyncMongoClient
 
+from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import Settings, SubscriptionSettings
+from fhir_server.services import auth_settings
 from tests.conftest import RunningServer, make_settings
 from tests.subscriptions.receiver import Receiver
 
@@ -27,6 +31,7 @@ BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 TOPIC = "http://fhir.care-coord.example/SubscriptionTopic/"
 SCHEMA = Path(__file__).resolve().parents[2] / "fhir_server" / "data" / "fhir.schema.json"
 
+Client = Callable[..., httpx.Client]
 FAST = SubscriptionSettings(
     allowed_hosts=("127.0.0.1",), retry_initial=0.05, retry_max=0.25, retry_window=3600.0,
     delivery_timeout=2.0, lease_ttl=2.0, scan_interval=0.2, poll_interval=0.3)
@@ -40,6 +45,44 @@ def fast_settings(mongodb_uri: str, database: str, **overrides: Any) -> Settings
 def subs_server(mongodb_uri: str) -> Iterator[RunningServer]:
     with RunningServer(fast_settings(mongodb_uri, "fhir_subscriptions")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def secure_subs(mongodb_uri: str) -> Iterator[RunningServer]:
+    with RunningServer(fast_settings(mongodb_uri, "fhir_subscriptions_secure", auth_enabled=True)) as running:
+        yield running
+
+
+@pytest.fixture
+def as_(secure_subs: RunningServer) -> Iterator[Client]:
+    """as_(scopes, client_id=..., fhir_user=..., patient=..., ttl=...) -> an HTTP client with
+    that token (in its Authorization header)."""
+    settings = secure_subs.settings
+    clients: list[httpx.Client] = []
+
+    def make(scope: str, *, client_id: str = "app", fhir_user: str | None = None,
+             patient: str | None = None, ttl: int | None = None) -> httpx.Client:
+        async def mint() -> str:
+            db: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri)
+            try:
+                return await mint_dev_token(db[settings.database], auth_settings(settings), scope.split(),
+                                            patient=patient, fhir_user=fhir_user, client_id=client_id,
+                                            ttl=ttl)
+            finally:
+                await db.close()
+
+        token = asyncio.run(mint())
+        client = httpx.Client(base_url=settings.base_url, timeout=30,
+                              headers={"Authorization": f"Bearer {token}"})
+        clients.append(client)
+        return client
+
+    yield make
+    admin = make("system/Subscription.cruds", client_id="cleanup")
+    for entry in admin.get("/Subscription", params={"_count": "1000"}).json().get("entry", []):
+        admin.delete(f"/Subscription/{entry['resource']['id']}")
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture

@@ -104,6 +104,11 @@ class _Unit:
         self.groups.append((context, [planned]))
 
 
+# The server's own change to a live Appointment: (session, unit, the server's context, the
+# Appointment's current document, its resource) -> whether it changed anything.
+ServerChange = Callable[[AsyncClientSession, _Unit, RequestContext, Doc, Doc], Awaitable[bool]]
+
+
 @dataclass
 class Booker:
     repository: Repository
@@ -388,32 +393,39 @@ class Booker:
         planned = await self._run(f"Appointment/{appointment_id}", build)
         return (await self._stored(context, planned, appointment_id), await self._stored(context, planned, new_id))
 
-    async def expire_hold(self, appointment_id: str) -> bool:
-        """The hold's time is up: a still-pending, still-held Appointment is cancelled (reason:
-        hold expired) and its Slots freed. Answers whether it changed anything (a booked or
-        cancelled Appointment is left alone, so a late or repeated firing is harmless)."""
+    async def _on_live(self, appointment_id: str, change: ServerChange) -> bool:
+        """Runs `change(session, unit, system, doc, current)` on the live Appointment as the
+        server, in one transaction (planned afresh on a lost race); answers what the last run
+        of it answered: whether it changed anything (False when the Appointment is gone)."""
         system = self._system()
         changed = False
 
         async def build(session: AsyncClientSession, unit: _Unit) -> None:
             nonlocal changed
-            changed = False
             found = await self._live(session, system, appointment_id)
-            if found is None:
-                return
-            doc, current = found
+            changed = found is not None and await change(session, unit, system, *found)
+
+        await self._run(f"Appointment/{appointment_id}", build)
+        return changed
+
+    async def expire_hold(self, appointment_id: str) -> bool:
+        """The hold's time is up: a still-pending, still-held Appointment is cancelled (reason:
+        hold expired) and its Slots freed. Answers whether it changed anything (a booked or
+        cancelled Appointment is left alone, so a late or repeated firing is harmless)."""
+
+        async def change(session: AsyncClientSession, unit: _Unit, system: RequestContext,
+                         doc: Doc, current: Doc) -> bool:
             expires = hold_expires(current)
             if current.get("status") != "pending" or expires is None or expires > now():
-                return
+                return False
             expired = {**current, "status": "cancelled", "cancelationReason": {"text": "hold expired"}}
             _without(expired, HOLD_EXTENSION)
             unit.add(system, await self.repository.planner.update_from(
                 system, "Appointment", appointment_id, expired, doc))
             await self._release(session, unit, appointment_id, slot_ids(current))
-            changed = True
+            return True
 
-        await self._run(f"Appointment/{appointment_id}", build)
-        return changed
+        return await self._on_live(appointment_id, change)
 
     async def release_cancelled(self, appointment_id: str) -> bool:
         """A cancelled Appointment's Slots free again, but those another Appointment holds: for
@@ -439,22 +451,15 @@ class Booker:
         """A participant answered (AppointmentResponse): their `participant.status` becomes the
         answer; a pending Appointment whose required participants have all accepted becomes
         booked, its Slots busy. Answers whether anything changed (idempotent)."""
-        system = self._system()
-        changed = False
 
-        async def build(session: AsyncClientSession, unit: _Unit) -> None:
-            nonlocal changed
-            changed = False
-            found = await self._live(session, system, appointment_id)
-            if found is None:
-                return
-            doc, current = found
+        async def change(session: AsyncClientSession, unit: _Unit, system: RequestContext,
+                         doc: Doc, current: Doc) -> bool:
             if current.get("status") in FINAL_STATUSES:
-                return
+                return False
             participants = copy.deepcopy(current.get("participant") or [])
             named = [p for p in participants if (p.get("actor") or {}).get("reference") == actor]
             if not named or all(p.get("status") == answer for p in named):
-                return
+                return False
             for p in named:
                 p["status"] = answer
             updated = {**current, "participant": participants}
@@ -467,10 +472,9 @@ class Booker:
                 _without(updated, HOLD_EXTENSION)
             unit.add(system, await self.repository.planner.update_from(
                 system, "Appointment", appointment_id, updated, doc))
-            changed = True
+            return True
 
-        await self._run(f"Appointment/{appointment_id}", build)
-        return changed
+        return await self._on_live(appointment_id, change)
 
 
 def _taking_slots(context: RequestContext) -> None:
