@@ -408,6 +408,37 @@ def test_another_clients_change_appears_live_and_a_lost_connection_is_shown(
     page.context.close()
 
 
+def test_a_subscription_the_server_no_longer_honours_is_replaced(
+        browser: Browser, world: World) -> None:  # noqa: F811
+    """The server stops honouring the view's Subscription (here: deleted; in use, a grant that
+    lapsed with the token it was created under): the view makes a new one under its current
+    token, and what changed meanwhile and after still appears without a reload."""
+    page = _page(browser, "desktop")
+    sockets: list[WebSocketRoute] = []
+
+    def through(ws: WebSocketRoute) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r".*\$subscription-ws.*"), through)
+    _sign_in(page, world.smart, "coordinator", "Practitioner/dr1")
+    _live(page)
+    [old] = [s["id"] for s in world.search("Subscription?status=active,requested")]
+    with world.api() as admin:
+        assert admin.delete(f"/Subscription/{old}").status_code == 200  # with its OperationOutcome
+        added = _post(admin, {**TASK, "description": "Added while gone", "owner": {"reference": "Practitioner/dr1"}})
+    sockets[0].close(code=1011, reason="network gone")
+    page.wait_for_selector(f"tr[data-id='{added}']", timeout=20_000)
+    _live(page)
+    [new] = [s["id"] for s in world.search("Subscription?status=active,requested")]
+    assert new != old
+    with world.api() as admin:
+        later = _post(admin, {**TASK, "description": "Added after", "owner": {"reference": "Practitioner/dr1"}})
+    page.wait_for_selector(f"tr[data-id='{later}']", timeout=10_000)
+    _no_error(page)
+    page.context.close()
+
+
 def test_pages_follow_the_servers_cursors(browser: Browser, world: World) -> None:  # noqa: F811
     with world.api() as admin:
         for n in range(21):  # 23 of mine with the two seeded: a page of 20, then 3

@@ -93,6 +93,10 @@ export class Live {
   private last: number | null = null; // the last event number seen (a reconnect binds after it)
   private closed = false;
   private retries = 0;
+  // The server refused to bind or deliver (e.g. the Subscription's grant lapsed with the
+  // token it was created under): the next attempt makes a new Subscription under the
+  // app's current token instead of binding the old one again.
+  private renew = false;
   private watchdog: number | undefined;
   private retryTimer: number | undefined;
   private readonly heartbeat: number;
@@ -111,6 +115,18 @@ export class Live {
     this.subscriptionId = created.id;
     if (this.closed) { await this.remove(); return; }
     await this.connect();
+  }
+
+  /** A new Subscription in place of the old one, created under the app's current token (the
+   * view re-queries on the handshake, so nothing missed meanwhile stays unseen). */
+  private async renewed(): Promise<void> {
+    const created = (await this.client.create(subscription(this.spec, this.heartbeat) as never)) as { id?: string };
+    if (!created.id) throw new Error("the server created no Subscription");
+    await this.remove(); // the old one (best effort)
+    this.subscriptionId = created.id;
+    this.token = null;
+    this.last = null; // a new Subscription numbers its events from 1
+    this.renew = false;
   }
 
   /** Lets go: the socket closes and the Subscription is deleted (best effort). */
@@ -152,8 +168,10 @@ export class Live {
     if (this.closed || !this.subscriptionId) return;
     let binding: { token: string; url: string };
     try {
+      if (this.renew) await this.renewed();
       binding = await this.binding();
     } catch (error) {
+      this.renew = true;
       this.lost(error instanceof Error ? error.message : String(error));
       return;
     }
@@ -168,6 +186,7 @@ export class Live {
       this.arm();
       if (typeof event.data === "string" && event.data.startsWith("error")) {
         this.token = null; // e.g. an expired token: the next attempt asks for a new one
+        this.renew = true; // and a lapsed grant: a new Subscription under the current token
         socket.close(4000, event.data);
         return;
       }
