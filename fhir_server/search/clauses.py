@@ -72,12 +72,15 @@ class ClauseBuilder:
                 # 0.01 s); they match the same documents, because an extracted value is
                 # never stored as null (extract._put drops None).
                 present = None
+            # The null equality goes before the token criteria: SecantusDB looks a filter up
+            # by the first field an index leads with (`owner:missing=true&status=x` by the
+            # owner index, not by every Task of status x: 0.008 s against 14 s at 100,000).
             if param.type == "reference":  # a reference by identifier only is not missing
                 ident = {f"{field}:identifier": present}
                 if value == "true":
-                    return Clause({field: present, **ident}, 6, positive=False)
+                    return Clause({field: present, **ident}, 6 if present else 2, positive=False)
                 return Clause({"$or": [{field: present}, ident]}, 6)
-            return Clause({field: present}, 6, positive=value == "false")
+            return Clause({field: present}, 6 if present else 2, positive=value == "false")
         alternatives = split_unescaped(value, ",")
         kind = param.type
         if param.code == "_id":
