@@ -228,12 +228,21 @@ def serve_pid(data_dir: Path) -> int:
     raise SystemExit(f"no `fhir-server serve` runs on {data_dir}")
 
 
+# In every document of a launch: when the first row of "My tasks" was attached (wall clock, ms).
+FIRST_ROW = """(() => {
+  const look = () => {
+    if (!window.__firstRow && document.querySelector('main#view[data-view=mine] tbody tr')) window.__firstRow = Date.now();
+  };
+  new MutationObserver(look).observe(document, { childList: true, subtree: true, attributes: true });
+})();"""
 SUBMITTED: dict[Page, float] = {}  # when each page's login form was submitted (wall clock)
 
 
 def sign_in(page: Page, server: Server, username: str, password: str) -> float:
     """A standalone launch through the login page; seconds from submit to the first row of
-    the first worklist in the page."""
+    the first worklist in the page (the time the page attached it, recorded in the page by a
+    MutationObserver, as for the commits: Playwright's own wait returns later under load)."""
+    page.add_init_script(FIRST_ROW)
     page.goto(f"{server.origin}/apps/coordinator/")
     page.wait_for_selector("input[name=username]")
     page.fill("input[name=username]", username)
@@ -242,7 +251,9 @@ def sign_in(page: Page, server: Server, username: str, password: str) -> float:
     SUBMITTED[page] = time.time()
     page.click("button[type=submit]")
     page.wait_for_selector("main#view[data-view=mine] tbody tr", timeout=120_000)
-    return time.perf_counter() - start
+    waited = time.perf_counter() - start
+    attached = page.evaluate("() => window.__firstRow")
+    return attached / 1000 - SUBMITTED[page] if attached else waited
 
 
 @contextmanager
@@ -353,6 +364,7 @@ def launch_phase(server: Server, api: httpx.Client, browser: Browser, username: 
                  launches: int) -> None:
     """Launch → first worklist painted, interleaved with the same search replayed."""
     painted: list[float] = []
+    app_part: list[float] = []
     replayed: list[float] = []
     cpu_launch = 0.0
     for k in range(launches + 1):  # launch 0 warms the browser up
@@ -367,6 +379,8 @@ def launch_phase(server: Server, api: httpx.Client, browser: Browser, username: 
             before = server.cpu()
             took = sign_in(page, server, username, password)
             cpu = server.cpu() - before
+            # The app's own part: from its page's start (after the login and its redirects).
+            in_app = (page.evaluate("() => window.__firstRow - performance.timeOrigin") or 0) / 1000
             if k == launches:
                 waterfall(page, took)
             # Wait for the page's live Subscription before closing (a closed tab mid-request
@@ -377,10 +391,12 @@ def launch_phase(server: Server, api: httpx.Client, browser: Browser, username: 
         assert reply.status_code == 200, reply.text
         if k:
             painted.append(took)
+            app_part.append(in_app)
             replayed.append(time.perf_counter() - start)
             cpu_launch += cpu
     print(f"\nlaunch → first worklist painted ({launches} launches; load average {load_average()})")
     print(f"  {'dashboard launch':<34} {ms(painted)}   target < 1500 ms")
+    print(f"  {'  of it, the app page → first row':<34} {ms(app_part)}   (before it: the login, argon2, redirects)")
     print(f"  {'baseline: its worklist search':<34} {ms(replayed)}")
     print(f"  server + database CPU per launch (to the first row): {cpu_launch / max(1, len(painted)) * 1000:.0f} ms")
 
