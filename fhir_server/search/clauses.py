@@ -64,14 +64,23 @@ class ClauseBuilder:
         if modifier == "missing":
             if value not in ("true", "false"):
                 raise BadRequest(f"{name} takes true or false, not '{value[:40]}'", code="value")
-            present = {"$exists": value == "false"}
             field = "_id" if param.code == "_id" else param.field
+            present: Any = {"$exists": value == "false"}
+            if value == "true" and field.startswith("sp."):
+                # A null equality, not `$exists: false`: SecantusDB 0.7 evaluates the second
+                # document by document on a slow path (12 s for 100,000 Tasks, against
+                # 0.01 s); they match the same documents, because an extracted value is
+                # never stored as null (extract._put drops None).
+                present = None
+            # The null equality goes before the token criteria: SecantusDB looks a filter up
+            # by the first field an index leads with (`owner:missing=true&status=x` by the
+            # owner index, not by every Task of status x: 0.008 s against 14 s at 100,000).
             if param.type == "reference":  # a reference by identifier only is not missing
                 ident = {f"{field}:identifier": present}
                 if value == "true":
-                    return Clause({field: present, **ident}, 6, positive=False)
+                    return Clause({field: present, **ident}, 6 if present else 2, positive=False)
                 return Clause({"$or": [{field: present}, ident]}, 6)
-            return Clause({field: present}, 6, positive=value == "false")
+            return Clause({field: present}, 6 if present else 2, positive=value == "false")
         alternatives = split_unescaped(value, ",")
         kind = param.type
         if param.code == "_id":
@@ -165,8 +174,13 @@ class ClauseBuilder:
             raise BadRequest(f"{name} needs a value", code="value")
         clause = _or(filters)
         if modifier == "not":
-            if not others:
-                return Clause({field: {"$nin": plain}}, 6, positive=False)
+            # NOT (any of the codes) as `$nin` on each field where the alternatives are exact
+            # values (the same documents): SecantusDB 0.7 evaluates a `$nor` document by
+            # document on a slow path (9.4 s for 100,000 Tasks, against 0.04 s for `$nin`).
+            exact = [o[f"{field}|"] for o in others if isinstance(o.get(f"{field}|"), str)]
+            if len(exact) == len(others):
+                return Clause({**({field: {"$nin": plain}} if plain else {}),
+                               **({f"{field}|": {"$nin": exact}} if exact else {})}, 6, positive=False)
             return Clause({"$nor": [clause]}, 6, positive=False)
         return Clause(clause, 1 if param.code == "identifier" else 3)
 

@@ -79,6 +79,9 @@ def build_filter(clauses: list[Clause]) -> Doc:
                 flat[key] = value
             elif _mergeable(flat[key], value):
                 flat[key] = {**flat[key], **value}
+            elif _both_nin(flat[key], value):
+                # Not a, and not b: none of them, as one `$nin` (see clauses._token).
+                flat[key] = {"$nin": [*flat[key]["$nin"], *value["$nin"]]}
             else:
                 rest.append({key: value})
     if not any(c.positive and _on_sp(c.filter) for c in clauses):
@@ -98,6 +101,11 @@ def _on_sp(filter: Doc) -> bool:
         elif not key.startswith("sp."):
             return False
     return True
+
+
+def _both_nin(a: Any, b: Any) -> bool:
+    return (isinstance(a, dict) and isinstance(b, dict) and set(a) == {"$nin"} == set(b)
+            and isinstance(a["$nin"], list) and isinstance(b["$nin"], list))
 
 
 def _mergeable(a: Any, b: Any) -> bool:

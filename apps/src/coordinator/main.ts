@@ -27,7 +27,8 @@ function viewOf(hash: string): string {
 
 interface Role { id: string; code?: { coding?: { system?: string; code?: string }[] }[]; active?: boolean }
 
-/** Who is signed in: the user, their active roles (and the roles' codes), their CareTeams. */
+/** Who is signed in: the user, their active roles (and the roles' codes), and (when first
+ * asked) their CareTeams. One search before the first paint: the worklists need the roles. */
 async function whoAmI(client: Client): Promise<Me> {
   const user = client.getFhirUser() ?? "";
   if (!/^(Practitioner|PractitionerRole)\/[A-Za-z0-9.-]+$/.test(user)) {
@@ -40,10 +41,17 @@ async function whoAmI(client: Client): Promise<Me> {
   const refs = [user, ...roles.map((r) => `PractitionerRole/${r.id}`).filter((r) => r !== user)];
   const roleCodes = [...new Set(roles.flatMap((r) => (r.code ?? []).flatMap((c) => c.coding ?? [])
     .filter((c) => c.code).map((c) => (c.system ? `${c.system}|${c.code}` : (c.code as string)))))];
-  const teams = resources<{ id: string }>((await client.request(
-    `CareTeam?participant=${refs.map(encodeURIComponent).join(",")}&status=active&_elements=id&_count=100`)) as
-    { entry?: { resource?: { id: string } }[] });
-  return { user, refs, roleCodes, careTeams: teams.map((t) => `CareTeam/${t.id}`) };
+  let teams: Promise<string[]> | null = null;
+  const careTeams = (): Promise<string[]> => {
+    teams ??= client.request(
+      `CareTeam?participant=${refs.map(encodeURIComponent).join(",")}&status=active&_elements=id&_count=100`)
+      .then((bundle) => resources<{ id: string }>(bundle as { entry?: { resource?: { id: string } }[] })
+        .map((t) => `CareTeam/${t.id}`));
+    // A failed search is asked again next time, not kept.
+    teams.catch(() => { teams = null; });
+    return teams;
+  };
+  return { user, refs, roleCodes, careTeams };
 }
 
 const LIVE_TEXT: Record<LiveState, string> = {
@@ -63,7 +71,8 @@ class Frame {
     this.base = {
       client, me,
       root: document.getElementById("view") as HTMLElement, // replaced per opening (show)
-      changed: () => { this.repaint(); this.refreshCounts(); },
+      // The view first, then the counts: they would share the server with its search.
+      changed: () => { void this.repaint().then(() => { this.refreshCounts(); }); },
       fail: (error: unknown) => showError(new Error(describe(error))),
       open: (id: string) => { this.show(id).catch(showError); },
       count: (query: string) => count(client, query),
@@ -86,8 +95,9 @@ class Frame {
     }));
   }
 
-  /** Opens a view: its Subscription replaces the previous view's (one per open view). */
-  async show(id: string, again = false): Promise<void> {
+  /** Opens a view: its Subscription replaces the previous view's (one per open view).
+   * `painted` runs once the view has painted, before its Subscription is opened. */
+  async show(id: string, again = false, painted?: () => void): Promise<void> {
     const view = VIEWS.find((v) => v.id === id) ?? VIEWS[0];
     if (this.open === view && !again) return; // `again`: the same view for another hash (another patient)
     this.open = view;
@@ -107,6 +117,7 @@ class Frame {
     const ctx: ViewContext = { ...this.base, root };
     this.ctx = ctx;
     await view.render(ctx);
+    painted?.();
     if (view.live && this.open === view) {
       const live = new Live(this.client, view.live(this.ctx.me), {
         changed: () => { if (this.live === live) this.ctx.changed(); },
@@ -124,14 +135,17 @@ class Frame {
     }
   }
 
-  /** Paints the open view again; changes that arrive while it paints make one more paint. */
-  private repaint(): void {
-    if (this.again) return;
-    this.again = true;
-    this.painting = this.painting.then(async () => {
-      this.again = false;
-      if (this.open) await this.open.render(this.ctx);
-    }).catch(showError);
+  /** Paints the open view again; changes that arrive while it paints make one more paint.
+   * Resolves once the paint that covers this change is done (failed ones are shown). */
+  private repaint(): Promise<void> {
+    if (!this.again) {
+      this.again = true;
+      this.painting = this.painting.then(async () => {
+        this.again = false;
+        if (this.open) await this.open.render(this.ctx);
+      }).catch(showError);
+    }
+    return this.painting;
   }
 
   refreshCounts(): void {
@@ -172,7 +186,11 @@ async function main(): Promise<void> {
   const first = VIEWS.find((v) => v.id === viewOf(location.hash)) ?? VIEWS[0];
   // A link inside a view (a patient, a thread, a timeline item) changes the hash.
   window.addEventListener("hashchange", () => { frame.show(viewOf(location.hash), true).catch(showError); });
-  await Promise.all([frame.show(first.id), frame.counts()]);
+  // The first view paints first: the counts (a search per view) would share the server with
+  // its search and delay it; they start once it is on screen, beside its Subscription.
+  let counting: Promise<void> = Promise.resolve();
+  await frame.show(first.id, false, () => { counting = frame.counts(); });
+  await counting;
   window.addEventListener("pagehide", () => frame.closeLive());
   (document.getElementById("status") as HTMLElement).textContent = "ready";
 }

@@ -13,8 +13,9 @@ export interface Me {
   refs: string[];
   /** The codes of those roles, as `system|code` tokens (the pool's `performerType`). */
   roleCodes: string[];
-  /** The CareTeams one of `refs` takes part in. */
-  careTeams: string[];
+  /** The CareTeams one of `refs` takes part in: asked for when a view first needs them (the
+   * care gaps), not before the first worklist is painted; one search, kept. */
+  careTeams: () => Promise<string[]>;
 }
 
 export interface ViewContext {

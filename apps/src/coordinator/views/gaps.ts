@@ -6,8 +6,12 @@ import { OPEN, type Task, TASK_SORTS, taskActions, taskLabel } from "./tasks.js"
 
 const CAREGAP = `code=${encodeURIComponent("http://terminology.hl7.org/CodeSystem/v3-ActCode|CAREGAP")}`;
 
+// The user's CareTeams, read (once) before the first count or paint that needs them: the
+// worklist's query is built synchronously from them.
+let teams: string[] = [];
+
 function query(ctx: ViewContext): string {
-  const owners = [...ctx.me.careTeams, ...ctx.me.refs].map(encodeURIComponent).join(",");
+  const owners = [...teams, ...ctx.me.refs].map(encodeURIComponent).join(",");
   return `Task?${CAREGAP}&owner=${owners}`;
 }
 
@@ -33,7 +37,13 @@ const list = new Worklist<Task>({
 export const gaps: View = {
   id: "gaps",
   title: "Care gaps",
-  count: (ctx) => ctx.count(`${query(ctx)}&status=${OPEN}`),
+  count: async (ctx) => {
+    teams = await ctx.me.careTeams();
+    return ctx.count(`${query(ctx)}&status=${OPEN}`);
+  },
   live: () => ({ topic: "task-status", filters: ["Task?code=http://terminology.hl7.org/CodeSystem/v3-ActCode|CAREGAP"] }),
-  render: (ctx) => list.render(ctx, "Open care gaps"),
+  render: async (ctx) => {
+    teams = await ctx.me.careTeams();
+    await list.render(ctx, "Open care gaps");
+  },
 };

@@ -177,5 +177,5 @@ async function colleagues(ctx: ViewContext): Promise<{ value: string; label: str
       .filter(Boolean).join(", "),
   }));
   return [...roles.filter((r) => !ctx.me.refs.includes(r.value)),
-    ...ctx.me.careTeams.map((t) => ({ value: t, label: "a CareTeam of mine" }))];
+    ...(await ctx.me.careTeams()).map((t) => ({ value: t, label: "a CareTeam of mine" }))];
 }
