@@ -37,6 +37,7 @@ import orjson
 from pymongo import AsyncMongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.servers import wait_ready
 from fhir_server.embedded_db import EmbeddedDatabase
 
 TASK = {
@@ -269,19 +270,12 @@ def start_server(uri: str, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_up(base: str, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + 240  # a loaded machine starts four servers slowly
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise SystemExit(f"the server for {base} exited")
-        try:
-            if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server did not start")
 
+
+
+def wait_up(base: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until the server at `base` answers (a loaded machine starts four servers slowly)."""
+    wait_ready(base, 240, process=process)
 
 # ---------------------------------------------------------------- the run
 

@@ -54,6 +54,7 @@ import orjson
 from pymongo import MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.servers import wait_ready
 from fhir_server.config import Settings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.search import SearchEngine
@@ -112,19 +113,6 @@ def free_port() -> int:
         return port
 
 
-def wait_up(base: str, process: subprocess.Popen[bytes]) -> None:
-    """Until `process` answers at `base` (another program on the port must not pass for it)."""
-    deadline = time.monotonic() + 300  # a loaded machine starts slowly
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server at {base} exited ({process.returncode}): is the port taken?")
-        try:
-            if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server did not start")
 
 
 def transaction(resources: list[Doc]) -> Doc:
@@ -407,7 +395,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}/fhir"
         server = start_server(db.uri, port)
         try:
-            wait_up(base, server)
+            wait_ready(base, 300, process=server)
             PIDS[:] = [server.pid, *([db._process.pid] if db._process else [])]
             skip = set(args.skip.split(","))
             begin = time.perf_counter()
@@ -418,7 +406,7 @@ def main() -> None:
                 if args.baseline_tree:
                     old_port = free_port()
                     old = start_server(db.uri, old_port, args.baseline_tree)
-                    wait_up(f"http://127.0.0.1:{old_port}/fhir", old)
+                    wait_ready(f"http://127.0.0.1:{old_port}/fhir", 300, process=old)
                     servers[f"baseline {args.baseline_tree.name}"] = (f"http://127.0.0.1:{old_port}/fhir",
                                                                       [old.pid, *PIDS[1:]])
                 try:

@@ -40,6 +40,7 @@ from pymongo.errors import BulkWriteError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.rest import report, run_clients
+from bench.servers import wait_ready
 from fhir_server.config import Settings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.search import SearchEngine, valueseek
@@ -231,17 +232,6 @@ async def note_values(uri: str, engine: SearchEngine, loaded: int = 0) -> None:
     await client.close()
 
 
-def wait_long(base: str, timeout: float = 600) -> None:
-    """Waits for a server that may build indexes over a loaded database first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/metadata", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{base} did not start")
 
 
 def insert(collection: Any, docs: list[dict[str, Any]]) -> None:
@@ -461,7 +451,7 @@ def main() -> None:
                    "seek": (base, [server.pid, db_pid])}
         try:
             for address, _ in servers.values():
-                wait_long(address)  # the servers have created the collections and indexes
+                wait_ready(address, 600)  # the servers have created the collections and indexes
             loaded = args.loaded
             for size in sizes:
                 seconds = load(db.uri, engine, loaded, size, rng,

@@ -29,7 +29,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.search import PRACTITIONERS, cpu_seconds, note_values, start_server, wait_long
+from bench.search import PRACTITIONERS, cpu_seconds, note_values, start_server
+from bench.servers import wait_ready
 from fhir_server.config import Settings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.search import SearchEngine
@@ -73,7 +74,7 @@ def main() -> None:
         db_pid = db._process.pid if db._process else 0
         try:
             for _, base in servers.values():
-                wait_long(base)
+                wait_ready(base, 600)
             clients = {label: httpx.Client(base_url=base, timeout=120)
                        for label, (_, base) in servers.items()}
             for _ in range(2):  # warm-up: the directories, the learned densities

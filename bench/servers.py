@@ -21,10 +21,14 @@ def serve(env: dict[str, str], port: int, log: Path, *extra: str, tree: Path | N
             env=env, cwd=tree, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_ready(base: str, timeout: float = 180, path: str = "/metadata") -> None:
-    """Until `base + path` answers 200 (a server over a loaded database may build indexes first)."""
+def wait_ready(base: str, timeout: float = 180, path: str = "/metadata",
+               process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until `base + path` answers 200 (a server over a loaded database may build indexes first).
+    With `process`: stops as soon as it exits, so another program on the port never passes for it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"the server for {base} exited ({process.returncode}): is the port taken?")
         try:
             if httpx.get(f"{base}{path}", timeout=5).status_code == 200:
                 return
