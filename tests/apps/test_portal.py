@@ -394,3 +394,33 @@ def test_a_lost_connection_is_shown_and_the_view_requeries_on_reconnect(browser:
     assert page.get_attribute("#live", "role") is None
     _wait(page, f"#visits li[data-id='{created.json()['id']}']", timeout=10_000)
     page.context.close()
+
+
+def test_a_thread_beyond_the_inboxs_first_page_still_shows_its_count(browser: Browser, smart: SmartServer) -> None:  # noqa: F811
+    """The inbox answers 50 threads a page, newest activity first; the list shows the 50 threads
+    last updated. A thread last active long ago but updated since is in the list and on the
+    inbox's second page: the portal follows `next` for its count."""
+    ids = _world(smart)
+    with _as(smart, "Practitioner/dr1") as gp:
+        for n in range(50):  # 50 threads active after hers
+            header = gp.post("/Communication", json={
+                "resourceType": "Communication", "status": "completed", "subject": {"reference": "Patient/p1"},
+                "topic": {"text": f"Note {n:02d}"}, "recipient": [{"reference": "Patient/p1"}]})
+            assert header.status_code == 201, header.text
+            assert gp.post("/Communication", json={
+                "resourceType": "Communication", "status": "completed", "subject": {"reference": "Patient/p1"},
+                "partOf": [{"reference": f"Communication/{header.json()['id']}"}],
+                "payload": [{"contentString": f"note {n}"}]}).status_code == 201
+        old = gp.get(f"/Communication/{ids['thread']}").json()
+        assert gp.put(f"/Communication/{ids['thread']}", json={**old, "topic": {"text": "Your blood results (updated)"}}
+                      ).status_code == 200
+    with _admin(smart) as admin:
+        first = admin.get("/Communication/$render-state", params={"participant": "Patient/p1"}).json()
+    on_first = {p["part"][0]["valueReference"]["reference"] for p in first["parameter"] if p["name"] == "thread"}
+    assert f"Communication/{ids['thread']}" not in on_first and len(on_first) == 50
+    page = _page(browser, "desktop")
+    _sign_in(page, smart, "portal", "Patient/p1", patients=("p1",))
+    _open(page, "messages")
+    badge = _wait(page, f"li[data-id='{ids['thread']}'] .badge")
+    assert badge.get_attribute("data-beyond") == "1"
+    page.context.close()

@@ -3,6 +3,7 @@
 // far a system attempted to render the thread for a person, never that anyone read it.
 // Opening a thread advances the user's own render cursor for this app (the server takes the
 // token's client_id as the source) as its messages come into view.
+import { beyondMyCursor } from "../../shared/inbox.js";
 import { type Client, element, resources } from "../../shared/smart.js";
 import type { View } from "../view.js";
 
@@ -46,15 +47,8 @@ function who(ref: R | undefined): string {
 }
 
 async function list(client: Client, host: HTMLElement, me: string): Promise<void> {
-  const [bundle, inbox] = await Promise.all([
-    client.request(`Communication?participant=${encodeURIComponent(me)}&_tag=${encodeURIComponent(THREAD_TAG)}&_sort=-_lastUpdated&_count=50`) as Promise<R>,
-    client.request(`Communication/$render-state?participant=${encodeURIComponent(me)}`) as Promise<{ parameter?: Parameter[] }>,
-  ]);
-  const beyond = new Map<string, number>();
-  for (const p of inbox.parameter ?? []) {
-    const ref = p.name === "thread" ? part(p, "thread")?.valueReference?.reference : undefined;
-    if (ref) beyond.set(ref, part(p, "beyond")?.valueInteger ?? 0);
-  }
+  const bundle = await client.request(`Communication?participant=${encodeURIComponent(me)}&_tag=${encodeURIComponent(THREAD_TAG)}&_sort=-_lastUpdated&_count=50`) as R;
+  const beyond = await beyondMyCursor(client, me, resources<R>(bundle).map((t) => `Communication/${t.id}`));
   const threads = resources<R>(bundle);
   host.replaceChildren(element("h2", { id: "view-title" }, "Threads"),
     threads.length

@@ -3,6 +3,7 @@
 // cursor advancing (`$render-cursor`, source = this app) as messages come into view: a message
 // counts as rendered once it was on screen, never merely because the thread was fetched.
 import { create, operation } from "../../shared/fhir.js";
+import { beyondMyCursor } from "../../shared/inbox.js";
 import { element, resources } from "../../shared/smart.js";
 import type { View, ViewContext } from "../view.js";
 
@@ -13,27 +14,10 @@ interface Communication {
   sender?: { reference?: string; display?: string }; payload?: { contentString?: string }[];
   status?: string; meta?: { lastUpdated?: string };
 }
-interface Parameter { name: string; part?: Parameter[]; valueReference?: { reference?: string }; valueInteger?: number }
 
 let open: string | null = null; // the thread on screen
 let observer: IntersectionObserver | null = null;
 let rendered = new Map<string, number>(); // thread → the furthest index I reported (this page's life)
-
-function part(p: Parameter, name: string): Parameter | undefined {
-  return p.part?.find((q) => q.name === name);
-}
-
-async function inbox(ctx: ViewContext): Promise<Map<string, number>> {
-  const answer = await ctx.client.request(
-    `Communication/$render-state?participant=${encodeURIComponent(ctx.me.user)}`) as { parameter?: Parameter[] };
-  const beyond = new Map<string, number>();
-  for (const p of answer.parameter ?? []) {
-    if (p.name !== "thread") continue;
-    const ref = part(p, "thread")?.valueReference?.reference;
-    if (ref) beyond.set(ref.replace("Communication/", ""), part(p, "beyond")?.valueInteger ?? 0);
-  }
-  return beyond;
-}
 
 function watch(ctx: ViewContext, thread: string, items: HTMLElement[], ids: string[]): void {
   observer?.disconnect();
@@ -103,14 +87,13 @@ async function showThread(ctx: ViewContext, thread: string): Promise<HTMLElement
 }
 
 async function render(ctx: ViewContext): Promise<void> {
-  const [threads, beyond] = await Promise.all([
-    ctx.client.request(`Communication?participant=${encodeURIComponent(ctx.me.user)}&_tag=${encodeURIComponent(THREAD_TAG)}&_sort=-_lastUpdated&_count=50`) as
-      Promise<{ entry?: { resource?: Communication }[] }>,
-    inbox(ctx),
-  ]);
+  const threads = await ctx.client.request(`Communication?participant=${encodeURIComponent(ctx.me.user)}&_tag=${encodeURIComponent(THREAD_TAG)}&_sort=-_lastUpdated&_count=50`) as
+    { entry?: { resource?: Communication }[] };
+  const beyond = await beyondMyCursor(ctx.client, ctx.me.user,
+    resources<Communication>(threads).map((t) => `Communication/${t.id}`));
   const typing = (document.getElementById("reply-text") as HTMLTextAreaElement | null)?.value ?? "";
   const items = resources<Communication>(threads).map((t) => {
-    const unrendered = beyond.get(t.id) ?? 0;
+    const unrendered = beyond.get(`Communication/${t.id}`) ?? 0;
     const link = element("button", { type: "button", class: "link", "data-thread": t.id },
       t.topic?.text ?? "Conversation");
     link.addEventListener("click", () => { open = t.id; messagesView.render(ctx).catch(ctx.fail); });
