@@ -23,6 +23,7 @@ from pymongo.errors import PyMongoError
 
 from fhir_server.errors import FhirError
 from fhir_server.storage import schema
+from fhir_server.tasks import stop_tasks
 from subscriptions.delivery import Delivery, Worker
 from subscriptions.leases import Leases
 from subscriptions.matcher import LEASE as MATCHER_LEASE
@@ -102,11 +103,7 @@ class Dispatcher:
         tasks = [t for t, _ in self.workers.values()]
         if self.matcher_task is not None:
             tasks.append(self.matcher_task)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(tasks)
         self.workers.clear()
         self.matcher_task = None
         with contextlib.suppress(PyMongoError):
@@ -204,7 +201,4 @@ class Dispatcher:
         current = self.workers.pop(sub, None)
         if current is None:
             return
-        task = current[0]
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await stop_tasks([current[0]])

@@ -14,7 +14,6 @@ commit order. Only events the Subscription's owner may see are numbered (`subscr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -33,6 +32,7 @@ from fhir_server.config import SubscriptionSettings
 from fhir_server.storage.database import Database
 from fhir_server.storage.outbox import OUTBOX
 from fhir_server.storage.schema import history_key, version_key
+from fhir_server.tasks import stop_tasks
 from subscriptions.active import ActiveSubscriptions
 from subscriptions.audience import Audience
 from subscriptions.hub import Hub
@@ -84,11 +84,7 @@ class Matcher:
             try:
                 await asyncio.gather(*tasks)
             finally:
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                await stop_tasks(tasks)
                 self.session = None
                 self.hub.matcher_here = False
 

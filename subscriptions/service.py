@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from pymongo import IndexModel
@@ -14,6 +13,7 @@ from fhir_server.config import Settings
 from fhir_server.storage.database import Database
 from fhir_server.storage.outbox import outbox_indexes
 from fhir_server.storage.repository import Repository
+from fhir_server.tasks import stop_tasks
 from subscriptions.active import ActiveSubscriptions
 from subscriptions.audience import Audience
 from subscriptions.channels import Handler, InProcessHandlers, RestHook
@@ -82,11 +82,7 @@ class SubscriptionService:
             self._tasks.append(asyncio.create_task(self.dispatcher.run()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
         await self.dispatcher.stop()
         await self.rest_hook.close()

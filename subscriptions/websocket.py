@@ -16,7 +16,6 @@ and binding again is refused the same way until the owner renews it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.storage import schema
 from fhir_server.storage.repository import Repository
+from fhir_server.tasks import stop_tasks
 from subscriptions.grant import LAPSED, Grants
 from subscriptions.hub import Hub
 from subscriptions.leases import utcnow
@@ -75,11 +75,7 @@ class WebSocketSessions:
         except WebSocketDisconnect:
             pass
         finally:
-            for task in session.bindings.values():
-                task.cancel()
-            for task in session.bindings.values():
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop_tasks(session.bindings.values())
 
     async def _command(self, session: _Session, words: list[str]) -> None:
         verb = words[0] if words else ""

@@ -35,6 +35,8 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from fhir_server.tasks import stop_tasks
+
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 PEERS = "visit_peers"
@@ -81,11 +83,7 @@ class Relay:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, PyMongoError):
-                await task
+        await stop_tasks(tasks, ignore=(PyMongoError,))
 
     async def _open(self) -> Any:
         pipeline: list[Doc] = [{"$match": {"operationType": "insert"}}]

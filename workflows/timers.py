@@ -26,6 +26,8 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from fhir_server.tasks import stop_tasks
+
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 COLLECTION = "timers"
@@ -171,7 +173,5 @@ class TimerRunner:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None

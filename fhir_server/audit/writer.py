@@ -27,6 +27,7 @@ from fhir_server.audit.settings import AuditSettings
 from fhir_server.audit.wal import Segment, WriteAheadLog
 from fhir_server.storage.database import Database
 from fhir_server.storage.pipeline import Versions, store_new
+from fhir_server.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
@@ -123,9 +124,7 @@ class AuditWriter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task], ignore=())
             self._task = None
         try:
             await self.flush()

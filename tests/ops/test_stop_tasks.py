@@ -1,0 +1,77 @@
+"""`stop_tasks`: a stop under a deadline ends at the deadline, whatever the stopped task does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fhir_server.tasks import stop_tasks
+
+
+async def _stubborn(finished: list[str]) -> None:
+    """A task that, cancelled, keeps working (as a flush to a dead database does)."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        await asyncio.sleep(30)
+    finished.append("stubborn")
+
+
+def test_the_callers_own_cancellation_is_not_swallowed() -> None:
+    async def main() -> str:
+        finished: list[str] = []
+        task = asyncio.create_task(_stubborn(finished))
+        await asyncio.sleep(0)
+        try:
+            async with asyncio.timeout(0.2):
+                await stop_tasks([task])
+        except TimeoutError:
+            return "deadline"
+        finally:
+            task.cancel()
+        return "went on past the deadline"
+
+    assert asyncio.run(main()) == "deadline"
+
+
+def test_inside_a_finally_of_a_cancellation_every_task_is_awaited() -> None:
+    async def main() -> list[str]:
+        ended: list[str] = []
+
+        async def child(name: str) -> None:
+            try:
+                await asyncio.sleep(30)
+            finally:
+                ended.append(name)
+
+        async def parent() -> None:
+            children = [asyncio.create_task(child(n)) for n in ("a", "b", "c")]
+            try:
+                await asyncio.sleep(30)
+            finally:
+                await stop_tasks(children)
+                ended.append("parent's clean-up")
+
+        task = asyncio.create_task(parent())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return ended
+
+    assert asyncio.run(main()) == ["a", "b", "c", "parent's clean-up"]
+
+
+def test_a_failed_task_is_not_an_error_unless_asked() -> None:
+    async def failing() -> None:
+        raise ValueError("boom")
+
+    async def main(ignore: tuple[type[BaseException], ...]) -> None:
+        task = asyncio.create_task(failing())
+        await asyncio.sleep(0)
+        await stop_tasks([task], ignore=ignore)
+
+    asyncio.run(main((Exception,)))
+    with pytest.raises(ValueError):
+        asyncio.run(main(()))
