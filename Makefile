@@ -46,8 +46,17 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each with its own embedded database
+# and servers; a file's tests stay in one process (--dist loadfile: module-scoped servers start
+# once). Much of a test's time is waiting (timers, subprocess servers, the browser), so two
+# processes on two cores overlap it. `make unit TEST_WORKERS=0` runs them in this process.
+# The sources are compiled first: with PYTHONDONTWRITEBYTECODE set, every `fhir-server serve`
+# a test starts would otherwise compile the whole server again.
+TEST_WORKERS ?= 2
+
 unit: $(DEV_STAMP) test-deps apps
-	$(BIN)/pytest -q
+	$(BIN)/python -m compileall -q fhir_server interceptors subscriptions workflows telehealth tests > /dev/null
+	$(BIN)/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: lint typecheck unit
 

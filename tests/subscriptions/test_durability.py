@@ -5,14 +5,9 @@ takes over the work of one that died."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,53 +15,16 @@ import pytest
 from pymongo import MongoClient
 
 from tests.conftest import RunningServer, free_port
+from tests.processes import LEASE_TTL, ServerProcess
 from tests.subscriptions.builders import task
 from tests.subscriptions.conftest import FAST, create, fast_settings, topic_subscription, unique, wait_until
 from tests.subscriptions.receiver import Received, Receiver
 
 Doc = dict[str, Any]
-ROOT = Path(__file__).resolve().parents[2]
-LEASE_TTL = 1.5
 
 
 def numbers(received: list[Received]) -> list[int]:
     return [n for r in received if r.body and r.status_type == "event-notification" for n in r.event_numbers]
-
-
-class ServerProcess:
-    """`python -m fhir_server serve` on a database that outlives it."""
-
-    def __init__(self, mongodb_uri: str, database: str, port: int, startup_timeout: float = 30) -> None:
-        self.port = port
-        env = {**os.environ, "MONGODB_URI": mongodb_uri, "FHIR_DATABASE": database, "FHIR_AUTH_DISABLED": "1",
-               "FHIR_SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1", "FHIR_SUBSCRIPTION_LEASE_TTL": str(LEASE_TTL),
-               "FHIR_SUBSCRIPTION_SCAN_INTERVAL": "0.2", "FHIR_SUBSCRIPTION_POLL_INTERVAL": "0.3",
-               "FHIR_SUBSCRIPTION_RETRY_INITIAL": "0.05", "FHIR_SUBSCRIPTION_RETRY_MAX": "0.3",
-               "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.base_url = f"http://127.0.0.1:{port}/fhir"
-        wait_until(self._up, timeout=startup_timeout, what="server process up")
-
-    def _up(self) -> bool:
-        assert self.process.poll() is None, "the server process exited"
-        try:
-            return httpx.get(f"{self.base_url}/metadata", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from websockets.exceptions import ConnectionClosed
 from telehealth.signaling import REFUSED
 from telehealth.virtual_service import read as read_service
 from tests.conftest import free_port
+from tests.processes import ServerProcess
 from tests.subscriptions.conftest import wait_until
-from tests.subscriptions.test_durability import ServerProcess
 from tests.telehealth.conftest import make_visit, output
 from tests.workflows.toy import unique
 

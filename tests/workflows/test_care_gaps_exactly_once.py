@@ -19,8 +19,8 @@ from pymongo import MongoClient
 from fhir_server.context import RequestContext
 from fhir_server.services import build_services
 from tests.conftest import free_port
+from tests.processes import ServerProcess
 from tests.subscriptions.conftest import wait_until
-from tests.subscriptions.test_durability import ServerProcess
 from tests.workflows.caregaps_fixtures import (
     activity,
     care_plan,

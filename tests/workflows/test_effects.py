@@ -18,7 +18,7 @@ from fhir_server.resource_types import STORED
 from fhir_server.services import Services, build_services
 from subscriptions.channels import Notification
 from tests.conftest import RunningServer, free_port, make_settings
-from tests.subscriptions.test_durability import ServerProcess
+from tests.processes import ServerProcess
 from tests.workflows.toy import (
     NAME,
     ThankRequester,
