@@ -20,6 +20,7 @@ from pymongo.write_concern import WriteConcern
 from fhir_server.resource_types import STORED_TYPES
 from fhir_server.storage import schema
 from fhir_server.storage.changes import ChangeFeed
+from fhir_server.storage.recent import RecentVersions
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -43,6 +44,9 @@ class Database:
         self._extra_indexes: dict[str, list[IndexModel]] = {}
         # The committed changes, in commit order, for this process's caches (one stream each).
         self.changes = ChangeFeed(self.db)
+        # The versions this process committed lately (storage/recent.py): published below,
+        # once their transaction committed.
+        self.recent = RecentVersions()
 
     def current(self, resource_type: str) -> AsyncCollection[Doc]:
         return self.db[resource_type]
@@ -87,9 +91,14 @@ class Database:
     async def in_transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
         """Runs `work(session)` in one transaction, retried on transient errors by the driver."""
         async with self.client.start_session() as session:
-            result: T = await session.with_transaction(
-                work,
-                read_concern=ReadConcern("snapshot"),
-                write_concern=WriteConcern("majority"),
-            )
+            try:
+                result: T = await session.with_transaction(
+                    work,
+                    read_concern=ReadConcern("snapshot"),
+                    write_concern=WriteConcern("majority"),
+                )
+            except BaseException:
+                self.recent.discard(session)
+                raise
+            self.recent.publish(session)
             return result
