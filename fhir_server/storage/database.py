@@ -33,7 +33,9 @@ CONDITIONAL_LOCKS = "conditional_locks"
 # AuditEvent's index on every entity (one entry per resource and patient of every read) gave
 # way to one holding only the events that name a Consent (interceptors/audit.py), and its
 # compartment index to its `patient` one (access.decision BY_PARAMETER).
-RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"AuditEvent": ("s_sp_entity", "s_compartments_Patient_ts_d")}
+# Task's focus, requester and basedOn indexes gave way to sparse ones (search.engine SPARSE).
+RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"AuditEvent": ("s_sp_entity", "s_compartments_Patient_ts_d"),
+                                               "Task": ("s_sp_focus", "s_sp_requester", "s_sp_based-on")}
 
 
 class Database:
