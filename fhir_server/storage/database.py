@@ -93,6 +93,7 @@ class Database:
     async def in_transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
         """Runs `work(session)` in one transaction, retried on transient errors by the driver."""
         async with self.client.start_session() as session:
+            self.recent.discard(session)  # nothing staged under this id is this transaction's
             try:
                 result: T = await session.with_transaction(
                     work,
