@@ -13,7 +13,7 @@ transaction helper publishes them after the commit answered (`publish`), or drop
 (`discard`). An aborted attempt's documents are therefore never served.
 
 Versions are deleted in two ways, and neither reaches a copy served here: superseded render
-states are pruned once older than their retention (hours), and copies older than MAX_AGE are
+states are pruned once older than their retention (90 days by default), and copies older than MAX_AGE are
 never served; a database emptied behind the server's back (tests' clean-ups) calls `clear`.
 """
 
