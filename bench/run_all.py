@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # In the order of docs/performance.md; scripts another branch adds run too when present.
-ORDER = ("rest", "bundles", "search", "workers", "auth", "consent", "subscriptions",
+ORDER = ("rest", "creates", "bundles", "search", "workers", "auth", "consent", "subscriptions",
          "validation", "workflows", "scheduling", "messaging")
 
 

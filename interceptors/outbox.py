@@ -27,6 +27,7 @@ class OutboxInterceptor:
         self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
         db: AsyncDatabase[dict[str, Any]], writer: SessionWriter,
     ) -> None:
-        # One insert for all the transaction's changes, in their order (ObjectIds increase).
+        # One insert for all the transaction's changes, in their order (ObjectIds increase),
+        # those of the records about them (Provenance) included: the commit's last write.
         if changes:
-            await db[OUTBOX].insert_many([event_document(c) for c in changes], session=session)
+            writer.insert_last(OUTBOX, [event_document(c) for c in changes])

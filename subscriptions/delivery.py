@@ -149,7 +149,10 @@ class Worker:
         batch = 1 if self.spec.kind == "criteria" or self.spec.channel.type == IN_PROCESS \
             else self.spec.channel.max_count
         while True:
-            notes = self.d.hub.take(sub, acked, batch) or await self.d.store.pending(sub, acked, batch)
+            notes = self.d.hub.take(sub, acked, batch)
+            handed = bool(notes)  # by this process's matcher, which signals every later one
+            if not notes:
+                notes = await self.d.store.pending(sub, acked, batch)
             if not notes:
                 if not await self._idle(acked):
                     return
@@ -166,7 +169,10 @@ class Worker:
             self.d.delivered += len(notes)
             self.last_sent = time.monotonic()
             self.d.ack(sub, acked)
-            if len(notes) < batch and not await self._idle(acked):  # at once if a later event is known
+            # Caught up: a short batch, or the last handed over with none later known (a
+            # query would find nothing; a later event wakes `_idle` at once).
+            caught_up = len(notes) < batch or (handed and not self.d.hub.known_after(sub, acked))
+            if caught_up and not await self._idle(acked):  # at once if a later event is known
                 return
 
     async def _granted(self) -> bool:

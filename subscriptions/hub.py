@@ -63,6 +63,10 @@ class Hub:
         for event in self._events.get(sub, ()):
             event.set()
 
+    def known_after(self, sub: str, number: int) -> bool:
+        """Whether a notification of `sub` numbered above `number` is known stored."""
+        return self.latest.get(sub, 0) > number
+
     def kick(self) -> None:
         """Something about the set of Subscriptions changed: rescan now."""
         for event in self._any:

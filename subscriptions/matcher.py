@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from bson import Binary, ObjectId
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 from pymongo.read_concern import ReadConcern
@@ -63,14 +63,18 @@ class Matcher:
         self.hub = hub
         self.settings = settings
         self.queue: asyncio.Queue[tuple[Doc, Any]] = asyncio.Queue()
+        self._idle = asyncio.Event()  # set while the processor waits for events
         # Every matching transaction runs in this one session, whose id the lease records.
         self.session: AsyncClientSession | None = None
         self.matched_events = 0
+        # Each Subscription's counter `n` as this matcher last committed it (see `_reserve`).
+        self._counts: dict[str, int] = {}
 
     async def run(self) -> None:
         """Runs while this process holds the matcher lease (the caller cancels it when lost)."""
         lease = await self.leases.get(LEASE) or {}
         await self._abort_predecessor(lease.get("lsid"))
+        self._counts.clear()  # another process may have numbered events since
         await self.active.load()
         self.audience.forget()
         token = lease.get("resume")
@@ -110,6 +114,11 @@ class Matcher:
                 options: Doc = {"resume_after": token} if token else {}
                 async with await self.db[OUTBOX].watch(pipeline, max_await_time_ms=500, **options) as stream:
                     while True:
+                        # Pulled while the processor waits for work: a pull while it is busy
+                        # would fetch a getMore per event, which its next batch takes at once
+                        # anyway. (Events a pull returned are handed over without a wait: no
+                        # suspension between them.)
+                        await self._idle.wait()
                         change = await stream.try_next()
                         if change is not None:
                             token = change["_id"]
@@ -140,7 +149,10 @@ class Matcher:
         loaded_at = housekept_at = utcnow()
         saved = 0.0
         while True:
+            if self.queue.empty():
+                self._idle.set()
             batch = [await self.queue.get()]
+            self._idle.clear()
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             events: dict[Any, Doc] = {}
@@ -167,13 +179,22 @@ class Matcher:
                 await self.housekeeping()
 
     async def _versions(self, events: list[Doc]) -> dict[tuple[str, str], Doc]:
-        """The history documents of each event's version and of the version before it."""
+        """The history documents of each event's version and of the version before it: those
+        this process committed from memory (storage/recent.py), the others in one read per
+        type."""
+        recent = self.database.recent
+        out: dict[tuple[str, str], Doc] = {}
         wanted: dict[str, list[str]] = defaultdict(list)
         for e in events:
-            wanted[e["t"]].append(version_key(e["t"], e["r"], e["v"]))
-            if e["v"] > 1:
-                wanted[e["t"]].append(version_key(e["t"], e["r"], e["v"] - 1))
-        out: dict[tuple[str, str], Doc] = {}
+            rtype, rid, v = str(e["t"]), str(e["r"]), int(e["v"])
+            for number in (v, v - 1) if v > 1 else (v,):
+                doc = recent.get(rtype, rid, number)
+                # The event's own version is the one committed at its time (a copy from
+                # before a clean-up of the database would not be).
+                if doc is not None and (number != v or doc["ts"] == e["ts"]):
+                    out[(rtype, history_key(rid, number))] = doc
+                else:
+                    wanted[rtype].append(version_key(rtype, rid, number))
         for rtype, ids in wanted.items():
             async for doc in self.database.history(rtype).find({"_id": {"$in": ids}}):
                 out[(rtype, history_key(str(doc.get("id", doc["_id"])), doc["v"]))] = doc
@@ -204,16 +225,31 @@ class Matcher:
             await self.db[OUTBOX].update_many({"_id": {"$in": [e["_id"] for e in events]}, "m": False},
                                               {"$set": {"m": True}})
             return
-        try:
-            notes = await self._transaction(matched, check=False)
-        except _Rematched:
-            notes = await self._transaction(matched, check=True)
+        notes = await self._numbered(matched)
         by_sub: dict[str, list[Doc]] = defaultdict(list)
         for note in notes:
             by_sub[note["s"]].append(note)
         for sub, mine in by_sub.items():
             self.hub.offer(sub, mine)
             self.hub.notify(sub, int(mine[-1]["n"]))
+
+    async def _numbered(self, matched: list[tuple[Doc, list[str]]]) -> list[Doc]:
+        """Numbers and stores the notifications in one transaction, again if a predecessor
+        matched some event meanwhile (`_Rematched`) or a counter moved (`_Recount`)."""
+        check = False
+        for _ in range(3):
+            try:
+                notes = await self._transaction(matched, check=check)
+            except _Rematched:
+                check = True
+                continue
+            except _Recount:
+                self._counts.clear()
+                continue
+            for note in notes:  # committed: these are the counters now
+                self._counts[note["s"]] = int(note["n"])
+            return notes
+        raise PyMongoError("the events could not be numbered in three attempts")  # polled again
 
     async def _transaction(self, matched: list[tuple[Doc, list[str]]], *, check: bool) -> list[Doc]:
         async def store(session: AsyncClientSession) -> list[Doc]:
@@ -246,13 +282,7 @@ class Matcher:
             if event["_id"] in fresh:
                 for sub in subs:
                     counts[sub] += 1
-        numbers: dict[str, int] = {}
-        for sub, k in counts.items():
-            doc = await self.db[STATE].find_one_and_update(
-                {"_id": sub}, {"$inc": {"n": k}}, upsert=True,
-                return_document=ReturnDocument.AFTER, session=session)
-            assert doc is not None  # upserted
-            numbers[sub] = int(doc["n"]) - k
+        numbers = await self._reserve(session, counts)
         now = utcnow()
         notes: list[Doc] = []
         for event, subs in matched:
@@ -268,6 +298,30 @@ class Matcher:
             await self.db[NOTIFICATIONS].insert_many(notes, session=session)
         return notes
 
+    async def _reserve(self, session: AsyncClientSession, counts: dict[str, int]) -> dict[str, int]:
+        """Raises each Subscription's counter `n` by its number of events in this batch, in
+        one bulk write; answers each one's `n` before. The counters this matcher committed
+        last are known (only the matcher lease's holder writes them), so each update is
+        conditional on the known value: a counter moved by anyone else (a predecessor, a
+        clean-up) is `_Recount`, read again in the transaction's snapshot."""
+        unknown = sorted(sub for sub in counts if sub not in self._counts)
+        stored: dict[str, int] = {}
+        if unknown:
+            stored = {d["_id"]: int(d.get("n", 0)) for d in await self.db[STATE].find(
+                {"_id": {"$in": unknown}}, {"n": 1}, session=session).to_list()}
+        before: dict[str, int] = {}
+        ops: list[UpdateOne] = []
+        for sub, k in counts.items():
+            known = self._counts.get(sub, stored.get(sub))
+            # No state yet (it is created with the Subscription): created here, from 0.
+            ops.append(UpdateOne({"_id": sub} if known is None else {"_id": sub, "n": known},
+                                 {"$inc": {"n": k}}, upsert=known is None))
+            before[sub] = known or 0
+        result = await self.db[STATE].bulk_write(ops, ordered=False, session=session)
+        if result.matched_count + result.upserted_count != len(ops):
+            raise _Recount()
+        return before
+
     async def housekeeping(self) -> None:
         now = utcnow()
         try:
@@ -280,3 +334,7 @@ class Matcher:
 
 class _Rematched(Exception):
     """Some event of the batch was matched meanwhile (by a predecessor): check one by one."""
+
+
+class _Recount(Exception):
+    """A counter was not the value this matcher last committed: read the counters again."""

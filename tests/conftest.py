@@ -131,11 +131,13 @@ def clean_db(mongo: MongoClient[dict[str, Any]], settings: Settings) -> None:
 
 
 def forget_cached_reads(running: RunningServer) -> None:
-    """Empties the server's read cache: a clean-up deletes documents behind the server's back,
-    without the change events the cache follows (fhir_server/storage/readcache.py)."""
-    cache = running.server.config.app.state.services.repository.read_cache  # type: ignore[attr-defined]
-    if cache is not None:
-        cache.clear()
+    """Empties the server's read cache and its copies of recent versions: a clean-up deletes
+    documents behind the server's back, without the change events the cache follows
+    (fhir_server/storage/readcache.py, recent.py)."""
+    repository = running.server.config.app.state.services.repository  # type: ignore[attr-defined]
+    if repository.read_cache is not None:
+        repository.read_cache.clear()
+    repository.database.recent.clear()  # the versions committed lately (storage/recent.py)
 
 
 @pytest.fixture

@@ -62,6 +62,11 @@ WORKLIST_INDEXES: dict[str, list[Key]] = {
 # one is written per request, and its `patient` index (interceptors/audit.py
 # audit_patient_date) already answers "this patient's".
 BY_PARAMETER = {"AuditEvent": "patient"}
+# Single-field indexes on references most resources of the type do not have (a Task's focus,
+# requester, basedOn): sparse, so that a resource without the field writes no entry for it.
+# A search for values still uses them (both databases); only `:missing=true` (a null
+# equality) cannot, and scans as it would without an index.
+SPARSE: dict[str, frozenset[str]] = {"Task": frozenset({"sp.focus", "sp.requester", "sp.based-on"})}
 # Types whose identifier is searched rarely enough not to be worth an index on every write.
 UNINDEXED_IDENTIFIER = frozenset({"AuditEvent"})
 
@@ -120,7 +125,10 @@ class SearchEngine:
             if self.registry.get(rtype, "identifier") is not None and rtype not in UNINDEXED_IDENTIFIER:
                 keys += [[("sp.identifier", ASCENDING)], [("sp.identifier|", ASCENDING)]]
             keys += WORKLIST_INDEXES.get(rtype, [])
-            models[rtype] = [IndexModel(k, name=_index_name(k)) for k in keys]
+            sparse = SPARSE.get(rtype, frozenset())
+            models[rtype] = [IndexModel(k, name=_index_name(k) + "_sparse", sparse=True)
+                             if len(k) == 1 and k[0][0] in sparse else IndexModel(k, name=_index_name(k))
+                             for k in keys]
         return models
 
     def index_fields(self, resource_type: str, resource: dict[str, Any]) -> Doc:

@@ -20,6 +20,7 @@ from pymongo.write_concern import WriteConcern
 from fhir_server.resource_types import STORED_TYPES
 from fhir_server.storage import schema
 from fhir_server.storage.changes import ChangeFeed
+from fhir_server.storage.recent import RecentVersions
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -32,7 +33,9 @@ CONDITIONAL_LOCKS = "conditional_locks"
 # AuditEvent's index on every entity (one entry per resource and patient of every read) gave
 # way to one holding only the events that name a Consent (interceptors/audit.py), and its
 # compartment index to its `patient` one (access.decision BY_PARAMETER).
-RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"AuditEvent": ("s_sp_entity", "s_compartments_Patient_ts_d")}
+# Task's focus, requester and basedOn indexes gave way to sparse ones (search.engine SPARSE).
+RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"AuditEvent": ("s_sp_entity", "s_compartments_Patient_ts_d"),
+                                               "Task": ("s_sp_focus", "s_sp_requester", "s_sp_based-on")}
 
 
 class Database:
@@ -43,6 +46,9 @@ class Database:
         self._extra_indexes: dict[str, list[IndexModel]] = {}
         # The committed changes, in commit order, for this process's caches (one stream each).
         self.changes = ChangeFeed(self.db)
+        # The versions this process committed lately (storage/recent.py): published below,
+        # once their transaction committed.
+        self.recent = RecentVersions()
 
     def current(self, resource_type: str) -> AsyncCollection[Doc]:
         return self.db[resource_type]
@@ -87,9 +93,15 @@ class Database:
     async def in_transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
         """Runs `work(session)` in one transaction, retried on transient errors by the driver."""
         async with self.client.start_session() as session:
-            result: T = await session.with_transaction(
-                work,
-                read_concern=ReadConcern("snapshot"),
-                write_concern=WriteConcern("majority"),
-            )
+            self.recent.discard(session)  # nothing staged under this id is this transaction's
+            try:
+                result: T = await session.with_transaction(
+                    work,
+                    read_concern=ReadConcern("snapshot"),
+                    write_concern=WriteConcern("majority"),
+                )
+            except BaseException:
+                self.recent.discard(session)
+                raise
+            self.recent.publish(session)
             return result

@@ -6,7 +6,10 @@ previous version: a moved version is `StaleVersion`, retried by retry.py) and on
 insert_many of the history documents. The IN_TRANSACTION hooks get all the unit's changes at
 once and a `SessionWriter`: what they record about the changes (Provenance, AuditEvent) is
 stored by this same commit, in the same transaction, again with one bulk write per type, and
-then passes the IN_TRANSACTION hooks itself (its outbox event) unless it asked not to.
+then passes the IN_TRANSACTION hooks itself (its outbox event) unless it asked not to. What
+hooks ask to insert last (`insert_last`: the outbox events) goes in one insert per collection
+after every round. Once the transaction committed, the history documents written are served
+from memory to whoever reads them back (storage/recent.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class SessionWriter:
     def __init__(self, versions: Versions) -> None:
         self.versions = versions
         self._pending: list[tuple[NewVersion, bool]] = []
+        self._last: dict[str, list[Doc]] = {}
 
     def create(self, resource_type: str, resource: dict[str, Any], *, hooks: bool = True) -> NewVersion:
         """Queues version 1 of `resource` (its own `id`, or a new one). `hooks=False`: it
@@ -53,6 +57,16 @@ class SessionWriter:
     def take(self) -> list[tuple[NewVersion, bool]]:
         pending, self._pending = self._pending, []
         return pending
+
+    def insert_last(self, collection: str, docs: list[Doc]) -> None:
+        """Documents the commit inserts after every other write of the transaction, with
+        one insert per collection for all its rounds and units (the outbox's events: a
+        change and the Provenance recording it cost one insert, not two)."""
+        self._last.setdefault(collection, []).extend(docs)
+
+    def take_last(self) -> dict[str, list[Doc]]:
+        last, self._last = self._last, {}
+        return last
 
 
 class Committer:
@@ -80,20 +94,31 @@ class Committer:
                 # erase the first (the audit interceptor refuses it earlier, when it is on).
                 raise MethodNotAllowed(f"{version.change.resource_type} resources are append-only: "
                                        f"they cannot be updated or deleted")
+        stored = [version for unit in written for _, version in unit]
         await self._write(session, [w for unit in written for w in unit])
         changes = [[version.change for _, version in unit] for unit in written]
         writers = [SessionWriter(self.versions) for _ in units]
         hooked = changes
+        last: dict[str, list[Doc]] = defaultdict(list)  # in the order the hooks gave them
         for _ in range(MAX_ROUNDS):
             for (context, _), writer, unit_changes in zip(units, writers, hooked, strict=True):
                 if unit_changes:
                     await self.hooks.call(Pointcut.IN_TRANSACTION, context=context, changes=unit_changes,
                                           session=session, db=self.database.db, writer=writer)
+                for collection, docs in writer.take_last().items():
+                    last[collection] += docs
             records = [writer.take() for writer in writers]
             if not any(records):
                 break
             await self._write(session, [(None, version) for unit in records for version, _ in unit])
+            stored += [version for unit in records for version, _ in unit]
             hooked = [[version.change for version, hooks in unit if hooks] for unit in records]
+        for collection, docs in last.items():
+            await self.database.db[collection].insert_many(docs, session=session)
+        # Served once the transaction has committed (Database.in_transaction publishes them):
+        # the matcher and the notification's read need not read them back.
+        self.database.recent.stage(session, [(v.change.resource_type, v.history) for v in stored
+                                             if v.history is not None])
         return changes
 
     async def after_commit(self, context: RequestContext, changes: list[Change]) -> None:
