@@ -86,17 +86,26 @@ class Services:
 # A socket read may take this long before the driver gives up on the server (long searches
 # take seconds on the embedded database; a hung server must not hold a request forever).
 SOCKET_TIMEOUT_MS = 60_000
+# How late the driver's heartbeat may be before it takes the database for dead. The driver
+# uses connectTimeoutMS for that (its monitor's socket timeout, SDAM), and a heartbeat found
+# late clears the pool and cancels every operation in flight ("operation cancelled": 503s).
+# On a loaded machine a busy SecantusDB sends its streamed heartbeat late: measured up to 0.9 s
+# late at load 11, and 2 of 16 concurrent `$join`s met that in a CI run when it was 2 s. A
+# database that is gone refuses the connection at once, so this does not slow the 503.
+HEARTBEAT_LATE_MS = 20_000
 
 
 def connect(settings: Settings, listeners: Sequence[Any] = ()) -> AsyncMongoClient[dict[str, Any]]:
     if not settings.mongodb_uri:
         raise ValueError("settings.mongodb_uri is not set (serve starts the embedded database)")
     # Without these, a request to a dead database waits 30 s for server selection and then
-    # answers 500; with them it is answered 503 (api/errors.py) within database_timeout.
+    # answers 500; with them it is answered 503 (api/errors.py) within database_timeout. A
+    # database that is only slow (a stall longer than database_timeout) delays the requests
+    # in flight and fails none (HEARTBEAT_LATE_MS).
     timeout_ms = max(100, int(settings.database_timeout * 1000))
     return AsyncMongoClient(
         settings.mongodb_uri, tz_aware=True, uuidRepresentation="standard",
-        serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+        serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=max(timeout_ms, HEARTBEAT_LATE_MS),
         socketTimeoutMS=SOCKET_TIMEOUT_MS, event_listeners=list(listeners),
     )
 

@@ -28,6 +28,7 @@ from fhir_server.operations.scheduling.statuses import (
     TAKING_SLOTS,
     TENTATIVE,
     refused_transition,
+    slot_references,
 )
 
 Doc = dict[str, Any]
@@ -37,12 +38,10 @@ def _trusted(context: RequestContext) -> bool:
 
 
 def _slots(resource: Doc | None) -> set[str]:
+    """The Slots an Appointment holds: every reference it names while in a holding status."""
     if resource is None or resource.get("status") not in HOLDING:
         return set()
-    named = resource.get("slot")
-    if not isinstance(named, list):
-        return set()
-    return {str(s.get("reference")) for s in named if isinstance(s, dict) and s.get("reference")}
+    return set(slot_references(resource))
 
 
 class SchedulingRules:

@@ -24,6 +24,7 @@ from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
 from fhir_server.storage import schema
 from fhir_server.storage.pipeline import SessionWriter
 from subscriptions.endpoints import EndpointPolicy, EndpointRefused
+from subscriptions.grant import registered_backend
 from subscriptions.model import SpecParser, refuse
 from subscriptions.owner import has_system_access, owner_key, principal_doc
 from subscriptions.store import STATE
@@ -92,7 +93,8 @@ class SubscriptionGuard:
             return
         state = db[STATE]
         if change.previous is None and change.resource is not None:
-            owner = principal_doc(context.principal, context.purpose_of_use)
+            owner = principal_doc(context.principal, context.purpose_of_use,
+                                  registered=await registered_backend(db, context.principal))
             await state.update_one({"_id": change.id}, {"$set": {"owner": owner},
                                                         "$setOnInsert": {"n": 0}},
                                    upsert=True, session=session)
@@ -104,7 +106,8 @@ class SubscriptionGuard:
                     and owner.get("key") == owner_key(principal)):
                 # The owner's own update: its token is the grant from now on (renewing an
                 # expiring one). An administrator's or the server's update keeps the owner's.
-                owner = principal_doc(principal, context.purpose_of_use)
+                owner = principal_doc(principal, context.purpose_of_use,
+                                      registered=await registered_backend(db, principal))
                 await state.update_one({"_id": change.id}, {"$set": {"owner": owner}}, session=session)
         key = owner.get("key") if owner else None
         await db[change.resource_type].update_one(

@@ -21,10 +21,14 @@ from subscriptions.grant import grant_fields
 Doc = dict[str, Any]
 
 
-def principal_doc(principal: Principal | None, purpose: tuple[str, ...] = ()) -> Doc | None:
+def principal_doc(principal: Principal | None, purpose: tuple[str, ...] = (), *,
+                  registered: bool = False) -> Doc | None:
+    """The owner as recorded. `registered`: a backend service whose grant is its client
+    registration (`subscriptions.grant`), not the token's lifetime."""
     if principal is None:
         return None
     return {
+        **({"grant": "client"} if registered else {}),
         "client": principal.client_id,
         "user": principal.fhir_user,
         "patient": principal.patient,

@@ -19,7 +19,7 @@ from subscriptions.audience import Audience
 from subscriptions.channels import Handler, InProcessHandlers, RestHook
 from subscriptions.delivery import Delivery
 from subscriptions.dispatcher import Dispatcher
-from subscriptions.grant import Grants
+from subscriptions.grant import Grants, Registrations
 from subscriptions.guard import SubscriptionGuard
 from subscriptions.hub import Hub
 from subscriptions.inprocess import InProcessSubscribers
@@ -55,8 +55,8 @@ class SubscriptionService:
         self.leases = Leases(database.db, s.lease_ttl)
         # The API's own revocation list for this database (one per handle), so a revoked token's
         # grant lapses when the token is refused.
-        self.grants = Grants(revocation_list(
-            database.db, AuthSettings.from_env(settings).revocation_refresh_seconds))
+        refresh = AuthSettings.from_env(settings).revocation_refresh_seconds
+        self.grants = Grants(revocation_list(database.db, refresh), Registrations(database.db, refresh))
         self.renderer = Renderer(repository, settings.base_url)
         self.handlers = InProcessHandlers()
         self.rest_hook = RestHook(self.policy, s.delivery_timeout)

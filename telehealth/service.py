@@ -3,12 +3,13 @@ provider and the built-in rooms' signaling."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from telehealth.builtin import BuiltinProvider
+from telehealth.inflight import InFlight
 from telehealth.jitsi import JitsiProvider
 from telehealth.joins import JoinTokens
 from telehealth.provider import VideoProvider
@@ -32,6 +33,8 @@ class Telehealth:
     settings: TelehealthSettings
     provider: VideoProvider
     rooms: Rooms  # the built-in provider's; idle with another provider
+    # The Encounters being created by a visit's first join in this process, by Appointment id.
+    first_joins: InFlight[str] = field(default_factory=InFlight)
 
     @classmethod
     def build(cls, settings: TelehealthSettings, base_url: str, db: AsyncDatabase[Doc]) -> Telehealth:

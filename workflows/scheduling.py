@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from fhir_server.operations.scheduling.booking import PREVIOUS_EXTENSION, Booker, hold_expires, slot_ids
+from fhir_server.operations.scheduling.booking import PREVIOUS_EXTENSION, Booker, hold_expires, named_slot_ids
 from workflows.effects import Effects
 from workflows.engine import Event, Workflow
 from workflows.timers import Timer
@@ -93,7 +93,7 @@ class Scheduling(Workflow):
         await effects.cancel(hold)  # booked or cancelled: the hold has nothing left to do
         if status == "cancelled":
             # Cancelled by a plain write (not `$cancel`): its Slots are given back here.
-            if slot_ids(appointment):
+            if named_slot_ids(appointment):
                 await Booker(effects.repository, effects.base_url, effects.automation).release_cancelled(
                     event.focus.removeprefix("Appointment/"))
             if (appointment.get("cancelationReason") or {}).get("text") == "rescheduled":

@@ -133,6 +133,21 @@ def client_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def client_disable(args: argparse.Namespace) -> int:
+    """`client disable|enable CLIENT_ID`: a disabled client gets no token, and its backend
+    Subscriptions (whose grant is its registration) stop delivering."""
+    from fhir_server.auth.clients import ClientRegistry
+
+    async def work(db: Db, settings: AuthSettings) -> bool:
+        return await ClientRegistry(db).set_disabled(args.client_id, args.action == "disable")
+
+    if not _run(args, work):
+        print(f"no client {args.client_id}", file=sys.stderr)
+        return 1
+    print(f"{args.client_id} {args.action}d")
+    return 0
+
+
 # ---------------------------------------------------------------- user add
 
 def _user_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -254,7 +269,8 @@ def add_commands(sub: Any) -> None:
 
     client = sub.add_parser("client", help="register OAuth clients (client add --help)",
                             description="OAuth clients of the SMART authorization server.")
-    add = client.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+    actions = client.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser(
         "add", help="register a client; prints it (and its secret) as JSON", formatter_class=fmt,
         description="Registers an OAuth client (as RFC 7591 dynamic registration would) and prints "
                     "its metadata, with client_secret for confidential clients. " + _DB_NOTE,
@@ -262,6 +278,15 @@ def add_commands(sub: Any) -> None:
                "https://dash.example.org/cb --scope 'openid fhirUser launch/patient patient/*.rs'")
     _client_add_arguments(add)
     add.set_defaults(run=client_add, needs_server=False)
+    for action in ("disable", "enable"):
+        toggle = actions.add_parser(
+            action, help=f"{action} a registered client", formatter_class=fmt,
+            description=("Disables a client: it gets no more tokens, and the Subscriptions a backend "
+                         "service created under its registration stop delivering. " if action == "disable"
+                         else "Enables a disabled client again. ") + _DB_NOTE)
+        _common(toggle)
+        toggle.add_argument("client_id", metavar="CLIENT_ID")
+        toggle.set_defaults(run=client_disable, needs_server=False)
 
     user = sub.add_parser("user", help="add users who sign in (user add --help)",
                           description="Users who sign in at the authorization server's login page.")

@@ -185,9 +185,19 @@ class ClientRegistry:
 
     async def ensure(self, client: Client) -> None:
         """Registers `client` under its own fixed id, or brings its registration up to date
-        (the server's own apps, registered at every start-up)."""
-        await self._collection.replace_one({"_id": client.client_id}, client.to_document(), upsert=True)
+        (the server's own apps, registered at every start-up; one an operator disabled stays
+        disabled)."""
+        doc = client.to_document()
+        await self._collection.update_one({"_id": doc.pop("_id")}, {"$set": doc}, upsert=True)
 
     async def get(self, client_id: str) -> Client | None:
+        """The client, or None when it is not registered or disabled: a disabled client
+        authenticates nowhere, and what was granted to it by registration ends
+        (subscriptions/grant.py)."""
         doc = await self._collection.find_one({"_id": client_id})
-        return Client.from_document(doc) if doc else None
+        return Client.from_document(doc) if doc and not doc.get("disabled") else None
+
+    async def set_disabled(self, client_id: str, disabled: bool) -> bool:
+        """Disables (or enables again) a registered client; False when there is none."""
+        done = await self._collection.update_one({"_id": client_id}, {"$set": {"disabled": disabled}})
+        return done.matched_count == 1

@@ -154,14 +154,21 @@ class Join:
         return closes
 
     async def _encounter(self, base_url: str, appointment_id: str, appointment: Doc, at: datetime) -> str:
-        """The visit's Encounter, created by the first join only (conditional create on the
-        visit's identifier: concurrent first joins make one)."""
+        """The visit's Encounter, created by the first join only. Concurrent first joins in
+        this process share one create (telehealth/inflight.py); the create is conditional on
+        the visit's identifier, so first joins in several processes still make one."""
         criteria = [("identifier", f"{VISIT_SYSTEM}|Appointment/{appointment_id}")]
         system = RequestContext.system(base_url, "create")
         # Every join but the first finds it: a plain read, no conditional lock or transaction.
         found = await self.repository.search(system, self.search.parse("Encounter", criteria), with_total=False)
         if found.entries:
             return f"Encounter/{found.entries[0].id}"
+        return await self.telehealth.first_joins.run(
+            appointment_id, lambda: self._create_encounter(system, criteria, appointment_id, appointment, at))
+
+    async def _create_encounter(self, system: RequestContext, criteria: list[tuple[str, str]],
+                                appointment_id: str, appointment: Doc, at: datetime) -> str:
+        base_url = system.base_url
         actors = _actors(appointment, base_url)
         patient = next((r for r, _ in actors if r.startswith("Patient/")), None)
         encounter: Doc = {

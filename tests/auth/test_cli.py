@@ -55,3 +55,19 @@ def test_user_add_with_totp(env: list[str], auth: AuthServer,
     assert cli.user_add_main([*env, "--username", "coord", "--fhir-user",
                               "Practitioner/c1", "--totp"]) == 0
     assert "otpauth://" in capsys.readouterr().out
+
+
+def test_client_disable_and_enable(env: list[str], auth: AuthServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from fhir_server.cli import main
+
+    assert cli.client_add_main([*env, "--name", "Backend", "--grant-type", "client_credentials",
+                                "--auth-method", "private_key_jwt", "--jwks-uri",
+                                "https://backend.example.org/jwks", "--scope", "system/Task.rs"]) == 0
+    client_id = json.loads(capsys.readouterr().out)["client_id"]
+    # A disabled client is no registered client to anyone who asks (token endpoint, grants).
+    assert main(["client", "disable", *env, client_id]) == 0
+    assert auth.run(lambda db: ClientRegistry(db).get(client_id)) is None
+    assert main(["client", "enable", *env, client_id]) == 0
+    enabled = auth.run(lambda db: ClientRegistry(db).get(client_id))
+    assert enabled is not None and enabled.client_id == client_id
+    assert main(["client", "disable", *env, "no-such-client"]) == 1

@@ -209,3 +209,25 @@ def test_a_plainly_cancelled_appointment_gives_its_slots_back(api: httpx.Client)
     history = api.get(f"/Slot/{slots[0]}/_history", params={"_count": "50"}).json()
     statuses = [e["resource"]["status"] for e in reversed(history["entry"])]
     assert statuses == ["free", "busy", "free", "busy"], statuses
+
+
+def test_a_plainly_cancelled_appointment_naming_a_slot_elsewhere_still_gives_its_own_back(api: httpx.Client) -> None:
+    """The workflow reads what was stored leniently: a Slot reference of another server
+    (valid FHIR) is not ours to give back, and does not stop the Slots that are (before, the
+    strict reader refused the whole Appointment and the Slot stayed busy for good)."""
+    practice = Practice(api)
+    doctor, slots = practice.practitioner(slots=1)
+    proposal = practice.find(practitioner=doctor, patient=practice.patient)[0]
+    booked = appointment_of(api.post("/Appointment/$book", json=parameters(appointment_resource=proposal)))
+    assert slot_status(api, slots[0]) == "busy"
+    elsewhere = {"reference": "https://elsewhere.example.org/fhir/Slot/1"}
+    cancelled = api.put(f"/Appointment/{booked['id']}",
+                        json={**booked, "status": "cancelled", "slot": [*booked["slot"], elsewhere]})
+    assert cancelled.status_code == 200, cancelled.text
+    wait_until(lambda: slot_status(api, slots[0]) == "free", what="the Slot freed by the workflow")
+    # The rules on every write still count such a reference as a Slot held: a plain write
+    # may not make a booked Appointment hold it.
+    other = created(api, appointment("proposed", f"Patient/{practice.patient}"))
+    taken = api.put(f"/Appointment/{other['id']}", json={**other, "status": "booked", "slot": [elsewhere]})
+    assert taken.status_code == 422, taken.text
+    assert taken.json()["issue"][0]["diagnostics"].startswith("slot-taken-by-operation:")

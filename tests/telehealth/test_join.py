@@ -9,8 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from pymongo import MongoClient
 
 from fhir_server.operations.join import VISIT_SYSTEM
+from fhir_server.storage.database import CONDITIONAL_LOCKS
+from fhir_server.storage.pipeline.locks import lock_id
 from telehealth.builtin import CHANNEL
 from telehealth.virtual_service import URL as VIRTUAL_SERVICE
 from telehealth.virtual_service import VirtualService, with_service
@@ -92,6 +95,31 @@ def test_participants_join_and_the_first_join_creates_the_encounter_once(tele: T
     assert {output(a)["encounter"]["reference"] for a in [joined, *answers]} == {f"Encounter/{encounter['id']}"}
     # The patient may read the visit's Encounter (it is in her compartment).
     assert patient.get(f"/Encounter/{encounter['id']}").status_code == 200
+
+
+def test_32_concurrent_first_joins_all_succeed_and_create_the_encounter_in_one_transaction(tele: TeleServer) -> None:
+    admin = tele.admin()
+    visit = make_visit(admin)
+    tele.session_address(admin, visit.appointment)
+    patient, doctor = tele.patient(visit.patient), tele.practitioner(visit.practitioner)
+
+    # Nobody has joined yet: all 32 are first joins (the doctor's and the patient's tabs).
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda n: join(doctor if n % 4 == 0 else patient, visit.appointment), range(32)))
+    assert [a.status_code for a in answers] == [200] * 32, [a.text[:200] for a in answers if a.status_code != 200]
+
+    found = admin.get("/Encounter", params={"identifier": f"{VISIT_SYSTEM}|Appointment/{visit.appointment}"}).json()
+    assert len(found["entry"]) == 1
+    encounter = found["entry"][0]["resource"]
+    assert {output(a)["encounter"]["reference"] for a in answers} == {f"Encounter/{encounter['id']}"}
+    assert encounter["meta"]["versionId"] == "1"
+    # One transaction took the conditional create's lock: the first joins shared one create
+    # (before, each of the 32 ran its own conditional create, racing for that lock).
+    settings = tele.running.settings
+    with MongoClient(settings.mongodb_uri) as client:
+        lock = client[settings.database][CONDITIONAL_LOCKS].find_one(
+            {"_id": lock_id("Encounter", [("identifier", f"{VISIT_SYSTEM}|Appointment/{visit.appointment}")])})
+    assert lock is not None and lock["n"] == 1, lock
 
 
 def test_anyone_but_a_participant_is_refused_403(tele: TeleServer) -> None:

@@ -38,7 +38,9 @@ from fhir_server.operations.scheduling.statuses import (
     RULE_FINAL,
     TAKING_SLOTS,
     TENTATIVE,
+    local_slot_id,
     refused_transition,
+    slot_references,
 )
 from fhir_server.operations.scheduling.statuses import FINAL as FINAL_STATUSES
 from fhir_server.storage.documents import StoredResource, format_instant, now
@@ -56,20 +58,27 @@ AUDIT_CODES = "http://fhir.care-coord.example/CodeSystem/scheduling-audit"
 
 
 def slot_ids(appointment: Doc) -> list[str]:
-    """The ids of the Slots an Appointment names (`Slot/<id>` references), in order, once each."""
-    ids: list[str] = []
+    """The ids of the Slots an Appointment names (`Slot/<id>` references), in order, once
+    each; strict (400) for what an operation takes: anything else in `Appointment.slot`."""
     given = appointment.get("slot") or []
     if not isinstance(given, list) or len(given) > MAX_SLOTS:
         raise BadRequest(f"Appointment.slot must be a list of at most {MAX_SLOTS} references", code="value",
                          expression=("Appointment.slot",))
-    for ref in given:
-        reference = ref.get("reference") if isinstance(ref, dict) else None
-        if not isinstance(reference, str) or not reference.startswith("Slot/") or "/" in reference[5:]:
-            raise BadRequest("Appointment.slot must hold references Slot/<id>", code="value",
-                             expression=("Appointment.slot",))
-        if reference[5:] not in ids:
-            ids.append(reference[5:])
-    return ids
+    if not all(isinstance(ref, dict) and isinstance(ref.get("reference"), str) for ref in given):
+        raise BadRequest("Appointment.slot must hold references Slot/<id>", code="value",
+                         expression=("Appointment.slot",))
+    ids = [local_slot_id(reference) for reference in slot_references(appointment)]
+    if None in ids:
+        raise BadRequest("Appointment.slot must hold references Slot/<id>", code="value",
+                         expression=("Appointment.slot",))
+    return [i for i in ids if i is not None]
+
+
+def named_slot_ids(appointment: Doc) -> list[str]:
+    """Leniently, the ids of the `Slot/<id>` references an Appointment names (what a stored
+    Appointment holds here; other entries are not ours to give back)."""
+    ids = (local_slot_id(reference) for reference in slot_references(appointment))
+    return [i for i in ids if i is not None]
 
 
 def hold_expires(appointment: Doc) -> datetime | None:
@@ -230,7 +239,7 @@ class Booker:
             raise Gone(f"Appointment/{appointment_id} was deleted")
         return doc, fhirjson.loads(doc["res"])
 
-    async def _live(self, session: AsyncClientSession, context: RequestContext,
+    async def _live(self, session: AsyncClientSession | None, context: RequestContext,
                     appointment_id: str) -> tuple[Doc, Doc] | None:
         """The Appointment's current document and resource, or None when it is gone: for the
         server's own work (a hold's expiry, an answer), where there is nothing to refuse."""
@@ -352,7 +361,7 @@ class Booker:
             _without(cancelled, HOLD_EXTENSION)
             unit.add(context, await self.repository.planner.update_from(
                 context, "Appointment", appointment_id, cancelled, doc))
-            await self._release(session, unit, appointment_id, slot_ids(current))
+            await self._release(session, unit, appointment_id, named_slot_ids(current))
 
         planned = await self._run(f"Appointment/{appointment_id}", build)
         return await self._stored(context, planned, appointment_id)
@@ -373,7 +382,7 @@ class Booker:
                                       "it cannot be rescheduled", code="business-rule",
                                       expression=("Appointment.status",))
             self._check(current.get("status"), "cancelled")
-            old_ids, new_ids = slot_ids(current), slot_ids(new)
+            old_ids, new_ids = named_slot_ids(current), slot_ids(new)
             mine = frozenset(old_ids) & frozenset(new_ids) if current.get("status") in HOLDING else frozenset()
             async def plan(start: str, end: str) -> None:
                 booked = {**new, "status": "booked", "start": start, "end": end}
@@ -422,7 +431,7 @@ class Booker:
             _without(expired, HOLD_EXTENSION)
             unit.add(system, await self.repository.planner.update_from(
                 system, "Appointment", appointment_id, expired, doc))
-            await self._release(session, unit, appointment_id, slot_ids(current))
+            await self._release(session, unit, appointment_id, named_slot_ids(current))
             return True
 
         return await self._on_live(appointment_id, change)
@@ -434,6 +443,10 @@ class Booker:
         second call, or one after `$cancel`, finds nothing to do."""
         system = self._system()
         changed = False
+        # First without a transaction: after `$cancel` (or a second call) every Slot is free
+        # already and there is nothing to plan. A Slot taken meanwhile is another Appointment's.
+        if not await self._taken(system, appointment_id):
+            return False
 
         async def build(session: AsyncClientSession, unit: _Unit) -> None:
             nonlocal changed
@@ -441,11 +454,21 @@ class Booker:
             if found is None or found[1].get("status") != "cancelled":
                 changed = False
                 return
-            await self._release(session, unit, appointment_id, slot_ids(found[1]))
+            await self._release(session, unit, appointment_id, named_slot_ids(found[1]))
             changed = bool(unit.groups)
 
         await self._run(f"Appointment/{appointment_id}", build)
         return changed
+
+    async def _taken(self, system: RequestContext, appointment_id: str) -> bool:
+        """Whether the cancelled Appointment names a Slot that is still busy or held."""
+        found = await self._live(None, system, appointment_id)
+        if found is None or found[1].get("status") != "cancelled":
+            return False
+        ids = named_slot_ids(found[1])
+        slots = await self.repository.planner.current_many(None, system, [("Slot", i) for i in ids])
+        return any(doc.get("res") is not None and fhirjson.loads(doc["res"]).get("status") in (BUSY, TENTATIVE)
+                   for doc in slots.values())
 
     async def respond(self, appointment_id: str, actor: str, answer: str) -> bool:
         """A participant answered (AppointmentResponse): their `participant.status` becomes the

@@ -8,6 +8,8 @@ Creating an Appointment in any status is allowed (a record of a visit booked els
 
 from __future__ import annotations
 
+from typing import Any
+
 # From each status, the statuses that may follow it (besides itself). entered-in-error may
 # follow any status: a record made by mistake is withdrawn whatever state it reached.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -55,3 +57,23 @@ def refused_transition(before: str | None, after: str | None) -> str | None:
         return (f"{RULE_TRANSITION}: {before} → {after} is not a transition of the Appointment "
                 f"state machine (from {before}: {allowed})")
     return None
+
+
+def slot_references(appointment: dict[str, Any] | None) -> list[str]:
+    """The `reference` of each `Appointment.slot` entry, in order, once each; entries that are
+    no reference are skipped. Lenient on purpose: it reads whatever was stored (the rules on
+    every write count any reference as a Slot held; the workflow gives back what it can). The
+    operations then check what they take strictly (booking.slot_ids)."""
+    named = (appointment or {}).get("slot")
+    out: list[str] = []
+    for entry in named if isinstance(named, list) else []:
+        reference = entry.get("reference") if isinstance(entry, dict) else None
+        if isinstance(reference, str) and reference and reference not in out:
+            out.append(reference)
+    return out
+
+
+def local_slot_id(reference: str) -> str | None:
+    """The id of a `Slot/<id>` reference, else None."""
+    rest = reference.removeprefix("Slot/")
+    return rest if rest != reference and rest and "/" not in rest else None
