@@ -202,6 +202,12 @@ def test_reads_through_the_api_are_batched_and_mean_what_they_meant(
     assert world.auditor.get(f"/AuditEvent/{one['id']}/_history/2").status_code == 404
     history = world.auditor.get(f"/AuditEvent/{one['id']}/_history").json()
     assert [e["resource"]["id"] for e in history["entry"]] == [one["id"]]
+    # Append-only as a lone one: no second version, no lone copy under its id.
+    changed = {k: v for k, v in one.items() if k != "meta"} | {"action": "C"}
+    assert world.admin.put(f"/AuditEvent/{one['id']}", json=changed).status_code == 405
+    assert world.admin.delete(f"/AuditEvent/{one['id']}").status_code == 405
+    assert db["AuditEvent"].find_one({"_id": one["id"]}) is None
+    assert world.auditor.get(f"/AuditEvent/{one['id']}").json() == one
     # The access decision judges a batched event as a lone one: Anna (her own events) and
     # Paul (no AuditEvent scope) get for each what they get for the client's event.
     for person in (world.anna, world.paul, world.clara):
