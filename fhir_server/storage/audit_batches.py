@@ -26,12 +26,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
+from functools import cmp_to_key
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
+
+from fhir_server.search import keyset
 
 Doc = dict[str, Any]
 AUDIT_EVENT = "AuditEvent"
@@ -41,7 +44,7 @@ BATCHES = "AuditEvent_batches"
 CHUNK_EVENTS = 500
 CHUNK_BYTES = 3 * 1024 * 1024
 DUPLICATE_KEY = 11000
-_EVENTS = [{"$unwind": "$e"}, {"$replaceRoot": {"newRoot": "$e"}}]
+_EVENTS: list[Doc] = [{"$unwind": "$e"}, {"$replaceRoot": {"newRoot": "$e"}}]
 CONSENT = "Consent/"
 INDEXES = [
     IndexModel([("p", ASCENDING)], name="batch_patient", sparse=True),
@@ -197,15 +200,47 @@ class _Cursor:
         stages += [{"$project": self._projection}] if self._projection else []
         return stages
 
+    async def _in_session(self) -> list[Doc]:
+        """The same answer as two queries merged here: MongoDB does not take `$unionWith`
+        in a transaction (a write's plan reads AuditEvents in one)."""
+        side: list[Doc] = _sort_stage(self._sort) + (
+            [{"$limit": self._skip + self._limit}] if self._limit else [])
+        lone = await (await self._view.lone.aggregate(
+            ([{"$match": self._filter}] if self._filter else []) + side, session=self._session)).to_list()
+        pre = prefilter(self._filter)
+        stages: list[Doc] = [{"$match": pre}] if pre else []
+        stages += _EVENTS + ([{"$match": self._filter}] if self._filter else []) + side
+        batched = await (await self._view.batches.aggregate(stages, session=self._session)).to_list()
+        docs = lone + batched
+        if self._sort:
+            keys = self._sort
+            docs.sort(key=cmp_to_key(lambda a, b: keyset.compare_docs(a, b, keys)))
+        docs = docs[self._skip:self._skip + self._limit if self._limit else None]
+        return [_projected(d, self._projection) for d in docs] if self._projection else docs
+
     async def to_list(self, length: int | None = None) -> list[Doc]:
-        cursor = await self._view.lone.aggregate(self.pipeline(), session=self._session)
+        if self._session is not None:
+            return await self._in_session()
+        cursor = await self._view.lone.aggregate(self.pipeline())
         docs: list[Doc] = await cursor.to_list(length)
         return docs
 
     async def __aiter__(self) -> AsyncIterator[Doc]:
-        cursor = await self._view.lone.aggregate(self.pipeline(), session=self._session)
+        if self._session is not None:
+            for doc in await self._in_session():
+                yield doc
+            return
+        cursor = await self._view.lone.aggregate(self.pipeline())
         async for doc in cursor:
             yield doc
+
+
+def _projected(doc: Doc, projection: Doc) -> Doc:
+    """A top-level projection applied here (what a write's plan asks for: `_id`, `v`, ...)."""
+    if all(not v for v in projection.values()):
+        return {k: v for k, v in doc.items() if k not in projection}
+    keep = {k.split(".")[0] for k, v in projection.items() if v} | {"_id"}
+    return {k: v for k, v in doc.items() if k in keep}
 
 
 class AuditEventView:
@@ -231,6 +266,8 @@ class AuditEventView:
         return docs[0] if docs else None
 
     async def count_documents(self, filter: Doc, *, session: Any = None) -> int:
+        if session is not None:
+            return len(await self.find(filter, {"_id": 1}, session=session).to_list())
         pipeline = [{"$match": filter}, _union(filter, []), {"$count": "n"}]
         cursor = await self.lone.aggregate(pipeline, session=session)
         docs = await cursor.to_list()
