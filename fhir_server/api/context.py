@@ -15,6 +15,7 @@ from fhir_server.api.route import route_of
 from fhir_server.context import AUTH_DISABLED, RequestContext
 from fhir_server.errors import BadRequest
 from fhir_server.hooks import Pointcut
+from fhir_server.storage.changes import TICKET
 from fhir_server.storage.pipeline.group import ATTRIBUTE as GROUP_ATTRIBUTE
 from fhir_server.storage.pipeline.group import SCOPE_KEY as GROUP_SCOPE_KEY
 
@@ -81,6 +82,9 @@ async def request_context(
     if route.operation:
         context.attributes[OPERATION] = route.operation
     context.attributes[REQUESTED_PURPOSE] = purposes
+    # Every change committed before this request started governs it (the caches' feed):
+    # one pull after this ticket serves the read cache and the Consent cache alike.
+    context.attributes[TICKET] = svc.database.changes.ticket()
     group = request.scope.get(GROUP_SCOPE_KEY)
     if group is not None:
         # An entry of a batch (set in process by fhir_server.batch.dispatch, never by a client).

@@ -26,6 +26,12 @@ class Segment:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self.fd = fd
+        # The events of a segment are one batch: their ids name its documents
+        # (fhir_server.storage.audit_batches), `<batch>.<chunk>.<n>`.
+        self.batch = uuid.uuid4().hex
+        self.chunk = 0
+        self.count = 0  # events in the current chunk
+        self.size = 0  # their JSON bytes
 
     @classmethod
     def open(cls, path: Path, *, create: bool) -> Segment | None:

@@ -1,15 +1,16 @@
 """The durable, batched AuditEvent writer: off the response path, and nothing lost on a crash.
 
-`record(event)` appends the event to the write-ahead log (one write(2): it survives the
-process dying from then on) and to an in-memory batch, then returns: the request goes on
-without waiting for MongoDB. A background task fsyncs the log every `sync_interval` (it
-survives the machine from then on) and stores batches every `flush_interval`, or as soon
-as `batch_size` are waiting: it seals the log segment, fsyncs it, stores the AuditEvents
-(versions built by the write pipeline, stored by its `store_new`: one insert per collection)
-with majority write concern, and deletes the segment. Large batches matter: the embedded database spends about as much
-on an insert command as on the documents in it. A crash at any point leaves the segment on
-disk; the next start replays it. Inserts are idempotent (the event's id is the document key), so
-a batch stored twice is stored once. When `max_pending` events wait, `record` waits too.
+`record(event)` names the event after its batch (`<batch>.<chunk>.<n>`), appends it to the
+write-ahead log (one write(2): it survives the process dying from then on) and to an
+in-memory batch, then returns: the request goes on without waiting for MongoDB. A background
+task fsyncs the log every `sync_interval` (it survives the machine from then on) and stores
+batches every `flush_interval`, or as soon as `batch_size` are waiting: it seals the log
+segment, fsyncs it, stores the batch's AuditEvents (versions built by the write pipeline) as
+a few documents of many events each (fhir_server.storage.audit_batches: one insert, about a
+tenth of the database CPU of a document per event) with majority write concern, and deletes
+the segment. A crash at any point leaves the segment on disk; the next start replays it.
+Inserts are idempotent (the batch document's id follows from its events' ids), so a batch
+stored twice is stored once. When `max_pending` events wait, `record` waits too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pymongo.write_concern import WriteConcern
 
 from fhir_server.audit.settings import AuditSettings
 from fhir_server.audit.wal import Segment, WriteAheadLog
+from fhir_server.storage import audit_batches
+from fhir_server.storage.audit_batches import CHUNK_BYTES, CHUNK_EVENTS
 from fhir_server.storage.database import Database
 from fhir_server.storage.pipeline import Versions, store_new
 from fhir_server.tasks import stop_tasks
@@ -67,12 +70,28 @@ class AuditWriter:
             self._batch_full.set()
             await self._room.wait()
         # No await between the log and the batch: a sealed segment holds exactly its batch.
-        self.wal.append(orjson.dumps(event) + b"\n")
+        self.wal.append(self._named(event))
         self._unsynced = True
         self._pending.append(event)
         self._has_events.set()
         if len(self._pending) >= self.settings.batch_size:
             self._batch_full.set()
+
+    def _named(self, event: Doc) -> bytes:
+        """The log line of `event`, given its id in the open segment's batch."""
+        segment = self.wal.current
+        assert segment is not None, "the write-ahead log is not open"
+        if segment.count >= CHUNK_EVENTS:
+            segment.chunk, segment.count, segment.size = segment.chunk + 1, 0, 0
+        event["id"] = f"{segment.batch}.{segment.chunk}.{segment.count}"
+        line = orjson.dumps(event) + b"\n"
+        if segment.count and segment.size + len(line) > CHUNK_BYTES:
+            segment.chunk, segment.count, segment.size = segment.chunk + 1, 0, 0
+            event["id"] = f"{segment.batch}.{segment.chunk}.{segment.count}"
+            line = orjson.dumps(event) + b"\n"
+        segment.count += 1
+        segment.size += len(line)
+        return line
 
     def waiting(self) -> int:
         return len(self._pending) + sum(len(batch) for _, batch in self._unstored)
@@ -120,7 +139,12 @@ class AuditWriter:
     async def _store(self, events: list[Doc]) -> None:
         # Inserts are idempotent: a replayed batch stores only what is not there yet.
         versions = [self.versions.build(AUDIT_EVENT, event["id"], event, None, "create") for event in events]
-        await store_new(self.database, AUDIT_EVENT, versions, MAJORITY)
+        batched = [v.current for v in versions if audit_batches.document_of(v.current["_id"])]
+        if batched:
+            await audit_batches.store(self.database.audit_batches, batched, MAJORITY)
+        # Events logged before batches (ids of their own) are stored as lone ones.
+        await store_new(self.database, AUDIT_EVENT,
+                        [v for v in versions if not audit_batches.document_of(v.current["_id"])], MAJORITY)
 
     async def stop(self) -> None:
         if self._task is not None:

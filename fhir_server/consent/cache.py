@@ -78,6 +78,10 @@ class ConsentCache:
         self._next: asyncio.Task[None] | None = None  # the sync that starts after it
         self.feed = database.changes
         self._pending: set[str] = set()  # Consent ids changed per the feed, not yet applied
+        # The feed's pulls whose events are applied (all up to this number), and the ticket
+        # the next sync must pull past (the highest of those who joined it).
+        self._covered = 0
+        self._want = -1
         self.feed.subscribe(self._note, self._forget)
 
     def clear(self) -> None:
@@ -85,9 +89,14 @@ class ConsentCache:
         self._applied.clear()
         self._epoch += 1
 
-    async def sync(self) -> None:
-        """Applies the Consent change events committed before this call (and maybe since),
-        by a query that starts after it: shared with the requests that ask meanwhile."""
+    async def sync(self, ticket: int | None = None) -> None:
+        """Applies the Consent change events committed before this call (or before the
+        feed's `ticket` was taken: a request's, whose read cache pull then serves both), by
+        a query that starts after it: shared with the requests that ask meanwhile."""
+        want = self.feed.ticket() if ticket is None else ticket
+        if self._covered > want:
+            return
+        self._want = max(self._want, want)
         if self._next is None:
             self._next = asyncio.get_running_loop().create_task(self._after(self._running))
         await asyncio.shield(self._next)
@@ -109,19 +118,23 @@ class ConsentCache:
 
     def _forget(self) -> None:
         # The feed (re)opened or failed: what it told us may be incomplete; start afresh.
+        self._covered = 0
         self.clear()
         self._pending.clear()
         self._synced = None
 
     async def _sync_once(self) -> None:
-        if await self.feed.sync():
-            changed, self._pending = self._pending, set()
+        want, self._want = self._want, -1
+        if await self.feed.sync(want if want >= 0 else None):
+            # Every event of the pulls up to `covered` is in `_pending` now.
+            covered, (changed, self._pending) = self.feed.synced, (self._pending, set())
             if changed:
                 try:
                     await self._invalidate(changed)
                 except BaseException:
                     self.clear()  # which patients they named is unknown: forget them all
                     raise
+            self._covered = max(self._covered, covered)
             return
         started = time.time()
         if self._synced is None or started - self._synced > RESET_SECONDS:

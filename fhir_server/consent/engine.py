@@ -158,7 +158,7 @@ class ConsentEngine:
         principal = context.principal
         if principal is None or principal.kind != "token":
             return None  # the server's own work (the access decision refuses a missing principal)
-        await self.cache.sync()
+        await self.cache.sync(self.cache.feed.request_ticket(context.attributes))
         now = datetime.now(UTC)
         fhir_user = relative_reference(principal.fhir_user, self.base_url) if principal.fhir_user else None
         own = fhir_user[len("Patient/"):] if fhir_user and fhir_user.startswith("Patient/") else None

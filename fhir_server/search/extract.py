@@ -66,11 +66,29 @@ class Extractor:
                 continue
         return out
 
-    def _values(self, param: SearchParam, resource: Doc) -> list[tuple[Any, str | None]]:
+    @staticmethod
+    def values(param: SearchParam, resource: Doc) -> list[tuple[Any, str | None]]:
+        """What `param`'s branches find in `resource`, each with its branch's `resolve() is`
+        type: all a parameter's search values depend on (search.memo keys on it)."""
         return [(v, b.is_type) for b in param.branches for v in b.evaluate(resource)]
 
+    def reference_parts(self, value: Any, is_type: str | None) -> tuple[str | None, Doc | None]:
+        """What one value of a reference parameter contributes: its normalized reference
+        (if it is one, to a resource of `is_type`) and its identifier."""
+        ref = self.reference(value)
+        kept = ref if ref is not None and (is_type is None or ref_type(ref) == is_type) else None
+        ident = value.get("identifier") if isinstance(value, dict) else None
+        return kept, ident if isinstance(ident, dict) else None
+
+    def put_references(self, out: Doc, code: str, parts: list[tuple[str | None, Doc | None]]) -> None:
+        """A reference parameter's search values from its values' `reference_parts`."""
+        _put(out, code, [ref for ref, _ in parts if ref is not None])
+        idents = [ident for _, ident in parts if ident is not None]
+        if idents:
+            self.tokens(out, f"{code}:identifier", idents)
+
     def _one(self, out: Doc, param: SearchParam, resource: Doc) -> None:
-        values = self._values(param, resource)
+        values = self.values(param, resource)
         if not values:
             return
         kind = param.type
@@ -83,17 +101,8 @@ class Extractor:
             if any(f != s for f, s in zip(folded, strings, strict=True)):
                 _put(out, f"{param.code}:exact", strings)
         elif kind == "reference":
-            refs: list[str] = []
-            idents: list[Any] = []
-            for value, is_type in values:
-                ref = self.reference(value)
-                if ref is not None and (is_type is None or ref_type(ref) == is_type):
-                    refs.append(ref)
-                if isinstance(value, dict) and isinstance(value.get("identifier"), dict):
-                    idents.append(value["identifier"])
-            _put(out, param.code, refs)
-            if idents:
-                self.tokens(out, f"{param.code}:identifier", idents)
+            parts = [self.reference_parts(value, is_type) for value, is_type in values]
+            self.put_references(out, param.code, parts)
         elif kind == "date":
             ranges = [r for v, _ in values for r in _date_ranges(v)]
             _put_dicts(out, param.code, [{"s": s, "e": e} for s, e in ranges])

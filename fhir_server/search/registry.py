@@ -13,8 +13,11 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from fhir_server.resource_types import STORED, STORED_TYPES
 
@@ -25,30 +28,48 @@ RESOLVE_IS = re.compile(r"^(?P<path>.*)\.where\(resolve\(\) is (?P<type>[A-Za-z]
 Evaluator = Callable[[Any], list[Any]]
 
 
-def _children(node: Any, name: str) -> Iterator[Any]:
-    if not isinstance(node, dict):
-        return
-    value = node.get(name)
-    if value is None:
-        # A choice element (`value[x]`) is named by its type in JSON: valueQuantity, ...
-        for key, candidate in node.items():
-            if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
-                value = candidate
-                break
-    if isinstance(value, list):
-        yield from (v for v in value if v is not None)
-    elif value is not None:
-        yield value
+@cache
+def _choice_names() -> frozenset[str]:
+    """Every name a choice element's JSON names could start with: each R4 element name's
+    prefixes before an upper-case letter (`value` of valueQuantity, and some that are not
+    choices: a superset, so only names outside it skip the search for a typed key)."""
+    schema = orjson.loads((DATA / "fhir.schema.json").read_bytes())
+    names = {name for definition in schema["definitions"].values() for name in definition.get("properties", {})}
+    return frozenset(n[:i] for n in names for i in range(1, len(n)) if n[i].isupper())
+
+
+def _choice(node: dict[str, Any], name: str) -> Any:
+    # A choice element (`value[x]`) is named by its type in JSON: valueQuantity, ...
+    if name not in _choice_names():
+        return None
+    for key, candidate in node.items():
+        if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
+            return candidate
+    return None
 
 
 def walker(path: str) -> Evaluator:
-    """A direct evaluator for a dotted path; the first segment names the resource type."""
+    """A direct evaluator for a dotted path; the first segment names the resource type.
+    (`_children` step by step, unrolled: it runs for every parameter of every write.)"""
     steps = path.split(".")[1:]
 
     def evaluate(resource: Any) -> list[Any]:
         nodes = [resource]
         for step in steps:
-            nodes = [child for node in nodes for child in _children(node, step)]
+            found: list[Any] = []
+            for node in nodes:
+                if not isinstance(node, dict):
+                    continue
+                value = node.get(step)
+                if value is None:
+                    value = _choice(node, step)
+                    if value is None:
+                        continue
+                if isinstance(value, list):
+                    found.extend([v for v in value if v is not None])
+                else:
+                    found.append(value)
+            nodes = found
             if not nodes:
                 break
         return nodes

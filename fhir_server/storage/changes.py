@@ -8,7 +8,11 @@ out-of-order ids to re-read (what a query by `_id` would need).
 
 `sync()` answers True once every event committed before the call has been given to the
 listeners: it waits for the first pull (getMore until empty) that starts after the call,
-never one already in flight, so concurrent requests share one round trip. Nothing is pulled
+never one already in flight, so concurrent requests share one round trip. Pulls are
+numbered; `sync(ticket)` waits for a pull numbered above `ticket` (`ticket()`: the pulls
+started so far), so every change committed before the ticket was taken has reached the
+listeners. A request takes one ticket (`request_ticket`) for all its caches: the read
+cache and the Consent cache then share one pull per request, not one each. Nothing is pulled
 while no one asks: the events wait in the stream. When the stream cannot be opened, or
 fails, the listeners are reset (they forget everything) and `sync()` answers False: callers
 then go to the database, as if there were no cache (fail closed). A failed stream is opened
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 RETRY_SECONDS = 5.0
+TICKET = "changes.ticket"  # RequestContext.attributes: the request's ticket
 # The event's type, id and version only; inserts only (matched marks and purges are updates
 # and deletes of events already seen).
 PIPELINE: list[Doc] = [
@@ -52,14 +57,40 @@ class ChangeFeed:
         self._running: asyncio.Task[bool] | None = None  # the pull in flight
         self._next: asyncio.Task[bool] | None = None  # the pull that starts after it
         self.pulls = 0  # pulls sent (for tests and the bench)
+        self._started = 0  # pulls started, numbered 1, 2, ...
+        self._running_number = 0  # the number of the pull in flight
+        self._ok = 0  # the number of the latest pull that succeeded; -1 after a failure
 
     def subscribe(self, on_events: Callable[[list[Doc]], None], on_reset: Callable[[], None]) -> None:
         """`on_events(events)`: events `{t, r, v}` in commit order; `on_reset()`: forget all."""
         self._on_events.append(on_events)
         self._on_reset.append(on_reset)
 
-    async def sync(self) -> bool:
-        """True when every change committed before this call has reached the listeners."""
+    def ticket(self) -> int:
+        """The pulls started so far: a pull numbered above it starts after this call."""
+        return self._started
+
+    @staticmethod
+    def request_ticket(attributes: dict[str, Any]) -> int | None:
+        """The ticket an HTTP request took when it started (its `RequestContext.attributes`,
+        fhir_server.api.context); None for the server's own work: a pull after the call."""
+        ticket = attributes.get(TICKET)
+        return ticket if isinstance(ticket, int) else None
+
+    @property
+    def synced(self) -> int:
+        """The number of the latest pull that succeeded (listeners have its events)."""
+        return self._ok
+
+    async def sync(self, ticket: int | None = None) -> bool:
+        """True when every change committed before this call (or before `ticket` was taken)
+        has reached the listeners."""
+        if ticket is not None:
+            if self._ok > ticket:
+                return True
+            running = self._running
+            if running is not None and self._running_number > ticket:
+                return await asyncio.shield(running)
         if self._next is None:
             self._next = asyncio.get_running_loop().create_task(self._after(self._running))
         return await asyncio.shield(self._next)
@@ -70,9 +101,15 @@ class ChangeFeed:
                 await asyncio.shield(running)
         # From here the pull starts: whoever joined it asked before it did.
         self._running, self._next = asyncio.current_task(), None
+        self._started += 1
+        number = self._running_number = self._started
+        ok = False
         try:
-            return await self._pull()
+            ok = await self._pull()
+            return ok
         finally:
+            # A failed pull reset the listeners: no earlier pull vouches for them any more.
+            self._ok = number if ok else -1
             if self._running is asyncio.current_task():
                 self._running = None
 

@@ -8,7 +8,8 @@ version. Indexes are declared here and created at start-up (idempotent).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import Any, TypeVar, cast
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -18,7 +19,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.resource_types import STORED_TYPES
-from fhir_server.storage import schema
+from fhir_server.storage import audit_batches, schema
 from fhir_server.storage.changes import ChangeFeed
 from fhir_server.storage.recent import RecentVersions
 
@@ -51,10 +52,25 @@ class Database:
         self.recent = RecentVersions()
 
     def current(self, resource_type: str) -> AsyncCollection[Doc]:
+        if resource_type == audit_batches.AUDIT_EVENT:
+            return self._audit_events
         return self.db[resource_type]
 
     def history(self, resource_type: str) -> AsyncCollection[Doc]:
+        if resource_type == audit_batches.AUDIT_EVENT:  # append-only: its own history
+            return self._audit_events
         return self.db[schema.history_collection(resource_type)]
+
+    @cached_property
+    def _audit_events(self) -> AsyncCollection[Doc]:
+        # AuditEvents, lone and batched (storage.audit_batches), queried as one collection.
+        view = audit_batches.AuditEventView(self.db[audit_batches.AUDIT_EVENT], self.audit_batches)
+        return cast(AsyncCollection[Doc], view)
+
+    @property
+    def audit_batches(self) -> AsyncCollection[Doc]:
+        """Where the audit writer stores its batches of AuditEvents (storage.audit_batches)."""
+        return self.db[audit_batches.BATCHES]
 
     def declare_indexes(self, collection: str, models: Iterable[IndexModel]) -> None:
         self._extra_indexes.setdefault(collection, []).extend(models)
@@ -64,6 +80,8 @@ class Database:
         for rtype in STORED_TYPES:
             newest = [(schema.LAST_UPDATED, DESCENDING), ("_id", DESCENDING)]
             indexes[rtype] = [IndexModel(newest, name="ts_id")]
+            if rtype == audit_batches.AUDIT_EVENT:
+                indexes[audit_batches.BATCHES] = list(audit_batches.INDEXES)
             if rtype in schema.APPEND_ONLY:
                 continue  # no history copy (schema.APPEND_ONLY)
             indexes[schema.history_collection(rtype)] = [

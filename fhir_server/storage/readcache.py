@@ -47,9 +47,10 @@ class ReadCache:
     def caches(resource_type: str) -> bool:
         return resource_type not in UNCACHED
 
-    async def ready(self) -> bool:
-        """True when the cache reflects every change committed before this call."""
-        return await self.feed.sync()
+    async def ready(self, ticket: int | None = None) -> bool:
+        """True when the cache reflects every change committed before this call (or before
+        the feed's `ticket` was taken)."""
+        return await self.feed.sync(ticket)
 
     def get(self, resource_type: str, resource_id: str) -> Doc | None:
         key = (resource_type, resource_id)

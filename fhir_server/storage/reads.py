@@ -92,7 +92,7 @@ class ReadPipeline:
         self, context: RequestContext, resource_type: str, resource_id: str
     ) -> StoredResource:
         access = await self.access(context, resource_type)
-        doc = await self._current_doc(access, resource_type, resource_id)
+        doc = await self._current_doc(access, resource_type, resource_id, context)
         if doc is not None and not await self.passing(access, [doc]):
             doc = None
         if doc is None:
@@ -101,11 +101,15 @@ class ReadPipeline:
             seen.remember(context, resource_type, doc)
         return StoredResource.from_current(resource_type, doc)
 
-    async def _current_doc(self, access: AccessQuery, resource_type: str, resource_id: str) -> Doc | None:
+    async def _current_doc(self, access: AccessQuery, resource_type: str, resource_id: str,
+                           context: RequestContext) -> Doc | None:
         """The current document of `resource_id` within the access filter: from the read cache
-        when the filter is empty and the cache is up to date, else from the database."""
+        when the filter is empty and the cache is up to date (with every change committed
+        before the request's ticket: the pull the Consent cache waited for serves), else from
+        the database."""
         cache = self.read_cache
-        if cache is not None and not access.filters and cache.caches(resource_type) and await cache.ready():
+        if cache is not None and not access.filters and cache.caches(resource_type) and await cache.ready(
+                cache.feed.request_ticket(context.attributes)):
             doc = cache.get(resource_type, resource_id)
             if doc is None:
                 ticket = cache.ticket()

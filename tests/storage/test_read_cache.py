@@ -216,6 +216,21 @@ def test_one_change_stream_serves_the_consent_cache_too(
     assert cache_of(secure_server).feed.pulls >= pulls + 5
 
 
+def test_a_read_with_consent_waits_for_one_pull_not_two(
+        secure_server: RunningServer, secure: Any, mint: Mint) -> None:
+    # The Consent cache's sync and the read cache's lookup wait for the same pull: one taken
+    # after the request's ticket (storage/changes.py), not one each.
+    admin = secure(mint("user/*.cruds", fhir_user="Practitioner/admin"))
+    tid = admin.post("/Task", json=TASK).json()["id"]
+    assert admin.get(f"/Task/{tid}").status_code == 200
+    feed = cache_of(secure_server).feed
+    pulls, hits = feed.pulls, cache_of(secure_server).hits
+    for _ in range(10):
+        assert admin.get(f"/Task/{tid}").status_code == 200
+    assert cache_of(secure_server).hits >= hits + 10  # answered from the cache, after a pull
+    assert 10 <= feed.pulls - pulls <= 13, feed.pulls - pulls  # 20 when each cache pulled
+
+
 def _consent_cache(running: RunningServer) -> Any:
     from interceptors.access import AccessInterceptor
 
