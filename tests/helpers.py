@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+# How many times longer than its stated bound a test waits for what must happen (a delivery,
+# a timer, a page element) before it fails. A bound, not a speed claim: a test that passes
+# returns as soon as the thing happens; on a loaded 2-core machine, with the suite's processes
+# side by side, things take a few times longer than on a quiet one.
+PATIENCE = float(os.environ.get("TEST_PATIENCE", "3"))
 
 
 def count(client: httpx.Client, resource_type: str, **params: Any) -> int:

@@ -22,6 +22,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from fhir_server.web_apps import DEFAULT_APPS_DIR
 from tests.clients.conftest import SmartServer
 from tests.clients.test_fhirclient_js import CHROMIUM, CHROMIUM_FLAGS
+from tests.helpers import PATIENCE
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "apps"
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
@@ -41,7 +42,7 @@ def browser() -> Iterator[Browser]:
 def _page(browser: Browser, size: str) -> Page:
     width, height = SIZES[size]
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(20_000 * PATIENCE)
     return page
 
 

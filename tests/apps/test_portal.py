@@ -24,6 +24,7 @@ from fhir_server.operations.join import VISIT_SYSTEM
 from tests.apps.axe import assert_accessible
 from tests.apps.test_apps_browser import SIZES, _page, _seed, _shoot, _sign_in, browser  # noqa: F401 (fixture)
 from tests.clients.conftest import SmartServer
+from tests.helpers import PATIENCE
 from tests.subscriptions.conftest import wait_until
 from tests.telehealth.conftest import virtual_appointment
 
@@ -145,7 +146,7 @@ def _open(page: Page, view: str) -> None:
 def _wait(page: Page, selector: str, timeout: float = 20_000) -> Any:
     """The element, once there; else what the app said went wrong."""
     try:
-        return page.wait_for_selector(selector, timeout=timeout)
+        return page.wait_for_selector(selector, timeout=timeout * PATIENCE)
     except PlaywrightTimeout as exc:
         raise AssertionError(f"{selector} never appeared; the app says: {page.text_content('#status')}") from exc
 

@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.clients.conftest import LAUNCH_API_TOKEN, SmartServer
+from tests.helpers import PATIENCE
 
 JS = Path(__file__).parent / "js"
 BUNDLE = JS / "node_modules" / "fhirclient" / "build" / "fhir-client.js"
@@ -71,7 +72,7 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context()
     tab = context.new_page()
-    tab.set_default_timeout(15_000)
+    tab.set_default_timeout(15_000 * PATIENCE)
     yield tab
     context.close()
 

@@ -25,6 +25,7 @@ from fhir_server.auth.cli import mint_dev_token
 from fhir_server.config import Settings, SubscriptionSettings
 from fhir_server.services import auth_settings
 from tests.conftest import RunningServer, make_settings
+from tests.helpers import PATIENCE
 from tests.subscriptions.receiver import Receiver
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -148,6 +149,7 @@ def r4_subscription(criteria: str, endpoint: str, *, payload: str | None = "appl
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    timeout *= PATIENCE
     deadline = time.monotonic() + timeout
     while True:
         value = check()

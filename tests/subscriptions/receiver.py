@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.conftest import free_port
+from tests.helpers import PATIENCE
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Receiver:
             self._server = None
 
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 15.0) -> list[Received]:
+        timeout *= PATIENCE
         deadline = time.monotonic() + timeout
         with self.cond:
             while not predicate(self.requests):

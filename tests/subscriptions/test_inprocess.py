@@ -7,6 +7,7 @@ import asyncio
 from fhir_server.context import RequestContext
 from fhir_server.services import Services, build_services
 from subscriptions.channels import Notification
+from tests.helpers import PATIENCE
 from tests.subscriptions.builders import task
 from tests.subscriptions.conftest import TOPIC, fast_settings, unique
 
@@ -34,14 +35,14 @@ def test_in_process_subscriber(mongodb_uri: str) -> None:
             sub_id = await services.subscriptions.subscribe(
                 "router", on_task, topic=TOPIC + "task-status", filters=[f"Task?owner=Practitioner/{u}"])
             context = RequestContext.system(settings.base_url)
-            for _ in range(60):
+            for _ in range(int(60 * PATIENCE)):
                 stored = await services.repository.read(context, "Subscription", sub_id)
                 if stored.resource["status"] == "active":
                     break
                 await asyncio.sleep(0.1)
             ids = [(await services.repository.create(context, task(u))).stored.id for _ in range(3)]
             await services.repository.create(context, task(u, owner="Practitioner/someone-else"))
-            await asyncio.wait_for(arrived.wait(), 20)
+            await asyncio.wait_for(arrived.wait(), 20 * PATIENCE)
             assert [n.number for n in got] == [1, 2, 3]
             assert [n.focus for n in got] == [f"Task/{i}" for i in ids]
             assert all(n.resource and n.resource["id"] == i for n, i in zip(got, ids, strict=True))
@@ -99,7 +100,7 @@ def test_a_subscription_without_a_recorded_owner_delivers_nothing(mongodb_uri: s
         try:
             assert await subscribe(services) == first
             await services.repository.create(RequestContext.system(settings.base_url), task(u))
-            await asyncio.wait_for(arrived.wait(), 20)
+            await asyncio.wait_for(arrived.wait(), 20 * PATIENCE)
             await asyncio.sleep(1)  # a few more dispatcher rounds
             assert len(kept) == 1 and lost == []
         finally:

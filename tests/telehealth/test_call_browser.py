@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.helpers import PATIENCE
 from tests.subscriptions.conftest import wait_until
 from tests.telehealth.conftest import TeleServer, closing_visit, join, make_visit, output
 
@@ -42,7 +43,7 @@ def browser() -> Iterator[Browser]:
 def _open(browser: Browser, url: str) -> Page:
     context = browser.new_context()  # its own cookies and storage: another person's browser
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(30_000 * PATIENCE)
     page.goto(url)
     return page
 

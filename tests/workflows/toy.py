@@ -16,6 +16,7 @@ import httpx
 
 from fhir_server.config import Settings, SubscriptionSettings, WorkflowSettings
 from tests.conftest import make_settings
+from tests.helpers import PATIENCE
 from workflows import EFFECT_SYSTEM, Effects, Event, Timer, Workflow
 
 Doc = dict[str, Any]
@@ -95,7 +96,7 @@ def effect_values(communications: list[Doc]) -> list[str]:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * PATIENCE
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
