@@ -5,14 +5,17 @@ Only threads the decision releases are answered or counted, however the inbox ro
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
-from fhir_server.messaging import store
+from fhir_server.messaging import activity, store
+from fhir_server.messaging import inbox as inbox_rows
 from fhir_server.operations import render
 from tests.conftest import RunningServer
 from tests.consent.conftest import actor, classes, consent
@@ -168,3 +171,91 @@ def test_pages_keep_the_order_of_last_activity_across_windows_far_apart(
         pages = walk(anna, world.ref("anna"), _count=count)
         assert [t[0] for p in pages for t in p] == expected, count
         assert all(len(p) == int(count) for p in pages[:-1])
+
+
+# ------------------------------------------------------------------ a burst of activity
+
+
+def rows_read(server: RunningServer, who: str, count: int, cursor: str | None = None) -> int:
+    """How many inbox rows a page of `count` reads (its windows, until one more than a page
+    came back: every thread here is released)."""
+    settings = server.settings
+
+    async def work() -> int:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri)
+        try:
+            after = inbox_rows.decode_cursor(who, cursor) if cursor else None
+            read = 0
+            async for window in inbox_rows.newest_rows(client[settings.database], who, after, count + 1):
+                read += len(window)
+                if read > count:
+                    break
+            return read
+        finally:
+            await client.close()
+
+    return asyncio.run(work())
+
+
+def burst(world: World, n: int) -> list[str]:
+    """`n` threads the GP opens in one transaction Bundle: all active within moments."""
+    gp = world.person("gray", "ehr")
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": world.thread_header(), "request": {"method": "POST", "url": "Communication"}}
+        for _ in range(n)]}
+    reply = gp.post("/", json=bundle)
+    assert reply.status_code == 200, reply.text
+    return [e["response"]["location"].split("/")[1] for e in reply.json()["entry"]]
+
+
+def test_a_burst_of_activity_is_read_a_page_at_a_time(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    """36 threads active within moments, five minutes ago: a page of 10 reads the 11 rows it
+    needs, not the burst (which a window of last activity placed blindly reads whole)."""
+    made = burst(world, 36)
+    db = mongo[messaging_server.settings.database]
+    anna = world.ref("anna")
+    # As if the burst had happened five minutes ago: every row's last activity and every time
+    # noted of it moved back alike (the server's own bookkeeping; nothing else changes).
+    back = timedelta(minutes=5)
+    for row in db[store.INBOX].find({"participant": anna}):
+        db[store.INBOX].update_one({"_id": row["_id"]}, {"$set": {"at": row["at"] - back}})
+    noted = db[activity.ACTIVITY].find_one({"_id": anna}) or {}
+    db[activity.ACTIVITY].update_one({"_id": anna}, {"$set": {"at": [t - back for t in noted.get("at", [])]}})
+    assert len(noted.get("at", [])) == 36  # one time per thread opened
+    assert rows_read(messaging_server, anna, 10) == 11
+    # Every page in order of last activity; the next pages read about a page each too.
+    expected = [r["thread"] for r in sorted(db[store.INBOX].find({"participant": anna}),
+                                            key=lambda r: (r["at"], r["thread"]), reverse=True)]
+    assert sorted(expected) == sorted(made)
+    client = world.person("anna", "portal")
+    answer, pages = inbox(client, anna, _count="10"), []
+    while True:
+        pages.append([t[0] for t in threads(answer)])
+        following = next_params(answer)
+        if following is None:
+            break
+        assert rows_read(messaging_server, anna, 10, following["_cursor"]) <= 2 * 11
+        answer = inbox(client, anna, _count="10", _cursor=following["_cursor"])
+    assert [t for p in pages for t in p] == expected and [len(p) for p in pages] == [10, 10, 10, 6]
+
+
+def test_sixteen_messages_at_once_to_one_thread_are_all_numbered_and_noted(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    thread_id, _ = thread_with_messages(world, 0)
+    gp = world.person("gray", "ehr")
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda i: gp.post("/Communication", json=message(thread_id, f"at once {i}")),
+                                range(16)))
+    assert [r.status_code for r in replies] == [201] * 16, [r.text for r in replies if r.status_code != 201]
+    db = mongo[messaging_server.settings.database]
+    numbers = sorted(m["seq"] for m in db[store.MESSAGES].find({"thread": thread_id}))
+    assert numbers == list(range(1, 17))
+    # Every participant's row has the last number, and each of their activities was noted.
+    rows = {r["participant"]: r["seq"] for r in db[store.INBOX].find({"thread": thread_id})}
+    assert rows == {p: 16 for p in (world.ref("anna"), world.ref("clara"), world.ref("gray"),
+                                    f"CareTeam/team{world.u}", world.ref("chen"))}
+    for participant in rows:
+        noted = (db[activity.ACTIVITY].find_one({"_id": participant}) or {}).get("at", [])
+        assert len(noted) == 17, participant  # the header and the 16 messages
+    assert threads(inbox(world.person("anna", "portal"), world.ref("anna"))) == [(thread_id, 16, 16)]
