@@ -171,6 +171,20 @@ def test_pages_keep_the_order_of_last_activity_across_windows_far_apart(
         pages = walk(anna, world.ref("anna"), _count=count)
         assert [t[0] for p in pages for t in p] == expected, count
         assert all(len(p) == int(count) for p in pages[:-1])
+    # The times noted of Anna's activity (which the rows above no longer match) are a hint:
+    # lost, emptied, wrong by days either way or a full list of times to come, every page is
+    # the same.
+    hints = db[activity.ACTIVITY]
+    soon = [now + timedelta(days=1, seconds=i) for i in range(activity.RECENT)]
+    for state in ({}, {"at": [], "backfilled": True},
+                  {"at": [now + timedelta(days=1), now - timedelta(days=400)], "backfilled": True},
+                  {"at": soon, "backfilled": True}):
+        hints.delete_one({"_id": world.ref("anna")})
+        if state:
+            hints.insert_one({"_id": world.ref("anna"), **state})
+        for count in ("1", "3", "50"):
+            pages = walk(anna, world.ref("anna"), _count=count)
+            assert [t[0] for p in pages for t in p] == expected, (state, count)
 
 
 # ------------------------------------------------------------------ a burst of activity
