@@ -463,7 +463,7 @@ async def run(uri: str, threads: int, samples: int, clients: int, rounds: int, g
                 await rows.update_one({"participant": anna, "thread": thread}, {"$set": {"at": now - i * step}})
             # And the times noted of Anna's activity, as the server would have noted them
             # (fhir_server.messaging.activity; a server without it ignores the document).
-            noted = [now - i * step for i in range(min(threads, 128))]
+            noted = [now - i * step for i in range(min(threads, 64))]
             await client[settings.database]["messaging_activity"].update_one(
                 {"_id": anna}, {"$set": {"at": noted, "backfilled": True}}, upsert=True)
             await client.close()
