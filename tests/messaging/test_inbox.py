@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from fhir_server.messaging import activity, store
 from fhir_server.messaging import inbox as inbox_rows
 from fhir_server.operations import render
+from fhir_server.storage import paging
 from tests.conftest import RunningServer
 from tests.consent.conftest import actor, classes, consent
 from tests.messaging.conftest import World, message, part, ref
@@ -273,3 +274,22 @@ def test_sixteen_messages_at_once_to_one_thread_are_all_numbered_and_noted(
         noted = (db[activity.ACTIVITY].find_one({"_id": participant}) or {}).get("at", [])
         assert len(noted) == 17, participant  # the header and the 16 messages
     assert threads(inbox(world.person("anna", "portal"), world.ref("anna"))) == [(thread_id, 16, 16)]
+
+
+def test_a_cursor_without_the_span_still_pages_and_a_bad_span_is_refused(world: World) -> None:
+    """A cursor issued before the cursor carried its page's span (three values) pages as
+    before; a signed cursor whose span is not a count of milliseconds is a 400."""
+    made = [thread_with_messages(world, 1)[0] for _ in range(3)]
+    anna, who = world.person("anna", "portal"), world.ref("anna")
+    pages = walk(anna, who, _count="1")
+    assert [t[0] for p in pages for t in p] == made[::-1]
+    first = inbox(anna, who, _count="1")
+    cursor = inbox_rows.decode_cursor(who, next_params(first)["_cursor"])  # type: ignore[index]
+    assert cursor.span is not None
+    old = paging.encode([who, cursor.at, cursor.thread])
+    assert [t[0] for t in threads(inbox(anna, who, _count="2", _cursor=old))] == made[1::-1]
+    for span in (-1, True, 1.5, "x"):
+        bad = paging.encode([who, cursor.at, cursor.thread, span])
+        reply = anna.get("/Communication/$render-state", params={"participant": who, "_cursor": bad})
+        assert reply.status_code == 400, (span, reply.text)
+        assert reply.json()["resourceType"] == "OperationOutcome"
