@@ -245,9 +245,9 @@ class MessagingRules:
                     await grants.record(db, principal, participants(change.resource), session)
             elif change.resource_type == "Communication" and kind == THREAD and change.resource is not None:
                 at = await store.open_rows(db, session, change.id, participants(change.resource))
-                # A new row's last activity (kept rows keep theirs, noted when it happened).
-                added = set(participants(change.resource)) - set(participants(change.previous))
-                noted[change.id] = {p: at for p in participants(change.resource) if p in added}
+                # Every participant's: a header written again moves the last activity of a
+                # thread without messages (a time noted twice only makes a window smaller).
+                noted[change.id] = {p: at for p in participants(change.resource)}
                 if change.previous is not None:
                     # Someone taken off the thread: their row goes in the same transaction
                     # (the access decision refuses the thread to them anyway; the row would

@@ -238,7 +238,10 @@ def test_a_burst_of_activity_is_read_a_page_at_a_time(
     noted = db[activity.ACTIVITY].find_one({"_id": anna}) or {}
     db[activity.ACTIVITY].update_one({"_id": anna}, {"$set": {"at": [t - back for t in noted.get("at", [])]}})
     assert len(noted.get("at", [])) == 36  # one time per thread opened
-    assert rows_read(messaging_server, anna, 10) == 11
+    # The rows at or after the 11th newest activity: 11, and any that share its millisecond
+    # (headers of one Bundle may).
+    times = sorted((r["at"] for r in db[store.INBOX].find({"participant": anna})), reverse=True)
+    assert rows_read(messaging_server, anna, 10) == len([t for t in times if t >= times[10]]) < 16
     # Every page in order of last activity; the next pages read about a page each too.
     expected = [r["thread"] for r in sorted(db[store.INBOX].find({"participant": anna}),
                                             key=lambda r: (r["at"], r["thread"]), reverse=True)]
