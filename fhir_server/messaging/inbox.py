@@ -161,9 +161,7 @@ async def newest_rows(db: AsyncDatabase[Doc], participant: str, after: Resume | 
             low = None if last else top - width
         if last:
             # Every older row, and any row written before last activity was kept (no `at`).
-            docs = await store.rows_between(db, participant, None, None, high_included=True)
-            rows = [r for r in map(_row, docs) if high is None or r.at < high or (
-                high_included and r.at == high)]
+            rows = [_row(d) for d in await store.rows_before(db, participant, high, high_included=high_included)]
         else:
             rows = [_row(d) for d in await store.rows_between(db, participant, low, high,
                                                               high_included=high_included)]

@@ -41,6 +41,7 @@ GRANTS = "messaging_grants"
 CLAIMS = "messaging_alert_claims"
 # The last activity of a row whose thread's activity is not known (written before it was kept).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ROW_FIELDS = {"thread": 1, "seq": 1, "furthest": 1, "at": 1}
 
 
 def messaging_indexes() -> dict[str, list[IndexModel]]:
@@ -123,7 +124,20 @@ async def rows_between(db: AsyncDatabase[Doc], participant: str, low: datetime |
     if high is not None:
         bound["$lte" if high_included else "$lt"] = high
     query: Doc = {"participant": participant, "at": bound} if bound else {"participant": participant}
-    return await db[INBOX].find(query, {"thread": 1, "seq": 1, "furthest": 1, "at": 1}).to_list()
+    return await db[INBOX].find(query, _ROW_FIELDS).to_list()
+
+
+async def rows_before(db: AsyncDatabase[Doc], participant: str, high: datetime | None, *,
+                      high_included: bool) -> list[Doc]:
+    """The participant's inbox rows last active before `high` (at or before it when
+    `high_included`; every row when None), and the rows whose last activity is not known
+    (written before it was kept): two bounds on the (participant, at) index, not a read of
+    every row. Not access checked."""
+    if high is None:
+        return await db[INBOX].find({"participant": participant}, _ROW_FIELDS).to_list()
+    older = await rows_between(db, participant, None, high, high_included=high_included)
+    unknown = await db[INBOX].find({"participant": participant, "at": None}, _ROW_FIELDS).to_list()
+    return older + unknown
 
 
 async def message(db: AsyncDatabase[Doc], message_id: str) -> Doc | None:
