@@ -14,7 +14,9 @@ audit on: the default configuration) with a short grace period, then, over HTTP:
    threads: its first page (target p99 < 100 ms) and the same with `_total=accurate`, beside
    the baselines `GET Communication?participant=&_tag=thread&_elements=id` with `_count=50`
    (a page of the same threads as a search) and `_count=1000` (all of them); and the whole
-   inbox walked page by page.
+   inbox walked page by page;
+4. what a message costs (it also notes its participants' activity after the commit) beside a
+   plain Communication, and 16 messages at once to one thread.
 
     .venv/bin/python bench/messaging.py --quick      # 200 threads, fewer samples
     .venv/bin/python bench/messaging.py              # 1,000 threads
@@ -459,9 +461,62 @@ async def run(uri: str, threads: int, samples: int, clients: int, rounds: int, g
             step = datetime.timedelta(days=spread_days) / threads
             for i, thread in enumerate(thread_ids):
                 await rows.update_one({"participant": anna, "thread": thread}, {"$set": {"at": now - i * step}})
+            # And the times noted of Anna's activity, as the server would have noted them
+            # (fhir_server.messaging.activity; a server without it ignores the document).
+            noted = [now - i * step for i in range(min(threads, 64))]
+            await client[settings.database]["messaging_activity"].update_one(
+                {"_id": anna}, {"$set": {"at": noted, "backfilled": True}}, upsert=True)
             await client.close()
             await measure_inbox(f"spread: the same threads last active over {spread_days:g} days")
+
+        # ------------------------------------------------------------ 4. what a message costs
+        # A message now also notes its participants' activity after the commit (one write per
+        # message). Interleaved: a message to one of Anna's threads (each sample another
+        # thread), and the baseline of a plain Communication (no thread: no bookkeeping).
+        os.environ[GRACE_PERIOD] = "86400"  # no alert decision runs beside the measure
+        await measure_messages(anna_client, anna, thread_ids, samples, db_pid)
     server.should_exit = True
+
+
+async def measure_messages(client: httpx.AsyncClient, anna: str, thread_ids: list[str], samples: int,
+                           db_pid: int | None) -> None:
+    def body(thread: str | None) -> Doc:
+        return {"resourceType": "Communication", "status": "completed", "subject": ref(anna),
+                **({"partOf": [ref(f"Communication/{thread}")]} if thread else {}),
+                "payload": [{"contentString": "bench"}]}
+
+    lat: dict[str, list[float]] = {"message": [], "plain": []}
+    cpu: dict[str, list[float]] = {"message": [0.0, 0.0], "plain": [0.0, 0.0]}
+    for i in range(samples):
+        for kind, thread in (("message", thread_ids[i % len(thread_ids)]), ("plain", None)):
+            await asyncio.sleep(AUDIT_SETTLE)
+            c0, d0 = cpu_seconds(), cpu_seconds(db_pid) if db_pid else 0.0
+            start = time.perf_counter()
+            await ok(await client.post("/Communication", json=body(thread)), 201)
+            lat[kind].append(time.perf_counter() - start)
+            cpu[kind][0] += cpu_seconds() - c0
+            cpu[kind][1] += (cpu_seconds(db_pid) if db_pid else 0.0) - d0
+    n = max(1, samples)
+    print(f"\n| a message (load {os.getloadavg()[0]:.1f}) | p50 | p99 | CPU per request: server / database |")
+    print("| --- | ---: | ---: | ---: |")
+    for kind, name in (("message", "POST a message to a thread (2 participants)"),
+                       ("plain", "baseline: POST a plain Communication")):
+        print(f"| {name} | {statistics.median(lat[kind]) * 1000:.0f} ms | "
+              f"{percentile(lat[kind], 0.99) * 1000:.0f} ms | "
+              f"{cpu[kind][0] / n * 1000:.1f} / {cpu[kind][1] / n * 1000:.1f} ms |")
+    # 16 messages at once to one thread (they meet on its number and on its participants'
+    # noted activity): every one answered 201, numbered 1 apart.
+    thread = thread_ids[-1]
+    walls = []
+    for _ in range(3):
+        start = time.perf_counter()
+        replies = await asyncio.gather(*(client.post("/Communication", json=body(thread)) for _ in range(16)))
+        walls.append(time.perf_counter() - start)
+        statuses = sorted(r.status_code for r in replies)
+        if statuses != [201] * 16:
+            print(f"16 at once: statuses {statuses}")
+    print(f"16 messages at once to one thread: all 201; wall {statistics.median(walls) * 1000:.0f} ms "
+          f"(median of {len(walls)})")
 
 
 async def first_page_reads(uri: str, database: str, participant: str) -> tuple[int, int]:

@@ -12,17 +12,21 @@ On writes (BEFORE_*):
 - render state and alerts (`Basic` of ours) are written only by the server.
 Inside the transaction: each new message gets the next number of its thread; a render state
 change updates the inbox index and gets its Provenance (who set the cursor, from which
-system, at which care location). On reads (FILTER_QUERY, CAN_SEE): threads and messages
-leave only to their participants (fhir_server.messaging.access).
+system, at which care location). After the commit: the participants' new inbox activity is
+noted, a hint for the inbox's windows (fhir_server.messaging.activity). On reads
+(FILTER_QUERY, CAN_SEE): threads and messages leave only to their participants
+(fhir_server.messaging.access).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from fhir_server.access.decision import AccessDecision
 from fhir_server.audit.events import new_id
@@ -30,7 +34,7 @@ from fhir_server.audit.provenance import PARTICIPANT, care_location
 from fhir_server.context import RequestContext
 from fhir_server.errors import Conflict, Forbidden, InvalidResource
 from fhir_server.hooks import AccessQuery, Change, Pointcut, hook
-from fhir_server.messaging import grants, render_state, store
+from fhir_server.messaging import activity, grants, render_state, store
 from fhir_server.messaging.access import document_allowed, is_system_client, may_see, restricted
 from fhir_server.messaging.threads import (
     MESSAGE,
@@ -60,6 +64,9 @@ PROPOSED, SET_BY = render_state.PROPOSED, render_state.SET_BY
 DECISION = "access.decision"
 # The headers this request (one transaction) creates, by id: its later entries' messages.
 PENDING_THREADS = "messaging.pending_threads"
+# The inbox activity of this request's committed changes, not yet noted (note_activity).
+ACTIVITY_NOTED = "messaging.activity_noted"
+log = logging.getLogger(__name__)
 
 
 def _client_acts(context: RequestContext) -> bool:
@@ -220,6 +227,9 @@ class MessagingRules:
     async def record(self, context: RequestContext, changes: list[Change], session: AsyncClientSession,
                      db: AsyncDatabase[Doc], writer: SessionWriter) -> None:
         self._no_message_before_its_header(changes)
+        # The inbox activity this transaction gives each participant, by change: noted after
+        # the commit (a transaction the driver runs again sets its changes' entries again).
+        noted: dict[str, dict[str, datetime]] = context.attributes.setdefault(ACTIVITY_NOTED, {})
         for change in changes:
             kind = kind_of(change.resource if change.resource is not None else change.previous)
             if change.resource_type == "Communication" and kind == MESSAGE and change.previous is None \
@@ -228,12 +238,16 @@ class MessagingRules:
                 if thread_id:
                     sender = (change.resource.get("sender") or {}).get("reference")
                     principal = context.principal
-                    await store.number_message(db, session, thread_id, change.id, sender,
-                                               participants(change.resource),
-                                               principal.client_id if principal else None)
+                    _, at = await store.number_message(db, session, thread_id, change.id, sender,
+                                                       participants(change.resource),
+                                                       principal.client_id if principal else None)
+                    noted[change.id] = {p: at for p in participants(change.resource)}
                     await grants.record(db, principal, participants(change.resource), session)
             elif change.resource_type == "Communication" and kind == THREAD and change.resource is not None:
-                await store.open_rows(db, session, change.id, participants(change.resource))
+                at = await store.open_rows(db, session, change.id, participants(change.resource))
+                # Every participant's: a header written again moves the last activity of a
+                # thread without messages (a time noted twice only makes a window smaller).
+                noted[change.id] = {p: at for p in participants(change.resource)}
                 if change.previous is not None:
                     # Someone taken off the thread: their row goes in the same transaction
                     # (the access decision refuses the thread to them anyway; the row would
@@ -243,6 +257,27 @@ class MessagingRules:
                 await grants.record(db, context.principal, participants(change.resource), session)
             elif change.resource_type == "Basic" and kind == RENDER_STATE:
                 await self._render_change(context, change, session, db, writer)
+
+    # ------------------------------------------------------------------ after the commit
+
+    @hook(Pointcut.AFTER_COMMIT)
+    async def note_activity(self, context: RequestContext, change: Change) -> None:
+        """The participants' new inbox activity, as the hint the inbox places its windows by
+        (fhir_server.messaging.activity): the first change after a commit notes what the
+        request's transactions gave so far, in one round trip."""
+        noted: dict[str, dict[str, datetime]] = context.attributes.get(ACTIVITY_NOTED) or {}
+        if not noted:
+            return
+        times: dict[str, list[datetime]] = {}
+        for by_participant in noted.values():
+            for participant, at in by_participant.items():
+                times.setdefault(participant, []).append(at)
+        noted.clear()
+        try:
+            await activity.note(self.database.db, times)
+        except PyMongoError as exc:
+            # A hint lost costs the next inbox pages a few rows, never a thread: the write stands.
+            log.warning("inbox activity of %s participants not noted: %s", len(times), exc)
 
     def _no_message_before_its_header(self, changes: list[Change]) -> None:
         """A Communication `partOf` a header this same transaction creates, planned before

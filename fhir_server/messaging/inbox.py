@@ -8,7 +8,11 @@ decision judges a page of threads, not every thread the participant ever took pa
   window a pair of bounds on the (participant, at) index. The embedded database reads every
   match of a query before it sorts or limits, so a sorted, limited query over 1,000 rows
   costs what reading them all costs; a window of bounds reads only the rows inside it. The
-  first window is short, and each next one is sized from the density the earlier ones saw;
+  first window is placed by the times of the participant's newest activities
+  (fhir_server.messaging.activity): from the page's `count + 1`-th newest on, it holds at
+  most that many rows, whether the activity was spread over years or came in one burst.
+  Past what those times cover, each next window is sized from the density the earlier ones
+  (or the page before, its cursor says) saw;
 - the threads those rows name are then judged by the access decision, a page's worth at a
   time (`Repository.judged_ids`: the ids as the first stage, the query and access filter as
   the second, the decision's checks on what that finds). A row is only a number: a thread
@@ -30,7 +34,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.errors import BadRequest
-from fhir_server.messaging import store
+from fhir_server.messaging import activity, store
 from fhir_server.storage import paging
 
 Doc = dict[str, Any]
@@ -39,6 +43,7 @@ MAX_COUNT = 100  # the judged read's `$in` grows quadratically in the embedded d
 JUDGED_CHUNK = 50
 TOTAL_JUDGED_AT_ONCE = 4
 FIRST_WINDOW = timedelta(seconds=2)
+MIN_WIDTH = timedelta(milliseconds=1)  # BSON dates are whole milliseconds
 MAX_GROWTH = 16  # a window at most this many times wider than the one before
 MAX_WINDOWS = 8  # then one last read of every older row
 
@@ -77,58 +82,116 @@ def _row(doc: Doc) -> Row:
     return Row(str(doc["thread"]), int(doc.get("seq", 0)), int(doc.get("furthest", 0)), _aware(doc.get("at")))
 
 
-def encode_cursor(participant: str, after: Row) -> str:
-    return paging.encode([participant, after.at, after.thread])
+@dataclass(frozen=True)
+class Resume:
+    """Where a next page starts: after its last row's (last activity, thread), and how long
+    a stretch of activity that page's rows covered (their density: the next page's first
+    window is sized by it)."""
+    at: datetime
+    thread: str
+    span: timedelta | None = None
+
+    def key(self) -> tuple[datetime, str]:
+        return (self.at, self.thread)
 
 
-def decode_cursor(participant: str, token: str) -> tuple[datetime, str]:
+def encode_cursor(participant: str, after: Row, span: timedelta | None = None) -> str:
+    values: list[Any] = [participant, after.at, after.thread]
+    if span is not None:
+        values.append(round(span / timedelta(milliseconds=1)))
+    return paging.encode(values)
+
+
+def decode_cursor(participant: str, token: str) -> Resume:
     values = paging.decode(token)
-    if len(values) != 3 or values[0] != participant or not isinstance(values[2], str):
+    # Three values: a cursor of a server before the span was kept (still valid).
+    if len(values) not in (3, 4) or values[0] != participant or not isinstance(values[2], str):
         raise BadRequest("the paging cursor is not valid for this participant", code="value")
-    return _aware(values[1]), values[2]
+    span = values[3] if len(values) == 4 else None
+    if span is not None and (isinstance(span, bool) or not isinstance(span, int) or span < 0):
+        raise BadRequest("the paging cursor is not valid for this participant", code="value")
+    return Resume(_aware(values[1]), values[2], timedelta(milliseconds=span) if span is not None else None)
 
 
-async def newest_rows(db: AsyncDatabase[Doc], participant: str, after: tuple[datetime, str] | None,
+def _hinted_low(recent: list[datetime], high: datetime | None, wanted: int) -> tuple[datetime | None, bool]:
+    """The low bound of a window below `high` (inclusive) that holds at most `wanted` rows:
+    the `wanted`-th newest noted activity at or below it (each row's last activity is one of
+    those times), and whether that is the oldest time noted. None when none lies there."""
+    below = [t for t in recent if high is None or t <= high]
+    if not below:
+        return None, False
+    return below[min(wanted, len(below)) - 1], len(below) <= wanted
+
+
+async def newest_rows(db: AsyncDatabase[Doc], participant: str, after: Resume | None,
                       wanted: int) -> AsyncIterator[list[Row]]:
     """The participant's rows after `after` (all of them when None) in (at, thread)
-    descending order, yielded a window at a time (each next window sized for `wanted`)."""
+    descending order, yielded a window at a time (each next window sized for `wanted`).
+
+    The first window is placed by the participant's noted activity (messaging.activity):
+    from their `wanted`-th newest activity time on, which holds at most `wanted` rows however
+    the activity is spread (a burst of a thousand threads within a second included). Past
+    what the hint covers, a window is sized from the density of the rows seen so far, else
+    from the density of the page before (the cursor's span), else blindly."""
     now = datetime.now(UTC)
-    high: datetime | None = after[0] if after else None
+    noted = await activity.recent(db, participant)
+    if not noted.backfilled:
+        # Once per participant: their rows from before the server noted activity.
+        began = await activity.since(db)
+        docs = await store.rows_between(db, participant, None, began, high_included=False)
+        noted = await activity.backfill(db, participant, [_row(d).at for d in docs])
+    high: datetime | None = after.at if after else None
     high_included = True
-    width, seen, spanned = FIRST_WINDOW, 0, timedelta(0)
+    hinted, oldest = _hinted_low(noted.times, high, wanted)
+    # Below a window down to the oldest time of a whole hint lies only what a lost note left
+    # out: read in one last window.
+    hint_whole = oldest and noted.whole
+    span = after.span if after is not None else None
+    width = FIRST_WINDOW if span is None else max(span * 1.5, MIN_WIDTH)
+    seen = 0
+    newest: datetime | None = None  # the newest row seen: the density is measured from it
     for step in range(MAX_WINDOWS + 1):
         top = high or now
-        # The last window: every older row (also when this window would reach the epoch).
-        last = step == MAX_WINDOWS or width >= top - store.EPOCH
-        low = None if last else top - width
+        if step == 0 and hinted is not None:
+            low: datetime | None = min(hinted, top)
+            last = False
+        else:
+            # The last window: every older row (also when this window would reach the epoch).
+            last = step == MAX_WINDOWS or width >= top - store.EPOCH or (hint_whole and step > 0)
+            low = None if last else top - width
         if last:
             # Every older row, and any row written before last activity was kept (no `at`).
-            docs = await store.rows_between(db, participant, None, None, high_included=True)
-            rows = [r for r in map(_row, docs) if high is None or r.at < high or (
-                high_included and r.at == high)]
+            rows = [_row(d) for d in await store.rows_before(db, participant, high, high_included=high_included)]
         else:
             rows = [_row(d) for d in await store.rows_between(db, participant, low, high,
                                                               high_included=high_included)]
         if after is not None:
-            rows = [r for r in rows if r.key() < after]
+            rows = [r for r in rows if r.key() < after.key()]
         rows.sort(key=Row.key, reverse=True)
         if rows:
             yield rows
-        if last:
+        if last or low is None:
             return
         seen += len(rows)
-        spanned += width
+        if rows and newest is None:
+            newest = rows[0].at
+        read = top - low
+        if newest is not None:
+            # The stretch that held rows, not the quiet one above the newest row.
+            read = max(min(read, newest - low), MIN_WIDTH)
         high, high_included = low, False
-        # Size the next window from the density so far (1.5 times what should hold `wanted`
-        # rows, within MAX_GROWTH of this one). Before any row was seen, nothing is known:
-        # grow by 4 while the windows are recent (a burst of activity, as a bench's, is not
-        # read whole by one blind jump), by 16 further back (a quiet inbox is not read in
-        # many small steps).
-        if seen:
+        # Size the next window from the density so far: 1.5 times what should hold the rows
+        # still wanted, within MAX_GROWTH of this one, and at least twice this one after an
+        # empty window (however sparse the rows get, the windows reach them in a few steps).
+        # Before any row was seen, nothing is known: grow by 4 while the windows are recent
+        # (a burst of activity is not read whole by one blind jump), by 16 further back (a
+        # quiet inbox is not read in many small steps).
+        if seen and newest is not None:
+            spanned = max(newest - low, MIN_WIDTH)
             guess = spanned * (1.5 * max(wanted - seen, 1) / seen)
-            width = min(width * MAX_GROWTH, max(width * 2, guess))
+            width = min(read * MAX_GROWTH, max(guess, MIN_WIDTH, read * 2 if not rows else MIN_WIDTH))
         else:
-            width = width * (4 if step < 4 else 16)
+            width = read * (4 if step < 4 else 16)
 
 
 async def page(db: AsyncDatabase[Doc], participant: str, count: int, cursor: str | None,
@@ -152,14 +215,21 @@ async def page(db: AsyncDatabase[Doc], participant: str, count: int, cursor: str
             chunk, pending = pending[:need], pending[need:]
             await judged(chunk)
             if len(kept) > count:
-                return Page(kept[:count], encode_cursor(participant, kept[count - 1]))
+                return _page(participant, kept, count)
     while pending and len(kept) <= count:
         need = count + 1 - len(kept)
         chunk, pending = pending[:need], pending[need:]
         await judged(chunk)
-    if len(kept) > count:
-        return Page(kept[:count], encode_cursor(participant, kept[count - 1]))
-    return Page(kept, None)
+    return _page(participant, kept, count)
+
+
+def _page(participant: str, kept: list[Row], count: int) -> Page:
+    """The first `count` released rows, with a cursor when one more was released (carrying
+    how long a stretch of activity the page covered)."""
+    if len(kept) <= count:
+        return Page(kept, None)
+    span = kept[0].at - kept[count - 1].at
+    return Page(kept[:count], encode_cursor(participant, kept[count - 1], span))
 
 
 async def beyond_total(db: AsyncDatabase[Doc], participant: str, judge: Judge) -> tuple[int, int]:

@@ -11,7 +11,9 @@
   participant's furthest cursor (`furthest`) and the thread's last activity (`at`: its last
   message's commit, else the header's), kept in the transactions of the header, of each
   message and of each render state change. The inbox pages a participant's rows by last
-  activity through the (participant, at) index, window by window (fhir_server.messaging.inbox).
+  activity through the (participant, at) index, window by window (fhir_server.messaging.inbox),
+  placed by the times of each participant's newest activities (`messaging_activity`, a hint
+  written after the commit: fhir_server.messaging.activity).
 - `messaging_grants`: per (participant, client) the authorization the server last verified
   when the participant acted in a thread through that client (posting, setting their
   cursor, opening their inbox). The alert decision asks the access decision as the
@@ -39,6 +41,7 @@ GRANTS = "messaging_grants"
 CLAIMS = "messaging_alert_claims"
 # The last activity of a row whose thread's activity is not known (written before it was kept).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ROW_FIELDS = {"thread": 1, "seq": 1, "furthest": 1, "at": 1}
 
 
 def messaging_indexes() -> dict[str, list[IndexModel]]:
@@ -62,8 +65,9 @@ def render_key(thread_id: str, participant: str) -> str:
 
 async def number_message(db: AsyncDatabase[Doc], session: AsyncClientSession, thread_id: str,
                          message_id: str, sender: str | None, participants: list[str],
-                         client_id: str | None) -> int:
-    """Gives a new message the next number of its thread (in the message's transaction)."""
+                         client_id: str | None) -> tuple[int, datetime]:
+    """Gives a new message the next number of its thread (in the message's transaction);
+    returns it and the thread's new last activity."""
     now = datetime.now(UTC)
     doc = await db[THREADS].find_one_and_update(
         {"_id": thread_id}, {"$inc": {"seq": 1}, "$max": {"at": now}}, upsert=True,
@@ -75,15 +79,16 @@ async def number_message(db: AsyncDatabase[Doc], session: AsyncClientSession, th
     # Every participant's inbox row of the thread learns the new last number and activity:
     # one update.
     await db[INBOX].update_many({"thread": thread_id}, {"$max": {"seq": seq, "at": now}}, session=session)
-    return seq
+    return seq, now
 
 
 async def open_rows(db: AsyncDatabase[Doc], session: AsyncClientSession | None, thread_id: str,
-                    participants: list[str], *, quiet_since: datetime | None = None) -> None:
+                    participants: list[str], *, quiet_since: datetime | None = None) -> datetime:
     """An inbox row per participant of a header just written (kept rows are left as they are;
     a participant added later starts from the thread's current last number). The thread's
     last activity is its last message's, else now (the header's write), else `quiet_since`
-    for a row made up afterwards (fhir_server.messaging.inbox's rows for older threads)."""
+    for a row made up afterwards (fhir_server.messaging.inbox's rows for older threads).
+    Returns that last activity."""
     held = await db[THREADS].find_one({"_id": thread_id}, session=session)
     seq = int((held or {}).get("seq", 0))
     at = _activity(held) or quiet_since or datetime.now(UTC)
@@ -93,6 +98,7 @@ async def open_rows(db: AsyncDatabase[Doc], session: AsyncClientSession | None, 
             {"$setOnInsert": {"thread": thread_id, "participant": participant, "furthest": 0},
              "$max": {"seq": seq, "at": at}},
             upsert=True, session=session)
+    return at
 
 
 async def close_rows(db: AsyncDatabase[Doc], session: AsyncClientSession | None, thread_id: str,
@@ -118,7 +124,20 @@ async def rows_between(db: AsyncDatabase[Doc], participant: str, low: datetime |
     if high is not None:
         bound["$lte" if high_included else "$lt"] = high
     query: Doc = {"participant": participant, "at": bound} if bound else {"participant": participant}
-    return await db[INBOX].find(query, {"thread": 1, "seq": 1, "furthest": 1, "at": 1}).to_list()
+    return await db[INBOX].find(query, _ROW_FIELDS).to_list()
+
+
+async def rows_before(db: AsyncDatabase[Doc], participant: str, high: datetime | None, *,
+                      high_included: bool) -> list[Doc]:
+    """The participant's inbox rows last active before `high` (at or before it when
+    `high_included`; every row when None), and the rows whose last activity is not known
+    (written before it was kept): two bounds on the (participant, at) index, not a read of
+    every row. Not access checked."""
+    if high is None:
+        return await db[INBOX].find({"participant": participant}, _ROW_FIELDS).to_list()
+    older = await rows_between(db, participant, None, high, high_included=high_included)
+    unknown = await db[INBOX].find({"participant": participant, "at": None}, _ROW_FIELDS).to_list()
+    return older + unknown
 
 
 async def message(db: AsyncDatabase[Doc], message_id: str) -> Doc | None:

@@ -5,15 +5,19 @@ Only threads the decision releases are answered or counted, however the inbox ro
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
-from fhir_server.messaging import store
+from fhir_server.messaging import activity, store
+from fhir_server.messaging import inbox as inbox_rows
 from fhir_server.operations import render
+from fhir_server.storage import paging
 from tests.conftest import RunningServer
 from tests.consent.conftest import actor, classes, consent
 from tests.messaging.conftest import World, message, part, ref
@@ -168,3 +172,130 @@ def test_pages_keep_the_order_of_last_activity_across_windows_far_apart(
         pages = walk(anna, world.ref("anna"), _count=count)
         assert [t[0] for p in pages for t in p] == expected, count
         assert all(len(p) == int(count) for p in pages[:-1])
+    # The times noted of Anna's activity (which the rows above no longer match) are a hint:
+    # lost, emptied, wrong by days either way or a full list of times to come, every page is
+    # the same.
+    hints = db[activity.ACTIVITY]
+    soon = [now + timedelta(days=1, seconds=i) for i in range(activity.RECENT)]
+    for state in ({}, {"at": [], "backfilled": True},
+                  {"at": [now + timedelta(days=1), now - timedelta(days=400)], "backfilled": True},
+                  {"at": soon, "backfilled": True}):
+        hints.delete_one({"_id": world.ref("anna")})
+        if state:
+            hints.insert_one({"_id": world.ref("anna"), **state})
+        for count in ("1", "3", "50"):
+            pages = walk(anna, world.ref("anna"), _count=count)
+            assert [t[0] for p in pages for t in p] == expected, (state, count)
+
+
+# ------------------------------------------------------------------ a burst of activity
+
+
+def rows_read(server: RunningServer, who: str, count: int, cursor: str | None = None) -> int:
+    """How many inbox rows a page of `count` reads (its windows, until one more than a page
+    came back: every thread here is released)."""
+    settings = server.settings
+
+    async def work() -> int:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri)
+        try:
+            after = inbox_rows.decode_cursor(who, cursor) if cursor else None
+            read = 0
+            async for window in inbox_rows.newest_rows(client[settings.database], who, after, count + 1):
+                read += len(window)
+                if read > count:
+                    break
+            return read
+        finally:
+            await client.close()
+
+    return asyncio.run(work())
+
+
+def burst(world: World, n: int) -> list[str]:
+    """`n` threads the GP opens in one transaction Bundle: all active within moments."""
+    gp = world.person("gray", "ehr")
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": world.thread_header(), "request": {"method": "POST", "url": "Communication"}}
+        for _ in range(n)]}
+    reply = gp.post("/", json=bundle)
+    assert reply.status_code == 200, reply.text
+    return [e["response"]["location"].split("/")[1] for e in reply.json()["entry"]]
+
+
+def test_a_burst_of_activity_is_read_a_page_at_a_time(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    """36 threads active within moments, five minutes ago: a page of 10 reads the 11 rows it
+    needs, not the burst (which a window of last activity placed blindly reads whole)."""
+    made = burst(world, 36)
+    db = mongo[messaging_server.settings.database]
+    anna = world.ref("anna")
+    # As if the burst had happened five minutes ago: every row's last activity and every time
+    # noted of it moved back alike (the server's own bookkeeping; nothing else changes).
+    back = timedelta(minutes=5)
+    for row in db[store.INBOX].find({"participant": anna}):
+        db[store.INBOX].update_one({"_id": row["_id"]}, {"$set": {"at": row["at"] - back}})
+    noted = db[activity.ACTIVITY].find_one({"_id": anna}) or {}
+    # (Noted already: rows older than the first time the server noted are not taken for
+    # rows of before the hint, whose times the first page notes once.)
+    db[activity.ACTIVITY].update_one({"_id": anna}, {"$set": {"at": [t - back for t in noted.get("at", [])],
+                                                              "backfilled": True}})
+    assert len(noted.get("at", [])) == 36  # one time per thread opened
+    # The rows at or after the 11th newest activity: 11, and any that share its millisecond
+    # (headers of one Bundle may).
+    times = sorted((r["at"] for r in db[store.INBOX].find({"participant": anna})), reverse=True)
+    assert rows_read(messaging_server, anna, 10) == len([t for t in times if t >= times[10]]) < 16
+    # Every page in order of last activity; the next pages read about a page each too.
+    expected = [r["thread"] for r in sorted(db[store.INBOX].find({"participant": anna}),
+                                            key=lambda r: (r["at"], r["thread"]), reverse=True)]
+    assert sorted(expected) == sorted(made)
+    client = world.person("anna", "portal")
+    answer, pages = inbox(client, anna, _count="10"), []
+    while True:
+        pages.append([t[0] for t in threads(answer)])
+        following = next_params(answer)
+        if following is None:
+            break
+        assert rows_read(messaging_server, anna, 10, following["_cursor"]) <= 2 * 11
+        answer = inbox(client, anna, _count="10", _cursor=following["_cursor"])
+    assert [t for p in pages for t in p] == expected and [len(p) for p in pages] == [10, 10, 10, 6]
+
+
+def test_sixteen_messages_at_once_to_one_thread_are_all_numbered_and_noted(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    thread_id, _ = thread_with_messages(world, 0)
+    gp = world.person("gray", "ehr")
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda i: gp.post("/Communication", json=message(thread_id, f"at once {i}")),
+                                range(16)))
+    assert [r.status_code for r in replies] == [201] * 16, [r.text for r in replies if r.status_code != 201]
+    db = mongo[messaging_server.settings.database]
+    numbers = sorted(m["seq"] for m in db[store.MESSAGES].find({"thread": thread_id}))
+    assert numbers == list(range(1, 17))
+    # Every participant's row has the last number, and each of their activities was noted.
+    rows = {r["participant"]: r["seq"] for r in db[store.INBOX].find({"thread": thread_id})}
+    assert rows == {p: 16 for p in (world.ref("anna"), world.ref("clara"), world.ref("gray"),
+                                    f"CareTeam/team{world.u}", world.ref("chen"))}
+    for participant in rows:
+        noted = (db[activity.ACTIVITY].find_one({"_id": participant}) or {}).get("at", [])
+        assert len(noted) == 17, participant  # the header and the 16 messages
+    assert threads(inbox(world.person("anna", "portal"), world.ref("anna"))) == [(thread_id, 16, 16)]
+
+
+def test_a_cursor_without_the_span_still_pages_and_a_bad_span_is_refused(world: World) -> None:
+    """A cursor issued before the cursor carried its page's span (three values) pages as
+    before; a signed cursor whose span is not a count of milliseconds is a 400."""
+    made = [thread_with_messages(world, 1)[0] for _ in range(3)]
+    anna, who = world.person("anna", "portal"), world.ref("anna")
+    pages = walk(anna, who, _count="1")
+    assert [t[0] for p in pages for t in p] == made[::-1]
+    first = inbox(anna, who, _count="1")
+    cursor = inbox_rows.decode_cursor(who, next_params(first)["_cursor"])  # type: ignore[index]
+    assert cursor.span is not None
+    old = paging.encode([who, cursor.at, cursor.thread])
+    assert [t[0] for t in threads(inbox(anna, who, _count="2", _cursor=old))] == made[1::-1]
+    for span in (-1, True, 1.5, "x"):
+        bad = paging.encode([who, cursor.at, cursor.thread, span])
+        reply = anna.get("/Communication/$render-state", params={"participant": who, "_cursor": bad})
+        assert reply.status_code == 400, (span, reply.text)
+        assert reply.json()["resourceType"] == "OperationOutcome"
