@@ -11,6 +11,8 @@ and the loader build their own.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,6 +39,9 @@ from workflows.builtin import BUILTIN
 from workflows.definitions import Definitions
 from workflows.engine import Engine, Workflow, load_workflows
 from workflows.timers import Timers, timer_indexes
+
+log = logging.getLogger(__name__)
+CLIENT_CLOSE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -80,7 +85,14 @@ class Services:
         await self.subscriptions.stop()
         if self.audit is not None:
             await self.audit.stop()
-        await self.client.close()
+        try:
+            # The driver's close waits on its topology lock, which a task cancelled amid
+            # server selection can leave held (pymongo 4.20 "Lock is not acquired"): bounded.
+            async with asyncio.timeout(CLIENT_CLOSE_TIMEOUT):
+                await self.client.close()
+        except TimeoutError:
+            log.warning("the database client did not close within %ss: left to the process's exit",
+                        CLIENT_CLOSE_TIMEOUT)
 
 
 # A socket read may take this long before the driver gives up on the server (long searches

@@ -28,7 +28,6 @@ from fhir_server.config import Settings, WorkflowSettings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.services import auth_settings
 from tests.helpers import wipe
-from tests.processes import ServerProcess
 
 EXAMPLES_DIR = Path(__file__).parent / "fixtures" / "examples"
 
@@ -73,14 +72,6 @@ class RunningServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-
-
-@pytest.fixture(autouse=True)
-def stop_leftover_processes() -> Iterator[None]:
-    """A server process a test started and did not stop (its start-up timed out, an assertion
-    failed first) is stopped with its test, not left polling the session's database."""
-    yield
-    ServerProcess.stop_all()
 
 
 @pytest.fixture(scope="session")

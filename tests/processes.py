@@ -1,9 +1,8 @@
 """`python -m fhir_server serve` as a real process on a database that outlives it (the
 session's embedded database): for the tests that SIGKILL a server, restart it, or run two.
 
-Every process started here is stopped by the end of its test (tests/conftest.py
-`stop_leftover_processes`), including one whose start-up timed out: a server left running
-keeps polling the shared database for the rest of the session.
+A process whose start-up times out stops itself before the test fails: a server left
+running keeps polling the shared database for the rest of the session.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
 
@@ -25,8 +23,6 @@ STARTUP_TIMEOUT = 120.0
 
 
 class ServerProcess:
-    alive: ClassVar[list[ServerProcess]] = []
-
     def __init__(self, mongodb_uri: str, database: str, port: int,
                  startup_timeout: float = STARTUP_TIMEOUT) -> None:
         self.port = port
@@ -38,7 +34,6 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ServerProcess.alive.append(self)
         self.base_url = f"http://127.0.0.1:{port}/fhir"
         deadline = time.monotonic() + startup_timeout
         while not self._up():
@@ -65,10 +60,3 @@ class ServerProcess:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self in ServerProcess.alive:
-            ServerProcess.alive.remove(self)
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for process in list(cls.alive):
-            process.stop()

@@ -75,3 +75,46 @@ def test_a_failed_task_is_not_an_error_unless_asked() -> None:
     asyncio.run(main((Exception,)))
     with pytest.raises(ValueError):
         asyncio.run(main(()))
+
+
+def test_a_task_that_swallows_its_cancellation_is_asked_again() -> None:
+    async def main() -> list[str]:
+        seen: list[str] = []
+
+        async def swallowing() -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                seen.append("first cancel swallowed")  # as a retry loop catching RuntimeError does
+            await asyncio.sleep(30)
+
+        task = asyncio.create_task(swallowing())
+        await asyncio.sleep(0)
+        await stop_tasks([task])
+        seen.append("stopped" if task.cancelled() else "still running")
+        return seen
+
+    assert asyncio.run(main()) == ["first cancel swallowed", "stopped"]
+
+
+def test_a_task_that_never_ends_is_left_behind_after_the_patience() -> None:
+    async def main() -> bool:
+        released = asyncio.Event()
+
+        async def immortal() -> None:
+            while not released.is_set():
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    continue
+
+        task = asyncio.create_task(immortal())
+        await asyncio.sleep(0)
+        await stop_tasks([task], patience=0.3)
+        left = not task.done()
+        released.set()
+        task.cancel()
+        await asyncio.wait([task])
+        return left
+
+    assert asyncio.run(main()) is True
