@@ -9,12 +9,17 @@ import pytest
 from fhir_server.tasks import stop_tasks
 
 
+async def _until_cancelled() -> None:
+    """Work that ends only when cancelled (no clock: an event nobody sets)."""
+    await asyncio.Event().wait()
+
+
 async def _stubborn(finished: list[str]) -> None:
     """A task that, cancelled, keeps working (as a flush to a dead database does)."""
     try:
-        await asyncio.sleep(30)
+        await _until_cancelled()
     except asyncio.CancelledError:
-        await asyncio.sleep(30)
+        await _until_cancelled()
     finished.append("stubborn")
 
 
@@ -41,20 +46,21 @@ def test_inside_a_finally_of_a_cancellation_every_task_is_awaited() -> None:
 
         async def child(name: str) -> None:
             try:
-                await asyncio.sleep(30)
+                await _until_cancelled()
             finally:
                 ended.append(name)
 
         async def parent() -> None:
             children = [asyncio.create_task(child(n)) for n in ("a", "b", "c")]
             try:
-                await asyncio.sleep(30)
+                await _until_cancelled()
             finally:
                 await stop_tasks(children)
                 ended.append("parent's clean-up")
 
         task = asyncio.create_task(parent())
-        await asyncio.sleep(0.05)
+        for _ in range(3):  # the parent and its children start
+            await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -83,10 +89,10 @@ def test_a_task_that_swallows_its_cancellation_is_asked_again() -> None:
 
         async def swallowing() -> None:
             try:
-                await asyncio.sleep(30)
+                await _until_cancelled()
             except asyncio.CancelledError:
                 seen.append("first cancel swallowed")  # as a retry loop catching RuntimeError does
-            await asyncio.sleep(30)
+            await _until_cancelled()
 
         task = asyncio.create_task(swallowing())
         await asyncio.sleep(0)
@@ -104,7 +110,7 @@ def test_a_task_that_never_ends_is_left_behind_after_the_patience() -> None:
         async def immortal() -> None:
             while not released.is_set():
                 try:
-                    await asyncio.sleep(30)
+                    await _until_cancelled()
                 except asyncio.CancelledError:
                     continue
 
