@@ -285,7 +285,8 @@ def add_commands(sub: Any) -> None:
                          "service created under its registration stop delivering. " if action == "disable"
                          else "Enables a disabled client again. ") + _DB_NOTE)
         _common(toggle)
-        toggle.add_argument("client_id", metavar="CLIENT_ID")
+        toggle.add_argument("client_id", metavar="CLIENT_ID",
+                            help="an id that starts with '-' goes after '--'")
         toggle.set_defaults(run=client_disable, needs_server=False)
 
     user = sub.add_parser("user", help="add users who sign in (user add --help)",

@@ -160,7 +160,9 @@ def client_from_metadata(metadata: dict[str, Any]) -> tuple[Client, str | None]:
     name = metadata.get("client_name", "")
     secret = secrets.token_urlsafe(32) if method.startswith("client_secret") else None
     client = Client(
-        client_id=secrets.token_urlsafe(16),
+        # Hex, not url-safe base64: an id that starts with "-" reads as an option on the
+        # command line (`fhir-server client disable -x…` fails), one registration in 64.
+        client_id=secrets.token_hex(16),
         client_name=str(name),
         auth_method=method,
         redirect_uris=tuple(redirect_uris),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -71,3 +72,21 @@ def test_client_disable_and_enable(env: list[str], auth: AuthServer, capsys: pyt
     enabled = auth.run(lambda db: ClientRegistry(db).get(client_id))
     assert enabled is not None and enabled.client_id == client_id
     assert main(["client", "disable", *env, "no-such-client"]) == 1
+
+
+def test_registered_client_ids_read_as_arguments_on_a_command_line(
+        env: list[str], auth: AuthServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from fhir_server.auth.clients import client_from_metadata
+    from fhir_server.cli import main
+
+    # One url-safe base64 id in 64 began with "-", which argparse takes for an option.
+    ids = [client_from_metadata({"redirect_uris": ["https://a.example.org/cb"]})[0].client_id
+           for _ in range(1000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == len(ids)
+    # An id from before that change is still reachable after "--".
+    legacy = dataclasses.replace(client_from_metadata({"redirect_uris": ["https://a.example.org/cb"]})[0],
+                                 client_id="-legacy")
+    auth.run(lambda db: ClientRegistry(db).ensure(legacy))
+    assert main(["client", "disable", *env, "--", "-legacy"]) == 0
+    assert auth.run(lambda db: ClientRegistry(db).get("-legacy")) is None
