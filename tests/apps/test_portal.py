@@ -211,6 +211,17 @@ def test_the_patients_actions_change_the_right_resources(browser: Browser, smart
     page.click(f"li[data-id='{ids['v1']}'] [data-action=join]")
     link = _wait(page, f"li[data-id='{ids['v1']}'] a.join-link")
     assert (link.get_attribute("href") or "").startswith(f"{smart.base}/$visit/")
+    # The list repaints on every live event (here: a visit booked elsewhere) and on every
+    # reconnect of its socket; the room link stays.
+    _live(page)
+    start = datetime.now(UTC) + timedelta(days=14)
+    booked = admin.post("/Appointment", json={
+        "resourceType": "Appointment", "status": "booked", "description": "Booked by the front desk",
+        "start": _instant(start), "end": _instant(start + timedelta(minutes=20)),
+        "participant": [{"actor": {"reference": "Patient/p1"}, "status": "accepted"}]})
+    assert booked.status_code == 201, booked.text
+    _wait(page, f"li[data-id='{booked.json()['id']}']")
+    assert page.query_selector(f"li[data-id='{ids['v1']}'] a.join-link") is not None
     encounters = admin.get("/Encounter", params={"appointment": f"Appointment/{ids['v1']}"}).json()
     assert [e["resource"]["identifier"][0]["system"] for e in encounters["entry"]] == [VISIT_SYSTEM]
     # The pre-visit questionnaire: the answers become a QuestionnaireResponse, the Task's output.

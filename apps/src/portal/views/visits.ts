@@ -36,13 +36,24 @@ function joinable(visit: Appointment, at: number): boolean {
 // The questionnaire being filled stays open across live re-renders.
 let answering: string | null = null;
 
-async function join(ctx: ViewContext, visit: Appointment, slot: HTMLElement): Promise<void> {
+// The room links of the visits joined in this tab. The list is repainted on every live event
+// and on every (re)connect of its socket, and the first join itself changes the Appointment:
+// a link kept only in the DOM was gone again as soon as the repaint came.
+const joined = new Map<string, string>();
+
+function joinLink(url: string): HTMLElement {
+  return element("a", { href: url, target: "_blank", rel: "noopener", class: "join-link" },
+    "Open the video visit");
+}
+
+async function join(ctx: ViewContext, visit: Appointment): Promise<void> {
   const answer = await operation<{ parameter?: { name: string; valueUrl?: string }[] }>(
     ctx.client, `Appointment/${visit.id}/$join`);
   const url = answer.parameter?.find((p) => p.name === "url")?.valueUrl;
   if (!url) throw new Error("$join answered no url");
-  slot.replaceChildren(element("a", { href: url, target: "_blank", rel: "noopener", class: "join-link" },
-    "Open the video visit"));
+  joined.set(visit.id, url);
+  // The slot shown now, which may be a repaint's and not the one clicked.
+  ctx.root.querySelector(`li[data-id="${CSS.escape(visit.id)}"] .join`)?.replaceChildren(joinLink(url));
   ctx.say("Your video visit is ready: open it.");
 }
 
@@ -91,11 +102,13 @@ async function render(ctx: ViewContext): Promise<void> {
   const now = Date.now();
   const items = await Promise.all(resources<Appointment>(found).map(async (visit) => {
     const actions = element("div", { class: "actions" });
-    if (joinable(visit, now)) {
+    const link = joined.get(visit.id);
+    if (link) {
+      actions.append(element("span", { class: "join" }, joinLink(link)));
+    } else if (joinable(visit, now)) {
       const button = element("button", { type: "button", "data-action": "join" }, "Join the video visit");
-      const slot = element("span", { class: "join" }, button);
-      button.addEventListener("click", () => { join(ctx, visit, slot).catch(ctx.fail); });
-      actions.append(slot);
+      button.addEventListener("click", () => { join(ctx, visit).catch(ctx.fail); });
+      actions.append(element("span", { class: "join" }, button));
     }
     const task = byVisit.get(`Appointment/${visit.id}`);
     let questionnaire: HTMLElement | null = null;
