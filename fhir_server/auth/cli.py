@@ -16,6 +16,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -134,12 +135,22 @@ def client_add(args: argparse.Namespace) -> int:
 
 
 def client_disable(args: argparse.Namespace) -> int:
-    """`client disable|enable CLIENT_ID`: a disabled client gets no token, and its backend
-    Subscriptions (whose grant is its registration) stop delivering."""
+    """`client disable|enable CLIENT_ID`: a disabled client gets no token, the ones it holds
+    are revoked, and its backend Subscriptions (whose grant is its registration) stop
+    delivering."""
     from fhir_server.auth.clients import ClientRegistry
+    from fhir_server.auth.revocation import revocation_list
 
     async def work(db: Db, settings: AuthSettings) -> bool:
-        return await ClientRegistry(db).set_disabled(args.client_id, args.action == "disable")
+        disable = args.action == "disable"
+        if not await ClientRegistry(db).set_disabled(args.client_id, disable):
+            return False
+        if disable:
+            # Its live tokens too, in every server process within the revocation refresh.
+            now = time.time()
+            await revocation_list(db, 0).revoke_client(
+                args.client_id, now, now + settings.max_token_ttl + settings.clock_skew_seconds)
+        return True
 
     if not _run(args, work):
         print(f"no client {args.client_id}", file=sys.stderr)
@@ -281,8 +292,10 @@ def add_commands(sub: Any) -> None:
     for action in ("disable", "enable"):
         toggle = actions.add_parser(
             action, help=f"{action} a registered client", formatter_class=fmt,
-            description=("Disables a client: it gets no more tokens, and the Subscriptions a backend "
-                         "service created under its registration stop delivering. " if action == "disable"
+            description=("Disables a client: it gets no more tokens, the tokens it holds stop working "
+                         "(in a running server within FHIR_AUTH_REVOCATION_REFRESH_SECONDS), and the "
+                         "Subscriptions a backend service created under its registration stop "
+                         "delivering. " if action == "disable"
                          else "Enables a disabled client again. ") + _DB_NOTE)
         _common(toggle)
         toggle.add_argument("client_id", metavar="CLIENT_ID",

@@ -192,10 +192,12 @@ class TokenValidator:
                     self._verified.pop(next(iter(self._verified)))
                 self._verified[token] = verified
         claims = verified.claims
-        jti = claims.get("jti")
-        if (claims.get("iss") == self.settings.issuer and isinstance(jti, str)
-                and await self.revocations.is_revoked(jti)):
-            raise InvalidToken("token revoked")
+        if claims.get("iss") == self.settings.issuer:
+            jti, iat = claims.get("jti"), claims.get("iat")
+            if await self.revocations.is_revoked(
+                    jti if isinstance(jti, str) else None, verified.principal.client_id,
+                    float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None):
+                raise InvalidToken("token revoked")
         return verified
 
     def _until(self, claims: dict[str, Any], now: float) -> float:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Any
 
+import httpx
 import pytest
 
 from fhir_server.auth import cli
 from fhir_server.auth.clients import ClientRegistry
 from fhir_server.auth.tokens import TokenValidator
-from tests.auth.conftest import DATABASE, AuthServer
+from tests.auth.conftest import DATABASE, AuthServer, register
+from tests.subscriptions.conftest import wait_until
 
 
 @pytest.fixture
@@ -90,3 +93,42 @@ def test_registered_client_ids_read_as_arguments_on_a_command_line(
     auth.run(lambda db: ClientRegistry(db).ensure(legacy))
     assert main(["client", "disable", *env, "--", "-legacy"]) == 0
     assert auth.run(lambda db: ClientRegistry(db).get("-legacy")) is None
+
+
+def test_a_disabled_clients_live_tokens_stop_working(env: list[str], auth: AuthServer, http: httpx.Client,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from fhir_server.cli import main
+
+    resource_server = register(http, client_name="Resource server", redirect_uris=["https://rs.example.org/cb"],
+                               token_endpoint_auth_method="client_secret_basic")
+    assert cli.client_add_main([*env, "--name", "Backend", "--grant-type", "client_credentials",
+                                "--auth-method", "private_key_jwt", "--jwks-uri",
+                                "https://backend.example.org/jwks", "--scope", "system/Task.rs"]) == 0
+    client_id = json.loads(capsys.readouterr().out)["client_id"]
+
+    def mint() -> str:
+        assert cli.token_main([*env, "--client-id", client_id, "--scope", "system/Task.rs"]) == 0
+        return capsys.readouterr().out.strip().splitlines()[-1]
+
+    def active(token: str) -> bool:
+        answer = http.post("/auth/introspect", data={"token": token},
+                           auth=(resource_server["client_id"], resource_server["client_secret"]))
+        assert answer.status_code == 200, answer.text
+        return bool(answer.json()["active"])
+
+    held, other = mint(), cli.token_main([*env, "--scope", "system/Task.rs"])
+    assert other == 0
+    other_token = capsys.readouterr().out.strip()
+    assert active(held) and active(other_token)
+    disabled_at = time.time()
+    assert main(["client", "disable", *env, client_id]) == 0
+    # The server is another process with its own list: it sees the revocation on its next
+    # refresh (FHIR_AUTH_REVOCATION_REFRESH_SECONDS).
+    wait_until(lambda: not active(held))
+    assert active(other_token)  # another client's token stands
+    # Tokens carry whole-second issue times: one minted in the second of the disable is
+    # revoked with the rest, so the enabled client's new token comes from the next second.
+    wait_until(lambda: time.time() >= int(disabled_at) + 1)
+    assert main(["client", "enable", *env, client_id]) == 0
+    fresh = mint()
+    assert active(fresh) and not active(held)
