@@ -31,10 +31,10 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.search import keyset
+from fhir_server.storage.inserts import insert_new
 
 Doc = dict[str, Any]
 AUDIT_EVENT = "AuditEvent"
@@ -43,7 +43,6 @@ BATCHES = "AuditEvent_batches"
 # (an event's stored document is about twice its JSON: the text plus its search values).
 CHUNK_EVENTS = 500
 CHUNK_BYTES = 3 * 1024 * 1024
-DUPLICATE_KEY = 11000
 _EVENTS: list[Doc] = [{"$unwind": "$e"}, {"$replaceRoot": {"newRoot": "$e"}}]
 CONSENT = "Consent/"
 INDEXES = [
@@ -86,12 +85,7 @@ async def store(collection: AsyncCollection[Doc], events: list[Doc], write_conce
         assert doc_id is not None, "not a batched event's id"
         grouped.setdefault(doc_id, []).append(event)
     docs = [pack(doc_id, group) for doc_id, group in grouped.items()]
-    try:
-        await collection.with_options(write_concern=write_concern).insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if exc.details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
+    await insert_new(collection, docs, write_concern)
 
 
 def _strings(value: Any) -> list[str]:

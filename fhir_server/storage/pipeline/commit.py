@@ -21,14 +21,14 @@ from typing import Any
 from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.context import RequestContext
 from fhir_server.errors import MethodNotAllowed
 from fhir_server.hooks import Change, HookRegistry, Pointcut
 from fhir_server.storage.database import Database
-from fhir_server.storage.pipeline.retry import DUPLICATE_KEY, StaleVersion
+from fhir_server.storage.inserts import insert_new
+from fhir_server.storage.pipeline.retry import StaleVersion
 from fhir_server.storage.pipeline.versions import Doc, NewVersion, Planned, Versions
 from fhir_server.storage.schema import APPEND_ONLY
 
@@ -172,11 +172,4 @@ async def store_new(database: Database, resource_type: str, versions: list[NewVe
         (database.current(resource_type), [v.current for v in versions]),
         (database.history(resource_type), [v.history for v in versions if v.history is not None]),
     ):
-        if not docs:
-            continue
-        try:
-            await collection.with_options(write_concern=write_concern).insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if exc.details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
+        await insert_new(collection, docs, write_concern)

@@ -22,10 +22,10 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fhir_server.errors import Conflict
 from fhir_server.storage.database import Database
+from fhir_server.storage.inserts import DUPLICATE_KEY
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 8
-DUPLICATE_KEY = 11000
 WRITE_CONFLICT = 112
 
 
