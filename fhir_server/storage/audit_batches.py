@@ -25,7 +25,7 @@ documents by an index, and never decides a match itself.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cmp_to_key
 from typing import Any
 
@@ -45,6 +45,14 @@ CHUNK_EVENTS = 500
 CHUNK_BYTES = 3 * 1024 * 1024
 _EVENTS: list[Doc] = [{"$unwind": "$e"}, {"$replaceRoot": {"newRoot": "$e"}}]
 CONSENT = "Consent/"
+# A page newest first (`_sort=-_lastUpdated`, the default) without an index to narrow by reads
+# the batches in windows of their newest event's time (`tz`), back from now: the first this
+# wide, each next one WALK_GROWTH times wider, until the page is full and no older batch can
+# hold a newer event; past WALK_SPAN the rest is one last window.
+WALK_FIRST = timedelta(seconds=2)
+WALK_GROWTH = 4
+WALK_SPAN = timedelta(days=366 * 30)
+NARROWING = ("_id", "c", "p")
 INDEXES = [
     IndexModel([("p", ASCENDING)], name="batch_patient", sparse=True),
     IndexModel([("c", ASCENDING)], name="batch_consent", sparse=True),
@@ -212,16 +220,57 @@ class _Cursor:
         docs = docs[self._skip:self._skip + self._limit if self._limit else None]
         return [_projected(d, self._projection) for d in docs] if self._projection else docs
 
+    def _walks(self) -> bool:
+        """Whether this is a page newest first that no index narrows (see WALK_FIRST)."""
+        return (self._session is None and self._limit > 0 and self._sort is not None
+                and self._sort[:1] == [("ts", DESCENDING)]
+                and not any(field in prefilter(self._filter) for field in NARROWING))
+
+    async def _newest_first(self) -> list[Doc]:
+        """The page, its batched events read window by window back from now. Every batch
+        not read yet has `tz` at or before the last window's start, so each of its events is
+        at least as old: once the page's last event is newer than that, the page is whole."""
+        wanted = self._skip + self._limit
+        side: list[Doc] = [*_sort_stage(self._sort), {"$limit": wanted}]
+        match: list[Doc] = [{"$match": self._filter}] if self._filter else []
+        docs = await (await self._view.lone.aggregate(match + side)).to_list()
+        # The filter's own lower bound on `tz` (prefilter): no window needs to go past it.
+        floor = prefilter(self._filter).get("tz", {}).get("$gte")
+        now = datetime.now(UTC)
+        high: datetime | None = None  # the first window is open upward (clocks differ)
+        width = WALK_FIRST
+        found: list[Doc] = []
+        while True:
+            low = (high or now) - width
+            last = width > WALK_SPAN or (floor is not None and low <= floor)
+            window: Doc = {"$gt": low} if not last else {"$gte": floor} if floor is not None else {}
+            if high is not None:
+                window["$lte"] = high
+            head: list[Doc] = [{"$match": {"tz": window}}] if window else []
+            found += await (await self._view.batches.aggregate(head + _EVENTS + match + side)).to_list()
+            found.sort(key=cmp_to_key(lambda a, b: keyset.compare_docs(a, b, self._sort or [])))
+            del found[wanted:]
+            if last or (len(found) == wanted and found[-1]["ts"] > low):
+                break
+            high, width = low, width * WALK_GROWTH
+        docs += found
+        docs.sort(key=cmp_to_key(lambda a, b: keyset.compare_docs(a, b, self._sort or [])))
+        docs = docs[self._skip:wanted]
+        return [_projected(d, self._projection) for d in docs] if self._projection else docs
+
     async def to_list(self, length: int | None = None) -> list[Doc]:
         if self._session is not None:
             return await self._in_session()
+        if self._walks():
+            walked = await self._newest_first()
+            return walked[:length] if length is not None else walked
         cursor = await self._view.lone.aggregate(self.pipeline())
         docs: list[Doc] = await cursor.to_list(length)
         return docs
 
     async def __aiter__(self) -> AsyncIterator[Doc]:
-        if self._session is not None:
-            for doc in await self._in_session():
+        if self._session is not None or self._walks():
+            for doc in await (self._in_session() if self._session is not None else self._newest_first()):
                 yield doc
             return
         cursor = await self._view.lone.aggregate(self.pipeline())

@@ -272,3 +272,62 @@ def test_in_a_transaction_the_view_answers_the_same(mongodb_uri: str, tmp_path: 
             await client.close()
 
     run(work())
+
+
+class _Counting:
+    """The batches collection, noting the first `$match` of every pipeline run on it."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches, self.matches = batches, []
+
+    async def aggregate(self, pipeline: list[dict[str, Any]], **kwargs: Any) -> Any:
+        self.matches.append(pipeline[0].get("$match", {}) if pipeline else {})
+        return await self.batches.aggregate(pipeline, **kwargs)
+
+
+def test_a_page_newest_first_reads_the_newest_batches_only(mongodb_uri: str, tmp_path: Path) -> None:
+    async def work() -> None:
+        client, database, writer = await _writer(mongodb_uri, "fhir_audit_walk", tmp_path)
+        try:
+            versions = Versions(SearchEngine(Settings(base_url=BASE)))
+            now = datetime.now(UTC).replace(microsecond=0)
+            # 60 batches an hour apart, 20 events each: the newest an hour old, the oldest 2.5 days.
+            for b in range(60):
+                events = []
+                for n in range(20):
+                    doc = versions.build("AuditEvent", f"walk{b}.0.{n}", event(n, f"p{n % 2}"), None, "create").current
+                    doc["ts"] = now - timedelta(hours=b + 1, seconds=n)
+                    events.append(doc)
+                await audit_batches.store(database.audit_batches, events, MAJORITY)
+            lone = versions.build("AuditEvent", "lone-walk", event(3, "p1"), None, "create")
+            lone.current["ts"] = now - timedelta(hours=2, milliseconds=500)
+            await store_new(database, "AuditEvent", [lone], MAJORITY)
+            view = database.current("AuditEvent")
+            every = await view.find({}, {"_id": 1, "ts": 1}).to_list()
+            assert len(every) == 1201
+            counting = _Counting(view.batches)
+            view.batches = counting
+            for skip, limit in ((0, 10), (15, 10), (30, 12)):
+                page = await view.find({}, {"sp": 0}).sort(KEYS).skip(skip).limit(limit).to_list()
+                assert [d["_id"] for d in page] == _order(every)[skip:skip + limit]
+                assert all("sp" not in d and "res" in d for d in page)
+            # A filter no index narrows, and one on time (the seek windows' kind), newest first.
+            p1 = await view.find({"sp.patient": {"$nin": ["Patient/p0"]}}, {"_id": 1, "ts": 1}).sort(KEYS).limit(5).to_list()
+            assert [d["_id"] for d in p1] == [i for i in _order(every) if i == "lone-walk" or int(i.rsplit(".", 1)[1]) % 2][:5]
+            since = now - timedelta(hours=3, seconds=5)
+            recent = await view.find({"ts": {"$gte": since}}, {"_id": 1}).sort(KEYS).limit(100).to_list()
+            assert [d["_id"] for d in recent] == [i for i in _order(every)
+                                                 if next(d["ts"] for d in every if d["_id"] == i) >= since][:100]
+            # What the windows matched: the few newest batches of 60, not all of them.
+            assert counting.matches, "the page was not read window by window"
+            read = [await database.audit_batches.count_documents(m) for m in counting.matches]
+            assert max(read) <= 4 and sum(read) < 5 * len(read), read
+            # Oldest first is still answered (over every batch: no walk for that direction).
+            oldest = await view.find({}, {"_id": 1}).sort([("ts", 1), ("_id", 1)]).limit(3).to_list()
+            assert [d["_id"] for d in oldest] == _order(every)[::-1][:3]
+        finally:
+            await writer.stop()
+            await client.drop_database("fhir_audit_walk")
+            await client.close()
+
+    run(work())
