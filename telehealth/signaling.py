@@ -49,6 +49,10 @@ class Peer:
     # Until its welcome is sent, what arrives for the peer waits (another process may relay
     # to it as soon as it is recorded, before this process has answered it).
     backlog: list[Doc] | None = field(default_factory=list)
+    # The peers this socket was told are in the room (its welcome, then peer-joined). A join
+    # relayed from another process can arrive after the newcomer's welcome already listed
+    # that peer: it is not announced twice.
+    known: set[str] = field(default_factory=set)
 
     def describe(self) -> Doc:
         participant = self.admission.participant
@@ -66,12 +70,20 @@ class Peer:
     async def welcome(self, message: Doc) -> None:
         """The first message; then what waited for it, in order."""
         async with self.lock:
+            self.known = {str(p.get("peer")) for p in message.get("peers", [])}
             await self._write(message)
             for queued in self.backlog or []:
                 await self._write(queued)
             self.backlog = None
 
     async def _write(self, message: Doc) -> None:
+        kind, other = message.get("type"), str(message.get("peer"))
+        if kind == "peer-joined":
+            if other in self.known:
+                return
+            self.known.add(other)
+        elif kind == "peer-left":
+            self.known.discard(other)
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             if self.socket.application_state == WebSocketState.CONNECTED:
                 await self.socket.send_json(message)

@@ -115,3 +115,34 @@ def test_the_call_page_is_served_by_the_server_with_a_strict_policy(tele: TeleSe
     assert anyone.get("/$visit-assets/..%2Fservice.py").status_code == 404
     assert anyone.get("/$visit-assets/call.html").status_code == 404
     assert anyone.get("/$visit/bad%20id").status_code == 400
+
+
+def test_a_peer_the_welcome_listed_is_not_announced_again() -> None:
+    # The race of two processes: the doctor's peer-joined, relayed through the database, can
+    # reach the patient's socket after the patient's welcome already listed the doctor.
+    from starlette.websockets import WebSocketState
+
+    from telehealth.signaling import Peer
+
+    class Socket:
+        application_state = WebSocketState.CONNECTED
+
+        def __init__(self) -> None:
+            self.sent: list[dict[str, Any]] = []
+
+        async def send_json(self, message: dict[str, Any]) -> None:
+            self.sent.append(message)
+
+    async def scenario() -> list[dict[str, Any]]:
+        socket = Socket()
+        peer = Peer("patient", None, socket)  # type: ignore[arg-type]
+        await peer.send({"type": "peer-joined", "peer": "doctor"})  # waits for the welcome
+        await peer.welcome({"type": "welcome", "peer": "patient", "peers": [{"peer": "doctor"}]})
+        await peer.send({"type": "peer-joined", "peer": "doctor"})
+        await peer.send({"type": "peer-joined", "peer": "nurse"})
+        await peer.send({"type": "peer-left", "peer": "doctor"})
+        await peer.send({"type": "peer-joined", "peer": "doctor"})  # back, after a reload
+        return socket.sent
+
+    assert [(m["type"], m["peer"]) for m in asyncio.run(scenario())] == [
+        ("welcome", "patient"), ("peer-joined", "nurse"), ("peer-left", "doctor"), ("peer-joined", "doctor")]
