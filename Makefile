@@ -49,11 +49,12 @@ typecheck: $(DEV_STAMP)
 # The suite runs in TEST_WORKERS processes (pytest-xdist), each with its own embedded database
 # and servers; a file's tests stay in one process (--dist loadfile: module-scoped servers start
 # once). Much of a test's time is waiting (timers, subprocess servers, the browser), so two
-# processes on two cores overlap it (~29 min here against ~40; `make test TEST_WORKERS=0` runs
-# one process).
+# processes on two cores overlap it (`make test TEST_WORKERS=2`: ~33 min here against ~43). One
+# process is the default: with two, the machine's load reaches 10-15 and tests that wait on
+# timers and browsers fail by timing (two of 4,632 in the last two-process run).
 # The sources are compiled first: with PYTHONDONTWRITEBYTECODE set, every `fhir-server serve`
 # a test starts would otherwise compile the whole server again.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 0
 
 unit: $(DEV_STAMP) test-deps apps
 	$(BIN)/python -m compileall -q fhir_server interceptors subscriptions workflows telehealth tests > /dev/null

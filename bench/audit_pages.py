@@ -34,6 +34,7 @@ from fhir_server.app import create_app
 from fhir_server.config import Settings
 from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.search import SearchEngine
+from fhir_server.serving import Server
 from fhir_server.storage import audit_batches
 from fhir_server.storage.pipeline import Versions
 
@@ -110,8 +111,9 @@ def main() -> None:
         port = free_port()
         settings = Settings(host="127.0.0.1", port=port, base_url=f"http://127.0.0.1:{port}/fhir",
                             mongodb_uri=db.uri, database=DATABASE, auth_enabled=False)
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
+        # The server class `fhir-server serve` runs (its start-up settles the collector).
+        server = Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                       log_level="warning", lifespan="on"))
         threading.Thread(target=server.run, daemon=True).start()
         while not server.started:
             time.sleep(0.05)

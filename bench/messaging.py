@@ -53,6 +53,7 @@ from fhir_server.embedded_db import EmbeddedDatabase
 from fhir_server.messaging import inbox
 from fhir_server.messaging.settings import GRACE_PERIOD
 from fhir_server.services import auth_settings
+from fhir_server.serving import Server
 
 TAG = "http://fhir.care-coord.example/CodeSystem/messaging"
 TOPIC = "http://fhir.care-coord.example/SubscriptionTopic/communication-unrendered"
@@ -126,8 +127,10 @@ class Receiver:
 
 
 def serve(settings: Settings) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
-                                           log_level="warning", lifespan="on"))
+    # The server class `fhir-server serve` runs: its start-up also settles the collector
+    # (fhir_server/heap.py), as in production.
+    server = Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
+                                   log_level="warning", lifespan="on"))
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + 60
     while not server.started:
