@@ -52,14 +52,13 @@ CONSENT = "Consent/"
 WALK_FIRST = timedelta(seconds=2)
 WALK_GROWTH = 4
 WALK_SPAN = timedelta(days=366 * 30)
-# A page narrowed by ids is read as it is (a few documents); by patient or Consent, the
-# windows keep that narrowing (the compound indexes above).
-BY_ID = "_id"
+# A page an index narrows (ids, a patient, a Consent) is read as it is: windows that kept the
+# narrowing (compound indexes (p, tz), (c, tz)) cost the embedded database twice as much for
+# a patient in every batch (bench/audit_pages.py), so they were not kept.
+NARROWING = ("_id", "c", "p")
 INDEXES = [
-    # Each with the newest event's time: a patient's (a Consent's) page newest first reads
-    # its windows from one index (see _Cursor._newest_first).
-    IndexModel([("p", ASCENDING), ("tz", DESCENDING)], name="batch_patient_newest", sparse=True),
-    IndexModel([("c", ASCENDING), ("tz", DESCENDING)], name="batch_consent_newest", sparse=True),
+    IndexModel([("p", ASCENDING)], name="batch_patient", sparse=True),
+    IndexModel([("c", ASCENDING)], name="batch_consent", sparse=True),
     IndexModel([("tz", DESCENDING)], name="batch_newest"),
     IndexModel([("ts", DESCENDING)], name="batch_oldest"),
 ]
@@ -225,9 +224,10 @@ class _Cursor:
         return [_projected(d, self._projection) for d in docs] if self._projection else docs
 
     def _walks(self) -> bool:
-        """Whether this is a page newest first not narrowed to a few ids (see WALK_FIRST)."""
+        """Whether this is a page newest first that no index narrows (see WALK_FIRST)."""
         return (self._session is None and self._limit > 0 and self._sort is not None
-                and self._sort[:1] == [("ts", DESCENDING)] and BY_ID not in prefilter(self._filter))
+                and self._sort[:1] == [("ts", DESCENDING)]
+                and not any(field in prefilter(self._filter) for field in NARROWING))
 
     async def _newest_first(self) -> list[Doc]:
         """The page, its batched events read window by window back from now. Every batch
@@ -237,11 +237,8 @@ class _Cursor:
         side: list[Doc] = [*_sort_stage(self._sort), {"$limit": wanted}]
         match: list[Doc] = [{"$match": self._filter}] if self._filter else []
         docs = await (await self._view.lone.aggregate(match + side)).to_list()
-        pre = prefilter(self._filter)
-        # The filter's own lower bound on `tz`: no window needs to go past it. Its patient
-        # or Consent: every window keeps it.
-        floor = pre.get("tz", {}).get("$gte")
-        narrow = {k: v for k, v in pre.items() if k in ("p", "c")}
+        # The filter's own lower bound on `tz` (prefilter): no window needs to go past it.
+        floor = prefilter(self._filter).get("tz", {}).get("$gte")
         now = datetime.now(UTC)
         high: datetime | None = None  # the first window is open upward (clocks differ)
         width = WALK_FIRST
@@ -252,8 +249,7 @@ class _Cursor:
             window: Doc = {"$gt": low} if not last else {"$gte": floor} if floor is not None else {}
             if high is not None:
                 window["$lte"] = high
-            within: Doc = {**narrow, "tz": window} if window else narrow
-            head: list[Doc] = [{"$match": within}] if within else []
+            head: list[Doc] = [{"$match": {"tz": window}}] if window else []
             found += await (await self._view.batches.aggregate(head + _EVENTS + match + side)).to_list()
             found.sort(key=cmp_to_key(lambda a, b: keyset.compare_docs(a, b, self._sort or [])))
             del found[wanted:]

@@ -35,9 +35,7 @@ CONDITIONAL_LOCKS = "conditional_locks"
 # way to one holding only the events that name a Consent (interceptors/audit.py), and its
 # compartment index to its `patient` one (access.decision BY_PARAMETER).
 # Task's focus, requester and basedOn indexes gave way to sparse ones (search.engine SPARSE).
-# The audit batches' patient and Consent indexes became compound ones with `tz`.
 RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"AuditEvent": ("s_sp_entity", "s_compartments_Patient_ts_d"),
-                                               "AuditEvent_batches": ("batch_patient", "batch_consent"),
                                                "Task": ("s_sp_focus", "s_sp_requester", "s_sp_based-on")}
 
 
