@@ -216,7 +216,11 @@ class _Cursor:
         stages: list[Doc] = [{"$match": pre}] if pre else []
         stages += _EVENTS + ([{"$match": self._filter}] if self._filter else []) + side
         batched = await (await self._view.batches.aggregate(stages, session=self._session)).to_list()
-        docs = lone + batched
+        return self._page(lone + batched)
+
+    def _page(self, docs: list[Doc]) -> list[Doc]:
+        """Lone and batched events read apart, as the one answer: sorted, skipped, limited,
+        projected."""
         if self._sort:
             keys = self._sort
             docs.sort(key=cmp_to_key(lambda a, b: keyset.compare_docs(a, b, keys)))
@@ -256,10 +260,7 @@ class _Cursor:
             if last or (len(found) == wanted and found[-1]["ts"] > low):
                 break
             high, width = low, width * WALK_GROWTH
-        docs += found
-        docs.sort(key=cmp_to_key(lambda a, b: keyset.compare_docs(a, b, self._sort or [])))
-        docs = docs[self._skip:wanted]
-        return [_projected(d, self._projection) for d in docs] if self._projection else docs
+        return self._page(docs + found)
 
     async def to_list(self, length: int | None = None) -> list[Doc]:
         if self._session is not None:
