@@ -27,6 +27,7 @@ from fhir_server.auth.startup import start_auth
 from fhir_server.config import Settings
 from fhir_server.elements import StructureInfo
 from fhir_server.hooks import HookRegistry
+from fhir_server.messaging import inbox
 from fhir_server.search import SearchEngine
 from fhir_server.storage.database import Database
 from fhir_server.storage.repository import Repository
@@ -66,6 +67,7 @@ class Services:
     async def prepare(self) -> None:
         """Creates the collections' indexes and the signing keys (idempotent)."""
         await self.database.ensure_indexes()
+        await inbox.prepare(self.database.db)
         await start_auth(self.auth, self.database.db)
 
     async def start(self) -> None:

@@ -124,6 +124,10 @@ class Timers:
         return ready
 
 
+# How long a stop waits for the timer in hand before it cancels the runner.
+STOP_PATIENCE = 5.0
+
+
 class TimerRunner:
     """Fires due timers in this process: claim, call the workflow's handler, mark done. A
     handler that raises keeps the timer; it fires again when the lease runs out."""
@@ -135,11 +139,13 @@ class TimerRunner:
         self.poll = poll
         self.owner = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()  # a stop wakes the runner out of its wait
 
     async def fire_due(self) -> int:
         """Fires every timer ready now; answers how many fired."""
         fired = 0
-        while (doc := await self.timers.claim(self.owner)) is not None:
+        while not self._stopping and (doc := await self.timers.claim(self.owner)) is not None:
             handler = self.handlers(doc["workflow"])
             if handler is None:
                 log.warning("no handler for timer %s of workflow %s in this process", doc["_id"], doc["workflow"])
@@ -155,7 +161,7 @@ class TimerRunner:
         return fired
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             self.timers.scheduled.clear()  # before looking: a timer scheduled meanwhile wakes us
             try:
                 await self.fire_due()
@@ -163,15 +169,38 @@ class TimerRunner:
             except Exception:
                 log.exception("timer runner")
                 ready = None
+            if self._stopping:
+                return
             wait = self.poll if ready is None else min(self.poll, max(0.0, (ready - now()).total_seconds()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.timers.scheduled.wait(), timeout=wait)
+            waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self.timers.scheduled.wait())]
+            try:
+                await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
+            self._wake.clear()
             self._task = asyncio.create_task(self.run())
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            await stop_tasks([self._task])
-            self._task = None
+    async def stop(self, patience: float = STOP_PATIENCE) -> None:
+        """Lets the timer in hand finish (its handler and `done`), then ends; cancels the
+        runner only after `patience` seconds. Cancelled between a handler's effects and `done`,
+        the timer would fire again after its lease (its effects doubling nothing, but every one
+        of them tried again)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), patience)
+        except BaseException:  # the stopper itself cancelled: the runner goes too
+            task.cancel()
+            raise
+        if not task.done():
+            await stop_tasks([task])
+        self._stopping = False

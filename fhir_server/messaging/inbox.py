@@ -35,6 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.errors import BadRequest
 from fhir_server.messaging import activity, store
+from fhir_server.messaging.threads import TAG_SYSTEM, THREAD
 from fhir_server.storage import paging
 
 Doc = dict[str, Any]
@@ -46,6 +47,13 @@ FIRST_WINDOW = timedelta(seconds=2)
 MIN_WIDTH = timedelta(milliseconds=1)  # BSON dates are whole milliseconds
 MAX_GROWTH = 16  # a window at most this many times wider than the one before
 MAX_WINDOWS = 8  # then one last read of every older row
+
+async def prepare(db: AsyncDatabase[Doc]) -> None:
+    """At start-up: on a database that keeps rows and activity from its first thread on, no
+    participant's first page has anything to catch up (store.decide_from_the_start)."""
+    if await store.decide_from_the_start(db, f"{TAG_SYSTEM}|{THREAD}"):
+        await activity.note_from_the_start(db)
+
 
 # Judges thread ids (the access decision): the ones it releases.
 Judge = Callable[[list[str]], Awaitable[set[str]]]
@@ -135,10 +143,13 @@ async def newest_rows(db: AsyncDatabase[Doc], participant: str, after: Resume | 
     from the density of the page before (the cursor's span), else blindly."""
     now = datetime.now(UTC)
     noted = await activity.recent(db, participant)
-    if not noted.backfilled:
+    if not noted.backfilled and store.kept_from_the_start(db):
+        noted = activity.Recent(noted.times, True)  # every time was noted: nothing to backfill
+    elif not noted.backfilled:
         # Once per participant: their rows from before the server noted activity.
         began = await activity.since(db)
-        docs = await store.rows_between(db, participant, None, began, high_included=False)
+        docs = [] if began is not None and began <= store.EPOCH else await store.rows_between(
+            db, participant, None, began, high_included=False)
         noted = await activity.backfill(db, participant, [_row(d).at for d in docs])
     high: datetime | None = after.at if after else None
     high_included = True

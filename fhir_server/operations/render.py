@@ -245,7 +245,7 @@ class RenderState:
             # headers themselves: a row is only a number.
             return set(await self.repository.judged_ids(context, "Communication", ids, criteria))
 
-        if (id(db), participant) not in _READY:
+        if (id(db), participant) not in _READY and not store.kept_from_the_start(db):
             if not await store.rows_ready(db, participant):
                 await store.make_rows_ready(db, participant, f"{TAG_SYSTEM}|{THREAD}")
             _READY.add((id(db), participant))

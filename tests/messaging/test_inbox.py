@@ -6,6 +6,7 @@ Only threads the decision releases are answered or counted, however the inbox ro
 from __future__ import annotations
 
 import asyncio
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,8 +21,12 @@ from fhir_server.operations import render
 from fhir_server.storage import paging
 from tests.conftest import RunningServer
 from tests.consent.conftest import actor, classes, consent
-from tests.messaging.conftest import World, message, part, ref
+from tests.messaging.conftest import TAG, World, fast_settings, message, part, ref
 from tests.messaging.test_render_cursors import set_cursor, thread_with_messages
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def inbox(client: httpx.Client, who: str, **params: str) -> dict[str, Any]:
@@ -141,13 +146,62 @@ def test_threads_written_before_inbox_rows_were_kept_are_listed(
         world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
     thread_id, _ = thread_with_messages(world, 2)
     db = mongo[messaging_server.settings.database]
-    # As before the rows existed: none for Anna, and no mark that hers were made.
+    # As before the rows existed: none for Anna, no mark that hers were made, and a database
+    # that held threads before it kept rows.
     db[store.INBOX].delete_many({"participant": world.ref("anna")})
+    db[store.READY].delete_many({"_id": world.ref("anna")})
+    decided = db[store.READY].find_one_and_update({"_id": store.FROM_THE_START}, {"$set": {"kept": False}},
+                                                  upsert=True)
+    render._READY.clear()
+    kept = set(store._KEPT)
+    store._KEPT.clear()  # what this server decided at its start, as the document now says
+    try:
+        anna = world.person("anna", "portal")
+        assert threads(inbox(anna, world.ref("anna"))) == [(thread_id, 2, 2)]
+        assert db[store.READY].find_one({"_id": world.ref("anna")}) is not None
+    finally:
+        db[store.READY].replace_one({"_id": store.FROM_THE_START}, decided or {"kept": False}, upsert=True)
+        store._KEPT |= kept
+
+
+def test_a_database_that_keeps_rows_from_its_first_thread_has_nothing_to_catch_up(
+        mongodb_uri: str, mongo: MongoClient[dict[str, Any]]) -> None:
+    """Decided once, when a server first prepares the database: with no thread stored yet,
+    every row and activity time is kept from the start, and a participant's first page reads
+    no catch-up (no per-participant mark, no backfill of older rows). A database that
+    already held a thread keeps the catch-ups."""
+    fresh, old = unique_name("fhir_inbox_fresh"), unique_name("fhir_inbox_old")
+    mongo[old]["Communication"].insert_one(
+        {"_id": "legacy", "sp": {"_tag|": [f"{TAG}|thread"]}, "del": False})
+    try:
+        for name in (fresh, old):
+            with RunningServer(fast_settings(mongodb_uri, name, auth_enabled=True)):
+                pass
+        assert mongo[fresh][store.READY].find_one({"_id": store.FROM_THE_START})["kept"] is True
+        assert mongo[fresh][activity.ACTIVITY].find_one({"_id": activity.SINCE})["at"] == datetime(1970, 1, 1, tzinfo=UTC)
+        assert mongo[old][store.READY].find_one({"_id": store.FROM_THE_START})["kept"] is False
+        assert mongo[old][activity.ACTIVITY].find_one({"_id": activity.SINCE}) is None
+        # Decided once: a thread stored since does not turn the fresh database into an old one.
+        mongo[fresh]["Communication"].insert_one({"_id": "t", "sp": {"_tag|": [f"{TAG}|thread"]}, "del": False})
+        with RunningServer(fast_settings(mongodb_uri, fresh, auth_enabled=True)):
+            pass
+        assert mongo[fresh][store.READY].find_one({"_id": store.FROM_THE_START})["kept"] is True
+    finally:
+        mongo.drop_database(fresh)
+        mongo.drop_database(old)
+
+
+def test_a_first_page_on_a_database_kept_from_the_start_catches_nothing_up(
+        world: World, mongo: MongoClient[dict[str, Any]], messaging_server: RunningServer) -> None:
+    thread_id, _ = thread_with_messages(world, 2)
+    db = mongo[messaging_server.settings.database]
+    assert db[store.READY].find_one({"_id": store.FROM_THE_START}) is not None  # this server decided
     db[store.READY].delete_many({"_id": world.ref("anna")})
     render._READY.clear()
     anna = world.person("anna", "portal")
     assert threads(inbox(anna, world.ref("anna"))) == [(thread_id, 2, 2)]
-    assert db[store.READY].find_one({"_id": world.ref("anna")}) is not None
+    # No catch-up ran: it leaves the participant's mark.
+    assert db[store.READY].find_one({"_id": world.ref("anna")}) is None
 
 
 def test_pages_keep_the_order_of_last_activity_across_windows_far_apart(

@@ -86,6 +86,53 @@ def test_a_timer_fires_once_when_due(mongodb_uri: str) -> None:
     with_timers(mongodb_uri, work)
 
 
+def test_a_stop_lets_the_timer_in_hand_finish(mongodb_uri: str) -> None:
+    """A stop while a handler runs waits for it and for `done`: the timer is not left leased,
+    to fire (and try its effects) again after the lease."""
+    async def work(timers: Timers, _: Timers) -> None:
+        fired: Counter[str] = Counter()
+        in_handler, finished = asyncio.Event(), asyncio.Event()
+
+        async def slow(timer: Timer) -> None:
+            fired[timer.key] += 1
+            in_handler.set()
+            await asyncio.sleep(0.5)  # the handler's effects, under way when the stop comes
+            finished.set()
+
+        assert await timers.schedule("toy/Task/2/reminder", now(), {"n": 2})
+        runner = TimerRunner(timers, lambda workflow: slow, poll=0.05)
+        runner.start()
+        await asyncio.wait_for(in_handler.wait(), 10 * PATIENCE)
+        await runner.stop()
+        assert finished.is_set()
+        doc = await timers.get("toy/Task/2/reminder")
+        assert doc is not None and doc["status"] == DONE
+        assert fired == Counter({"toy/Task/2/reminder": 1})
+
+    with_timers(mongodb_uri, work)
+
+
+def test_a_stop_cancels_a_handler_that_outlasts_its_patience(mongodb_uri: str) -> None:
+    async def work(timers: Timers, _: Timers) -> None:
+        in_handler = asyncio.Event()
+
+        async def stuck(timer: Timer) -> None:
+            in_handler.set()
+            await asyncio.sleep(3600)
+
+        assert await timers.schedule("toy/Task/3/reminder", now())
+        runner = TimerRunner(timers, lambda workflow: stuck, poll=0.05)
+        runner.start()
+        await asyncio.wait_for(in_handler.wait(), 10 * PATIENCE)
+        started = time.monotonic()
+        await runner.stop(patience=0.2)
+        assert time.monotonic() - started < 10 * PATIENCE
+        doc = await timers.get("toy/Task/3/reminder")
+        assert doc is not None and doc["status"] != DONE  # kept: it fires again after its lease
+
+    with_timers(mongodb_uri, work)
+
+
 def test_two_racing_runners_fire_each_timer_once(mongodb_uri: str) -> None:
     async def work(one: Timers, two: Timers) -> None:
         fired: Counter[str] = Counter()
