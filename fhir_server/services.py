@@ -74,7 +74,6 @@ class Services:
         """Starts the background work: subscription dispatch, the audit writer, the workflows
         (their Subscriptions and timers; nothing when none is registered)."""
         await self.subscriptions.start()
-        self.database.changes.start()
         if self.audit is not None:
             await self.audit.start()
         if self.workflows is not None:
@@ -86,7 +85,6 @@ class Services:
         if self.workflows is not None:
             await self.workflows.stop()
         await self.subscriptions.stop()
-        await self.database.changes.stop()
         if self.audit is not None:
             await self.audit.stop()
         try:

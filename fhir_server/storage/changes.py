@@ -12,10 +12,8 @@ never one already in flight, so concurrent requests share one round trip. Pulls 
 numbered; `sync(ticket)` waits for a pull numbered above `ticket` (`ticket()`: the pulls
 started so far), so every change committed before the ticket was taken has reached the
 listeners. A request takes one ticket (`request_ticket`) for all its caches: the read
-cache and the Consent cache then share one pull per request, not one each. Between requests a
-background pull every IDLE_PULL seconds (`start`) takes what waits in the stream: a request
-after a stretch of writes with no reads (3,000 stored by transactions, say: a 43 ms pull)
-carries at most that long a backlog. When the stream cannot be opened, or
+cache and the Consent cache then share one pull per request, not one each. Nothing is pulled
+while no one asks: the events wait in the stream. When the stream cannot be opened, or
 fails, the listeners are reset (they forget everything) and `sync()` answers False: callers
 then go to the database, as if there were no cache (fail closed). A failed stream is opened
 again at the first request RETRY_SECONDS later (a standalone MongoDB has no change streams:
@@ -35,13 +33,11 @@ from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.storage.outbox import OUTBOX
-from fhir_server.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 RETRY_SECONDS = 5.0
-IDLE_PULL = 1.0  # seconds between background pulls (only when no pull ran meanwhile)
 TICKET = "changes.ticket"  # RequestContext.attributes: the request's ticket
 # The event's type, id and version only; inserts only (matched marks and purges are updates
 # and deletes of events already seen).
@@ -64,31 +60,11 @@ class ChangeFeed:
         self._started = 0  # pulls started, numbered 1, 2, ...
         self._running_number = 0  # the number of the pull in flight
         self._ok = 0  # the number of the latest pull that succeeded; -1 after a failure
-        self._background: asyncio.Task[None] | None = None
 
     def subscribe(self, on_events: Callable[[list[Doc]], None], on_reset: Callable[[], None]) -> None:
         """`on_events(events)`: events `{t, r, v}` in commit order; `on_reset()`: forget all."""
         self._on_events.append(on_events)
         self._on_reset.append(on_reset)
-
-    def start(self, interval: float = IDLE_PULL) -> None:
-        """Pulls in the background every `interval` seconds in which no request pulled."""
-        if self._background is None:
-            self._background = asyncio.get_running_loop().create_task(self._keep_up(interval))
-
-    async def stop(self) -> None:
-        task, self._background = self._background, None
-        if task is not None:
-            await stop_tasks([task])
-
-    async def _keep_up(self, interval: float) -> None:
-        while True:
-            seen = self._started
-            await asyncio.sleep(interval)
-            if self._started == seen and self._stream is not None:
-                # Only a stream some request opened: a server nobody reads from pulls nothing.
-                with contextlib.suppress(Exception):
-                    await self.sync()
 
     def ticket(self) -> int:
         """The pulls started so far: a pull numbered above it starts after this call."""
