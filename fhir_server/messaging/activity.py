@@ -73,13 +73,6 @@ async def note(db: AsyncDatabase[Doc], times: Mapping[str, Iterable[datetime]]) 
     _SINCE_KEPT.add(kept)
 
 
-async def note_from_the_start(db: AsyncDatabase[Doc]) -> None:
-    """A database that kept activity from its first thread on (messaging.store
-    decide_from_the_start): notes began at the epoch, so a first page backfills nothing."""
-    await db[ACTIVITY].update_one({"_id": SINCE}, {"$setOnInsert": {"at": datetime(1970, 1, 1, tzinfo=UTC)}},
-                                  upsert=True)
-
-
 async def since(db: AsyncDatabase[Doc]) -> datetime | None:
     """From when on every new activity is noted (None: nothing was ever noted)."""
     doc = await db[ACTIVITY].find_one({"_id": SINCE})

@@ -48,11 +48,11 @@ MIN_WIDTH = timedelta(milliseconds=1)  # BSON dates are whole milliseconds
 MAX_GROWTH = 16  # a window at most this many times wider than the one before
 MAX_WINDOWS = 8  # then one last read of every older row
 
+
 async def prepare(db: AsyncDatabase[Doc]) -> None:
     """At start-up: on a database that keeps rows and activity from its first thread on, no
     participant's first page has anything to catch up (store.decide_from_the_start)."""
-    if await store.decide_from_the_start(db, f"{TAG_SYSTEM}|{THREAD}"):
-        await activity.note_from_the_start(db)
+    await store.decide_from_the_start(db, f"{TAG_SYSTEM}|{THREAD}")
 
 
 # Judges thread ids (the access decision): the ones it releases.
@@ -148,8 +148,7 @@ async def newest_rows(db: AsyncDatabase[Doc], participant: str, after: Resume | 
     elif not noted.backfilled:
         # Once per participant: their rows from before the server noted activity.
         began = await activity.since(db)
-        docs = [] if began is not None and began <= store.EPOCH else await store.rows_between(
-            db, participant, None, began, high_included=False)
+        docs = await store.rows_between(db, participant, None, began, high_included=False)
         noted = await activity.backfill(db, participant, [_row(d).at for d in docs])
     high: datetime | None = after.at if after else None
     high_included = True

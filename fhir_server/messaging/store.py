@@ -232,8 +232,7 @@ _KEPT: set[tuple[int, str]] = set()
 
 
 async def rows_ready(db: AsyncDatabase[Doc], participant: str) -> bool:
-    found = [d async for d in db[READY].find({"_id": {"$in": [participant, FROM_THE_START]}}, {"kept": 1})]
-    return any(d["_id"] == participant or d.get("kept") for d in found)
+    return await db[READY].find_one({"_id": participant}, {"_id": 1}) is not None
 
 
 async def make_rows_ready(db: AsyncDatabase[Doc], participant: str, thread_tag: str) -> None:

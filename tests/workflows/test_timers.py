@@ -91,19 +91,23 @@ def test_a_stop_lets_the_timer_in_hand_finish(mongodb_uri: str) -> None:
     to fire (and try its effects) again after the lease."""
     async def work(timers: Timers, _: Timers) -> None:
         fired: Counter[str] = Counter()
-        in_handler, finished = asyncio.Event(), asyncio.Event()
+        in_handler, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def slow(timer: Timer) -> None:
             fired[timer.key] += 1
             in_handler.set()
-            await asyncio.sleep(0.5)  # the handler's effects, under way when the stop comes
+            await release.wait()  # the handler's effects, under way when the stop comes
             finished.set()
 
         assert await timers.schedule("toy/Task/2/reminder", now(), {"n": 2})
         runner = TimerRunner(timers, lambda workflow: slow, poll=0.05)
         runner.start()
         await asyncio.wait_for(in_handler.wait(), 10 * PATIENCE)
-        await runner.stop()
+        stopping = asyncio.create_task(runner.stop())
+        await asyncio.sleep(0)  # the stop has begun: it waits for the handler
+        assert not stopping.done()
+        release.set()
+        await asyncio.wait_for(stopping, 10 * PATIENCE)
         assert finished.is_set()
         doc = await timers.get("toy/Task/2/reminder")
         assert doc is not None and doc["status"] == DONE
@@ -118,7 +122,7 @@ def test_a_stop_cancels_a_handler_that_outlasts_its_patience(mongodb_uri: str) -
 
         async def stuck(timer: Timer) -> None:
             in_handler.set()
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # never set: a handler that does not end
 
         assert await timers.schedule("toy/Task/3/reminder", now())
         runner = TimerRunner(timers, lambda workflow: stuck, poll=0.05)
