@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from fhir_server.errors import DatabaseUnavailable, FhirError, InternalError, Issue, operation_outcome
+from fhir_server.storage.database import INTERNAL_ERROR, RETRY_AFTER_INTERNAL_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,21 @@ def _database_unavailable(retry_after: int) -> Callable[[Request, Exception], Aw
     return handler
 
 
+async def _database_failed(request: Request, exc: Exception) -> Response:
+    # The database answered with its own InternalError (a fault inside it, not in the request):
+    # what failed was not acknowledged, so 503 and a retry, as for a database that is down.
+    # Any other refusal of a command is a bug of ours, answered as one.
+    assert isinstance(exc, OperationFailure)
+    if exc.code != INTERNAL_ERROR:
+        return await _unexpected(request, exc)
+    log.warning("the database failed %s %s: %s", request.method, request.url.path, exc)
+    return outcome_response(DatabaseUnavailable.after(RETRY_AFTER_INTERNAL_ERROR))
+
+
 def install(app: FastAPI, *, retry_after: int = 5) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(ConnectionFailure, _database_unavailable(retry_after))
+    app.add_exception_handler(OperationFailure, _database_failed)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)

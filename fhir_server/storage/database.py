@@ -7,6 +7,7 @@ version. Indexes are declared here and created at start-up (idempotent).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from functools import cached_property
 from typing import Any, TypeVar, cast
@@ -15,9 +16,11 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from fhir_server.errors import DatabaseUnavailable
 from fhir_server.resource_types import STORED_TYPES
 from fhir_server.storage import audit_batches, schema
 from fhir_server.storage.changes import ChangeFeed
@@ -25,9 +28,18 @@ from fhir_server.storage.recent import RecentVersions
 
 Doc = dict[str, Any]
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Documents that serialize conditional creates with the same criteria (see repository).
 CONDITIONAL_LOCKS = "conditional_locks"
+
+# A transaction the database failed with its own InternalError (a fault of the database, seen
+# from SecantusDB under load at commit) was rolled back: MongoDB's transactions commit or not,
+# and a failed commit without the UnknownTransactionCommitResult label did not. It is run again
+# like a transient error, a few times; then the answer is 503, nothing written, not a 500.
+INTERNAL_ERROR = 1
+INTERNAL_ERROR_ATTEMPTS = 3
+RETRY_AFTER_INTERNAL_ERROR = 1
 
 
 # Indexes an earlier release created that now only cost writes: dropped at start-up.
@@ -109,7 +121,20 @@ class Database:
             await self.db.create_collection(CONDITIONAL_LOCKS, check_exists=False)
 
     async def in_transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
-        """Runs `work(session)` in one transaction, retried on transient errors by the driver."""
+        """Runs `work(session)` in one transaction, retried on transient errors by the driver
+        and on the database's internal errors here (INTERNAL_ERROR)."""
+        for _ in range(INTERNAL_ERROR_ATTEMPTS):
+            try:
+                return await self._one_transaction(work)
+            except OperationFailure as error:
+                if error.code != INTERNAL_ERROR or error.has_error_label("UnknownTransactionCommitResult"):
+                    raise
+                log.warning("the database failed a transaction (%s): run again", error)
+        raise DatabaseUnavailable(
+            "The database failed the transaction; nothing was written; retry",
+            headers={"Retry-After": str(RETRY_AFTER_INTERNAL_ERROR)})
+
+    async def _one_transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
         async with self.client.start_session() as session:
             self.recent.discard(session)  # nothing staged under this id is this transaction's
             try:
