@@ -188,7 +188,7 @@ class Matcher:
         for e in events:
             rtype, rid, v = str(e["t"]), str(e["r"]), int(e["v"])
             for number in (v, v - 1) if v > 1 else (v,):
-                doc = recent.get(rtype, rid, number)
+                doc = await recent.committed(rtype, rid, number)
                 # The event's own version is the one committed at its time (a copy from
                 # before a clean-up of the database would not be).
                 if doc is not None and (number != v or doc["ts"] == e["ts"]):

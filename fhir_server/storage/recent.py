@@ -19,6 +19,7 @@ never served; a database emptied behind the server's back (tests' clean-ups) cal
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,9 @@ Key = tuple[str, str, int]
 MAX_ENTRIES = 4096
 MAX_DOCUMENT_BYTES = 64 * 1024  # larger resources are read from the database each time
 MAX_AGE = timedelta(minutes=5)
+# How long a reader waits for a commit it knows happened (its change event arrived) to be
+# published: the committing request only has to resume after the commit's reply.
+PUBLISH_PATIENCE = 0.5
 # A Subscription's stored documents gain their owner's key later in the same transaction
 # (subscriptions/guard.py), so the copy the commit built is not the stored one: not held.
 UNCACHED = frozenset({"Subscription"})
@@ -40,6 +44,8 @@ class RecentVersions:
         self._staged: dict[int, list[tuple[str, Doc]]] = {}
         self.hits = 0  # for tests and the bench
         self.misses = 0
+        # Set (and replaced) whenever staged versions are published or dropped.
+        self._settled = asyncio.Event()
 
     # ------------------------------------------------------------------ the commit's side
 
@@ -56,9 +62,15 @@ class RecentVersions:
             self._docs[key] = doc
         while len(self._docs) > self.max_entries:
             self._docs.popitem(last=False)
+        self._settle()
 
     def discard(self, session: object) -> None:
-        self._staged.pop(id(session), None)
+        if self._staged.pop(id(session), None) is not None:
+            self._settle()
+
+    def _settle(self) -> None:
+        self._settled.set()
+        self._settled = asyncio.Event()
 
     # ------------------------------------------------------------------ readers
 
@@ -70,6 +82,26 @@ class RecentVersions:
             return None
         self.hits += 1
         return dict(doc)  # callers may add to theirs; the copy held stays as stored
+
+    async def committed(self, resource_type: str, resource_id: str, version: int) -> Doc | None:
+        """As `get`, for a reader that knows the version committed (the change stream showed
+        it): if this process's commit of it is staged but not yet published (the change event
+        can arrive before the committing request resumes), wait for the publication, a
+        little, rather than read the database for what is about to be held here."""
+        deadline = asyncio.get_running_loop().time() + PUBLISH_PATIENCE
+        while self._is_staged((resource_type, resource_id, version)):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._settled.wait(), left)
+            except TimeoutError:
+                break
+        return self.get(resource_type, resource_id, version)
+
+    def _is_staged(self, key: Key) -> bool:
+        return any((t, str(d["id"]), int(d["v"])) == key
+                   for written in self._staged.values() for t, d in written)
 
     def clear(self) -> None:
         self._docs.clear()
