@@ -105,9 +105,12 @@ class EmbeddedDatabase:
     """Starts, health-checks, supervises and stops one SecantusDB process holding its data in
     data_dir."""
 
-    def __init__(self, data_dir: Path | None, *, cache_size: str = "1G", sync_on_commit: bool | None = None) -> None:
+    def __init__(self, data_dir: Path | None, *, cache_size: str = "1G", sync_on_commit: bool | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.cache_size = cache_size
+        # More of SecantusDB's options (tests turn its fail points on: --enable-test-commands).
+        self.extra_args = extra_args
         # Without it SecantusDB acknowledges a commit before its log reaches the file, and a
         # killed database loses the last acknowledged writes (seen in tests/ops/test_supervision);
         # it costs 14-36 % of write throughput (bench/embedded_sync.py). FHIR_EMBEDDED_SYNC=0
@@ -155,6 +158,7 @@ class EmbeddedDatabase:
             "--log-level", "WARNING",
             "--cache-size", self.cache_size,
             *(["--sync-on-commit"] if self.sync_on_commit and self.data_dir is not None else []),
+            *self.extra_args,
         ]
         log.info("starting embedded database: %s", " ".join(cmd))
         # Its log goes to a file: a pipe nobody drains would block it once full.

@@ -155,8 +155,8 @@ class DatabaseUnavailable(ServiceUnavailable):
     """The database cannot be reached (down, restarting): retry after a while."""
 
     @classmethod
-    def after(cls, seconds: int) -> DatabaseUnavailable:
-        return cls("The database is unavailable; retry later", headers={"Retry-After": str(seconds)})
+    def after(cls, seconds: int, message: str = "The database is unavailable; retry later") -> DatabaseUnavailable:
+        return cls(message, headers={"Retry-After": str(seconds)})
 
 
 class InternalError(FhirError):

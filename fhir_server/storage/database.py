@@ -130,9 +130,8 @@ class Database:
                 if error.code != INTERNAL_ERROR or error.has_error_label("UnknownTransactionCommitResult"):
                     raise
                 log.warning("the database failed a transaction (%s): run again", error)
-        raise DatabaseUnavailable(
-            "The database failed the transaction; nothing was written; retry",
-            headers={"Retry-After": str(RETRY_AFTER_INTERNAL_ERROR)})
+        raise DatabaseUnavailable.after(RETRY_AFTER_INTERNAL_ERROR,
+                                        "The database failed the transaction; nothing was written; retry")
 
     async def _one_transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
         async with self.client.start_session() as session:

@@ -20,7 +20,7 @@ never served; a database emptied behind the server's back (tests' clean-ups) cal
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +42,7 @@ class RecentVersions:
         self.max_entries = max_entries
         self._docs: OrderedDict[Key, Doc] = OrderedDict()
         self._staged: dict[int, list[tuple[str, Doc]]] = {}
+        self._staged_keys: Counter[Key] = Counter()  # the keys of all of _staged's documents
         self.hits = 0  # for tests and the bench
         self.misses = 0
         # Set (and replaced) whenever staged versions are published or dropped.
@@ -52,12 +53,15 @@ class RecentVersions:
     def stage(self, session: object, written: list[tuple[str, Doc]]) -> None:
         """The (type, history document) pairs one attempt of `session`'s transaction wrote:
         replaces whatever an earlier attempt staged."""
-        self._staged[id(session)] = [(t, d) for t, d in written if t not in UNCACHED and _small(d)]
+        self._unstage(session)
+        staged = [(t, d) for t, d in written if t not in UNCACHED and _small(d)]
+        self._staged[id(session)] = staged
+        self._staged_keys.update(_key(t, d) for t, d in staged)
 
     def publish(self, session: object) -> None:
         """`session`'s transaction committed: its staged versions may be served."""
-        for resource_type, doc in self._staged.pop(id(session), ()):
-            key = (resource_type, str(doc["id"]), int(doc["v"]))
+        for resource_type, doc in self._unstage(session):
+            key = _key(resource_type, doc)
             self._docs.pop(key, None)
             self._docs[key] = doc
         while len(self._docs) > self.max_entries:
@@ -65,8 +69,19 @@ class RecentVersions:
         self._settle()
 
     def discard(self, session: object) -> None:
-        if self._staged.pop(id(session), None) is not None:
+        if self._unstage(session):
             self._settle()
+
+    def _unstage(self, session: object) -> list[tuple[str, Doc]]:
+        staged = self._staged.pop(id(session), [])
+        for t, d in staged:
+            key = _key(t, d)
+            left = self._staged_keys[key] - 1
+            if left:
+                self._staged_keys[key] = left
+            else:
+                del self._staged_keys[key]  # `in` then answers False
+        return staged
 
     def _settle(self) -> None:
         self._settled.set()
@@ -88,23 +103,21 @@ class RecentVersions:
         it): if this process's commit of it is staged but not yet published (the change event
         can arrive before the committing request resumes), wait for the publication, a
         little, rather than read the database for what is about to be held here."""
-        deadline = asyncio.get_running_loop().time() + PUBLISH_PATIENCE
-        while self._is_staged((resource_type, resource_id, version)):
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            try:
-                await asyncio.wait_for(self._settled.wait(), left)
-            except TimeoutError:
-                break
+        key = (resource_type, resource_id, version)
+        try:
+            async with asyncio.timeout(PUBLISH_PATIENCE):
+                while key in self._staged_keys:
+                    await self._settled.wait()
+        except TimeoutError:
+            pass  # still staged: the database answers
         return self.get(resource_type, resource_id, version)
-
-    def _is_staged(self, key: Key) -> bool:
-        return any((t, str(d["id"]), int(d["v"])) == key
-                   for written in self._staged.values() for t, d in written)
 
     def clear(self) -> None:
         self._docs.clear()
+
+
+def _key(resource_type: str, doc: Doc) -> Key:
+    return (resource_type, str(doc["id"]), int(doc["v"]))
 
 
 def _small(doc: Doc) -> bool:

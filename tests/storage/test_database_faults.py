@@ -9,48 +9,23 @@ database's own `failCommand` fail point (its test-only commands on), not a mock.
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
 
-from fhir_server.embedded_db import _find_executable
-from tests.conftest import RunningServer, free_port, make_settings
+from fhir_server.embedded_db import EmbeddedDatabase
+from tests.conftest import RunningServer, make_settings
 
 DATABASE = "fhir_faults"
 
 
 @pytest.fixture(scope="module")
 def faulty_uri() -> Iterator[str]:
-    port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="secantus-faults-")) / "secantus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [_find_executable(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:",
-             "--log-level", "WARNING", "--enable-test-commands"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with MongoClient(uri, serverSelectionTimeoutMS=500) as probe:
-                probe.admin.command("ping")
-            break
-        except PyMongoError:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.1)
-    try:
-        yield uri
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with EmbeddedDatabase(None, extra_args=("--enable-test-commands",)) as db:
+        yield db.uri
 
 
 @pytest.fixture(scope="module")

@@ -71,3 +71,20 @@ def test_a_version_nobody_here_committed_is_not_waited_for() -> None:
         raise AssertionError("it waited for a version nobody here is committing")
 
     assert asyncio.run(scenario()) is None
+
+
+def test_an_attempt_run_again_and_then_dropped_leaves_nothing_staged() -> None:
+    async def scenario() -> object:
+        recent, session = RecentVersions(), object()
+        recent.stage(session, [("Task", version("t1", 1))])
+        recent.stage(session, [("Task", version("t1", 1))])  # the driver ran the transaction again
+        recent.discard(session)
+        reading = recent.committed("Task", "t1", 1)
+        try:
+            reading.send(None)
+        except StopIteration as answered:
+            return answered.value
+        reading.close()
+        raise AssertionError("a dropped attempt's version is still taken for staged")
+
+    assert asyncio.run(scenario()) is None
