@@ -18,6 +18,18 @@ fails, the listeners are reset (they forget everything) and `sync()` answers Fal
 then go to the database, as if there were no cache (fail closed). A failed stream is opened
 again at the first request RETRY_SECONDS later (a standalone MongoDB has no change streams:
 one failed attempt per RETRY_SECONDS, not one per request).
+
+A write answers only once this process's feed has delivered its own events (`expect` while
+the transaction runs, `delivered` after it committed). Why: a change stream shows the oplog
+only up to its visible tail, the entry before the oldest commit still in flight (SecantusDB's
+`oplog_visible_tail_seq`; MongoDB's oplog holes likewise), and a transaction can be
+acknowledged while one that began committing before it is still in flight. Its event is then
+invisible to every stream for a moment, and another process's next read, pulling in that
+moment, would answer the version before it from its cache. Once any stream has shown the
+event, the tail has passed it, so every pull that starts later shows it too. The same pull
+keeps the stream's backlog to what one write stretch adds: a read after thousands of writes
+pays no catch-up. Concurrent writes share their pulls; with no listener (caches off), or with
+the stream failed (callers go to the database), nothing waits.
 """
 
 from __future__ import annotations
@@ -38,12 +50,20 @@ log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 RETRY_SECONDS = 5.0
+# How long a write waits for its events to show in the stream (a commit in flight before it
+# holds the visible tail back for its WiredTiger commit and fsync: milliseconds); past it the
+# write answers anyway (logged).
+DELIVERY_PATIENCE = 2.0
+Key = tuple[Any, Any, Any]  # an outbox event's (t, r, v)
 TICKET = "changes.ticket"  # RequestContext.attributes: the request's ticket
-# The event's type, id and version only; inserts only (matched marks and purges are updates
-# and deletes of events already seen).
+# The event's type, id and version only. Every change of the outbox comes back, and the
+# inserts are picked here: matched marks and purges are updates and deletes of events already
+# seen, but a `$match` on the server would let a getMore answer an empty batch with more
+# behind it (SecantusDB reads at most 200 of the collection's oplog entries per getMore, so a
+# run of the matcher's marks filtered away would read as "drained"). Unfiltered, an empty
+# batch means the stream is at the visible tail.
 PIPELINE: list[Doc] = [
-    {"$match": {"operationType": "insert"}},
-    {"$project": {"fullDocument.t": 1, "fullDocument.r": 1, "fullDocument.v": 1}},
+    {"$project": {"operationType": 1, "fullDocument.t": 1, "fullDocument.r": 1, "fullDocument.v": 1}},
 ]
 
 
@@ -60,6 +80,9 @@ class ChangeFeed:
         self._started = 0  # pulls started, numbered 1, 2, ...
         self._running_number = 0  # the number of the pull in flight
         self._ok = 0  # the number of the latest pull that succeeded; -1 after a failure
+        # Per transaction (session id): the keys of its events not yet delivered. Kept from
+        # before its commit, so a pull that delivers them while the commit returns counts.
+        self._expected: dict[int, set[Key]] = {}
 
     def subscribe(self, on_events: Callable[[list[Doc]], None], on_reset: Callable[[], None]) -> None:
         """`on_events(events)`: events `{t, r, v}` in commit order; `on_reset()`: forget all."""
@@ -95,6 +118,31 @@ class ChangeFeed:
             self._next = asyncio.get_running_loop().create_task(self._after(self._running))
         return await asyncio.shield(self._next)
 
+    def expect(self, session: object, events: list[Doc]) -> None:
+        """Outbox events `session`'s transaction inserts. A transaction's events show in the
+        stream together (its oplog entries are one block), so the last call's stand for all."""
+        if self._on_events and events:
+            self._expected[id(session)] = {(e.get("t"), e.get("r"), e.get("v")) for e in events}
+
+    def forget(self, session: object) -> None:
+        """`session`'s transaction did not commit: nothing of it is awaited."""
+        self._expected.pop(id(session), None)
+
+    async def delivered(self, session: object) -> None:
+        """Returns once `session`'s committed transaction's events reached the listeners (or
+        the stream failed, or DELIVERY_PATIENCE passed)."""
+        waiting = self._expected.get(id(session))
+        try:
+            if waiting:
+                async with asyncio.timeout(DELIVERY_PATIENCE):
+                    while waiting and await self.sync():
+                        pass
+        except TimeoutError:
+            log.warning("a write's change events did not show in the change stream within %s s: "
+                        "another process may read the version before it for a moment", DELIVERY_PATIENCE)
+        finally:
+            self._expected.pop(id(session), None)
+
     async def _after(self, running: asyncio.Task[bool] | None) -> bool:
         if running is not None:
             with contextlib.suppress(Exception):
@@ -123,14 +171,18 @@ class ChangeFeed:
                 await self._fail(error)
                 return False
             # Whatever listeners knew predates the stream: forget it. Everything committed
-            # before this point is in the collections, and what follows is in the stream.
+            # before this point is in the collections, and what follows is in the stream
+            # (so no write waits for events committed before it opened).
             self._reset()
+            for waiting in self._expected.values():
+                waiting.clear()
             self._failed_at = None
         self.pulls += 1
         events: list[Doc] = []
         try:
             while (change := await self._stream.try_next()) is not None:
-                events.append(change.get("fullDocument") or {})
+                if change.get("operationType") == "insert":
+                    events.append(change.get("fullDocument") or {})
             if not self._stream.alive:  # invalidated (the outbox dropped)
                 raise RuntimeError("the outbox change stream was invalidated")
         except Exception as error:
@@ -139,6 +191,10 @@ class ChangeFeed:
         if events:
             for listener in self._on_events:
                 listener(events)
+            if self._expected:
+                shown = {(e.get("t"), e.get("r"), e.get("v")) for e in events}
+                for waiting in self._expected.values():
+                    waiting -= shown
         return True
 
     async def _fail(self, error: Exception) -> None:

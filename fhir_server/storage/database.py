@@ -134,16 +134,25 @@ class Database:
                                         "The database failed the transaction; nothing was written; retry")
 
     async def _one_transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+        async def attempt(session: AsyncClientSession) -> T:
+            # Nothing an earlier attempt (the driver re-runs `work`), or an earlier session
+            # under the same id, staged or expected is this attempt's.
+            self.recent.discard(session)
+            self.changes.forget(session)
+            return await work(session)
+
         async with self.client.start_session() as session:
-            self.recent.discard(session)  # nothing staged under this id is this transaction's
             try:
                 result: T = await session.with_transaction(
-                    work,
+                    attempt,
                     read_concern=ReadConcern("snapshot"),
                     write_concern=WriteConcern("majority"),
                 )
             except BaseException:
                 self.recent.discard(session)
+                self.changes.forget(session)
                 raise
             self.recent.publish(session)
+            # Answered once every process's next pull shows it (storage/changes.py).
+            await self.changes.delivered(session)
             return result

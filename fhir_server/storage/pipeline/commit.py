@@ -28,6 +28,7 @@ from fhir_server.errors import MethodNotAllowed
 from fhir_server.hooks import Change, HookRegistry, Pointcut
 from fhir_server.storage.database import Database
 from fhir_server.storage.inserts import insert_new
+from fhir_server.storage.outbox import OUTBOX
 from fhir_server.storage.pipeline.retry import StaleVersion
 from fhir_server.storage.pipeline.versions import Doc, NewVersion, Planned, Versions
 from fhir_server.storage.schema import APPEND_ONLY
@@ -115,6 +116,8 @@ class Committer:
             hooked = [[version.change for version, hooks in unit if hooks] for unit in records]
         for collection, docs in last.items():
             await self.database.db[collection].insert_many(docs, session=session)
+        # The write answers once this process's change feed delivered them (storage/changes.py).
+        self.database.changes.expect(session, last.get(OUTBOX, []))
         # Served once the transaction has committed (Database.in_transaction publishes them):
         # the matcher and the notification's read need not read them back.
         self.database.recent.stage(session, [(v.change.resource_type, v.history) for v in stored
