@@ -229,7 +229,7 @@ class MessagingRules:
         self._no_message_before_its_header(changes)
         # The inbox activity this transaction gives each participant, by change: noted after
         # the commit (a transaction the driver runs again sets its changes' entries again).
-        noted: dict[str, dict[str, datetime]] = context.attributes.setdefault(ACTIVITY_NOTED, {})
+        noted: dict[str, dict[str, tuple[str, datetime]]] = context.attributes.setdefault(ACTIVITY_NOTED, {})
         for change in changes:
             kind = kind_of(change.resource if change.resource is not None else change.previous)
             if change.resource_type == "Communication" and kind == MESSAGE and change.previous is None \
@@ -241,13 +241,13 @@ class MessagingRules:
                     _, at = await store.number_message(db, session, thread_id, change.id, sender,
                                                        participants(change.resource),
                                                        principal.client_id if principal else None)
-                    noted[change.id] = {p: at for p in participants(change.resource)}
+                    noted[change.id] = {p: (thread_id, at) for p in participants(change.resource)}
                     await grants.record(db, principal, participants(change.resource), session)
             elif change.resource_type == "Communication" and kind == THREAD and change.resource is not None:
                 at = await store.open_rows(db, session, change.id, participants(change.resource))
                 # Every participant's: a header written again moves the last activity of a
                 # thread without messages (a time noted twice only makes a window smaller).
-                noted[change.id] = {p: at for p in participants(change.resource)}
+                noted[change.id] = {p: (change.id, at) for p in participants(change.resource)}
                 if change.previous is not None:
                     # Someone taken off the thread: their row goes in the same transaction
                     # (the access decision refuses the thread to them anyway; the row would
@@ -265,13 +265,14 @@ class MessagingRules:
         """The participants' new inbox activity, as the hint the inbox places its windows by
         (fhir_server.messaging.activity): the first change after a commit notes what the
         request's transactions gave so far, in one round trip."""
-        noted: dict[str, dict[str, datetime]] = context.attributes.get(ACTIVITY_NOTED) or {}
+        noted: dict[str, dict[str, tuple[str, datetime]]] = context.attributes.get(ACTIVITY_NOTED) or {}
         if not noted:
             return
-        times: dict[str, list[datetime]] = {}
+        times: dict[str, dict[str, datetime]] = {}  # participant -> thread -> its newest activity
         for by_participant in noted.values():
-            for participant, at in by_participant.items():
-                times.setdefault(participant, []).append(at)
+            for participant, (thread, at) in by_participant.items():
+                threads = times.setdefault(participant, {})
+                threads[thread] = max(at, threads.get(thread, at))
         noted.clear()
         try:
             await activity.note(self.database.db, times)

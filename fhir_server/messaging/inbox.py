@@ -149,7 +149,7 @@ async def newest_rows(db: AsyncDatabase[Doc], participant: str, after: Resume | 
         # Once per participant: their rows from before the server noted activity.
         began = await activity.since(db)
         docs = await store.rows_between(db, participant, None, began, high_included=False)
-        noted = await activity.backfill(db, participant, [_row(d).at for d in docs])
+        noted = await activity.backfill(db, participant, [(row.thread, row.at) for row in map(_row, docs)])
     high: datetime | None = after.at if after else None
     high_included = True
     hinted, oldest = _hinted_low(noted.times, high, wanted)
