@@ -122,7 +122,7 @@ class ChangeFeed:
         """Outbox events `session`'s transaction inserts. A transaction's events show in the
         stream together (its oplog entries are one block), so the last call's stand for all."""
         if self._on_events and events:
-            self._expected[id(session)] = {(e.get("t"), e.get("r"), e.get("v")) for e in events}
+            self._expected[id(session)] = {_key(e) for e in events}
 
     def forget(self, session: object) -> None:
         """`session`'s transaction did not commit: nothing of it is awaited."""
@@ -171,8 +171,10 @@ class ChangeFeed:
                 await self._fail(error)
                 return False
             # Whatever listeners knew predates the stream: forget it. Everything committed
-            # before this point is in the collections, and what follows is in the stream
-            # (so no write waits for events committed before it opened).
+            # before this point is in the collections, and what follows is in the stream.
+            # No write waits for events that may have committed before it opened: they would
+            # never come. (A write committing just after the opening then does not wait out
+            # a hole either: only at the stream's first opening and after a failure.)
             self._reset()
             for waiting in self._expected.values():
                 waiting.clear()
@@ -192,7 +194,7 @@ class ChangeFeed:
             for listener in self._on_events:
                 listener(events)
             if self._expected:
-                shown = {(e.get("t"), e.get("r"), e.get("v")) for e in events}
+                shown = {_key(e) for e in events}
                 for waiting in self._expected.values():
                     waiting -= shown
         return True
@@ -210,3 +212,8 @@ class ChangeFeed:
     def _reset(self) -> None:
         for listener in self._on_reset:
             listener()
+
+
+def _key(event: Doc) -> Key:
+    """An outbox event's (type, id, version), as the commit inserted it and the stream shows it."""
+    return (event.get("t"), event.get("r"), event.get("v"))
